@@ -1,0 +1,106 @@
+//! Bookings: confirmed sales, made from a hold or directly, and their cancellation.
+
+use axum::extract::State;
+use axum::http::{Method, Uri};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::auth::Auth;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey, idempotent_request};
+use super::holds::parse_payment_reference;
+use super::reply;
+use crate::db::bookings;
+use crate::domain::SeatIds;
+use crate::pipeline::{self, Command, views};
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookSeatsBody {
+    pub seat_ids: Vec<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_reference: Option<String>,
+}
+
+pub async fn book_seats(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    IdemKey(key): IdemKey,
+    method: Method,
+    uri: Uri,
+    ApiPath(event_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<BookSeatsBody>,
+) -> Result<Response, ApiError> {
+    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    let seat_ids = SeatIds::parse(body.seat_ids, state.config.hold_max_seats)?;
+    let payment_reference = parse_payment_reference(body.payment_reference)?;
+    let command = Command::BookSeats {
+        event_id,
+        seat_ids,
+        payment_reference,
+    };
+    let reply = pipeline::run(&state, caller, Some(idem), command).await?;
+    Ok(reply::render(reply))
+}
+
+pub async fn get_booking(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(booking_id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let booking = bookings::find(&state.db, booking_id)
+        .await?
+        .filter(|b| caller.may_access(&b.user_id))
+        .ok_or(ApiError::NotFound("booking"))?;
+    Ok(reply::ok(views::booking(&booking)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub cursor: Option<Uuid>,
+    pub limit: Option<i64>,
+}
+
+pub async fn list_bookings(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(
+            crate::domain::ValidationError::new("limit", "must be between 1 and 100").into(),
+        );
+    }
+    let rows = bookings::list_for_user(&state.db, &caller.user_id, query.cursor, limit).await?;
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|b| b.id))
+        .flatten();
+    let items: Vec<_> = rows.iter().map(views::booking).collect();
+    Ok(reply::ok(
+        json!({ "bookings": items, "next_cursor": next_cursor }),
+    ))
+}
+
+pub async fn cancel_booking(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    IdemKey(key): IdemKey,
+    method: Method,
+    uri: Uri,
+    ApiPath(booking_id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &())?;
+    let reply = pipeline::run(
+        &state,
+        caller,
+        Some(idem),
+        Command::CancelBooking { booking_id },
+    )
+    .await?;
+    Ok(reply::render(reply))
+}

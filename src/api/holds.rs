@@ -1,0 +1,159 @@
+//! Holds: claim seats for a while, then confirm, extend or release them.
+
+use axum::extract::State;
+use axum::http::{Method, Uri};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::auth::Auth;
+use super::error::ApiError;
+use super::extract::{
+    ApiJson, ApiPath, IdemKey, OptionalApiJson, OptionalIdemKey, idempotent_request,
+};
+use super::reply;
+use crate::db::holds;
+use crate::domain::{SeatIds, Ttl};
+use crate::pipeline::{self, Command, views};
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateHoldBody {
+    pub seat_ids: Vec<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<i64>,
+}
+
+pub async fn create_hold(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    IdemKey(key): IdemKey,
+    method: Method,
+    uri: Uri,
+    ApiPath(event_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<CreateHoldBody>,
+) -> Result<Response, ApiError> {
+    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    let config = &state.config;
+    let seat_ids = SeatIds::parse(body.seat_ids, config.hold_max_seats)?;
+    let ttl = Ttl::parse(
+        body.ttl_seconds,
+        config.hold_default_ttl_seconds,
+        config.hold_max_ttl_seconds,
+    )?;
+    let reply = pipeline::run(
+        &state,
+        caller,
+        Some(idem),
+        Command::CreateHold {
+            event_id,
+            seat_ids,
+            ttl,
+        },
+    )
+    .await?;
+    Ok(reply::render(reply))
+}
+
+pub async fn get_hold(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(hold_id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let hold = holds::find(&state.db, hold_id)
+        .await?
+        .filter(|h| caller.may_access(&h.user_id))
+        .ok_or(ApiError::NotFound("hold"))?;
+    Ok(reply::ok(views::hold(&hold)))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendHoldBody {
+    pub ttl_seconds: i64,
+}
+
+pub async fn extend_hold(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    IdemKey(key): IdemKey,
+    method: Method,
+    uri: Uri,
+    ApiPath(hold_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<ExtendHoldBody>,
+) -> Result<Response, ApiError> {
+    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    let ttl = Ttl::parse(
+        Some(body.ttl_seconds),
+        state.config.hold_default_ttl_seconds,
+        state.config.hold_max_ttl_seconds,
+    )?;
+    let reply = pipeline::run(
+        &state,
+        caller,
+        Some(idem),
+        Command::ExtendHold { hold_id, ttl },
+    )
+    .await?;
+    Ok(reply::render(reply))
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmHoldBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_reference: Option<String>,
+}
+
+pub fn parse_payment_reference(reference: Option<String>) -> Result<Option<String>, ApiError> {
+    match reference {
+        Some(r) if r.is_empty() || r.len() > 255 => Err(crate::domain::ValidationError::new(
+            "payment_reference",
+            "must be 1 to 255 characters",
+        )
+        .into()),
+        other => Ok(other),
+    }
+}
+
+pub async fn confirm_hold(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    IdemKey(key): IdemKey,
+    method: Method,
+    uri: Uri,
+    ApiPath(hold_id): ApiPath<Uuid>,
+    OptionalApiJson(body): OptionalApiJson<ConfirmHoldBody>,
+) -> Result<Response, ApiError> {
+    // The body is optional: a bare POST confirms without a payment reference.
+    let body = body.unwrap_or_default();
+    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    let payment_reference = parse_payment_reference(body.payment_reference)?;
+    let reply = pipeline::run(
+        &state,
+        caller,
+        Some(idem),
+        Command::ConfirmHold {
+            hold_id,
+            payment_reference,
+        },
+    )
+    .await?;
+    Ok(reply::render(reply))
+}
+
+pub async fn release_hold(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    OptionalIdemKey(key): OptionalIdemKey,
+    method: Method,
+    uri: Uri,
+    ApiPath(hold_id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let idem = key
+        .map(|k| idempotent_request(&caller, &k, method.as_str(), uri.path(), &()))
+        .transpose()?;
+    let reply = pipeline::run(&state, caller, idem, Command::ReleaseHold { hold_id }).await?;
+    Ok(reply::render(reply))
+}

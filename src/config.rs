@@ -1,0 +1,313 @@
+//! One typed configuration, read from the environment (or flags) once and validated.
+//! Every variable is documented in `.env.example` and by `holdfast serve --help`.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+
+/// A secret that never shows up in logs or `Debug` output.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(\"[redacted]\")")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() < 16 {
+            return Err("must be at least 16 characters".into());
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Database URL with its password redacted in `Debug`.
+#[derive(Clone)]
+pub struct DatabaseUrl(pub String);
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = match (self.0.find("://"), self.0.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let creds = &self.0[scheme + 3..at];
+                match creds.find(':') {
+                    Some(colon) => format!(
+                        "{}{}:[redacted]{}",
+                        &self.0[..scheme + 3],
+                        &creds[..colon],
+                        &self.0[at..]
+                    ),
+                    None => self.0.clone(),
+                }
+            }
+            _ => self.0.clone(),
+        };
+        write!(f, "{redacted:?}")
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+            return Err("must start with postgres:// or postgresql://".into());
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Comma-separated list, as used by `REDIS_URLS` and `TRUSTED_PROXIES`.
+#[derive(Clone, Debug, Default)]
+pub struct CommaList(pub Vec<String>);
+
+impl FromStr for CommaList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(
+            s.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct Config {
+    /// Address the HTTP server listens on (port 0 picks a free port).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen_addr: SocketAddr,
+
+    /// Postgres connection URL.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: DatabaseUrl,
+    /// Pool size per instance.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
+    pub database_max_connections: u32,
+    /// How long a request waits for a pooled connection before answering 503.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 2000)]
+    pub database_acquire_timeout_ms: u64,
+    /// statement_timeout for every session (a bound on any one statement).
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
+    pub database_statement_timeout_ms: u64,
+    /// lock_timeout for every session (a bound on waiting for a row lock).
+    #[arg(long, env = "DATABASE_LOCK_TIMEOUT_MS", default_value_t = 2000)]
+    pub database_lock_timeout_ms: u64,
+
+    /// Independent Redis nodes for the Redlock quorum, comma-separated (1 for dev, 3 or 5 in production).
+    #[arg(long, env = "REDIS_URLS")]
+    pub redis_urls: CommaList,
+    /// Prefix of every Redis key holdfast writes.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "holdfast:")]
+    pub redis_key_prefix: String,
+    /// Timeout of one call to one Redis node (connect or command); a small fraction of the lock TTL.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 100)]
+    pub redis_timeout_ms: u64,
+
+    /// Lock time-to-live. Covers one request's transaction with a wide margin.
+    #[arg(long, env = "REDLOCK_TTL_MS", default_value_t = 5000)]
+    pub redlock_ttl_ms: u64,
+    /// Clock drift allowance as a fraction of the TTL.
+    #[arg(long, env = "REDLOCK_DRIFT_FACTOR", default_value_t = 0.01)]
+    pub redlock_drift_factor: f64,
+    /// Extra attempts after a failed acquisition.
+    #[arg(long, env = "REDLOCK_RETRY_COUNT", default_value_t = 3)]
+    pub redlock_retry_count: u32,
+    /// Base delay between attempts; each wait adds a random jitter of up to the same amount.
+    #[arg(long, env = "REDLOCK_RETRY_DELAY_MS", default_value_t = 50)]
+    pub redlock_retry_delay_ms: u64,
+    /// A transaction refuses to commit when less than this much lock validity is left (answers 503).
+    #[arg(long, env = "REDLOCK_COMMIT_MARGIN_MS", default_value_t = 1000)]
+    pub redlock_commit_margin_ms: u64,
+
+    /// HS256 secret for bearer tokens (at least 16 characters).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Secret,
+
+    /// Upper bound on handling one request; answers 504 TIMEOUT past it.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10000)]
+    pub request_timeout_ms: u64,
+    /// Largest accepted request body.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Hold lifetime when a request names none.
+    #[arg(long, env = "HOLD_DEFAULT_TTL_SECONDS", default_value_t = 600)]
+    pub hold_default_ttl_seconds: i64,
+    /// Largest `ttl_seconds` a hold or an extension may ask for.
+    #[arg(long, env = "HOLD_MAX_TTL_SECONDS", default_value_t = 900)]
+    pub hold_max_ttl_seconds: i64,
+    /// Longest total life of a hold, extensions included, counted from its creation.
+    #[arg(long, env = "HOLD_MAX_LIFETIME_SECONDS", default_value_t = 1800)]
+    pub hold_max_lifetime_seconds: i64,
+    /// Most seats in one hold or booking.
+    #[arg(long, env = "HOLD_MAX_SEATS", default_value_t = 10)]
+    pub hold_max_seats: usize,
+    /// Most seats in one event.
+    #[arg(long, env = "EVENT_MAX_SEATS", default_value_t = 100_000)]
+    pub event_max_seats: usize,
+
+    /// How long an IN_PROGRESS idempotency record blocks its key before a retry may take it over.
+    #[arg(long, env = "IDEMPOTENCY_LEASE_SECONDS", default_value_t = 30)]
+    pub idempotency_lease_seconds: i64,
+    /// How long completed idempotency records are kept for replay.
+    #[arg(long, env = "IDEMPOTENCY_RETENTION_SECONDS", default_value_t = 86_400)]
+    pub idempotency_retention_seconds: i64,
+
+    /// Requests per second per client IP (0 turns it off).
+    #[arg(long, env = "RATE_LIMIT_PER_IP", default_value_t = 100)]
+    pub rate_limit_per_ip: u32,
+    /// Burst per client IP (defaults to twice the rate).
+    #[arg(long, env = "RATE_LIMIT_PER_IP_BURST")]
+    pub rate_limit_per_ip_burst: Option<u32>,
+    /// Requests per second per authenticated user (0 turns it off).
+    #[arg(long, env = "RATE_LIMIT_PER_USER", default_value_t = 20)]
+    pub rate_limit_per_user: u32,
+    /// Burst per user (defaults to twice the rate).
+    #[arg(long, env = "RATE_LIMIT_PER_USER_BURST")]
+    pub rate_limit_per_user_burst: Option<u32>,
+    /// Proxies whose X-Forwarded-For is believed (comma-separated IPs). Empty: the socket address is the client.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: CommaList,
+
+    /// How often each instance sweeps expired holds (jittered ±20%).
+    #[arg(long, env = "HOLD_SWEEP_INTERVAL_MS", default_value_t = 1000)]
+    pub hold_sweep_interval_ms: u64,
+    /// How often each instance purges and recovers idempotency records (jittered ±20%).
+    #[arg(long, env = "IDEMPOTENCY_SWEEP_INTERVAL_MS", default_value_t = 10_000)]
+    pub idempotency_sweep_interval_ms: u64,
+    /// Rows one background batch takes.
+    #[arg(long, env = "JOB_BATCH_SIZE", default_value_t = 500)]
+    pub job_batch_size: i64,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+    /// How long shutdown waits for in-flight work.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
+    pub shutdown_grace_seconds: u64,
+
+    /// Fault injection for tests only: sleep this long after the lock-validity check, just before COMMIT,
+    /// to stand for a process paused at the worst moment. Never set in production.
+    #[arg(
+        long,
+        env = "HOLDFAST_FAULT_PRE_COMMIT_DELAY_MS",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub fault_pre_commit_delay_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Checks the relations between settings that clap cannot see one at a time.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: &str| Err(ConfigError(m.to_owned()));
+        if self.redis_urls.0.is_empty() {
+            return err("REDIS_URLS must name at least one Redis node");
+        }
+        if self.redlock_ttl_ms < 10 {
+            return err("REDLOCK_TTL_MS must be at least 10");
+        }
+        if !(0.0..0.5).contains(&self.redlock_drift_factor) {
+            return err("REDLOCK_DRIFT_FACTOR must be in [0, 0.5)");
+        }
+        if self.redlock_commit_margin_ms >= self.redlock_ttl_ms {
+            return err("REDLOCK_COMMIT_MARGIN_MS must be below REDLOCK_TTL_MS");
+        }
+        if self.hold_max_ttl_seconds < 1 {
+            return err("HOLD_MAX_TTL_SECONDS must be at least 1");
+        }
+        if !(1..=self.hold_max_ttl_seconds).contains(&self.hold_default_ttl_seconds) {
+            return err("HOLD_DEFAULT_TTL_SECONDS must be between 1 and HOLD_MAX_TTL_SECONDS");
+        }
+        if self.hold_max_lifetime_seconds < self.hold_max_ttl_seconds {
+            return err("HOLD_MAX_LIFETIME_SECONDS must be at least HOLD_MAX_TTL_SECONDS");
+        }
+        if self.hold_max_seats == 0 || self.event_max_seats == 0 {
+            return err("HOLD_MAX_SEATS and EVENT_MAX_SEATS must be positive");
+        }
+        if self.idempotency_lease_seconds < 1
+            || self.idempotency_retention_seconds < self.idempotency_lease_seconds
+        {
+            return err(
+                "IDEMPOTENCY_LEASE_SECONDS must be positive and at most IDEMPOTENCY_RETENTION_SECONDS",
+            );
+        }
+        if self.database_max_connections == 0 || self.job_batch_size < 1 {
+            return err("DATABASE_MAX_CONNECTIONS and JOB_BATCH_SIZE must be positive");
+        }
+        for proxy in &self.trusted_proxies.0 {
+            if proxy.parse::<IpAddr>().is_err() {
+                return Err(ConfigError(format!(
+                    "TRUSTED_PROXIES: {proxy:?} is not an IP address"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn trusted_proxy_ips(&self) -> Vec<IpAddr> {
+        self.trusted_proxies
+            .0
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_debug_hides_the_password() {
+        let url: DatabaseUrl = "postgres://app:hunter2@db:5432/holdfast".parse().unwrap();
+        let shown = format!("{url:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("app:[redacted]@db"), "{shown}");
+    }
+
+    #[test]
+    fn secret_debug_hides_the_value() {
+        let secret: Secret = "0123456789abcdef-very-secret".parse().unwrap();
+        assert!(!format!("{secret:?}").contains("very-secret"));
+        assert!("short".parse::<Secret>().is_err());
+    }
+
+    #[test]
+    fn comma_list_trims_and_drops_empty_parts() {
+        let list: CommaList = " redis://a:1 , ,redis://b:2,".parse().unwrap();
+        assert_eq!(list.0, vec!["redis://a:1", "redis://b:2"]);
+    }
+}

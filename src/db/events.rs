@@ -1,0 +1,159 @@
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgExecutor, PgPool};
+use uuid::Uuid;
+
+use crate::domain::NewEvent;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct EventRow {
+    pub id: Uuid,
+    pub name: String,
+    pub starts_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, sqlx::FromRow)]
+pub struct SeatCounts {
+    pub total: i64,
+    pub available: i64,
+    pub held: i64,
+    pub booked: i64,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SeatRow {
+    pub id: Uuid,
+    pub section: String,
+    #[serde(rename = "row")]
+    pub row_label: String,
+    pub number: i32,
+    pub label: String,
+    pub status: String,
+    pub price_cents: i64,
+}
+
+/// A seat's status as clients see it. An expired hold is AVAILABLE at once, swept or not.
+const SEAT_STATUS: &str = "case when booking_id is not null then 'BOOKED'
+                               when hold_id is not null and hold_expires_at > now() then 'HELD'
+                               else 'AVAILABLE' end";
+
+#[tracing::instrument(skip_all, fields(seats = event.seats.len()), err)]
+pub async fn insert_event(
+    conn: &mut PgConnection,
+    id: Uuid,
+    event: &NewEvent,
+    created_by: &str,
+) -> Result<EventRow, sqlx::Error> {
+    let row: EventRow = sqlx::query_as(
+        "insert into events (id, name, starts_at, created_by) values ($1, $2, $3, $4)
+         returning id, name, starts_at, created_at",
+    )
+    .bind(id)
+    .bind(&event.name)
+    .bind(event.starts_at)
+    .bind(created_by)
+    .fetch_one(&mut *conn)
+    .await?;
+
+    // One statement for the whole seat map: arrays in, unnest on the server.
+    let n = event.seats.len();
+    let (mut ids, mut sections, mut rows, mut numbers, mut prices) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for seat in &event.seats {
+        ids.push(Uuid::now_v7());
+        sections.push(seat.section.as_str());
+        rows.push(seat.row.as_str());
+        numbers.push(seat.number);
+        prices.push(seat.price_cents);
+    }
+    sqlx::query(
+        "insert into seats (id, event_id, section, row_label, number, price_cents)
+         select u.id, $1, u.section, u.row_label, u.number, u.price_cents
+           from unnest($2::uuid[], $3::text[], $4::text[], $5::int4[], $6::int8[])
+                as u(id, section, row_label, number, price_cents)",
+    )
+    .bind(id)
+    .bind(&ids)
+    .bind(&sections)
+    .bind(&rows)
+    .bind(&numbers)
+    .bind(&prices)
+    .execute(&mut *conn)
+    .await?;
+    Ok(row)
+}
+
+pub async fn find_event<'e>(
+    db: impl PgExecutor<'e>,
+    id: Uuid,
+) -> Result<Option<EventRow>, sqlx::Error> {
+    sqlx::query_as("select id, name, starts_at, created_at from events where id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn seat_counts(pool: &PgPool, event_id: Uuid) -> Result<SeatCounts, sqlx::Error> {
+    sqlx::query_as(
+        "select count(*) as total,
+                count(*) filter (where booking_id is null and (hold_id is null or hold_expires_at <= now())) as available,
+                count(*) filter (where booking_id is null and hold_id is not null and hold_expires_at > now()) as held,
+                count(*) filter (where booking_id is not null) as booked
+           from seats where event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_one(pool)
+    .await
+}
+
+/// One page of an event's seat map in (section, row, number) order, after the seat `after`.
+pub async fn list_seats(
+    pool: &PgPool,
+    event_id: Uuid,
+    status: Option<&str>,
+    section: Option<&str>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<SeatRow>, sqlx::Error> {
+    // The status expression is a constant of this module, never input: safe to splice.
+    let sql = format!(
+        "select id, section, row_label, number, price_cents,
+                section || '-' || row_label || '-' || number as label,
+                {SEAT_STATUS} as status
+           from seats s
+          where event_id = $1
+            and ($2::text is null or ({SEAT_STATUS}) = $2)
+            and ($3::text is null or section = $3)
+            and ($4::uuid is null or (section, row_label, number) >
+                 (select section, row_label, number from seats where id = $4 and event_id = $1))
+          order by section, row_label, number
+          limit $5"
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(event_id)
+        .bind(status)
+        .bind(section)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}
+
+/// Which of `seat_ids` exist in the event; used to tell unknown seats from taken ones.
+pub async fn existing_seats(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    seat_ids: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("select id from seats where event_id = $1 and id = any($2)")
+        .bind(event_id)
+        .bind(seat_ids)
+        .fetch_all(conn)
+        .await
+}

@@ -1,0 +1,39 @@
+//! Small named queries. Each takes a connection or transaction; none opens its own transaction
+//! (the pipeline decides the boundaries). Every write that could race carries its own guard in
+//! the WHERE clause ("still free", "still HELD at the version I read"), so it is correct under
+//! READ COMMITTED even without the Redis lock; named constraints in the migrations are the
+//! last line behind that.
+//!
+//! Times come from Postgres's clock (`now()`), the one clock every instance shares.
+
+pub mod bookings;
+pub mod events;
+pub mod holds;
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::Config;
+
+/// A lazily connecting pool: the service starts (and answers /health) while Postgres is down.
+pub fn pool(config: &Config) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = config.database_url.0.parse()?;
+    let options = options.application_name("holdfast").options([
+        (
+            "statement_timeout",
+            format!("{}ms", config.database_statement_timeout_ms),
+        ),
+        (
+            "lock_timeout",
+            format!("{}ms", config.database_lock_timeout_ms),
+        ),
+        // A connection left idle inside a transaction is a bug; never let it pin row locks.
+        ("idle_in_transaction_session_timeout", "15s".to_owned()),
+    ]);
+    Ok(PgPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .acquire_timeout(Duration::from_millis(config.database_acquire_timeout_ms))
+        .connect_lazy_with(options))
+}

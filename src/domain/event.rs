@@ -1,0 +1,235 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::ValidationError;
+
+/// One explicitly listed seat in an event-creation request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SeatSpec {
+    pub section: String,
+    pub row: String,
+    pub number: i32,
+    pub price_cents: i64,
+}
+
+/// A rectangular layout: `sections` × `rows` × `seats_per_row`, every seat at one price.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EventLayout {
+    pub sections: u32,
+    pub rows: u32,
+    pub seats_per_row: u32,
+    pub price_cents: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSeat {
+    pub section: String,
+    pub row: String,
+    pub number: i32,
+    pub price_cents: i64,
+}
+
+/// A validated event with its full seat list.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub name: String,
+    pub starts_at: DateTime<Utc>,
+    pub seats: Vec<NewSeat>,
+}
+
+const MAX_LABEL: usize = 32;
+
+/// Section names for a layout: A..Z, then AA, AB, ... (spreadsheet columns).
+fn section_name(mut index: u32) -> String {
+    let mut name = Vec::new();
+    loop {
+        name.push(b'A' + (index % 26) as u8);
+        if index < 26 {
+            break;
+        }
+        index = index / 26 - 1;
+    }
+    name.reverse();
+    String::from_utf8(name).expect("ASCII")
+}
+
+impl NewEvent {
+    pub fn parse(
+        name: String,
+        starts_at: DateTime<Utc>,
+        seats: Option<Vec<SeatSpec>>,
+        layout: Option<EventLayout>,
+        max_seats: usize,
+    ) -> Result<Self, ValidationError> {
+        let name = name.trim().to_owned();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(ValidationError::new("name", "must be 1 to 200 characters"));
+        }
+        let seats = match (seats, layout) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(ValidationError::new(
+                    "seats",
+                    "give exactly one of `seats` and `layout`",
+                ));
+            }
+            (Some(list), None) => {
+                if list.is_empty() || list.len() > max_seats {
+                    return Err(ValidationError::new(
+                        "seats",
+                        format!("must list 1 to {max_seats} seats"),
+                    ));
+                }
+                let mut seen = std::collections::HashSet::with_capacity(list.len());
+                let mut seats = Vec::with_capacity(list.len());
+                for spec in list {
+                    let section = spec.section.trim().to_owned();
+                    let row = spec.row.trim().to_owned();
+                    if section.is_empty()
+                        || section.len() > MAX_LABEL
+                        || row.is_empty()
+                        || row.len() > MAX_LABEL
+                    {
+                        return Err(ValidationError::new(
+                            "seats",
+                            format!("section and row must be 1 to {MAX_LABEL} characters"),
+                        ));
+                    }
+                    if spec.number < 1 {
+                        return Err(ValidationError::new("seats", "seat numbers start at 1"));
+                    }
+                    if spec.price_cents < 0 {
+                        return Err(ValidationError::new(
+                            "seats",
+                            "price_cents must not be negative",
+                        ));
+                    }
+                    if !seen.insert((section.clone(), row.clone(), spec.number)) {
+                        return Err(ValidationError::new(
+                            "seats",
+                            format!("seat {section}-{row}-{} is listed twice", spec.number),
+                        ));
+                    }
+                    seats.push(NewSeat {
+                        section,
+                        row,
+                        number: spec.number,
+                        price_cents: spec.price_cents,
+                    });
+                }
+                seats
+            }
+            (None, Some(layout)) => {
+                let total = u64::from(layout.sections)
+                    * u64::from(layout.rows)
+                    * u64::from(layout.seats_per_row);
+                if total == 0 || total > max_seats as u64 {
+                    return Err(ValidationError::new(
+                        "layout",
+                        format!("must describe 1 to {max_seats} seats"),
+                    ));
+                }
+                if layout.price_cents < 0 {
+                    return Err(ValidationError::new(
+                        "layout",
+                        "price_cents must not be negative",
+                    ));
+                }
+                let mut seats = Vec::with_capacity(total as usize);
+                for s in 0..layout.sections {
+                    let section = section_name(s);
+                    for r in 1..=layout.rows {
+                        for n in 1..=layout.seats_per_row {
+                            seats.push(NewSeat {
+                                section: section.clone(),
+                                row: r.to_string(),
+                                number: n as i32,
+                                price_cents: layout.price_cents,
+                            });
+                        }
+                    }
+                }
+                seats
+            }
+        };
+        Ok(Self {
+            name,
+            starts_at,
+            seats,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(sections: u32, rows: u32, per_row: u32) -> Option<EventLayout> {
+        Some(EventLayout {
+            sections,
+            rows,
+            seats_per_row: per_row,
+            price_cents: 1000,
+        })
+    }
+
+    #[test]
+    fn section_names_run_like_spreadsheet_columns() {
+        assert_eq!(section_name(0), "A");
+        assert_eq!(section_name(25), "Z");
+        assert_eq!(section_name(26), "AA");
+        assert_eq!(section_name(27), "AB");
+        assert_eq!(section_name(26 + 26 * 26), "AAA");
+    }
+
+    #[test]
+    fn a_layout_expands_to_every_seat() {
+        let event =
+            NewEvent::parse("Concert".into(), Utc::now(), None, layout(2, 3, 4), 100).unwrap();
+        assert_eq!(event.seats.len(), 24);
+        assert_eq!(
+            event.seats[0],
+            NewSeat {
+                section: "A".into(),
+                row: "1".into(),
+                number: 1,
+                price_cents: 1000
+            }
+        );
+        assert_eq!(event.seats[23].section, "B");
+    }
+
+    #[test]
+    fn refuses_both_neither_too_many_and_duplicates() {
+        let seat = SeatSpec {
+            section: "A".into(),
+            row: "1".into(),
+            number: 1,
+            price_cents: 0,
+        };
+        assert!(NewEvent::parse("x".into(), Utc::now(), None, None, 10).is_err());
+        assert!(
+            NewEvent::parse(
+                "x".into(),
+                Utc::now(),
+                Some(vec![seat.clone()]),
+                layout(1, 1, 1),
+                10
+            )
+            .is_err()
+        );
+        assert!(NewEvent::parse("x".into(), Utc::now(), None, layout(10, 10, 10), 999).is_err());
+        assert!(
+            NewEvent::parse(
+                "x".into(),
+                Utc::now(),
+                Some(vec![seat.clone(), seat]),
+                None,
+                10
+            )
+            .is_err()
+        );
+        assert!(NewEvent::parse("  ".into(), Utc::now(), None, layout(1, 1, 1), 10).is_err());
+    }
+}

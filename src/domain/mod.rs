@@ -1,0 +1,27 @@
+//! Types that parse, don't validate. Nothing here knows about HTTP or SQL: a value of one of
+//! these types is valid by construction, so the layers below never re-check it.
+
+mod event;
+mod hold;
+mod idempotency_key;
+
+pub use event::{EventLayout, NewEvent, NewSeat, SeatSpec};
+pub use hold::{SeatIds, Ttl};
+pub use idempotency_key::IdempotencyKey;
+
+/// A request that is well-formed JSON but asks for something invalid (422 `VALIDATION_FAILED`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The `Idempotency-Key` state machine, kept in Postgres.
+//!
+//! ```text
+//!   (none) --claim--> IN_PROGRESS --complete (same transaction as the effect)--> SUCCEEDED
+//!                         |  \--fail (transient error)--> FAILED --claim (takeover)--> IN_PROGRESS
+//!                         \--lease runs out (crashed instance)--> taken over by the next claim
+//! ```
+//! SUCCEEDED means "execution settled, here is the answer": a 2xx, or a business 4xx such as a
+//! seat already taken; both are replayed. FAILED means "nothing happened, run it again".
+//!
+//! No transaction stays open while the caller waits for locks: [`claim`] is one autocommit
+//! statement (plus a read on conflict), and [`complete`] runs inside the business transaction,
+//! conditioned on our `claim_token`, so the effect and the stored answer commit together or not
+//! at all, and a takeover while we were paused makes our commit touch nothing.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdempotencyError {
+    #[error("the key was used with a different request")]
+    KeyReused,
+    #[error("a request with this key is in progress")]
+    InProgress,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Who is asking, with which key, for what.
+#[derive(Debug, Clone)]
+pub struct IdempotentRequest {
+    pub user_id: String,
+    pub key: String,
+    pub fingerprint: Vec<u8>,
+}
+
+/// Proof that this execution owns the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimToken(Uuid);
+
+#[derive(Debug)]
+pub enum Claim {
+    /// Ours to execute; complete or fail it with this token.
+    Owned(ClaimToken),
+    /// Settled before: replay this answer.
+    Replay { status: u16, body: Value },
+}
+
+/// SHA-256 over method, path and the canonical JSON body, separated so that no two different
+/// requests can produce the same input.
+pub fn fingerprint(method: &str, path: &str, canonical_body: &[u8]) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    hasher.update(method.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(path.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(canonical_body);
+    hasher.finalize().to_vec()
+}
+
+#[derive(sqlx::FromRow)]
+struct Existing {
+    fingerprint: Vec<u8>,
+    state: String,
+    claim_token: Uuid,
+    lease_live: bool,
+    response_status: Option<i16>,
+    response_body: Option<Value>,
+}
+
+fn outcome(label: &'static str) {
+    metrics::counter!("holdfast_idempotency_outcomes_total", "outcome" => label).increment(1);
+}
+
+/// Claims the key, or says why not. A few loops at most: each one either wins a statement
+/// or observes a state another request settled.
+#[tracing::instrument(skip_all, fields(key = %req.key), err)]
+pub async fn claim(
+    pool: &PgPool,
+    req: &IdempotentRequest,
+    lease: Duration,
+) -> Result<Claim, IdempotencyError> {
+    let lease_ms = lease.as_millis() as i64;
+    for _ in 0..5 {
+        let token = Uuid::new_v4();
+        let inserted = sqlx::query(
+            "insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until)
+             values ($1, $2, $3, 'IN_PROGRESS', $4, now() + $5 * interval '1 millisecond')
+             on conflict (user_id, key) do nothing",
+        )
+        .bind(&req.user_id)
+        .bind(&req.key)
+        .bind(&req.fingerprint)
+        .bind(token)
+        .bind(lease_ms)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            outcome("claimed");
+            return Ok(Claim::Owned(ClaimToken(token)));
+        }
+
+        let existing: Option<Existing> = sqlx::query_as(
+            "select fingerprint, state, claim_token, lease_until > now() as lease_live, response_status, response_body
+               from idempotency_records where user_id = $1 and key = $2",
+        )
+        .bind(&req.user_id)
+        .bind(&req.key)
+        .fetch_optional(pool)
+        .await?;
+        let Some(existing) = existing else {
+            continue; // purged between our insert and read: try again
+        };
+        if existing.fingerprint != req.fingerprint {
+            outcome("key_reused");
+            return Err(IdempotencyError::KeyReused);
+        }
+        match existing.state.as_str() {
+            "SUCCEEDED" => {
+                outcome("replayed");
+                return Ok(Claim::Replay {
+                    status: existing.response_status.unwrap_or(200) as u16,
+                    body: existing.response_body.unwrap_or(Value::Null),
+                });
+            }
+            "IN_PROGRESS" if existing.lease_live => {
+                outcome("in_progress");
+                return Err(IdempotencyError::InProgress);
+            }
+            _ => {
+                // FAILED, or IN_PROGRESS left by an instance that died: take it over, unless
+                // another retry beat us to it (then the loop sees its state).
+                let taken = sqlx::query(
+                    "update idempotency_records
+                        set claim_token = $4, state = 'IN_PROGRESS',
+                            lease_until = now() + $5 * interval '1 millisecond', updated_at = now()
+                      where user_id = $1 and key = $2 and claim_token = $3
+                        and (state = 'FAILED' or (state = 'IN_PROGRESS' and lease_until <= now()))",
+                )
+                .bind(&req.user_id)
+                .bind(&req.key)
+                .bind(existing.claim_token)
+                .bind(token)
+                .bind(lease_ms)
+                .execute(pool)
+                .await?
+                .rows_affected();
+                if taken == 1 {
+                    outcome("taken_over");
+                    return Ok(Claim::Owned(ClaimToken(token)));
+                }
+            }
+        }
+    }
+    // Five rounds of racing for one key means heavy contention on it: behave as in flight.
+    outcome("in_progress");
+    Err(IdempotencyError::InProgress)
+}
+
+/// Stores the settled answer. Runs inside the business transaction when there is one; returns
+/// false when the key is no longer ours (taken over during a pause): the caller must roll back.
+pub async fn complete(
+    conn: &mut PgConnection,
+    req: &IdempotentRequest,
+    token: ClaimToken,
+    status: u16,
+    body: &Value,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update idempotency_records
+            set state = 'SUCCEEDED', response_status = $4, response_body = $5, updated_at = now()
+          where user_id = $1 and key = $2 and claim_token = $3 and state = 'IN_PROGRESS'",
+    )
+    .bind(&req.user_id)
+    .bind(&req.key)
+    .bind(token.0)
+    .bind(status as i16)
+    .bind(body)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(done == 1)
+}
+
+/// Marks a transient failure: nothing happened, and the next request with the key runs again.
+pub async fn fail(
+    pool: &PgPool,
+    req: &IdempotentRequest,
+    token: ClaimToken,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update idempotency_records set state = 'FAILED', updated_at = now()
+          where user_id = $1 and key = $2 and claim_token = $3 and state = 'IN_PROGRESS'",
+    )
+    .bind(&req.user_id)
+    .bind(&req.key)
+    .bind(token.0)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Deletes settled records older than the retention, one batch, skipping rows others hold.
+pub async fn purge_expired(
+    pool: &PgPool,
+    retention: Duration,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let purged = sqlx::query(
+        "delete from idempotency_records r
+          using (select user_id, key from idempotency_records
+                  where updated_at < now() - $1 * interval '1 second'
+                    and (state <> 'IN_PROGRESS' or lease_until <= now())
+                  order by updated_at
+                  limit $2
+                  for update skip locked) old
+          where r.user_id = old.user_id and r.key = old.key",
+    )
+    .bind(retention.as_secs() as i64)
+    .bind(batch)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(purged)
+}
+
+/// Marks IN_PROGRESS records whose lease ran out (their instance died) as FAILED, so that
+/// clients see a retryable state and the key can be reused by its owner at once.
+pub async fn recover_stale(pool: &PgPool, batch: i64) -> Result<u64, sqlx::Error> {
+    let recovered = sqlx::query(
+        "update idempotency_records r set state = 'FAILED', updated_at = now()
+          from (select user_id, key from idempotency_records
+                 where state = 'IN_PROGRESS' and lease_until <= now()
+                 order by lease_until
+                 limit $1
+                 for update skip locked) stale
+         where r.user_id = stale.user_id and r.key = stale.key",
+    )
+    .bind(batch)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(recovered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_separates_method_path_and_body() {
+        let a = fingerprint("POST", "/v1/holds", b"{}");
+        assert_eq!(a.len(), 32);
+        assert_eq!(a, fingerprint("POST", "/v1/holds", b"{}"));
+        assert_ne!(a, fingerprint("POST", "/v1/holds{}", b""));
+        assert_ne!(a, fingerprint("PUT", "/v1/holds", b"{}"));
+        assert_ne!(a, fingerprint("POST", "/v1/holds", b"{ }"));
+    }
+}

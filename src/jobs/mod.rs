@@ -1,0 +1,140 @@
+//! Background loops, run on every instance at once. Each batch takes its rows with
+//! `for update skip locked` and a limit, so instances share the work without a leader and
+//! without blocking requests. Reads and writes already treat an expired hold as free; the
+//! sweeper only tidies statuses, seat pointers and counters. A loop logs and survives errors,
+//! and stops when shutdown begins.
+
+use std::future::Future;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::holds;
+use crate::idempotency;
+use crate::state::AppState;
+
+/// ±20% jitter, so instances started together do not sweep in lockstep.
+fn jittered(base: Duration) -> Duration {
+    base.mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
+fn spawn_loop<F, Fut>(
+    name: &'static str,
+    every: Duration,
+    shutdown: CancellationToken,
+    mut tick: F,
+) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(jittered(every)) => {}
+            }
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                outcome = tick() => outcome,
+            };
+            match outcome {
+                Ok(()) => metrics::counter!("holdfast_job_runs_total", "job" => name).increment(1),
+                Err(err) => {
+                    metrics::counter!("holdfast_job_errors_total", "job" => name).increment(1);
+                    tracing::warn!(job = name, error = %err, "background job failed; will retry");
+                }
+            }
+        }
+        tracing::debug!(job = name, "background job stopped");
+    })
+}
+
+pub fn spawn_all(state: &AppState) -> Vec<JoinHandle<()>> {
+    let config = &state.config;
+    let batch = config.job_batch_size;
+    vec![
+        {
+            let state = state.clone();
+            spawn_loop(
+                "hold_expiry",
+                Duration::from_millis(config.hold_sweep_interval_ms),
+                state.shutdown.clone(),
+                move || {
+                    let state = state.clone();
+                    async move {
+                        // Drain what is due, a bounded number of batches per tick.
+                        for _ in 0..20 {
+                            let mut tx = state.db.begin().await?;
+                            let expired = holds::expire_batch(&mut tx, batch).await?;
+                            tx.commit().await?;
+                            metrics::counter!("holdfast_holds_expired_total").increment(expired);
+                            if (expired as i64) < batch {
+                                break;
+                            }
+                        }
+                        Ok(())
+                    }
+                },
+            )
+        },
+        {
+            let state = state.clone();
+            let every = Duration::from_millis(config.idempotency_sweep_interval_ms);
+            spawn_loop(
+                "idempotency_sweep",
+                every,
+                state.shutdown.clone(),
+                move || {
+                    let state = state.clone();
+                    async move {
+                        let recovered = idempotency::recover_stale(&state.db, batch).await?;
+                        metrics::counter!("holdfast_idempotency_recovered_total")
+                            .increment(recovered);
+                        let retention =
+                            Duration::from_secs(state.config.idempotency_retention_seconds as u64);
+                        let purged =
+                            idempotency::purge_expired(&state.db, retention, batch).await?;
+                        metrics::counter!("holdfast_idempotency_purged_total").increment(purged);
+                        Ok(())
+                    }
+                },
+            )
+        },
+        {
+            let state = state.clone();
+            spawn_loop(
+                "maintenance",
+                Duration::from_secs(5),
+                state.shutdown.clone(),
+                move || {
+                    let state = state.clone();
+                    async move {
+                        state.rate_limits.retain_recent();
+                        state.metrics.run_upkeep();
+                        report_gauges(&state).await;
+                        Ok(())
+                    }
+                },
+            )
+        },
+    ]
+}
+
+/// Redis node liveness and pool usage, for dashboards and alerts.
+pub async fn report_gauges(state: &AppState) {
+    let nodes = state.redlock.ping_all().await;
+    for (label, up) in state.redlock.node_labels().zip(&nodes) {
+        metrics::gauge!("holdfast_redis_node_up", "node" => label.to_owned()).set(if *up {
+            1.0
+        } else {
+            0.0
+        });
+    }
+    metrics::gauge!("holdfast_redis_nodes_up").set(nodes.iter().filter(|up| **up).count() as f64);
+    metrics::gauge!("holdfast_db_pool_connections", "state" => "open").set(state.db.size() as f64);
+    metrics::gauge!("holdfast_db_pool_connections", "state" => "idle")
+        .set(state.db.num_idle() as f64);
+}

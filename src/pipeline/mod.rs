@@ -1,0 +1,235 @@
+//! The one path every state-changing request takes:
+//!
+//! 1. (the handler has validated the input and built a [`Command`])
+//! 2. claim the `Idempotency-Key` (autocommit; replay or refuse if it is not ours),
+//! 3. [`Command::plan`]: read what the command acts on (autocommit; no locks held yet),
+//! 4. take a quorum Redlock on every seat the command touches (no database connection held),
+//! 5. one READ COMMITTED transaction: [`Command::apply`], then the idempotency completion,
+//!    then a check that enough lock validity is left, then COMMIT,
+//! 6. release the lock; settle the idempotency record (store a final answer, or mark FAILED).
+//!
+//! The work runs in a tracked task, so a client that disconnects cannot cancel it half-way:
+//! the record always ends SUCCEEDED or FAILED, and shutdown waits for it.
+
+mod commands;
+pub mod views;
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use serde_json::Value;
+use tracing::Instrument;
+
+pub use commands::{Caller, Command};
+
+use crate::api::error::ApiError;
+use crate::idempotency::{self, Claim, ClaimToken, IdempotentRequest};
+use crate::lock::Lock;
+use crate::state::AppState;
+
+/// The answer to a command, as stored for replay.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    /// True when this answer is a replay of a stored one.
+    pub replayed: bool,
+}
+
+impl Reply {
+    pub fn new(status: StatusCode, body: Value) -> Self {
+        Self {
+            status,
+            body,
+            replayed: false,
+        }
+    }
+}
+
+/// What [`Command::plan`] found: either the answer already (nothing to write), or what to lock.
+pub enum Step {
+    Done(Reply),
+    Write(commands::Plan),
+}
+
+pub async fn run(
+    state: &AppState,
+    caller: Caller,
+    idem: Option<IdempotentRequest>,
+    command: Command,
+) -> Result<Reply, ApiError> {
+    let state = state.clone();
+    let tasks = state.tasks.clone();
+    let task = tasks.spawn(
+        async move {
+            let started = Instant::now();
+            let result = execute(&state, &caller, idem.as_ref(), &command).await;
+            metrics::histogram!("holdfast_command_duration_seconds", "command" => command.name())
+                .record(started.elapsed().as_secs_f64());
+            result
+        }
+        .in_current_span(),
+    );
+    task.await.map_err(ApiError::internal)?
+}
+
+fn stage(name: &'static str, started: Instant) {
+    metrics::histogram!("holdfast_stage_duration_seconds", "stage" => name)
+        .record(started.elapsed().as_secs_f64());
+}
+
+async fn execute(
+    state: &AppState,
+    caller: &Caller,
+    idem: Option<&IdempotentRequest>,
+    command: &Command,
+) -> Result<Reply, ApiError> {
+    let claimed = match idem {
+        Some(req) => {
+            let started = Instant::now();
+            let lease = Duration::from_secs(state.config.idempotency_lease_seconds as u64);
+            let claim = idempotency::claim(&state.db, req, lease).await;
+            stage("claim", started);
+            match claim? {
+                Claim::Owned(token) => Some((req, token)),
+                Claim::Replay { status, body } => {
+                    return Ok(Reply {
+                        status: StatusCode::from_u16(status).map_err(ApiError::internal)?,
+                        body,
+                        replayed: true,
+                    });
+                }
+            }
+        }
+        None => None,
+    };
+
+    let result = plan_lock_apply(state, caller, claimed, command).await;
+
+    // Settle the record unless the transaction already completed it.
+    if let Some((req, token)) = claimed {
+        let settled = match &result {
+            Ok((_, true)) => Ok(()),
+            Ok((reply, false)) => store(state, req, token, reply.status, &reply.body).await,
+            Err(err) if err.is_final_outcome() => {
+                store(state, req, token, err.status(), &err.body()).await
+            }
+            Err(_) => idempotency::fail(&state.db, req, token).await,
+        };
+        if let Err(err) = settled {
+            // The lease will run out and the recovery job will mark it FAILED.
+            tracing::warn!(error = %err, "could not settle the idempotency record");
+        }
+    }
+    result.map(|(reply, _)| reply)
+}
+
+async fn store(
+    state: &AppState,
+    req: &IdempotentRequest,
+    token: ClaimToken,
+    status: StatusCode,
+    body: &Value,
+) -> Result<(), sqlx::Error> {
+    let mut conn = state.db.acquire().await?;
+    idempotency::complete(&mut conn, req, token, status.as_u16(), body)
+        .await
+        .map(|_| ())
+}
+
+/// Returns the reply and whether the idempotency record was completed inside the transaction.
+async fn plan_lock_apply(
+    state: &AppState,
+    caller: &Caller,
+    claimed: Option<(&IdempotentRequest, ClaimToken)>,
+    command: &Command,
+) -> Result<(Reply, bool), ApiError> {
+    let started = Instant::now();
+    let plan = match command.plan(state, caller).await? {
+        Step::Done(reply) => return Ok((reply, false)),
+        Step::Write(plan) => plan,
+    };
+    stage("plan", started);
+
+    let lock = if plan.resources.is_empty() {
+        None
+    } else {
+        let started = Instant::now();
+        let lock = state.redlock.acquire(&plan.resources).await;
+        stage("lock", started);
+        Some(lock?)
+    };
+
+    let started = Instant::now();
+    let result = transact(state, caller, claimed, command, plan, lock).await;
+    stage("transaction", started);
+    let (reply, lock) = result?;
+    if let Some(lock) = lock {
+        state.redlock.release(lock).await;
+    }
+    command.count_success();
+    Ok((reply, claimed.is_some()))
+}
+
+async fn transact(
+    state: &AppState,
+    caller: &Caller,
+    claimed: Option<(&IdempotentRequest, ClaimToken)>,
+    command: &Command,
+    plan: commands::Plan,
+    mut lock: Option<Lock>,
+) -> Result<(Reply, Option<Lock>), ApiError> {
+    let outcome = async {
+        // READ COMMITTED (Postgres's default): every write below carries its own guard, and
+        // blocked writers re-check those guards against the winner's row.
+        let mut tx = state.db.begin().await?;
+        let reply = command.apply(&mut tx, state, caller, plan).await?;
+        if let Some((req, token)) = claimed
+            && !idempotency::complete(&mut tx, req, token, reply.status.as_u16(), &reply.body)
+                .await?
+        {
+            // Our key was taken over while we were paused: the other execution owns the outcome.
+            return Err(ApiError::IdempotencyInProgress);
+        }
+        if let Some(lock) = lock.as_mut() {
+            ensure_validity(state, lock).await?;
+        }
+        if state.config.fault_pre_commit_delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(
+                state.config.fault_pre_commit_delay_ms,
+            ))
+            .await;
+        }
+        tx.commit().await?;
+        Ok(reply)
+    }
+    .await;
+    match outcome {
+        Ok(reply) => Ok((reply, lock)),
+        Err(err) => {
+            if let Some(lock) = lock {
+                state.redlock.release(lock).await;
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Refuses to commit on a lock that is about to lapse, unless it can be extended in time.
+/// This closes most of the window in which a paused process commits on an expired lock;
+/// the SQL guards close the rest.
+async fn ensure_validity(state: &AppState, lock: &mut Lock) -> Result<(), ApiError> {
+    let margin = Duration::from_millis(state.config.redlock_commit_margin_ms);
+    if lock.remaining() >= margin {
+        return Ok(());
+    }
+    if lock.remaining() > Duration::ZERO
+        && state.redlock.extend(lock).await.is_ok()
+        && lock.remaining() >= margin
+    {
+        return Ok(());
+    }
+    metrics::counter!("holdfast_commits_refused_total", "reason" => "lock_validity").increment(1);
+    tracing::warn!("refusing to commit: too little lock validity left");
+    Err(ApiError::LockUnavailable)
+}

@@ -1,0 +1,27 @@
+//! Shared application state, handed to handlers through axum's `State` (checked at compile time).
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::auth::JwtKeys;
+use crate::api::rate_limit::RateLimits;
+use crate::config::Config;
+use crate::lock::Redlock;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: PgPool,
+    pub redlock: Arc<Redlock>,
+    pub jwt: Arc<JwtKeys>,
+    pub rate_limits: Arc<RateLimits>,
+    pub metrics: PrometheusHandle,
+    /// Work that must finish even if the client goes away (see `pipeline::run`).
+    pub tasks: TaskTracker,
+    /// Cancelled when the instance starts shutting down.
+    pub shutdown: CancellationToken,
+}
