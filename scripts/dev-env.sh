@@ -86,6 +86,9 @@ pg_up() {
   fi
   if as_pg "$bin/pg_ctl" -D "$data/data" status >/dev/null 2>&1; then
     log "Postgres already running on port $PG_PORT"
+  elif psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -qAtc 'select 1' >/dev/null 2>&1; then
+    # Another checkout's throwaway cluster owns the port: share it (tests use their own databases).
+    log "a Postgres server already answers on port $PG_PORT: using it"
   else
     log "starting Postgres on 127.0.0.1:$PG_PORT"
     as_pg "$bin/pg_ctl" -D "$data/data" -l "$data/postgres.log" -w -t 60 start \

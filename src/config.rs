@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
+use ipnet::IpNet;
 
 /// A secret that never shows up in logs or `Debug` output.
 #[derive(Clone)]
@@ -189,7 +190,7 @@ pub struct Config {
     /// Burst per user (defaults to twice the rate).
     #[arg(long, env = "RATE_LIMIT_PER_USER_BURST")]
     pub rate_limit_per_user_burst: Option<u32>,
-    /// Proxies whose X-Forwarded-For is believed (comma-separated IPs). Empty: the socket address is the client.
+    /// Proxies whose X-Forwarded-For is believed (comma-separated IPs or CIDR ranges). Empty: the socket address is the client.
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: CommaList,
 
@@ -219,6 +220,14 @@ pub struct Config {
         hide = true
     )]
     pub fault_pre_commit_delay_ms: u64,
+}
+
+/// `10.0.0.0/8` or a single address (as a /32 or /128).
+pub(crate) fn parse_net(value: &str) -> Option<IpNet> {
+    value
+        .parse::<IpNet>()
+        .ok()
+        .or_else(|| value.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -273,11 +282,11 @@ impl Config {
         Ok(())
     }
 
-    pub fn trusted_proxy_ips(&self) -> Vec<IpAddr> {
+    pub fn trusted_proxy_nets(&self) -> Vec<IpNet> {
         self.trusted_proxies
             .0
             .iter()
-            .filter_map(|p| p.parse().ok())
+            .filter_map(|p| parse_net(p))
             .collect()
     }
 
@@ -309,5 +318,29 @@ mod tests {
     fn comma_list_trims_and_drops_empty_parts() {
         let list: CommaList = " redis://a:1 , ,redis://b:2,".parse().unwrap();
         assert_eq!(list.0, vec!["redis://a:1", "redis://b:2"]);
+    }
+}
+
+#[cfg(test)]
+mod env_example {
+    use clap::{Args, Command};
+
+    /// Every setting the binary reads is documented in `.env.example`.
+    #[test]
+    fn env_example_documents_every_variable() {
+        let documented = include_str!("../.env.example");
+        let command = super::Config::augment_args(Command::new("holdfast"));
+        for arg in command.get_arguments() {
+            let Some(env) = arg.get_env().and_then(|e| e.to_str()) else {
+                continue;
+            };
+            if env.starts_with("HOLDFAST_FAULT_") {
+                continue; // test-only fault injection, deliberately undocumented for operators
+            }
+            assert!(
+                documented.contains(&format!("{env}=")),
+                "{env} is missing from .env.example"
+            );
+        }
     }
 }

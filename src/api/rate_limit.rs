@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
 
 use super::error::ApiError;
 use crate::config::Config;
@@ -18,7 +19,7 @@ use crate::state::AppState;
 pub struct RateLimits {
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     per_user: Option<DefaultKeyedRateLimiter<String>>,
-    trusted_proxies: Vec<IpAddr>,
+    trusted_proxies: Vec<IpNet>,
     clock: DefaultClock,
 }
 
@@ -37,7 +38,7 @@ impl RateLimits {
                 .map(RateLimiter::keyed),
             per_user: quota(config.rate_limit_per_user, config.rate_limit_per_user_burst)
                 .map(RateLimiter::keyed),
-            trusted_proxies: config.trusted_proxy_ips(),
+            trusted_proxies: config.trusted_proxy_nets(),
             clock: DefaultClock::default(),
         }
     }
@@ -45,7 +46,8 @@ impl RateLimits {
     /// The client's address: the socket peer, unless that peer is a trusted proxy, in which case
     /// the right-most X-Forwarded-For entry that is not itself a trusted proxy.
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        if !self.trusted_proxies.contains(&peer) {
+        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|net| net.contains(ip));
+        if !trusted(&peer) {
             return peer;
         }
         headers
@@ -55,7 +57,7 @@ impl RateLimits {
             .flat_map(|v| v.split(','))
             .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
             .rev()
-            .find(|ip| !self.trusted_proxies.contains(ip))
+            .find(|ip| !trusted(ip))
             .unwrap_or(peer)
     }
 
@@ -119,7 +121,10 @@ mod tests {
         RateLimits {
             per_ip: None,
             per_user: None,
-            trusted_proxies: trusted.split(',').filter_map(|s| s.parse().ok()).collect(),
+            trusted_proxies: trusted
+                .split(',')
+                .filter_map(crate::config::parse_net)
+                .collect(),
             clock: DefaultClock::default(),
         }
     }
@@ -139,8 +144,8 @@ mod tests {
     #[test]
     fn a_trusted_proxy_passes_on_the_nearest_untrusted_hop() {
         let proxy: IpAddr = "10.0.0.2".parse().unwrap();
-        let got =
-            limits("10.0.0.2,10.0.0.3").client_ip(proxy, &xff("6.6.6.6, 198.51.100.7, 10.0.0.3"));
+        let got = limits("10.0.0.0/30,10.0.0.3")
+            .client_ip(proxy, &xff("6.6.6.6, 198.51.100.7, 10.0.0.3"));
         assert_eq!(got, "198.51.100.7".parse::<IpAddr>().unwrap());
     }
 }

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test against real, throwaway dependencies:
+# starts (or reuses) the Postgres cluster and Redis nodes from scripts/dev-env.sh,
+# then runs the unit and HTTP tests with cargo-nextest (cargo test when nextest is absent).
+# Extra arguments go to the test runner, e.g. `scripts/test.sh concurrency`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+eval "$(scripts/dev-env.sh up)"
+export RUST_LOG=${RUST_LOG:-warn}
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --profile "${NEXTEST_PROFILE:-default}" "$@"
+else
+  cargo test --workspace -- "$@"
+fi

@@ -1,0 +1,484 @@
+//! Test harness: the real server on port 0, a fresh database per test (dropped afterwards),
+//! a per-test Redis key prefix on the shared nodes, or private redis-server processes for
+//! tests that stop and start nodes. Requests go over real HTTP.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use holdfast::api::auth::JwtKeys;
+use holdfast::config::Config;
+use holdfast::startup::Application;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+pub const JWT_SECRET: &str = "test-secret-0123456789abcdef";
+
+#[derive(Parser)]
+struct ConfigArgs {
+    #[command(flatten)]
+    config: Config,
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} must be set: run the tests with scripts/test.sh"))
+}
+
+/// The server's maintenance database URL (same server as DATABASE_URL, database `postgres`).
+fn admin_url() -> String {
+    let url = env("DATABASE_URL");
+    let base = url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&url);
+    format!("{base}/postgres")
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    /// A pool on the test database, for arranging state and checking invariants directly.
+    pub db: PgPool,
+    pub jwt: JwtKeys,
+    /// Held for its Drop, which drops the database.
+    #[allow(dead_code)]
+    pub database: TestDatabase,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Defaults for tests: limits off, fast sweeps, the shared Redis nodes with a private prefix.
+pub fn test_config(database_url: &str) -> Config {
+    let prefix = format!("test:{}:", Uuid::new_v4().simple());
+    let args = ConfigArgs::try_parse_from([
+        "holdfast",
+        "--listen-addr",
+        "127.0.0.1:0",
+        "--database-url",
+        database_url,
+        "--redis-urls",
+        &env("REDIS_URLS"),
+        "--redis-key-prefix",
+        &prefix,
+        "--jwt-secret",
+        JWT_SECRET,
+    ])
+    .expect("test configuration parses");
+    let mut config = args.config;
+    config.rate_limit_per_ip = 0;
+    config.rate_limit_per_user = 0;
+    config.hold_sweep_interval_ms = 100;
+    config.idempotency_sweep_interval_ms = 200;
+    config.database_max_connections = 30;
+    config.redis_timeout_ms = 250;
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A fresh database on the test Postgres server, dropped (with its connections) on drop.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let name = format!("holdfast_test_{}", Uuid::new_v4().simple());
+        let admin = admin_url();
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .expect("connect to the test Postgres server");
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database \"{name}\"")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.ok();
+        let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+        Self { name, url }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop cannot await: use a thread with a runtime of its own.
+        let (name, url) = (self.name.clone(), admin_url());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(&url).await {
+                    let sql = format!("drop database if exists \"{name}\" with (force)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let database = TestDatabase::create().await;
+    let mut config = test_config(&database.url);
+    configure(&mut config);
+    let app = Application::build(config)
+        .await
+        .expect("application builds");
+    let addr = app.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.run_until(async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    let db = PgPool::connect(&database.url).await.unwrap();
+    TestApp {
+        addr,
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(200)
+            .build()
+            .unwrap(),
+        db,
+        jwt: JwtKeys::new(JWT_SECRET),
+        database,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Res {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Res {
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+    pub fn id(&self) -> Uuid {
+        self.body["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no id in {self:?}"))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "{self:?}");
+        assert_eq!(self.code(), code, "{self:?}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{self:?}"
+        );
+    }
+}
+
+pub struct Event {
+    pub id: Uuid,
+    pub seats: Vec<Uuid>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        self.jwt
+            .mint(user, false, Duration::from_secs(3600))
+            .unwrap()
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.jwt
+            .mint("admin", true, Duration::from_secs(3600))
+            .unwrap()
+    }
+
+    /// Sends a request with an optional bearer token, Idempotency-Key and JSON body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> Res {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request reaches the server");
+        Self::read(response).await
+    }
+
+    pub async fn read(response: reqwest::Response) -> Res {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        Res {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, user: Option<&str>) -> Res {
+        let token = user.map(|u| self.token(u));
+        self.send(Method::GET, path, token.as_deref(), None, None)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, user: &str, key: &str, body: &Value) -> Res {
+        self.send(
+            Method::POST,
+            path,
+            Some(&self.token(user)),
+            Some(key),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Creates an event of `sections × rows × per_row` seats and lists its seat ids in order.
+    pub async fn create_event(&self, sections: u32, rows: u32, per_row: u32) -> Event {
+        let body = json!({
+            "name": "Test event",
+            "starts_at": "2030-06-01T19:30:00Z",
+            "layout": { "sections": sections, "rows": rows, "seats_per_row": per_row, "price_cents": 2500 },
+        });
+        let res = self
+            .send(
+                Method::POST,
+                "/v1/events",
+                Some(&self.admin_token()),
+                Some(&Uuid::new_v4().to_string()),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED, "{res:?}");
+        let id = res.id();
+        let seats = self
+            .get(&format!("/v1/events/{id}/seats?limit=10000"), None)
+            .await;
+        let seats = seats.body["seats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().parse().unwrap())
+            .collect();
+        Event { id, seats }
+    }
+
+    pub async fn hold(&self, user: &str, event: Uuid, seats: &[Uuid], key: &str) -> Res {
+        self.post(
+            &format!("/v1/events/{event}/holds"),
+            user,
+            key,
+            &json!({ "seat_ids": seats }),
+        )
+        .await
+    }
+
+    pub async fn hold_with_ttl(&self, user: &str, event: Uuid, seats: &[Uuid], ttl: i64) -> Res {
+        let body = json!({ "seat_ids": seats, "ttl_seconds": ttl });
+        self.post(
+            &format!("/v1/events/{event}/holds"),
+            user,
+            &Uuid::new_v4().to_string(),
+            &body,
+        )
+        .await
+    }
+
+    pub async fn confirm(&self, user: &str, hold: Uuid) -> Res {
+        self.post(
+            &format!("/v1/holds/{hold}/confirm"),
+            user,
+            &Uuid::new_v4().to_string(),
+            &json!({}),
+        )
+        .await
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.db).await.unwrap()
+    }
+
+    /// The booking invariants, read straight from the database.
+    pub async fn assert_invariants(&self) {
+        // No seat has two live sales.
+        let doubled = self
+            .count("select count(*) from (select seat_id from booking_seats where active group by seat_id having count(*) > 1) d")
+            .await;
+        assert_eq!(doubled, 0, "a seat was sold twice");
+        // No seat has two live claims at once (the seat row holds at most one; a live hold
+        // and a booking never share a seat).
+        let both = self
+            .count(
+                "select count(*) from seats where hold_id is not null and booking_id is not null",
+            )
+            .await;
+        assert_eq!(both, 0, "a seat is both held and booked");
+        // Every live hold still claims every seat it was granted (what the client was told is true).
+        let broken_holds = self
+            .count(
+                "select count(*) from holds h join hold_seats hs on hs.hold_id = h.id join seats s on s.id = hs.seat_id
+                  where h.status = 'HELD' and h.expires_at > now() and s.hold_id is distinct from h.id",
+            )
+            .await;
+        assert_eq!(broken_holds, 0, "a live hold lost a seat it was granted");
+        // Every confirmed booking still owns every seat it sold.
+        let broken_bookings = self
+            .count(
+                "select count(*) from bookings b join booking_seats bs on bs.booking_id = b.id join seats s on s.id = bs.seat_id
+                  where b.status = 'CONFIRMED' and (not bs.active or s.booking_id is distinct from b.id)",
+            )
+            .await;
+        assert_eq!(broken_bookings, 0, "a confirmed booking lost a seat");
+    }
+}
+
+/// Polls `check` until it returns true or the deadline passes.
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while started.elapsed() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out after {deadline:?} waiting for: {what}");
+}
+
+/// A private redis-server process, stopped by its PID when dropped.
+pub struct RedisNode {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl RedisNode {
+    pub fn start() -> Self {
+        let mut node = Self {
+            port: free_port(),
+            child: None,
+        };
+        node.restart();
+        node
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port, with no persistence: a restarted node has forgotten every key.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "node already running");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        self.child = Some(child);
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisNode {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub struct RedisCluster {
+    pub nodes: Vec<RedisNode>,
+}
+
+impl RedisCluster {
+    pub fn start(n: usize) -> Self {
+        Self {
+            nodes: (0..n).map(|_| RedisNode::start()).collect(),
+        }
+    }
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisNode::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}

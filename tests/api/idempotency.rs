@@ -1,0 +1,286 @@
+//! Idempotency-Key: one execution per key, stored answers replayed, misuse refused.
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::{eventually, spawn_app, spawn_app_with};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_concurrent_requests_with_one_key_execute_once() {
+    let app = Arc::new(spawn_app().await);
+    let event = app.create_event(1, 1, 5).await;
+    let seats = vec![event.seats[0], event.seats[1]];
+    let key = Uuid::new_v4().to_string();
+
+    let responses = join_all((0..10).map(|_| {
+        let (app, seats, key) = (app.clone(), seats.clone(), key.clone());
+        async move { app.hold("alice", event.id, &seats, &key).await }
+    }))
+    .await;
+
+    assert_eq!(
+        app.count("select count(*) from holds").await,
+        1,
+        "one execution, one hold"
+    );
+    let completed: Vec<_> = responses
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .collect();
+    assert!(!completed.is_empty(), "{responses:?}");
+    for response in &completed {
+        assert_eq!(
+            response.body, completed[0].body,
+            "every completed response is identical"
+        );
+    }
+    for other in responses.iter().filter(|r| r.status != StatusCode::CREATED) {
+        other.assert_problem(409, "IDEMPOTENCY_IN_PROGRESS");
+        assert!(other.header("retry-after").is_some());
+    }
+    // Once settled, the key replays the same answer.
+    let replay = app.hold("alice", event.id, &seats, &key).await;
+    assert_eq!(replay.status, StatusCode::CREATED);
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replay.body, completed[0].body);
+    assert_eq!(
+        app.count("select count(*) from idempotency_records where state = 'SUCCEEDED'")
+            .await,
+        2
+    ); // event + hold
+}
+
+#[tokio::test]
+async fn the_same_key_with_a_different_body_is_refused_with_422() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 5).await;
+    let key = Uuid::new_v4().to_string();
+    assert_eq!(
+        app.hold("alice", event.id, &[event.seats[0]], &key)
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+
+    let reused = app.hold("alice", event.id, &[event.seats[1]], &key).await;
+    reused.assert_problem(422, "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(app.count("select count(*) from holds").await, 1);
+    assert_eq!(
+        app.count("select count(*) from seats where hold_id is not null")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_missing_or_invalid_key_is_400_and_nothing_is_written() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 5).await;
+    let path = format!("/v1/events/{}/holds", event.id);
+    let body = json!({ "seat_ids": [event.seats[0]] });
+    let token = app.token("alice");
+
+    let missing = app
+        .send(Method::POST, &path, Some(&token), None, Some(&body))
+        .await;
+    missing.assert_problem(400, "IDEMPOTENCY_KEY_MISSING");
+    let too_long = app
+        .send(
+            Method::POST,
+            &path,
+            Some(&token),
+            Some(&"k".repeat(256)),
+            Some(&body),
+        )
+        .await;
+    too_long.assert_problem(400, "IDEMPOTENCY_KEY_INVALID");
+    let spaced = app
+        .send(
+            Method::POST,
+            &path,
+            Some(&token),
+            Some("a key"),
+            Some(&body),
+        )
+        .await;
+    spaced.assert_problem(400, "IDEMPOTENCY_KEY_INVALID");
+
+    assert_eq!(app.count("select count(*) from holds").await, 0);
+    assert_eq!(
+        app.count("select count(*) from idempotency_records where key <> ''")
+            .await,
+        1
+    ); // the event's
+}
+
+#[tokio::test]
+async fn whitespace_and_key_order_do_not_change_the_fingerprint() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 5).await;
+    let key = Uuid::new_v4().to_string();
+    let path = format!("/v1/events/{}/holds", event.id);
+    let send = |raw: String| {
+        app.client
+            .post(app.url(&path))
+            .bearer_auth(app.token("alice"))
+            .header("idempotency-key", &key)
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+    };
+    let seat = event.seats[0];
+    let first = send(format!(r#"{{"seat_ids":["{seat}"],"ttl_seconds":60}}"#))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let second = send(format!(
+        "{{ \"ttl_seconds\" : 60,\n \"seat_ids\" : [ \"{seat}\" ] }}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(second.status(), StatusCode::CREATED);
+    assert_eq!(second.headers().get("idempotent-replayed").unwrap(), "true");
+}
+
+#[tokio::test]
+async fn keys_belong_to_their_caller() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 5).await;
+    let key = "shared-key-123";
+    let alice = app.hold("alice", event.id, &[event.seats[0]], key).await;
+    let bob = app.hold("bob", event.id, &[event.seats[1]], key).await;
+    assert_eq!(alice.status, StatusCode::CREATED);
+    assert_eq!(
+        bob.status,
+        StatusCode::CREATED,
+        "bob's key is his own: {bob:?}"
+    );
+    assert_ne!(alice.id(), bob.id());
+}
+
+#[tokio::test]
+async fn a_business_conflict_is_stored_and_replayed() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 5).await;
+    let seat = event.seats[0];
+    assert_eq!(
+        app.hold("alice", event.id, &[seat], "a-1").await.status,
+        StatusCode::CREATED
+    );
+
+    let refused = app.hold("bob", event.id, &[seat], "b-1").await;
+    refused.assert_problem(409, "SEAT_UNAVAILABLE");
+    assert_eq!(refused.body["seat_ids"][0], seat.to_string());
+
+    // Even after alice lets go, bob's retry with the same key hears the stored answer:
+    // a key stands for one execution, and that execution found the seat taken.
+    let hold_id: Uuid = sqlx::query_scalar("select id from holds")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let release = app
+        .send(
+            Method::DELETE,
+            &format!("/v1/holds/{hold_id}"),
+            Some(&app.token("alice")),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(release.status, StatusCode::NO_CONTENT);
+    let replay = app.hold("bob", event.id, &[seat], "b-1").await;
+    replay.assert_problem(409, "SEAT_UNAVAILABLE");
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    // A new key runs again, and now succeeds.
+    assert_eq!(
+        app.hold("bob", event.id, &[seat], "b-2").await.status,
+        StatusCode::CREATED
+    );
+}
+
+/// An instance that died mid-request leaves IN_PROGRESS behind; once its lease has run out,
+/// a retry takes the key over and executes.
+#[tokio::test]
+async fn a_record_left_in_progress_by_a_crash_is_taken_over_after_its_lease() {
+    let app = spawn_app_with(|c| c.idempotency_sweep_interval_ms = 3_600_000).await;
+    let event = app.create_event(1, 1, 5).await;
+    let seat = event.seats[0];
+    let key = "crashed-request";
+    let path = format!("/v1/events/{}/holds", event.id);
+    let canonical = serde_json::to_vec(&holdfast::api::holds::CreateHoldBody {
+        seat_ids: vec![seat],
+        ttl_seconds: None,
+    })
+    .unwrap();
+    let fingerprint = holdfast::idempotency::fingerprint("POST", &path, &canonical);
+
+    // A crashed execution's record whose lease is still live: retries are told to wait.
+    sqlx::query(
+        "insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until)
+         values ('alice', $1, $2, 'IN_PROGRESS', gen_random_uuid(), now() + interval '1 hour')",
+    )
+    .bind(key)
+    .bind(&fingerprint)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    app.hold("alice", event.id, &[seat], key)
+        .await
+        .assert_problem(409, "IDEMPOTENCY_IN_PROGRESS");
+
+    // The lease runs out: the next retry takes over and executes exactly once.
+    sqlx::query(
+        "update idempotency_records set lease_until = now() - interval '1 second' where key = $1",
+    )
+    .bind(key)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let retried = app.hold("alice", event.id, &[seat], key).await;
+    assert_eq!(retried.status, StatusCode::CREATED, "{retried:?}");
+    assert_eq!(
+        app.hold("alice", event.id, &[seat], key)
+            .await
+            .header("idempotent-replayed"),
+        Some("true")
+    );
+    assert_eq!(app.count("select count(*) from holds").await, 1);
+}
+
+#[tokio::test]
+async fn the_background_job_recovers_stale_records_and_purges_old_ones() {
+    let app = spawn_app_with(|c| {
+        c.idempotency_retention_seconds = 60;
+        c.idempotency_lease_seconds = 1;
+    })
+    .await;
+    sqlx::query(
+        "insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until, updated_at)
+         values ('u', 'stale', '\\x00', 'IN_PROGRESS', gen_random_uuid(), now() - interval '1 second', now()),
+                ('u', 'old', '\\x00', 'FAILED', gen_random_uuid(), now() - interval '2 hours', now() - interval '2 hours')",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+
+    eventually(
+        "the stale record is marked FAILED and the old one purged",
+        std::time::Duration::from_secs(10),
+        || async {
+            app.count(
+                "select count(*) from idempotency_records where key = 'stale' and state = 'FAILED'",
+            )
+            .await
+                == 1
+                && app
+                    .count("select count(*) from idempotency_records where key = 'old'")
+                    .await
+                    == 0
+        },
+    )
+    .await;
+}

@@ -1,0 +1,11 @@
+//! holdfast's HTTP tests: one binary, real Postgres and Redis, real HTTP.
+
+mod auth;
+mod concurrency;
+mod helpers;
+mod idempotency;
+mod lifecycle;
+mod ops;
+mod redis_faults;
+mod shutdown;
+mod validation;

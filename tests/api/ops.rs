@@ -1,0 +1,116 @@
+//! Health, readiness, metrics, request ids and rate limits.
+
+use reqwest::StatusCode;
+use uuid::Uuid;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn health_and_ready_answer_ok_with_everything_up() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/health", None).await.status, StatusCode::OK);
+    let ready = app.get("/ready", None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{ready:?}");
+    assert_eq!(ready.body["checks"]["postgres"], "up");
+    assert_eq!(ready.body["checks"]["redis"]["up"], 3);
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_a_given_one_is_kept() {
+    let app = spawn_app().await;
+    let res = app.client.get(app.url("/health")).send().await.unwrap();
+    assert!(Uuid::parse_str(res.headers()["x-request-id"].to_str().unwrap()).is_ok());
+    let res = app
+        .client
+        .get(app.url("/v1/nowhere"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "trace-me-42");
+}
+
+#[tokio::test]
+async fn metrics_expose_requests_locks_idempotency_and_holds() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 3).await;
+    let hold = app.hold("alice", event.id, &[event.seats[0]], "m").await;
+    app.confirm("alice", hold.id()).await;
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "holdfast_http_requests_total{method=\"POST\",route=\"/v1/events/{event_id}/holds\",status=\"201\"}",
+        "holdfast_http_request_duration_seconds_bucket",
+        "holdfast_lock_acquisitions_total{outcome=\"acquired\"}",
+        "holdfast_lock_acquire_duration_seconds_bucket",
+        "holdfast_idempotency_outcomes_total{outcome=\"claimed\"}",
+        "holdfast_holds_created_total",
+        "holdfast_holds_confirmed_total",
+        "holdfast_bookings_created_total",
+    ] {
+        assert!(text.contains(needle), "missing {needle}");
+    }
+    assert!(
+        !text.contains(&event.id.to_string()),
+        "no raw ids in labels"
+    );
+}
+
+#[tokio::test]
+async fn per_ip_rate_limits_answer_429_but_never_limit_health() {
+    let app = spawn_app_with(|c| {
+        c.rate_limit_per_ip = 1;
+        c.rate_limit_per_ip_burst = Some(3);
+    })
+    .await;
+    let event = app.create_event(1, 1, 1).await; // uses one token of the burst
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(app.get(&format!("/v1/events/{}", event.id), None).await);
+    }
+    let limited = statuses
+        .iter()
+        .find(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .expect("some request is limited");
+    limited.assert_problem(429, "RATE_LIMITED");
+    assert!(
+        limited
+            .header("retry-after")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    for _ in 0..20 {
+        assert_eq!(app.get("/health", None).await.status, StatusCode::OK);
+        assert_ne!(
+            app.get("/ready", None).await.status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+}
+
+#[tokio::test]
+async fn per_user_rate_limits_apply_to_each_user_separately() {
+    let app = spawn_app_with(|c| {
+        c.rate_limit_per_user = 1;
+        c.rate_limit_per_user_burst = Some(2);
+    })
+    .await;
+    let mut alice = Vec::new();
+    for _ in 0..4 {
+        alice.push(app.get("/v1/bookings", Some("alice")).await.status);
+    }
+    assert!(alice.contains(&StatusCode::TOO_MANY_REQUESTS), "{alice:?}");
+    assert_eq!(
+        app.get("/v1/bookings", Some("bob")).await.status,
+        StatusCode::OK
+    );
+}

@@ -1,0 +1,124 @@
+//! The Redlock quorum against real redis-server processes that we stop and start.
+
+use reqwest::StatusCode;
+use uuid::Uuid;
+
+use crate::helpers::{RedisCluster, eventually, spawn_app_with};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_one_node_of_three_down_bookings_still_work() {
+    let mut redis = RedisCluster::start(3);
+    let urls = redis.urls();
+    let app = spawn_app_with(|c| c.redis_urls = urls.parse().unwrap()).await;
+    let event = app.create_event(1, 1, 5).await;
+    redis.nodes[1].stop();
+
+    let hold = app.hold("alice", event.id, &[event.seats[0]], "h1").await;
+    assert_eq!(hold.status, StatusCode::CREATED, "{hold:?}");
+    let booking = app.confirm("alice", hold.id()).await;
+    assert_eq!(booking.status, StatusCode::CREATED, "{booking:?}");
+    assert_eq!(app.get("/ready", None).await.status, StatusCode::OK);
+    app.assert_invariants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_two_nodes_of_three_down_writes_answer_503_and_change_nothing() {
+    let mut redis = RedisCluster::start(3);
+    let urls = redis.urls();
+    let app = spawn_app_with(|c| {
+        c.redis_urls = urls.parse().unwrap();
+        c.redlock_retry_count = 1;
+    })
+    .await;
+    let event = app.create_event(1, 1, 5).await;
+    redis.nodes[0].stop();
+    redis.nodes[2].stop();
+
+    let key = Uuid::new_v4().to_string();
+    let refused = app.hold("alice", event.id, &[event.seats[0]], &key).await;
+    refused.assert_problem(503, "LOCK_UNAVAILABLE");
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(app.count("select count(*) from holds").await, 0);
+    assert_eq!(
+        app.count("select count(*) from seats where hold_id is not null")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("select count(*) from idempotency_records where state = 'SUCCEEDED'")
+            .await,
+        1,
+        "only the event's"
+    );
+    let ready = app.get("/ready", None).await;
+    ready.assert_problem(503, "NOT_READY");
+    assert_eq!(ready.body["checks"]["redis"]["up"], 1);
+
+    // The nodes come back (empty): the same key runs again, because a 503 was not stored.
+    redis.nodes[0].restart();
+    redis.nodes[2].restart();
+    eventually(
+        "a quorum is back",
+        std::time::Duration::from_secs(10),
+        || async { app.get("/ready", None).await.status == StatusCode::OK },
+    )
+    .await;
+    let retried = app.hold("alice", event.id, &[event.seats[0]], &key).await;
+    assert_eq!(retried.status, StatusCode::CREATED, "{retried:?}");
+    assert!(retried.header("idempotent-replayed").is_none());
+    app.assert_invariants().await;
+}
+
+/// A contended seat whose lock never frees answers 409 SEAT_LOCKED (retryable, not stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_seat_locked_by_someone_else_is_409_seat_locked_and_not_stored() {
+    let redis = RedisCluster::start(3);
+    let urls = redis.urls();
+    let prefix = format!("t:{}:", Uuid::new_v4().simple());
+    let app = spawn_app_with(|c| {
+        c.redis_urls = urls.parse().unwrap();
+        c.redis_key_prefix = prefix.clone();
+        c.redlock_retry_count = 2;
+    })
+    .await;
+    let event = app.create_event(1, 1, 5).await;
+    let seat = event.seats[0];
+    // Another holder has the seat's lock on every node.
+    for node in &redis.nodes {
+        let client = redis::Client::open(node.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("{prefix}seat:{seat}"))
+            .arg("someone-else")
+            .arg("PX")
+            .arg(60_000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let key = "locked-1";
+    app.hold("alice", event.id, &[seat], key)
+        .await
+        .assert_problem(409, "SEAT_LOCKED");
+    assert_eq!(
+        app.count(
+            "select count(*) from idempotency_records where key = 'locked-1' and state = 'FAILED'"
+        )
+        .await,
+        1
+    );
+
+    for node in &redis.nodes {
+        let client = redis::Client::open(node.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(format!("{prefix}seat:{seat}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        app.hold("alice", event.id, &[seat], key).await.status,
+        StatusCode::CREATED
+    );
+}
