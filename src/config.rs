@@ -220,6 +220,16 @@ pub struct Config {
         hide = true
     )]
     pub fault_pre_commit_delay_ms: u64,
+
+    /// Fault injection for tests only: sleep this long after the lock is acquired, before the
+    /// transaction begins, so a test can freeze the process (SIGSTOP) while it holds locks.
+    #[arg(
+        long,
+        env = "HOLDFAST_FAULT_POST_LOCK_DELAY_MS",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub fault_post_lock_delay_ms: u64,
 }
 
 /// `10.0.0.0/8` or a single address (as a /32 or /128).

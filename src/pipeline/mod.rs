@@ -159,6 +159,9 @@ async fn plan_lock_apply(
         stage("lock", started);
         Some(lock?)
     };
+    if state.config.fault_post_lock_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(state.config.fault_post_lock_delay_ms)).await;
+    }
 
     let started = Instant::now();
     let result = transact(state, caller, claimed, command, plan, lock).await;

@@ -215,11 +215,34 @@ async fn a_transaction_refuses_to_commit_on_a_lock_with_too_little_validity_left
     })
     .await;
     let event = app.create_event(1, 1, 2).await;
-    let refused = app.hold("alice", event.id, &[event.seats[0]], "short-lock").await;
+    let refused = app
+        .hold("alice", event.id, &[event.seats[0]], "short-lock")
+        .await;
     refused.assert_problem(503, "LOCK_UNAVAILABLE");
     assert_eq!(app.count("select count(*) from holds").await, 0);
-    assert_eq!(app.count("select count(*) from seats where hold_id is not null").await, 0);
-    assert_eq!(app.count("select count(*) from idempotency_records where key = 'short-lock' and state = 'FAILED'").await, 1);
-    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("holdfast_commits_refused_total{reason=\"lock_validity\"}"), "{metrics}");
+    assert_eq!(
+        app.count("select count(*) from seats where hold_id is not null")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count(
+            "select count(*) from idempotency_records where key = 'short-lock' and state = 'FAILED'"
+        )
+        .await,
+        1
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("holdfast_commits_refused_total{reason=\"lock_validity\"}"),
+        "{metrics}"
+    );
 }

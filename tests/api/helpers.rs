@@ -200,6 +200,45 @@ impl Res {
     }
 }
 
+/// Sends one request; an error means no HTTP answer came back (refused, reset, cut off).
+pub async fn request(
+    client: &reqwest::Client,
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    key: Option<&str>,
+    body: Option<&Value>,
+) -> Result<Res, reqwest::Error> {
+    let mut request = client.request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await?;
+    Ok(read(response).await)
+}
+
+pub async fn read(response: reqwest::Response) -> Res {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap_or_default();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    };
+    Res {
+        status,
+        headers,
+        body,
+    }
+}
+
 pub struct Event {
     pub id: Uuid,
     pub seats: Vec<Uuid>,
@@ -231,34 +270,13 @@ impl TestApp {
         key: Option<&str>,
         body: Option<&Value>,
     ) -> Res {
-        let mut request = self.client.request(method, self.url(path));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(key) = key {
-            request = request.header("idempotency-key", key);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.expect("request reaches the server");
-        Self::read(response).await
+        request(&self.client, method, &self.url(path), token, key, body)
+            .await
+            .expect("request reaches the server")
     }
 
     pub async fn read(response: reqwest::Response) -> Res {
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.unwrap();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-        };
-        Res {
-            status,
-            headers,
-            body,
-        }
+        read(response).await
     }
 
     pub async fn get(&self, path: &str, user: Option<&str>) -> Res {
@@ -343,38 +361,48 @@ impl TestApp {
         sqlx::query_scalar(sql).fetch_one(&self.db).await.unwrap()
     }
 
-    /// The booking invariants, read straight from the database.
     pub async fn assert_invariants(&self) {
-        // No seat has two live sales.
-        let doubled = self
-            .count("select count(*) from (select seat_id from booking_seats where active group by seat_id having count(*) > 1) d")
-            .await;
-        assert_eq!(doubled, 0, "a seat was sold twice");
-        // No seat has two live claims at once (the seat row holds at most one; a live hold
-        // and a booking never share a seat).
-        let both = self
-            .count(
-                "select count(*) from seats where hold_id is not null and booking_id is not null",
-            )
-            .await;
-        assert_eq!(both, 0, "a seat is both held and booked");
-        // Every live hold still claims every seat it was granted (what the client was told is true).
-        let broken_holds = self
-            .count(
-                "select count(*) from holds h join hold_seats hs on hs.hold_id = h.id join seats s on s.id = hs.seat_id
-                  where h.status = 'HELD' and h.expires_at > now() and s.hold_id is distinct from h.id",
-            )
-            .await;
-        assert_eq!(broken_holds, 0, "a live hold lost a seat it was granted");
-        // Every confirmed booking still owns every seat it sold.
-        let broken_bookings = self
-            .count(
-                "select count(*) from bookings b join booking_seats bs on bs.booking_id = b.id join seats s on s.id = bs.seat_id
-                  where b.status = 'CONFIRMED' and (not bs.active or s.booking_id is distinct from b.id)",
-            )
-            .await;
-        assert_eq!(broken_bookings, 0, "a confirmed booking lost a seat");
+        assert_invariants(&self.db).await;
     }
+}
+
+async fn count(db: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(db).await.unwrap()
+}
+
+/// The booking invariants, read straight from the database.
+pub async fn assert_invariants(db: &PgPool) {
+    // No seat has two live sales.
+    let doubled =
+        count(db, "select count(*) from (select seat_id from booking_seats where active group by seat_id having count(*) > 1) d").await;
+    assert_eq!(doubled, 0, "a seat was sold twice");
+    // No seat has two live claims at once (the seat row holds at most one; a live hold
+    // and a booking never share a seat).
+    let both = count(
+        db,
+        "select count(*) from seats where hold_id is not null and booking_id is not null",
+    )
+    .await;
+    assert_eq!(both, 0, "a seat is both held and booked");
+    // Every live hold still claims every seat it was granted (what the client was told is true).
+    let broken_holds = count(
+        db,
+        "select count(*) from holds h join hold_seats hs on hs.hold_id = h.id join seats s on s.id = hs.seat_id
+          where h.status = 'HELD' and h.expires_at > now() and s.hold_id is distinct from h.id",
+    )
+    .await;
+    assert_eq!(broken_holds, 0, "a live hold lost a seat it was granted");
+    // Every confirmed booking still owns every seat it sold.
+    let broken_bookings = count(
+        db,
+        "select count(*) from bookings b join booking_seats bs on bs.booking_id = b.id join seats s on s.id = bs.seat_id
+          where b.status = 'CONFIRMED' and (not bs.active or s.booking_id is distinct from b.id)",
+    )
+    .await;
+    assert_eq!(broken_bookings, 0, "a confirmed booking lost a seat");
+    // No idempotency record is stuck IN_PROGRESS past its lease.
+    let stuck = count(db, "select count(*) from idempotency_records where state = 'IN_PROGRESS' and lease_until < now() - interval '5 seconds'").await;
+    assert_eq!(stuck, 0, "an idempotency record is stuck IN_PROGRESS");
 }
 
 /// Polls `check` until it returns true or the deadline passes.

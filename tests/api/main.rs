@@ -1,6 +1,8 @@
 //! holdfast's HTTP tests: one binary, real Postgres and Redis, real HTTP.
 
 mod auth;
+mod chaos;
+mod cluster;
 mod concurrency;
 mod helpers;
 mod idempotency;

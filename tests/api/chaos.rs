@@ -1,0 +1,803 @@
+//! The fault suite: real holdfast processes against real Postgres and Redis nodes, under
+//! SIGSTOP, SIGKILL, Redis node loss and slowness, a Postgres crash-restart, row-lock stalls
+//! and a stampede. Every scenario ends with the invariants read straight from the database.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use holdfast::api::auth::JwtKeys;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::cluster::{Fault, FaultProxy, Instance, PgCluster, run_load, shared_env, timed};
+use crate::helpers::{
+    Event, JWT_SECRET, RedisCluster, Res, TestDatabase, assert_invariants, eventually, request,
+};
+
+/// A client for several instances at once.
+#[derive(Clone)]
+struct Clients {
+    http: reqwest::Client,
+    jwt: Arc<JwtKeys>,
+}
+
+impl Clients {
+    fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(1024)
+                .build()
+                .unwrap(),
+            jwt: Arc::new(JwtKeys::new(JWT_SECRET)),
+        }
+    }
+
+    fn token(&self, user: &str) -> String {
+        self.jwt
+            .mint(user, user == "admin", Duration::from_secs(3600))
+            .unwrap()
+    }
+
+    async fn send(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        user: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Res, reqwest::Error> {
+        request(
+            &self.http,
+            method,
+            &format!("{base}{path}"),
+            Some(&self.token(user)),
+            key,
+            body,
+        )
+        .await
+    }
+
+    async fn hold(
+        &self,
+        base: &str,
+        user: &str,
+        event: Uuid,
+        seats: &[Uuid],
+        key: &str,
+    ) -> Result<Res, reqwest::Error> {
+        self.send(
+            base,
+            Method::POST,
+            &format!("/v1/events/{event}/holds"),
+            user,
+            Some(key),
+            Some(&json!({ "seat_ids": seats })),
+        )
+        .await
+    }
+
+    async fn create_event(&self, base: &str, seats: u32) -> Event {
+        let body = json!({ "name": "Chaos", "starts_at": "2030-01-01T00:00:00Z",
+                           "layout": { "sections": 1, "rows": 1, "seats_per_row": seats, "price_cents": 100 } });
+        let created = self
+            .send(
+                base,
+                Method::POST,
+                "/v1/events",
+                "admin",
+                Some(&Uuid::new_v4().to_string()),
+                Some(&body),
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+        let id = created.id();
+        let seats = self
+            .send(
+                base,
+                Method::GET,
+                &format!("/v1/events/{id}/seats?limit=10000"),
+                "admin",
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        let seats = seats.body["seats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().parse().unwrap())
+            .collect();
+        Event { id, seats }
+    }
+}
+
+async fn redis_key_exists(url: &str, key: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<i64>(&mut conn)
+        .await
+        .map(|n| n == 1)
+        .unwrap_or(false)
+}
+
+async fn count(db: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(db).await.unwrap()
+}
+
+fn prefix() -> String {
+    format!("chaos:{}:", Uuid::new_v4().simple())
+}
+
+/// An instance frozen (SIGSTOP) while it holds a seat's lock, past the lock's TTL; a second
+/// instance books the seat; the first resumes and is refused by Postgres, never told 201.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_lock_holder_resumes_into_a_refusal() {
+    let redis = RedisCluster::start(3);
+    let database = TestDatabase::create().await;
+    let prefix = prefix();
+    let env = shared_env(&database.url, &redis.urls(), &prefix);
+    let lock = [
+        ("REDLOCK_TTL_MS", "500"),
+        ("REDLOCK_COMMIT_MARGIN_MS", "100"),
+    ];
+    let paused = Instance::spawn(
+        &env,
+        &[
+            lock[0],
+            lock[1],
+            ("HOLDFAST_FAULT_POST_LOCK_DELAY_MS", "1500"),
+        ],
+    )
+    .await;
+    let other = Instance::spawn(&env, &[lock[0], lock[1], ("REDLOCK_RETRY_COUNT", "20")]).await;
+    let clients = Clients::new();
+    let event = clients.create_event(&other.base, 3).await;
+    let seat = event.seats[0];
+    let key = format!("{prefix}seat:{seat}");
+
+    let first = tokio::spawn({
+        let (clients, base) = (clients.clone(), paused.base.clone());
+        async move {
+            clients
+                .hold(&base, "alice", event.id, &[seat], "alice-1")
+                .await
+        }
+    });
+    let node = redis.nodes[0].url();
+    eventually(
+        "the first instance holds the seat's lock",
+        Duration::from_secs(10),
+        || redis_key_exists(&node, &key),
+    )
+    .await;
+    paused.pause();
+    eventually(
+        "the frozen holder's lock expires",
+        Duration::from_secs(10),
+        || async {
+            let mut any = false;
+            for n in &redis.nodes {
+                any |= redis_key_exists(&n.url(), &key).await;
+            }
+            !any
+        },
+    )
+    .await;
+
+    let second = clients
+        .hold(&other.base, "bob", event.id, &[seat], "bob-1")
+        .await
+        .unwrap();
+    assert_eq!(second.status, StatusCode::CREATED, "{second:?}");
+    paused.resume();
+    let first = first.await.unwrap().expect("the resumed instance answers");
+    assert!(
+        first.status == StatusCode::CONFLICT || first.status == StatusCode::SERVICE_UNAVAILABLE,
+        "the resumed holder hears 409 or 503, never 201: {first:?}"
+    );
+    let db = PgPool::connect(&database.url).await.unwrap();
+    assert_eq!(
+        count(&db, "select count(*) from seats where hold_id is not null").await,
+        1
+    );
+    assert_eq!(
+        count(&db, "select count(*) from holds where status = 'HELD'").await,
+        1
+    );
+    assert_invariants(&db).await;
+}
+
+/// An instance is SIGKILLed with requests in flight (before and inside their transactions);
+/// clients retry with the same keys on another instance: one effect each, and a stable answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_cut_off_by_a_crash_complete_once_when_retried_elsewhere() {
+    for fault in [
+        "HOLDFAST_FAULT_POST_LOCK_DELAY_MS",
+        "HOLDFAST_FAULT_PRE_COMMIT_DELAY_MS",
+    ] {
+        let redis = RedisCluster::start(3);
+        let database = TestDatabase::create().await;
+        let env = shared_env(&database.url, &redis.urls(), &prefix());
+        let quick = [
+            ("IDEMPOTENCY_LEASE_SECONDS", "2"),
+            ("REDLOCK_TTL_MS", "1000"),
+            ("REDLOCK_COMMIT_MARGIN_MS", "200"),
+        ];
+        let mut doomed =
+            Instance::spawn(&env, &[quick[0], quick[1], quick[2], (fault, "3000")]).await;
+        let survivor = Instance::spawn(&env, &quick).await;
+        let clients = Clients::new();
+        let event = clients.create_event(&survivor.base, 10).await;
+        let db = PgPool::connect(&database.url).await.unwrap();
+
+        let in_flight: Vec<_> = (0..10)
+            .map(|i| {
+                let (clients, base, seat) = (clients.clone(), doomed.base.clone(), event.seats[i]);
+                tokio::spawn(async move {
+                    clients
+                        .hold(&base, "alice", event.id, &[seat], &format!("crash-{i}"))
+                        .await
+                })
+            })
+            .collect();
+        eventually("all ten are claimed and in flight", Duration::from_secs(10), || async {
+            count(&db, "select count(*) from idempotency_records where key like 'crash-%' and state = 'IN_PROGRESS'").await == 10
+        })
+        .await;
+        doomed.kill();
+        for request in in_flight {
+            assert!(
+                request.await.unwrap().is_err(),
+                "{fault}: a killed instance cannot have answered"
+            );
+        }
+
+        // Retry each key on the survivor until it settles (in-flight leases and dead locks lapse).
+        let mut answers = HashMap::new();
+        for i in 0..10 {
+            let key = format!("crash-{i}");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let answer = loop {
+                let res = clients
+                    .hold(&survivor.base, "alice", event.id, &[event.seats[i]], &key)
+                    .await
+                    .unwrap();
+                if res.status == StatusCode::CREATED {
+                    break res;
+                }
+                assert!(
+                    ["IDEMPOTENCY_IN_PROGRESS", "SEAT_LOCKED"].contains(&res.code()),
+                    "{fault}: {res:?}"
+                );
+                assert!(
+                    Instant::now() < deadline,
+                    "{fault}: {key} did not settle: {res:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await; // poll interval
+            };
+            answers.insert(key, answer);
+        }
+        for (key, answer) in &answers {
+            let again = clients
+                .hold(
+                    &survivor.base,
+                    "alice",
+                    event.id,
+                    &[event.seats[key[6..].parse::<usize>().unwrap()]],
+                    key,
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                again.body, answer.body,
+                "{fault}: the same answer every time"
+            );
+            assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        }
+        assert_eq!(
+            count(&db, "select count(*) from holds").await,
+            10,
+            "{fault}: exactly one effect per request"
+        );
+        assert_eq!(
+            count(&db, "select count(*) from seats where hold_id is not null").await,
+            10
+        );
+        assert_invariants(&db).await;
+    }
+}
+
+/// The same key sent to three instances at the same moment executes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_key_sent_to_three_instances_at_once_executes_once() {
+    let redis = RedisCluster::start(3);
+    let database = TestDatabase::create().await;
+    let env = shared_env(&database.url, &redis.urls(), &prefix());
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(Instance::spawn(&env, &[]).await);
+    }
+    let clients = Clients::new();
+    let event = clients.create_event(&instances[0].base, 20).await;
+    let db = PgPool::connect(&database.url).await.unwrap();
+
+    for round in 0..10 {
+        let seats = vec![event.seats[2 * round], event.seats[2 * round + 1]];
+        let key = format!("race-{round}");
+        let responses = futures_util::future::join_all(instances.iter().flat_map(|instance| {
+            let (clients, seats, key) = (&clients, seats.clone(), key.clone());
+            (0..3).map(move |_| {
+                let (seats, key) = (seats.clone(), key.clone());
+                async move {
+                    clients
+                        .hold(&instance.base, "alice", event.id, &seats, &key)
+                        .await
+                        .unwrap()
+                }
+            })
+        }))
+        .await;
+        let created: Vec<&Res> = responses
+            .iter()
+            .filter(|r| r.status == StatusCode::CREATED)
+            .collect();
+        assert!(!created.is_empty(), "round {round}: {responses:?}");
+        assert!(
+            created.iter().all(|r| r.body == created[0].body),
+            "round {round}: identical answers"
+        );
+        for r in responses.iter().filter(|r| r.status != StatusCode::CREATED) {
+            r.assert_problem(409, "IDEMPOTENCY_IN_PROGRESS");
+        }
+    }
+    assert_eq!(
+        count(&db, "select count(*) from holds").await,
+        10,
+        "one execution per key"
+    );
+    assert_invariants(&db).await;
+}
+
+/// Hold traffic with contention (40 clients' worth on 30 seats) from `workers` concurrent
+/// clients; returns every answer or transport error.
+async fn hold_traffic(
+    clients: &Clients,
+    bases: &[String],
+    event: &Event,
+    requests: usize,
+    workers: usize,
+) -> Vec<Result<Res, String>> {
+    let (clients, bases, event_id, seats) = (
+        clients.clone(),
+        bases.to_vec(),
+        event.id,
+        event.seats.clone(),
+    );
+    let batch = Uuid::new_v4().simple().to_string();
+    run_load(requests, workers, move |i| {
+        let (clients, base, seat) = (
+            clients.clone(),
+            bases[i % bases.len()].clone(),
+            seats[(i * 7) % seats.len()],
+        );
+        let key = format!("load-{batch}-{i}");
+        async move {
+            clients
+                .hold(&base, &format!("user-{}", i % 40), event_id, &[seat], &key)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await
+}
+
+/// The answers allowed under a fault: success, a business refusal, or a retryable refusal.
+/// Never a 500, never a hang.
+fn assert_only_expected(answers: &[Result<Res, String>], allowed_5xx: &[&str]) {
+    for answer in answers {
+        let res = answer.as_ref().unwrap_or_else(|e| panic!("no answer: {e}"));
+        match res.status.as_u16() {
+            201 => {}
+            409 => assert!(
+                ["SEAT_UNAVAILABLE", "SEAT_LOCKED"].contains(&res.code()),
+                "{res:?}"
+            ),
+            503 | 504 => assert!(allowed_5xx.contains(&res.code()), "{res:?}"),
+            _ => panic!("unexpected answer {res:?}"),
+        }
+    }
+}
+
+/// What clients were told is true: every 201 hold exists, held, on its seat.
+async fn assert_told_truth(db: &PgPool, answers: &[Result<Res, String>]) {
+    for res in answers
+        .iter()
+        .flatten()
+        .filter(|r| r.status == StatusCode::CREATED)
+    {
+        let exists: i64 = sqlx::query_scalar("select count(*) from holds where id = $1")
+            .bind(res.id())
+            .fetch_one(db)
+            .await
+            .unwrap();
+        assert_eq!(exists, 1, "a 201 hold is missing: {res:?}");
+    }
+}
+
+/// A Redis node stops mid-load and comes back empty (it had no persistence); another does the
+/// same later. Holds keep working on the quorum; nothing is sold twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_nodes_lost_and_restarted_empty_under_load_never_double_sell() {
+    let mut redis = RedisCluster::start(3);
+    let database = TestDatabase::create().await;
+    let env = shared_env(&database.url, &redis.urls(), &prefix());
+    let a = Instance::spawn(&env, &[("REDIS_TIMEOUT_MS", "100")]).await;
+    let b = Instance::spawn(&env, &[("REDIS_TIMEOUT_MS", "100")]).await;
+    let clients = Clients::new();
+    let event = clients.create_event(&a.base, 30).await;
+    let bases = [a.base.clone(), b.base.clone()];
+    let db = PgPool::connect(&database.url).await.unwrap();
+
+    let mut answers = hold_traffic(&clients, &bases, &event, 150, 8).await;
+    redis.nodes[0].stop();
+    answers.extend(hold_traffic(&clients, &bases, &event, 150, 8).await);
+    redis.nodes[0].restart(); // empty: it forgot every lock it had
+    answers.extend(hold_traffic(&clients, &bases, &event, 150, 8).await);
+    redis.nodes[1].stop();
+    answers.extend(hold_traffic(&clients, &bases, &event, 150, 8).await);
+    redis.nodes[1].restart();
+    answers.extend(hold_traffic(&clients, &bases, &event, 150, 8).await);
+
+    assert_only_expected(&answers, &["LOCK_UNAVAILABLE"]);
+    let created = answers
+        .iter()
+        .flatten()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .count();
+    assert_eq!(
+        created as i64,
+        count(&db, "select count(*) from holds").await
+    );
+    assert_eq!(
+        created, 30,
+        "each seat held exactly once (holds last 10 minutes): {created}"
+    );
+    assert_told_truth(&db, &answers).await;
+    assert_invariants(&db).await;
+}
+
+/// One Redis node becomes slow (200 ms a round trip), then a blackhole; later two nodes are
+/// blackholed. Every answer comes back within a bound set by the per-node timeout, never a
+/// hang; with one node sick writes succeed, with two they answer 503 and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_and_blackholed_redis_nodes_cannot_hang_a_request() {
+    let redis = RedisCluster::start(3);
+    let proxies = [
+        FaultProxy::start(redis.nodes[1].port).await,
+        FaultProxy::start(redis.nodes[2].port).await,
+    ];
+    let urls = format!(
+        "{},{},{}",
+        redis.nodes[0].url(),
+        proxies[0].url(),
+        proxies[1].url()
+    );
+    let database = TestDatabase::create().await;
+    let env = shared_env(&database.url, &urls, &prefix());
+    // 100 ms per node call, 1 retry: the worst acquisition is about 2 × 100 ms + the retry delay.
+    let instance = Instance::spawn(
+        &env,
+        &[("REDIS_TIMEOUT_MS", "100"), ("REDLOCK_RETRY_COUNT", "1")],
+    )
+    .await;
+    let clients = Clients::new();
+    let event = clients.create_event(&instance.base, 40).await;
+    let db = PgPool::connect(&database.url).await.unwrap();
+    let bound = Duration::from_secs(2); // ten times the lock path's own worst case
+
+    let mut seat = 0;
+    for fault in [Fault::Latency(Duration::from_millis(200)), Fault::Blackhole] {
+        proxies[0].set(fault);
+        for _ in 0..5 {
+            let (res, took) = timed(clients.hold(
+                &instance.base,
+                "alice",
+                event.id,
+                &[event.seats[seat]],
+                &format!("k-{seat}"),
+            ))
+            .await;
+            let res = res.unwrap();
+            assert_eq!(res.status, StatusCode::CREATED, "{fault:?}: {res:?}");
+            assert!(took < bound, "{fault:?}: took {took:?}");
+            seat += 1;
+        }
+    }
+    proxies[1].set(Fault::Blackhole);
+    for _ in 0..5 {
+        let (res, took) = timed(clients.hold(
+            &instance.base,
+            "alice",
+            event.id,
+            &[event.seats[seat]],
+            &format!("k-{seat}"),
+        ))
+        .await;
+        res.unwrap().assert_problem(503, "LOCK_UNAVAILABLE");
+        assert!(took < bound, "two sick nodes: took {took:?}");
+        seat += 1;
+    }
+    let (ready, took) =
+        timed(clients.send(&instance.base, Method::GET, "/ready", "x", None, None)).await;
+    ready.unwrap().assert_problem(503, "NOT_READY");
+    assert!(took < bound, "/ready took {took:?}");
+
+    proxies[0].set(Fault::None);
+    proxies[1].set(Fault::None);
+    eventually("the quorum recovers", Duration::from_secs(10), || async {
+        clients
+            .send(&instance.base, Method::GET, "/ready", "x", None, None)
+            .await
+            .map(|r| r.status == StatusCode::OK)
+            .unwrap_or(false)
+    })
+    .await;
+    let res = clients
+        .hold(
+            &instance.base,
+            "alice",
+            event.id,
+            &[event.seats[seat]],
+            "after",
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status, StatusCode::CREATED, "{res:?}");
+    assert_eq!(count(&db, "select count(*) from holds").await, 11);
+    assert_invariants(&db).await;
+}
+
+/// Postgres crashes (immediate stop) under load and comes back: in-flight requests get 503
+/// problem+json, nothing is half-written, /ready goes 503 then 200, and the pool recovers
+/// without restarting holdfast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_crash_restart_under_load_is_survived_without_a_restart() {
+    let redis = RedisCluster::start(3);
+    let pg = PgCluster::start();
+    let env = shared_env(&pg.url(), &redis.urls(), &prefix());
+    let instance = Instance::spawn(
+        &env,
+        &[
+            ("DATABASE_ACQUIRE_TIMEOUT_MS", "500"),
+            ("IDEMPOTENCY_LEASE_SECONDS", "1"),
+        ],
+    )
+    .await;
+    let clients = Clients::new();
+    let event = clients.create_event(&instance.base, 30).await;
+    let bases = [instance.base.clone()];
+
+    let load = {
+        let (clients, event) = (
+            clients.clone(),
+            Event {
+                id: event.id,
+                seats: event.seats.clone(),
+            },
+        );
+        tokio::spawn(async move { hold_traffic(&clients, &bases, &event, 400, 6).await })
+    };
+    let db_url = pg.url();
+    eventually("load is running", Duration::from_secs(10), || async {
+        match PgPool::connect(&db_url).await {
+            Ok(db) => count(&db, "select count(*) from holds").await >= 10,
+            Err(_) => false,
+        }
+    })
+    .await;
+    pg.stop_immediate();
+    eventually(
+        "/ready reports the outage",
+        Duration::from_secs(10),
+        || async {
+            clients
+                .send(&instance.base, Method::GET, "/ready", "x", None, None)
+                .await
+                .map(|r| r.status == StatusCode::SERVICE_UNAVAILABLE)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    let during = clients
+        .hold(
+            &instance.base,
+            "alice",
+            event.id,
+            &[event.seats[0]],
+            "during-outage",
+        )
+        .await
+        .unwrap();
+    assert!([503, 504].contains(&during.status.as_u16()), "{during:?}");
+    assert_eq!(
+        during.header("content-type"),
+        Some("application/problem+json")
+    );
+    pg.start_server();
+    eventually(
+        "/ready recovers without restarting holdfast",
+        Duration::from_secs(30),
+        || async {
+            clients
+                .send(&instance.base, Method::GET, "/ready", "x", None, None)
+                .await
+                .map(|r| r.status == StatusCode::OK)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+
+    let answers = load.await.unwrap();
+    assert_only_expected(
+        &answers,
+        &["DATABASE_UNAVAILABLE", "TIMEOUT", "LOCK_UNAVAILABLE"],
+    );
+    let db = PgPool::connect(&pg.url()).await.unwrap();
+    assert_told_truth(&db, &answers).await;
+    // Nothing half-written: every hold row has its seats, and every seat's hold exists.
+    assert_eq!(count(&db, "select count(*) from holds h where not exists (select 1 from hold_seats hs where hs.hold_id = h.id)").await, 0);
+    eventually("stale in-flight records are recovered", Duration::from_secs(15), || async {
+        count(&db, "select count(*) from idempotency_records where state = 'IN_PROGRESS' and lease_until < now()").await == 0
+    })
+    .await;
+    let after = clients
+        .hold(
+            &instance.base,
+            "carol",
+            event.id,
+            &[event.seats[29]],
+            "after-restart",
+        )
+        .await
+        .unwrap();
+    assert!([201, 409].contains(&after.status.as_u16()), "{after:?}");
+    assert_invariants(&db).await;
+}
+
+/// A competing session sits on the seat rows: requests answer within their bounds with a
+/// clear 504 (lock_timeout), write nothing, and succeed once the rows are free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_database_answers_within_bounds_and_writes_nothing() {
+    let redis = RedisCluster::start(3);
+    let database = TestDatabase::create().await;
+    let env = shared_env(&database.url, &redis.urls(), &prefix());
+    let instance = Instance::spawn(
+        &env,
+        &[
+            ("DATABASE_LOCK_TIMEOUT_MS", "300"),
+            ("REQUEST_TIMEOUT_MS", "3000"),
+        ],
+    )
+    .await;
+    let clients = Clients::new();
+    let event = clients.create_event(&instance.base, 5).await;
+    let db = PgPool::connect(&database.url).await.unwrap();
+
+    let mut blocker = db.begin().await.unwrap();
+    sqlx::query("select id from seats where event_id = $1 for update")
+        .bind(event.id)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let (res, took) = timed(clients.hold(
+            &instance.base,
+            "alice",
+            event.id,
+            &[event.seats[i]],
+            &format!("stall-{i}"),
+        ))
+        .await;
+        let res = res.unwrap();
+        res.assert_problem(504, "TIMEOUT");
+        assert!(
+            took < Duration::from_secs(3),
+            "answered within the request timeout: {took:?}"
+        );
+    }
+    assert_eq!(count(&db, "select count(*) from holds").await, 0);
+    blocker.rollback().await.unwrap();
+    let res = clients
+        .hold(
+            &instance.base,
+            "alice",
+            event.id,
+            &[event.seats[0]],
+            "stall-0",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status,
+        StatusCode::CREATED,
+        "the same key runs again: {res:?}"
+    );
+    assert_invariants(&db).await;
+}
+
+/// A thousand clients on one seat across three instances: exactly one hold; everyone else
+/// hears 409 (SEAT_UNAVAILABLE or SEAT_LOCKED), and nobody waits long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stampede_of_a_thousand_on_one_seat_across_three_instances_has_one_winner() {
+    let redis = RedisCluster::start(3);
+    let database = TestDatabase::create().await;
+    let env = shared_env(&database.url, &redis.urls(), &prefix());
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(Instance::spawn(&env, &[]).await);
+    }
+    let clients = Clients::new();
+    let event = clients.create_event(&instances[0].base, 2).await;
+    let seat = event.seats[0];
+
+    let bases: Vec<String> = instances.iter().map(|i| i.base.clone()).collect();
+    let answers = run_load(1000, 1000, {
+        let clients = clients.clone();
+        move |i| {
+            let (clients, base) = (clients.clone(), bases[i % 3].clone());
+            async move {
+                timed(clients.hold(
+                    &base,
+                    &format!("fan-{i}"),
+                    event.id,
+                    &[seat],
+                    &format!("stampede-{i}"),
+                ))
+                .await
+            }
+        }
+    })
+    .await;
+    let mut latencies: Vec<Duration> = answers.iter().map(|(_, took)| *took).collect();
+    latencies.sort();
+    let statuses: Vec<u16> = answers
+        .iter()
+        .map(|(res, _)| {
+            res.as_ref()
+                .expect("every client is answered")
+                .status
+                .as_u16()
+        })
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "exactly one winner"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        999,
+        "everyone else hears 409"
+    );
+    eprintln!(
+        "stampede latency: p50 {:?}, p99 {:?}, max {:?}",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() * 99 / 100],
+        latencies[latencies.len() - 1]
+    );
+    let db = PgPool::connect(&database.url).await.unwrap();
+    assert_eq!(count(&db, "select count(*) from holds").await, 1);
+    assert_invariants(&db).await;
+}

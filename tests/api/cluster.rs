@@ -1,0 +1,366 @@
+//! Multi-process fixtures for the fault suite: holdfast binaries we can pause, kill and
+//! restart; a private Postgres cluster we can restart without disturbing other tests; and a
+//! TCP fault proxy (latency, blackhole) in front of a Redis node.
+//!
+//! The proxy is ours rather than the `noxious` crate's: noxious is a Toxiproxy server's core
+//! (runner, shared state, event channels) pinned to tokio-util 0.6 and rand 0.8; the two
+//! faults we need fit in a page of tokio.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use uuid::Uuid;
+
+use crate::helpers::{JWT_SECRET, eventually};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+}
+
+/// One holdfast process (the real binary), stopped by its PID when dropped.
+pub struct Instance {
+    pub base: String,
+    child: Option<Child>,
+}
+
+/// The settings every instance in a test shares: one database, one set of Redis nodes.
+pub fn shared_env(database_url: &str, redis_urls: &str, key_prefix: &str) -> Vec<(String, String)> {
+    [
+        ("DATABASE_URL", database_url),
+        ("REDIS_URLS", redis_urls),
+        ("REDIS_KEY_PREFIX", key_prefix),
+        ("JWT_SECRET", JWT_SECRET),
+        ("RATE_LIMIT_PER_IP", "0"),
+        ("RATE_LIMIT_PER_USER", "0"),
+        ("HOLD_SWEEP_INTERVAL_MS", "200"),
+        ("IDEMPOTENCY_SWEEP_INTERVAL_MS", "500"),
+        ("RUST_LOG", "warn"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+impl Instance {
+    pub async fn spawn(env: &[(String, String)], extra: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+        command
+            .arg("serve")
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("the holdfast binary starts");
+        let instance = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+        };
+        let client = reqwest::Client::new();
+        let health = format!("{}/health", instance.base);
+        eventually(
+            "the instance serves /health",
+            Duration::from_secs(30),
+            || async {
+                client
+                    .get(&health)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+            },
+        )
+        .await;
+        instance
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("instance is running").id()
+    }
+
+    /// Freezes the process (SIGSTOP): it holds its locks and connections, and does nothing.
+    pub fn pause(&self) {
+        signal(self.pid(), "-STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.pid(), "-CONT");
+    }
+
+    /// SIGKILL: no cleanup of any kind.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), "-CONT");
+        }
+        self.kill();
+    }
+}
+
+/// A Postgres cluster of this test's own, so it can be stopped and restarted freely.
+pub struct PgCluster {
+    pub port: u16,
+    dir: PathBuf,
+    bindir: String,
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl PgCluster {
+    pub fn start() -> Self {
+        let bindir = std::env::var("HOLDFAST_PG_BINDIR")
+            .expect("HOLDFAST_PG_BINDIR is set by scripts/test.sh");
+        let dir = std::env::temp_dir().join(format!("holdfast-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cluster = Self {
+            port: free_port(),
+            dir,
+            bindir,
+        };
+        if is_root() {
+            // Postgres refuses to run as root: the cluster belongs to the postgres user.
+            assert!(
+                Command::new("chown")
+                    .args(["postgres", cluster.dir.to_str().unwrap()])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        let data = cluster.dir.join("data");
+        let status = cluster
+            .pg_command("initdb")
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "initdb failed");
+        cluster.start_server();
+        cluster
+    }
+
+    fn pg_command(&self, tool: &str) -> Command {
+        let path = format!("{}/{tool}", self.bindir);
+        if is_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--", &path]);
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn start_server(&self) {
+        let data = self.dir.join("data");
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.display()
+        );
+        let status = self
+            .pg_command("pg_ctl")
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                self.dir.join("log").to_str().unwrap(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+                "-o",
+                &options,
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl start failed");
+    }
+
+    /// Stops at once, like a crash: no checkpoint, clients cut off mid-statement.
+    pub fn stop_immediate(&self) {
+        let data = self.dir.join("data");
+        let _ = self
+            .pg_command("pg_ctl")
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        self.stop_immediate();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    /// Every chunk is delayed this long before it is passed on.
+    Latency(Duration),
+    /// Bytes vanish: connections stay open and nothing comes back.
+    Blackhole,
+}
+
+/// A TCP proxy in front of one upstream port, whose fault can be switched at any time.
+pub struct FaultProxy {
+    pub port: u16,
+    fault: Arc<Mutex<Fault>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    fault: Arc<Mutex<Fault>>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let current = *fault.lock().unwrap();
+        match current {
+            Fault::None => {}
+            Fault::Latency(delay) => tokio::time::sleep(delay).await,
+            Fault::Blackhole => continue,
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl FaultProxy {
+    pub async fn start(upstream_port: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let fault = Arc::new(Mutex::new(Fault::None));
+        let shared = fault.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let fault = shared.clone();
+                tokio::spawn(async move {
+                    let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)).await
+                    else {
+                        return;
+                    };
+                    let (client_read, client_write) = client.into_split();
+                    let (upstream_read, upstream_write) = upstream.into_split();
+                    tokio::join!(
+                        pump(client_read, upstream_write, fault.clone()),
+                        pump(upstream_read, client_write, fault)
+                    );
+                });
+            }
+        });
+        Self { port, fault, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set(&self, fault: Fault) {
+        *self.fault.lock().unwrap() = fault;
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Drives `n` requests built by `make` through `concurrency` workers; returns what each got.
+pub async fn run_load<F, Fut, T>(n: usize, concurrency: usize, make: F) -> Vec<T>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = T> + Send,
+    T: Send + 'static,
+{
+    let make = Arc::new(make);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let results = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (make, next, results) = (make.clone(), next.clone(), results.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= n {
+                        return;
+                    }
+                    let out = make(i).await;
+                    results.lock().unwrap().push(out);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    Arc::try_unwrap(results).ok().unwrap().into_inner().unwrap()
+}
+
+/// A deadline-bounded wait that also reports how long the wait took.
+pub async fn timed<T>(fut: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let started = Instant::now();
+    let out = fut.await;
+    (out, started.elapsed())
+}
