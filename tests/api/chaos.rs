@@ -80,6 +80,14 @@ impl Clients {
         .await
     }
 
+    /// The status /ready answers with, or None when nothing answers.
+    async fn ready(&self, base: &str) -> Option<StatusCode> {
+        self.send(base, Method::GET, "/ready", "x", None, None)
+            .await
+            .ok()
+            .map(|r| r.status)
+    }
+
     async fn create_event(&self, base: &str, seats: u32) -> Event {
         let body = json!({ "name": "Chaos", "starts_at": "2030-01-01T00:00:00Z",
                            "layout": { "sections": 1, "rows": 1, "seats_per_row": seats, "price_cents": 100 } });
@@ -547,11 +555,7 @@ async fn slow_and_blackholed_redis_nodes_cannot_hang_a_request() {
     proxies[0].set(Fault::None);
     proxies[1].set(Fault::None);
     eventually("the quorum recovers", Duration::from_secs(10), || async {
-        clients
-            .send(&instance.base, Method::GET, "/ready", "x", None, None)
-            .await
-            .map(|r| r.status == StatusCode::OK)
-            .unwrap_or(false)
+        clients.ready(&instance.base).await == Some(StatusCode::OK)
     })
     .await;
     let res = clients
@@ -611,13 +615,7 @@ async fn a_postgres_crash_restart_under_load_is_survived_without_a_restart() {
     eventually(
         "/ready reports the outage",
         Duration::from_secs(10),
-        || async {
-            clients
-                .send(&instance.base, Method::GET, "/ready", "x", None, None)
-                .await
-                .map(|r| r.status == StatusCode::SERVICE_UNAVAILABLE)
-                .unwrap_or(false)
-        },
+        || async { clients.ready(&instance.base).await == Some(StatusCode::SERVICE_UNAVAILABLE) },
     )
     .await;
     let during = clients
@@ -639,13 +637,7 @@ async fn a_postgres_crash_restart_under_load_is_survived_without_a_restart() {
     eventually(
         "/ready recovers without restarting holdfast",
         Duration::from_secs(30),
-        || async {
-            clients
-                .send(&instance.base, Method::GET, "/ready", "x", None, None)
-                .await
-                .map(|r| r.status == StatusCode::OK)
-                .unwrap_or(false)
-        },
+        || async { clients.ready(&instance.base).await == Some(StatusCode::OK) },
     )
     .await;
 
