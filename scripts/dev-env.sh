@@ -45,6 +45,8 @@ ensure_packages() {
   command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+  # The scale-out test puts instances behind HAProxy, as docker-compose.yml does.
+  command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
   if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
   # btree_gist ships in contrib; later migrations rely on it.
   local bin; bin=$(pg_bindir)

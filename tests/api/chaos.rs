@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::cluster::{Fault, FaultProxy, Instance, PgCluster, run_load, shared_env, timed};
+use crate::cluster::{
+    Fault, FaultProxy, Haproxy, Instance, PgCluster, run_load, shared_env, timed,
+};
 use crate::helpers::{
     Event, JWT_SECRET, RedisCluster, Res, TestDatabase, assert_invariants, eventually, request,
 };
@@ -791,5 +793,136 @@ async fn a_stampede_of_a_thousand_on_one_seat_across_three_instances_has_one_win
     );
     let db = PgPool::connect(&database.url).await.unwrap();
     assert_eq!(count(&db, "select count(*) from holds").await, 1);
+    assert_invariants(&db).await;
+}
+
+/// Three instances behind HAProxy checking /ready; one is SIGKILLed under load. The balancer
+/// drops it, traffic continues on the survivors, clients that were cut off retry with their
+/// keys and settle once, and hold expiry keeps running without the dead instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scale_out_behind_haproxy_survives_losing_an_instance() {
+    let redis = RedisCluster::start(3);
+    let database = TestDatabase::create().await;
+    let env = shared_env(&database.url, &redis.urls(), &prefix());
+    let quick = [
+        ("IDEMPOTENCY_LEASE_SECONDS", "2"),
+        ("REDLOCK_TTL_MS", "1000"),
+        ("REDLOCK_COMMIT_MARGIN_MS", "200"),
+    ];
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        instances.push(Instance::spawn(&env, &quick).await);
+    }
+    let lb = Haproxy::start(&instances.iter().map(|i| i.port).collect::<Vec<_>>()).await;
+    let clients = Clients::new();
+    let event = clients.create_event(&lb.base, 60).await;
+    let db = PgPool::connect(&database.url).await.unwrap();
+
+    let load = {
+        let (clients, base, event) = (
+            clients.clone(),
+            lb.base.clone(),
+            Event {
+                id: event.id,
+                seats: event.seats.clone(),
+            },
+        );
+        tokio::spawn(async move {
+            run_load(300, 6, move |i| {
+                let (clients, base, seat) = (clients.clone(), base.clone(), event.seats[i % 60]);
+                async move {
+                    let key = format!("lb-{i}");
+                    // A client that is cut off (502/503 from the balancer, or a reset) retries its key.
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    loop {
+                        match clients
+                            .hold(&base, &format!("user-{i}"), event.id, &[seat], &key)
+                            .await
+                        {
+                            Ok(res)
+                                if res.status.is_client_error()
+                                    || res.status == StatusCode::CREATED =>
+                            {
+                                if !["IDEMPOTENCY_IN_PROGRESS", "SEAT_LOCKED"].contains(&res.code())
+                                {
+                                    return (key, res);
+                                }
+                            }
+                            _ => {}
+                        }
+                        assert!(Instant::now() < deadline, "{key} never settled");
+                        tokio::time::sleep(Duration::from_millis(100)).await; // client back-off
+                    }
+                }
+            })
+            .await
+        })
+    };
+    eventually("load is flowing", Duration::from_secs(20), || async {
+        count(&db, "select count(*) from holds").await >= 20
+    })
+    .await;
+    instances[1].kill();
+    let answers = load.await.unwrap();
+
+    assert_eq!(answers.len(), 300);
+    let created: HashMap<String, Res> = answers
+        .into_iter()
+        .filter(|(_, r)| r.status == StatusCode::CREATED)
+        .collect();
+    assert_eq!(created.len(), 60, "each of the 60 seats held once");
+    assert_eq!(
+        count(&db, "select count(*) from holds").await,
+        60,
+        "one effect per settled request"
+    );
+
+    // The balancer has dropped the dead instance: a run of requests all succeed.
+    for i in 0..30 {
+        let res = clients
+            .send(
+                &lb.base,
+                Method::GET,
+                &format!("/v1/events/{}", event.id),
+                "x",
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status,
+            StatusCode::OK,
+            "request {i} after the kill: {res:?}"
+        );
+    }
+    // Background work does not depend on the dead instance: a short hold still expires.
+    let extra = clients.create_event(&lb.base, 1).await;
+    let short = clients
+        .send(
+            &lb.base,
+            Method::POST,
+            &format!("/v1/events/{}/holds", extra.id),
+            "dora",
+            Some("short"),
+            Some(&json!({ "seat_ids": [extra.seats[0]], "ttl_seconds": 1 })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(short.status, StatusCode::CREATED, "{short:?}");
+    let short_id = short.id();
+    eventually(
+        "a survivor's sweeper expires the hold",
+        Duration::from_secs(15),
+        || async {
+            sqlx::query_scalar::<_, String>("select status from holds where id = $1")
+                .bind(short_id)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+                == "EXPIRED"
+        },
+    )
+    .await;
     assert_invariants(&db).await;
 }

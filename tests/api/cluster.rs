@@ -31,6 +31,7 @@ fn signal(pid: u32, sig: &str) {
 
 /// One holdfast process (the real binary), stopped by its PID when dropped.
 pub struct Instance {
+    pub port: u16,
     pub base: String,
     child: Option<Child>,
 }
@@ -70,6 +71,7 @@ impl Instance {
         }
         let child = command.spawn().expect("the holdfast binary starts");
         let instance = Self {
+            port,
             base: format!("http://127.0.0.1:{port}"),
             child: Some(child),
         };
@@ -363,4 +365,71 @@ pub async fn timed<T>(fut: impl std::future::Future<Output = T>) -> (T, Duration
     let started = Instant::now();
     let out = fut.await;
     (out, started.elapsed())
+}
+
+/// HAProxy in front of instances, health-checking /ready as docker-compose.yml's does.
+pub struct Haproxy {
+    pub base: String,
+    child: Child,
+    config: PathBuf,
+}
+
+impl Haproxy {
+    pub async fn start(backends: &[u16]) -> Self {
+        let port = free_port();
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("    server s{i} 127.0.0.1:{p} check\n"))
+            .collect();
+        let config =
+            std::env::temp_dir().join(format!("holdfast-haproxy-{}.cfg", Uuid::new_v4().simple()));
+        std::fs::write(
+            &config,
+            format!(
+                "global\n    maxconn 4096\n\
+                 defaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    timeout server 15s\n    \
+                 retries 3\n    option redispatch\n\
+                 frontend http\n    bind 127.0.0.1:{port}\n    default_backend holdfast\n\
+                 backend holdfast\n    balance roundrobin\n    option httpchk GET /ready\n    \
+                 http-check expect status 200\n    default-server inter 300ms fall 2 rise 2\n{servers}"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("haproxy")
+            .args(["-f", config.to_str().unwrap(), "-db"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy is installed (scripts/dev-env.sh installs it)");
+        let proxy = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+            config,
+        };
+        let client = reqwest::Client::new();
+        let health = format!("{}/health", proxy.base);
+        eventually(
+            "haproxy forwards /health",
+            Duration::from_secs(15),
+            || async {
+                client
+                    .get(&health)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+            },
+        )
+        .await;
+        proxy
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
 }
