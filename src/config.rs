@@ -48,12 +48,7 @@ impl fmt::Debug for DatabaseUrl {
             (Some(scheme), Some(at)) if at > scheme => {
                 let creds = &self.0[scheme + 3..at];
                 match creds.find(':') {
-                    Some(colon) => format!(
-                        "{}{}:[redacted]{}",
-                        &self.0[..scheme + 3],
-                        &creds[..colon],
-                        &self.0[at..]
-                    ),
+                    Some(colon) => format!("{}{}:[redacted]{}", &self.0[..scheme + 3], &creds[..colon], &self.0[at..]),
                     None => self.0.clone(),
                 }
             }
@@ -80,13 +75,7 @@ pub struct CommaList(pub Vec<String>);
 impl FromStr for CommaList {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(
-            s.split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        ))
+        Ok(Self(s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect()))
     }
 }
 
@@ -213,31 +202,18 @@ pub struct Config {
 
     /// Fault injection for tests only: sleep this long after the lock-validity check, just before COMMIT,
     /// to stand for a process paused at the worst moment. Never set in production.
-    #[arg(
-        long,
-        env = "HOLDFAST_FAULT_PRE_COMMIT_DELAY_MS",
-        default_value_t = 0,
-        hide = true
-    )]
+    #[arg(long, env = "HOLDFAST_FAULT_PRE_COMMIT_DELAY_MS", default_value_t = 0, hide = true)]
     pub fault_pre_commit_delay_ms: u64,
 
     /// Fault injection for tests only: sleep this long after the lock is acquired, before the
     /// transaction begins, so a test can freeze the process (SIGSTOP) while it holds locks.
-    #[arg(
-        long,
-        env = "HOLDFAST_FAULT_POST_LOCK_DELAY_MS",
-        default_value_t = 0,
-        hide = true
-    )]
+    #[arg(long, env = "HOLDFAST_FAULT_POST_LOCK_DELAY_MS", default_value_t = 0, hide = true)]
     pub fault_post_lock_delay_ms: u64,
 }
 
 /// `10.0.0.0/8` or a single address (as a /32 or /128).
 pub(crate) fn parse_net(value: &str) -> Option<IpNet> {
-    value
-        .parse::<IpNet>()
-        .ok()
-        .or_else(|| value.parse::<IpAddr>().ok().map(IpNet::from))
+    value.parse::<IpNet>().ok().or_else(|| value.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -272,32 +248,22 @@ impl Config {
         if self.hold_max_seats == 0 || self.event_max_seats == 0 {
             return err("HOLD_MAX_SEATS and EVENT_MAX_SEATS must be positive");
         }
-        if self.idempotency_lease_seconds < 1
-            || self.idempotency_retention_seconds < self.idempotency_lease_seconds
-        {
-            return err(
-                "IDEMPOTENCY_LEASE_SECONDS must be positive and at most IDEMPOTENCY_RETENTION_SECONDS",
-            );
+        if self.idempotency_lease_seconds < 1 || self.idempotency_retention_seconds < self.idempotency_lease_seconds {
+            return err("IDEMPOTENCY_LEASE_SECONDS must be positive and at most IDEMPOTENCY_RETENTION_SECONDS");
         }
         if self.database_max_connections == 0 || self.job_batch_size < 1 {
             return err("DATABASE_MAX_CONNECTIONS and JOB_BATCH_SIZE must be positive");
         }
         for proxy in &self.trusted_proxies.0 {
             if proxy.parse::<IpAddr>().is_err() {
-                return Err(ConfigError(format!(
-                    "TRUSTED_PROXIES: {proxy:?} is not an IP address"
-                )));
+                return Err(ConfigError(format!("TRUSTED_PROXIES: {proxy:?} is not an IP address")));
             }
         }
         Ok(())
     }
 
     pub fn trusted_proxy_nets(&self) -> Vec<IpNet> {
-        self.trusted_proxies
-            .0
-            .iter()
-            .filter_map(|p| parse_net(p))
-            .collect()
+        self.trusted_proxies.0.iter().filter_map(|p| parse_net(p)).collect()
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -347,10 +313,7 @@ mod env_example {
             if env.starts_with("HOLDFAST_FAULT_") {
                 continue; // test-only fault injection, deliberately undocumented for operators
             }
-            assert!(
-                documented.contains(&format!("{env}=")),
-                "{env} is missing from .env.example"
-            );
+            assert!(documented.contains(&format!("{env}=")), "{env} is missing from .env.example");
         }
     }
 }

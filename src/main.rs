@@ -77,17 +77,8 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Token {
-            sub,
-            admin,
-            ttl_seconds,
-            jwt_secret,
-        } => {
-            match JwtKeys::new(jwt_secret.expose()).mint(
-                &sub,
-                admin,
-                Duration::from_secs(ttl_seconds),
-            ) {
+        Command::Token { sub, admin, ttl_seconds, jwt_secret } => {
+            match JwtKeys::new(jwt_secret.expose()).mint(&sub, admin, Duration::from_secs(ttl_seconds)) {
                 Ok(token) => {
                     println!("{token}");
                     ExitCode::SUCCESS

@@ -73,9 +73,7 @@ impl Application {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
+        self.listener.local_addr().expect("bound listener has an address")
     }
 
     pub fn state(&self) -> &AppState {
@@ -85,33 +83,24 @@ impl Application {
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests and
     /// their pipeline tasks finish (their locks are released as they end), stops the
     /// background loops and closes the pool.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let Self { listener, state } = self;
         let jobs = jobs::spawn_all(&state);
         let token = state.shutdown.clone();
         let app = api::router(state.clone());
         tracing::info!(addr = %listener.local_addr()?, "holdfast listening");
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutdown requested: draining");
-            token.cancel();
-        })
-        .await?;
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutdown requested: draining");
+                token.cancel();
+            })
+            .await?;
 
         state.shutdown.cancel();
         state.tasks.close();
         let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
-        if tokio::time::timeout(grace, state.tasks.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, state.tasks.wait()).await.is_err() {
             tracing::warn!("in-flight work did not finish within the grace period");
         }
         for job in jobs {

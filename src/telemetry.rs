@@ -9,24 +9,17 @@ use crate::config::LogFormat;
 
 /// Installs the global subscriber once; later calls (tests) are no-ops.
 pub fn init_tracing(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
         // JSON lines carry the request span's fields (request_id, method, path) on every event.
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
 }
 
 /// Latency buckets in seconds: histograms (not summaries), so replicas can be summed.
-const BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// The process-wide Prometheus recorder: installed on first use, shared afterwards
 /// (a process can have only one global recorder, and tests build many applications).

@@ -39,21 +39,9 @@ impl JwtKeys {
     }
 
     /// Mints a token (for `holdfast token` and tests).
-    pub fn mint(
-        &self,
-        sub: &str,
-        admin: bool,
-        ttl: Duration,
-    ) -> Result<String, jsonwebtoken::errors::Error> {
-        let exp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            + ttl;
-        let claims = Claims {
-            sub: sub.to_owned(),
-            role: admin.then(|| "admin".to_owned()),
-            exp: exp.as_secs(),
-        };
+    pub fn mint(&self, sub: &str, admin: bool, ttl: Duration) -> Result<String, jsonwebtoken::errors::Error> {
+        let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + ttl;
+        let claims = Claims { sub: sub.to_owned(), role: admin.then(|| "admin".to_owned()), exp: exp.as_secs() };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
 
@@ -62,14 +50,9 @@ impl JwtKeys {
             .map_err(|_| ApiError::Unauthenticated("The bearer token is invalid or expired."))?;
         let sub = data.claims.sub;
         if sub.is_empty() || sub.len() > 255 {
-            return Err(ApiError::Unauthenticated(
-                "The token's subject must be 1 to 255 characters.",
-            ));
+            return Err(ApiError::Unauthenticated("The token's subject must be 1 to 255 characters."));
         }
-        Ok(Caller {
-            user_id: sub,
-            admin: data.claims.role.as_deref() == Some("admin"),
-        })
+        Ok(Caller { user_id: sub, admin: data.claims.role.as_deref() == Some("admin") })
     }
 
     /// The caller named by a request's `Authorization: Bearer` header.
@@ -77,19 +60,12 @@ impl JwtKeys {
         let header = parts
             .headers
             .get(AUTHORIZATION)
-            .ok_or(ApiError::Unauthenticated(
-                "An Authorization: Bearer token is required.",
-            ))?;
+            .ok_or(ApiError::Unauthenticated("An Authorization: Bearer token is required."))?;
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .ok_or(ApiError::Unauthenticated(
-                "The Authorization header must be `Bearer <token>`.",
-            ))?;
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .ok_or(ApiError::Unauthenticated("The Authorization header must be `Bearer <token>`."))?;
         self.verify(token.trim())
     }
 }
@@ -100,10 +76,7 @@ pub struct Auth(pub Caller);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         state.jwt.caller_of(parts).map(Auth)
     }
 }
@@ -114,10 +87,7 @@ pub struct Admin(pub Caller);
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let caller = state.jwt.caller_of(parts)?;
         if !caller.admin {
             return Err(ApiError::Forbidden);

@@ -37,11 +37,7 @@ pub async fn book_seats(
     let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
     let seat_ids = SeatIds::parse(body.seat_ids, state.config.hold_max_seats)?;
     let payment_reference = parse_payment_reference(body.payment_reference)?;
-    let command = Command::BookSeats {
-        event_id,
-        seat_ids,
-        payment_reference,
-    };
+    let command = Command::BookSeats { event_id, seat_ids, payment_reference };
     let reply = pipeline::run(&state, caller, Some(idem), command).await?;
     Ok(reply::render(reply))
 }
@@ -72,18 +68,12 @@ pub async fn list_bookings(
 ) -> Result<Response, ApiError> {
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(
-            crate::domain::ValidationError::new("limit", "must be between 1 and 100").into(),
-        );
+        return Err(crate::domain::ValidationError::new("limit", "must be between 1 and 100").into());
     }
     let rows = bookings::list_for_user(&state.db, &caller.user_id, query.cursor, limit).await?;
-    let next_cursor = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|b| b.id))
-        .flatten();
+    let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|b| b.id)).flatten();
     let items: Vec<_> = rows.iter().map(views::booking).collect();
-    Ok(reply::ok(
-        json!({ "bookings": items, "next_cursor": next_cursor }),
-    ))
+    Ok(reply::ok(json!({ "bookings": items, "next_cursor": next_cursor })))
 }
 
 pub async fn cancel_booking(
@@ -95,12 +85,6 @@ pub async fn cancel_booking(
     ApiPath(booking_id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &())?;
-    let reply = pipeline::run(
-        &state,
-        caller,
-        Some(idem),
-        Command::CancelBooking { booking_id },
-    )
-    .await?;
+    let reply = pipeline::run(&state, caller, Some(idem), Command::CancelBooking { booking_id }).await?;
     Ok(reply::render(reply))
 }

@@ -43,9 +43,7 @@ pub enum ApiError {
     #[error("booking is {status}")]
     BookingNotActive { status: String },
     #[error("hold lifetime exceeded")]
-    HoldLifetimeExceeded {
-        latest_expiry: chrono::DateTime<chrono::Utc>,
-    },
+    HoldLifetimeExceeded { latest_expiry: chrono::DateTime<chrono::Utc> },
     #[error("seats locked by another request")]
     SeatLocked,
     #[error("a request with this Idempotency-Key is in progress")]
@@ -88,9 +86,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            Malformed(_) | IdempotencyKeyMissing | IdempotencyKeyInvalid(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Malformed(_) | IdempotencyKeyMissing | IdempotencyKeyInvalid(_) => StatusCode::BAD_REQUEST,
             Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
             NotFound(_) => StatusCode::NOT_FOUND,
@@ -108,9 +104,7 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            LockUnavailable | DatabaseUnavailable | NotReady { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            LockUnavailable | DatabaseUnavailable | NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Timeout => StatusCode::GATEWAY_TIMEOUT,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -196,9 +190,7 @@ impl ApiError {
             IdempotencyKeyReused => "Use a new Idempotency-Key for a different request.".into(),
             ConcurrentModification => "Nothing was changed; retry the request.".into(),
             LockUnavailable => "Nothing was changed; retry with the same Idempotency-Key.".into(),
-            DatabaseUnavailable => {
-                "Nothing was changed; retry with the same Idempotency-Key.".into()
-            }
+            DatabaseUnavailable => "Nothing was changed; retry with the same Idempotency-Key.".into(),
             Timeout => "Retry with the same Idempotency-Key to learn the outcome.".into(),
             Internal(_) => "An unexpected error occurred.".into(),
             other => other.title().to_owned(),
@@ -270,9 +262,7 @@ impl ApiError {
 pub fn json_response(status: StatusCode, body: &Value) -> Response {
     let mut response = (status, axum::Json(body)).into_response();
     if status.is_client_error() || status.is_server_error() {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     }
     response
 }
@@ -281,14 +271,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = json_response(self.status(), &self.body());
         if let Some(secs) = self.retry_after() {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let ApiError::Internal(cause) = self {
-            response
-                .extensions_mut()
-                .insert(InternalErrorDetail(Arc::new(cause)));
+            response.extensions_mut().insert(InternalErrorDetail(Arc::new(cause)));
         }
         response
     }
@@ -314,26 +300,20 @@ impl From<IdempotencyError> for ApiError {
 }
 
 /// Names of the constraints that stand for "someone else has these seats".
-const SEAT_CONFLICT_CONSTRAINTS: &[&str] = &[
-    "booking_seats_one_live_sale",
-    "seats_single_claim",
-    "bookings_one_per_hold",
-];
+const SEAT_CONFLICT_CONSTRAINTS: &[&str] =
+    &["booking_seats_one_live_sale", "seats_single_claim", "bookings_one_per_hold"];
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         match &err {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => ApiError::DatabaseUnavailable,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                ApiError::DatabaseUnavailable
+            }
             sqlx::Error::Database(db) => {
                 if let Some(constraint) = db.constraint()
                     && SEAT_CONFLICT_CONSTRAINTS.contains(&constraint)
                 {
-                    return ApiError::SeatUnavailable {
-                        seat_ids: Vec::new(),
-                    };
+                    return ApiError::SeatUnavailable { seat_ids: Vec::new() };
                 }
                 match db.code().as_deref() {
                     // query_canceled (statement_timeout), lock_not_available (lock_timeout)
@@ -341,9 +321,7 @@ impl From<sqlx::Error> for ApiError {
                     // serialization_failure, deadlock_detected
                     Some("40001") | Some("40P01") => ApiError::ConcurrentModification,
                     // admin_shutdown, crash_shutdown, cannot_connect_now, connection exceptions
-                    Some(code) if code.starts_with("57P") || code.starts_with("08") => {
-                        ApiError::DatabaseUnavailable
-                    }
+                    Some(code) if code.starts_with("57P") || code.starts_with("08") => ApiError::DatabaseUnavailable,
                     _ => ApiError::internal(err),
                 }
             }
@@ -378,10 +356,7 @@ mod tests {
     #[test]
     fn problem_bodies_carry_type_status_and_extras() {
         let seat = Uuid::from_u128(7);
-        let body = ApiError::SeatUnavailable {
-            seat_ids: vec![seat],
-        }
-        .body();
+        let body = ApiError::SeatUnavailable { seat_ids: vec![seat] }.body();
         assert_eq!(body["type"], "/problems/seat-unavailable");
         assert_eq!(body["status"], 409);
         assert_eq!(body["seat_ids"][0], seat.to_string());

@@ -37,24 +37,13 @@ pub async fn create_event(
     ApiJson(body): ApiJson<CreateEventBody>,
 ) -> Result<Response, ApiError> {
     let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
-    let event = NewEvent::parse(
-        body.name,
-        body.starts_at,
-        body.seats,
-        body.layout,
-        state.config.event_max_seats,
-    )?;
+    let event = NewEvent::parse(body.name, body.starts_at, body.seats, body.layout, state.config.event_max_seats)?;
     let reply = pipeline::run(&state, caller, Some(idem), Command::CreateEvent { event }).await?;
     Ok(reply::render(reply))
 }
 
-pub async fn get_event(
-    State(state): State<AppState>,
-    ApiPath(event_id): ApiPath<Uuid>,
-) -> Result<Response, ApiError> {
-    let event = events::find_event(&state.db, event_id)
-        .await?
-        .ok_or(ApiError::NotFound("event"))?;
+pub async fn get_event(State(state): State<AppState>, ApiPath(event_id): ApiPath<Uuid>) -> Result<Response, ApiError> {
+    let event = events::find_event(&state.db, event_id).await?.ok_or(ApiError::NotFound("event"))?;
     let counts = events::seat_counts(&state.db, event_id).await?;
     Ok(reply::ok(views::event(&event, &counts)))
 }
@@ -76,46 +65,23 @@ pub async fn list_seats(
     ApiPath(event_id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<SeatQuery>,
 ) -> Result<Response, ApiError> {
-    let status = match query
-        .status
-        .as_deref()
-        .map(str::to_ascii_uppercase)
-        .as_deref()
-    {
+    let status = match query.status.as_deref().map(str::to_ascii_uppercase).as_deref() {
         None => None,
         Some(s @ ("AVAILABLE" | "HELD" | "BOOKED")) => Some(s.to_owned()),
         Some(_) => {
-            return Err(crate::domain::ValidationError::new(
-                "status",
-                "must be available, held or booked",
-            )
-            .into());
+            return Err(crate::domain::ValidationError::new("status", "must be available, held or booked").into());
         }
     };
     let limit = query.limit.unwrap_or(DEFAULT_SEAT_PAGE);
     if !(1..=MAX_SEAT_PAGE).contains(&limit) {
-        return Err(crate::domain::ValidationError::new(
-            "limit",
-            format!("must be between 1 and {MAX_SEAT_PAGE}"),
-        )
-        .into());
+        return Err(
+            crate::domain::ValidationError::new("limit", format!("must be between 1 and {MAX_SEAT_PAGE}")).into()
+        );
     }
-    events::find_event(&state.db, event_id)
-        .await?
-        .ok_or(ApiError::NotFound("event"))?;
-    let seats = events::list_seats(
-        &state.db,
-        event_id,
-        status.as_deref(),
-        query.section.as_deref(),
-        query.cursor,
-        limit,
-    )
-    .await?;
-    let next_cursor = (seats.len() as i64 == limit)
-        .then(|| seats.last().map(|s| s.id))
-        .flatten();
-    Ok(reply::ok(
-        json!({ "seats": seats, "next_cursor": next_cursor }),
-    ))
+    events::find_event(&state.db, event_id).await?.ok_or(ApiError::NotFound("event"))?;
+    let seats =
+        events::list_seats(&state.db, event_id, status.as_deref(), query.section.as_deref(), query.cursor, limit)
+            .await?;
+    let next_cursor = (seats.len() as i64 == limit).then(|| seats.last().map(|s| s.id)).flatten();
+    Ok(reply::ok(json!({ "seats": seats, "next_cursor": next_cursor })))
 }

@@ -67,20 +67,14 @@ where
             let ApiJson(value) = ApiJson::<T>::from_request(request, state).await?;
             return Ok(Self(Some(value)));
         }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge
-                } else {
-                    ApiError::Malformed(rejection.body_text())
-                }
-            })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            Ok(Self(None))
-        } else {
-            Err(ApiError::UnsupportedMediaType)
-        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::Malformed(rejection.body_text())
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) { Ok(Self(None)) } else { Err(ApiError::UnsupportedMediaType) }
     }
 }
 
@@ -108,12 +102,8 @@ impl<S: Send + Sync> FromRequestParts<S> for OptionalIdemKey {
         let Some(value) = parts.headers.get("idempotency-key") else {
             return Ok(OptionalIdemKey(None));
         };
-        let raw = value
-            .to_str()
-            .map_err(|_| ApiError::IdempotencyKeyInvalid("Idempotency-Key must be ASCII"))?;
-        IdempotencyKey::parse(raw)
-            .map(|k| OptionalIdemKey(Some(k)))
-            .map_err(ApiError::IdempotencyKeyInvalid)
+        let raw = value.to_str().map_err(|_| ApiError::IdempotencyKeyInvalid("Idempotency-Key must be ASCII"))?;
+        IdempotencyKey::parse(raw).map(|k| OptionalIdemKey(Some(k))).map_err(ApiError::IdempotencyKeyInvalid)
     }
 }
 

@@ -8,9 +8,7 @@ use uuid::Uuid;
 
 use super::auth::Auth;
 use super::error::ApiError;
-use super::extract::{
-    ApiJson, ApiPath, IdemKey, OptionalApiJson, OptionalIdemKey, idempotent_request,
-};
+use super::extract::{ApiJson, ApiPath, IdemKey, OptionalApiJson, OptionalIdemKey, idempotent_request};
 use super::reply;
 use crate::db::holds;
 use crate::domain::{SeatIds, Ttl};
@@ -37,22 +35,8 @@ pub async fn create_hold(
     let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
     let config = &state.config;
     let seat_ids = SeatIds::parse(body.seat_ids, config.hold_max_seats)?;
-    let ttl = Ttl::parse(
-        body.ttl_seconds,
-        config.hold_default_ttl_seconds,
-        config.hold_max_ttl_seconds,
-    )?;
-    let reply = pipeline::run(
-        &state,
-        caller,
-        Some(idem),
-        Command::CreateHold {
-            event_id,
-            seat_ids,
-            ttl,
-        },
-    )
-    .await?;
+    let ttl = Ttl::parse(body.ttl_seconds, config.hold_default_ttl_seconds, config.hold_max_ttl_seconds)?;
+    let reply = pipeline::run(&state, caller, Some(idem), Command::CreateHold { event_id, seat_ids, ttl }).await?;
     Ok(reply::render(reply))
 }
 
@@ -84,18 +68,9 @@ pub async fn extend_hold(
     ApiJson(body): ApiJson<ExtendHoldBody>,
 ) -> Result<Response, ApiError> {
     let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
-    let ttl = Ttl::parse(
-        Some(body.ttl_seconds),
-        state.config.hold_default_ttl_seconds,
-        state.config.hold_max_ttl_seconds,
-    )?;
-    let reply = pipeline::run(
-        &state,
-        caller,
-        Some(idem),
-        Command::ExtendHold { hold_id, ttl },
-    )
-    .await?;
+    let ttl =
+        Ttl::parse(Some(body.ttl_seconds), state.config.hold_default_ttl_seconds, state.config.hold_max_ttl_seconds)?;
+    let reply = pipeline::run(&state, caller, Some(idem), Command::ExtendHold { hold_id, ttl }).await?;
     Ok(reply::render(reply))
 }
 
@@ -108,11 +83,9 @@ pub struct ConfirmHoldBody {
 
 pub fn parse_payment_reference(reference: Option<String>) -> Result<Option<String>, ApiError> {
     match reference {
-        Some(r) if r.is_empty() || r.len() > 255 => Err(crate::domain::ValidationError::new(
-            "payment_reference",
-            "must be 1 to 255 characters",
-        )
-        .into()),
+        Some(r) if r.is_empty() || r.len() > 255 => {
+            Err(crate::domain::ValidationError::new("payment_reference", "must be 1 to 255 characters").into())
+        }
         other => Ok(other),
     }
 }
@@ -130,16 +103,7 @@ pub async fn confirm_hold(
     let body = body.unwrap_or_default();
     let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
     let payment_reference = parse_payment_reference(body.payment_reference)?;
-    let reply = pipeline::run(
-        &state,
-        caller,
-        Some(idem),
-        Command::ConfirmHold {
-            hold_id,
-            payment_reference,
-        },
-    )
-    .await?;
+    let reply = pipeline::run(&state, caller, Some(idem), Command::ConfirmHold { hold_id, payment_reference }).await?;
     Ok(reply::render(reply))
 }
 
@@ -151,9 +115,7 @@ pub async fn release_hold(
     uri: Uri,
     ApiPath(hold_id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    let idem = key
-        .map(|k| idempotent_request(&caller, &k, method.as_str(), uri.path(), &()))
-        .transpose()?;
+    let idem = key.map(|k| idempotent_request(&caller, &k, method.as_str(), uri.path(), &())).transpose()?;
     let reply = pipeline::run(&state, caller, idem, Command::ReleaseHold { hold_id }).await?;
     Ok(reply::render(reply))
 }

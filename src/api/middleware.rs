@@ -21,24 +21,15 @@ pub async fn track_metrics(request: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().as_str().to_owned();
     let response = next.run(request).await;
-    let labels = [
-        ("method", method),
-        ("route", route),
-        ("status", response.status().as_u16().to_string()),
-    ];
+    let labels = [("method", method), ("route", route), ("status", response.status().as_u16().to_string())];
     metrics::counter!("holdfast_http_requests_total", &labels).increment(1);
-    metrics::histogram!("holdfast_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("holdfast_http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
     response
 }
 
 /// Bounds every request. The pipeline's own bounds (pool, statement and lock timeouts, Redis
 /// call timeouts) normally answer first; this is the backstop.
-pub async fn request_timeout(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn request_timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limit = Duration::from_millis(state.config.request_timeout_ms);
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,

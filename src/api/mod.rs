@@ -39,26 +39,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events/{event_id}/seats", get(events::list_seats))
         .route("/v1/events/{event_id}/holds", post(holds::create_hold))
         .route("/v1/events/{event_id}/bookings", post(bookings::book_seats))
-        .route(
-            "/v1/holds/{hold_id}",
-            get(holds::get_hold).delete(holds::release_hold),
-        )
+        .route("/v1/holds/{hold_id}", get(holds::get_hold).delete(holds::release_hold))
         .route("/v1/holds/{hold_id}/extend", post(holds::extend_hold))
         .route("/v1/holds/{hold_id}/confirm", post(holds::confirm_hold))
         .route("/v1/bookings", get(bookings::list_bookings))
         .route("/v1/bookings/{booking_id}", get(bookings::get_booking))
-        .route(
-            "/v1/bookings/{booking_id}/cancel",
-            post(bookings::cancel_booking),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            rate_limit::rate_limit,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::request_timeout,
-        ));
+        .route("/v1/bookings/{booking_id}/cancel", post(bookings::cancel_booking))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::rate_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_timeout));
 
     let ops = Router::new()
         .route("/health", get(ops::health))
@@ -79,18 +67,13 @@ pub fn router(state: AppState) -> Router {
             // the request id; the trace span wraps everything that logs.
             ServiceBuilder::new()
                 .layer(CatchPanicLayer::custom(panic_response))
-                .layer(SetSensitiveRequestHeadersLayer::new([
-                    header::AUTHORIZATION,
-                ]))
+                .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(|request: &Request<_>| {
-                            let request_id = request
-                                .headers()
-                                .get(&REQUEST_ID)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default();
+                            let request_id =
+                                request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
                             tracing::info_span!(
                                 "request",
                                 method = %request.method(),

@@ -22,11 +22,7 @@ pub async fn health() -> Response {
 pub async fn ready(State(state): State<AppState>) -> Response {
     let db = async {
         matches!(
-            tokio::time::timeout(
-                Duration::from_secs(1),
-                sqlx::query("select 1").execute(&state.db)
-            )
-            .await,
+            tokio::time::timeout(Duration::from_secs(1), sqlx::query("select 1").execute(&state.db)).await,
             Ok(Ok(_))
         )
     };
@@ -47,13 +43,6 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
         .into_response()
 }

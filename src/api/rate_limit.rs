@@ -25,19 +25,15 @@ pub struct RateLimits {
 
 fn quota(rate: u32, burst: Option<u32>) -> Option<Quota> {
     let rate = NonZeroU32::new(rate)?;
-    let burst = burst
-        .and_then(NonZeroU32::new)
-        .unwrap_or(rate.saturating_mul(NonZeroU32::new(2).expect("2 > 0")));
+    let burst = burst.and_then(NonZeroU32::new).unwrap_or(rate.saturating_mul(NonZeroU32::new(2).expect("2 > 0")));
     Some(Quota::per_second(rate).allow_burst(burst))
 }
 
 impl RateLimits {
     pub fn new(config: &Config) -> Self {
         Self {
-            per_ip: quota(config.rate_limit_per_ip, config.rate_limit_per_ip_burst)
-                .map(RateLimiter::keyed),
-            per_user: quota(config.rate_limit_per_user, config.rate_limit_per_user_burst)
-                .map(RateLimiter::keyed),
+            per_ip: quota(config.rate_limit_per_ip, config.rate_limit_per_ip_burst).map(RateLimiter::keyed),
+            per_user: quota(config.rate_limit_per_user, config.rate_limit_per_user_burst).map(RateLimiter::keyed),
             trusted_proxies: config.trusted_proxy_nets(),
             clock: DefaultClock::default(),
         }
@@ -68,9 +64,7 @@ impl RateLimits {
     ) -> Result<(), ApiError> {
         limiter.check_key(key).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
-            ApiError::RateLimited {
-                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-            }
+            ApiError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
         })
     }
 
@@ -121,10 +115,7 @@ mod tests {
         RateLimits {
             per_ip: None,
             per_user: None,
-            trusted_proxies: trusted
-                .split(',')
-                .filter_map(crate::config::parse_net)
-                .collect(),
+            trusted_proxies: trusted.split(',').filter_map(crate::config::parse_net).collect(),
             clock: DefaultClock::default(),
         }
     }
@@ -144,8 +135,7 @@ mod tests {
     #[test]
     fn a_trusted_proxy_passes_on_the_nearest_untrusted_hop() {
         let proxy: IpAddr = "10.0.0.2".parse().unwrap();
-        let got = limits("10.0.0.0/30,10.0.0.3")
-            .client_ip(proxy, &xff("6.6.6.6, 198.51.100.7, 10.0.0.3"));
+        let got = limits("10.0.0.0/30,10.0.0.3").client_ip(proxy, &xff("6.6.6.6, 198.51.100.7, 10.0.0.3"));
         assert_eq!(got, "198.51.100.7".parse::<IpAddr>().unwrap());
     }
 }

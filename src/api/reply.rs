@@ -16,9 +16,7 @@ pub fn render(reply: Reply) -> Response {
         json_response(reply.status, &reply.body)
     };
     if reply.replayed {
-        response
-            .headers_mut()
-            .insert(REPLAYED, HeaderValue::from_static("true"));
+        response.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
     }
     response
 }

@@ -24,16 +24,11 @@ const SELECT_BOOKING: &str = "
       from bookings b
       left join booking_seats bs on bs.booking_id = b.id";
 
-pub async fn find<'e>(
-    db: impl PgExecutor<'e>,
-    booking_id: Uuid,
-) -> Result<Option<BookingRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT_BOOKING} where b.id = $1 group by b.id"
-    )))
-    .bind(booking_id)
-    .fetch_optional(db)
-    .await
+pub async fn find<'e>(db: impl PgExecutor<'e>, booking_id: Uuid) -> Result<Option<BookingRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT_BOOKING} where b.id = $1 group by b.id")))
+        .bind(booking_id)
+        .fetch_optional(db)
+        .await
 }
 
 /// The caller's bookings, newest first, strictly after the cursor booking.
@@ -84,23 +79,60 @@ pub async fn insert(
     Ok(())
 }
 
-/// Sells the seats a live hold claims to the booking. Only seats still claimed by this hold
-/// move; the caller checks that all of them did.
-pub async fn sell_held_seats(
+#[derive(Debug, sqlx::FromRow)]
+pub struct Confirmed {
+    /// False when the hold was no longer HELD, unexpired, at the version read: nothing changed.
+    pub moved: bool,
+    pub sold: Vec<Uuid>,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// Confirms a hold into a booking in one statement (one round trip): move the hold from HELD
+/// (at the version we read, unexpired) to CONFIRMED, insert the booking, sell the seats the
+/// hold still claims, and record the sale. Each step runs only if the one before it did.
+/// The caller rolls back unless the hold moved and every seat was sold.
+#[allow(clippy::too_many_arguments)]
+pub async fn confirm_hold(
     conn: &mut PgConnection,
     hold_id: Uuid,
+    seen_version: i64,
     booking_id: Uuid,
+    event_id: Uuid,
+    user_id: &str,
+    payment_reference: Option<&str>,
+    total_cents: i64,
     seat_ids: &[Uuid],
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "update seats set booking_id = $2, hold_id = null, hold_expires_at = null, version = version + 1
-          where id = any($3) and hold_id = $1 and hold_expires_at > now() and booking_id is null
-         returning id",
+) -> Result<Confirmed, sqlx::Error> {
+    sqlx::query_as(
+        "with moved as (
+             update holds set status = 'CONFIRMED', version = version + 1, updated_at = now()
+              where id = $1 and version = $2 and status = 'HELD' and expires_at > now()
+             returning id
+         ), booking as (
+             insert into bookings (id, event_id, hold_id, user_id, status, payment_reference, total_cents)
+             select $3, $4, id, $5, 'CONFIRMED', $6, $7 from moved
+             returning created_at
+         ), sold as (
+             update seats set booking_id = $3, hold_id = null, hold_expires_at = null, version = version + 1
+              where id = any($8) and hold_id = $1 and hold_expires_at > now() and booking_id is null
+                and exists (select 1 from booking)
+             returning id
+         ), recorded as (
+             insert into booking_seats (booking_id, seat_id) select $3, id from sold returning seat_id
+         )
+         select exists (select 1 from moved) as moved,
+                array(select seat_id from recorded order by seat_id) as sold,
+                (select created_at from booking) as created_at",
     )
     .bind(hold_id)
+    .bind(seen_version)
     .bind(booking_id)
+    .bind(event_id)
+    .bind(user_id)
+    .bind(payment_reference)
+    .bind(total_cents)
     .bind(seat_ids)
-    .fetch_all(conn)
+    .fetch_one(conn)
     .await
 }
 
@@ -128,11 +160,7 @@ pub async fn sell_free_seats(
 
 /// Records the sale; the partial unique index `booking_seats_one_live_sale` refuses a second
 /// live sale of any seat, whatever happened above.
-pub async fn record_seats(
-    conn: &mut PgConnection,
-    booking_id: Uuid,
-    seat_ids: &[Uuid],
-) -> Result<(), sqlx::Error> {
+pub async fn record_seats(conn: &mut PgConnection, booking_id: Uuid, seat_ids: &[Uuid]) -> Result<(), sqlx::Error> {
     sqlx::query("insert into booking_seats (booking_id, seat_id) select $1, unnest($2::uuid[])")
         .bind(booking_id)
         .bind(seat_ids)
@@ -141,25 +169,19 @@ pub async fn record_seats(
     Ok(())
 }
 
-pub async fn price_of(
-    conn: &mut PgConnection,
-    event_id: Uuid,
-    seat_ids: &[Uuid],
-) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as("select count(*), coalesce(sum(price_cents), 0)::int8 from seats where event_id = $1 and id = any($2)")
-        .bind(event_id)
-        .bind(seat_ids)
-        .fetch_one(conn)
-        .await
+pub async fn price_of(conn: &mut PgConnection, event_id: Uuid, seat_ids: &[Uuid]) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "select count(*), coalesce(sum(price_cents), 0)::int8 from seats where event_id = $1 and id = any($2)",
+    )
+    .bind(event_id)
+    .bind(seat_ids)
+    .fetch_one(conn)
+    .await
 }
 
 /// Cancels a CONFIRMED booking at the version we read and returns its seats to sale.
 /// Returns false when the booking changed meanwhile.
-pub async fn cancel(
-    conn: &mut PgConnection,
-    booking_id: Uuid,
-    seen_version: i64,
-) -> Result<bool, sqlx::Error> {
+pub async fn cancel(conn: &mut PgConnection, booking_id: Uuid, seen_version: i64) -> Result<bool, sqlx::Error> {
     let cancelled = sqlx::query(
         "update bookings set status = 'CANCELLED', cancelled_at = now(), version = version + 1
           where id = $1 and version = $2 and status = 'CONFIRMED'",

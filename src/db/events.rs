@@ -89,14 +89,8 @@ pub async fn insert_event(
     Ok(row)
 }
 
-pub async fn find_event<'e>(
-    db: impl PgExecutor<'e>,
-    id: Uuid,
-) -> Result<Option<EventRow>, sqlx::Error> {
-    sqlx::query_as("select id, name, starts_at, created_at from events where id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await
+pub async fn find_event<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<EventRow>, sqlx::Error> {
+    sqlx::query_as("select id, name, starts_at, created_at from events where id = $1").bind(id).fetch_optional(db).await
 }
 
 pub async fn seat_counts(pool: &PgPool, event_id: Uuid) -> Result<SeatCounts, sqlx::Error> {

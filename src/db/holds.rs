@@ -21,18 +21,11 @@ pub struct HoldRow {
 impl HoldRow {
     /// What the hold is right now: a HELD hold past its expiry is EXPIRED, swept or not.
     pub fn effective_status(&self) -> &str {
-        if self.status == "HELD" && self.expired {
-            "EXPIRED"
-        } else {
-            &self.status
-        }
+        if self.status == "HELD" && self.expired { "EXPIRED" } else { &self.status }
     }
 }
 
-pub async fn find<'e>(
-    db: impl PgExecutor<'e>,
-    hold_id: Uuid,
-) -> Result<Option<HoldRow>, sqlx::Error> {
+pub async fn find<'e>(db: impl PgExecutor<'e>, hold_id: Uuid) -> Result<Option<HoldRow>, sqlx::Error> {
     sqlx::query_as(
         "select h.id, h.event_id, h.user_id, h.status, h.expires_at, h.created_at, h.version,
                 h.expires_at <= now() as expired,
@@ -46,6 +39,58 @@ pub async fn find<'e>(
     )
     .bind(hold_id)
     .fetch_optional(db)
+    .await
+}
+
+/// What [`create`] did: the seats it claimed (all or some of those asked), their total price,
+/// and the hold's timestamps.
+#[derive(Debug, sqlx::FromRow)]
+pub struct CreatedHold {
+    pub claimed: Vec<Uuid>,
+    pub total_cents: i64,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Creates a HELD hold and claims its seats in one statement (one round trip): insert the hold,
+/// take only seats that are still free (no booking, no live hold; an expired hold never
+/// blocks), and record the seats taken. Under READ COMMITTED a racing claim blocks on the row
+/// lock, then re-evaluates the "still free" predicate against the winner's row and skips it.
+/// The caller rolls back unless every seat asked for was claimed.
+pub async fn create(
+    conn: &mut PgConnection,
+    hold_id: Uuid,
+    event_id: Uuid,
+    user_id: &str,
+    ttl_seconds: i64,
+    seat_ids: &[Uuid],
+) -> Result<CreatedHold, sqlx::Error> {
+    sqlx::query_as(
+        "with hold as (
+             insert into holds (id, event_id, user_id, status, expires_at)
+             values ($1, $2, $3, 'HELD', now() + $4 * interval '1 second')
+             returning expires_at, created_at
+         ), claimed as (
+             update seats
+                set hold_id = $1, hold_expires_at = (select expires_at from hold), version = version + 1
+              where event_id = $2 and id = any($5)
+                and booking_id is null
+                and (hold_id is null or hold_expires_at <= now())
+             returning id, price_cents
+         ), recorded as (
+             insert into hold_seats (hold_id, seat_id) select $1, id from claimed returning seat_id
+         )
+         select array(select seat_id from recorded order by seat_id) as claimed,
+                (select coalesce(sum(price_cents), 0)::int8 from claimed) as total_cents,
+                hold.expires_at, hold.created_at
+           from hold",
+    )
+    .bind(hold_id)
+    .bind(event_id)
+    .bind(user_id)
+    .bind(ttl_seconds)
+    .bind(seat_ids)
+    .fetch_one(conn)
     .await
 }
 
@@ -72,38 +117,7 @@ pub async fn insert(
     .await
 }
 
-/// The claim: one conditional UPDATE that takes only seats that are still free (no booking,
-/// no live hold; an expired hold never blocks). Under READ COMMITTED a racing transaction
-/// blocks on the row lock, then re-evaluates this WHERE against the winner's row and skips
-/// it, so two claims can never both take a seat. Returns the seats actually taken.
-pub async fn claim_seats(
-    conn: &mut PgConnection,
-    event_id: Uuid,
-    seat_ids: &[Uuid],
-    hold_id: Uuid,
-    expires_at: DateTime<Utc>,
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "update seats
-            set hold_id = $3, hold_expires_at = $4, version = version + 1
-          where event_id = $1 and id = any($2)
-            and booking_id is null
-            and (hold_id is null or hold_expires_at <= now())
-         returning id",
-    )
-    .bind(event_id)
-    .bind(seat_ids)
-    .bind(hold_id)
-    .bind(expires_at)
-    .fetch_all(conn)
-    .await
-}
-
-pub async fn record_seats(
-    conn: &mut PgConnection,
-    hold_id: Uuid,
-    seat_ids: &[Uuid],
-) -> Result<(), sqlx::Error> {
+pub async fn record_seats(conn: &mut PgConnection, hold_id: Uuid, seat_ids: &[Uuid]) -> Result<(), sqlx::Error> {
     sqlx::query("insert into hold_seats (hold_id, seat_id) select $1, unnest($2::uuid[])")
         .bind(hold_id)
         .bind(seat_ids)
@@ -167,13 +181,11 @@ pub async fn extend(
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(expires_at) = expires_at {
-        sqlx::query(
-            "update seats set hold_expires_at = $2, version = version + 1 where hold_id = $1",
-        )
-        .bind(hold_id)
-        .bind(expires_at)
-        .execute(conn)
-        .await?;
+        sqlx::query("update seats set hold_expires_at = $2, version = version + 1 where hold_id = $1")
+            .bind(hold_id)
+            .bind(expires_at)
+            .execute(conn)
+            .await?;
     }
     Ok(expires_at)
 }

@@ -9,6 +9,7 @@
 pub mod bookings;
 pub mod events;
 pub mod holds;
+pub mod invariants;
 
 use std::time::Duration;
 
@@ -21,14 +22,8 @@ use crate::config::Config;
 pub fn pool(config: &Config) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = config.database_url.0.parse()?;
     let options = options.application_name("holdfast").options([
-        (
-            "statement_timeout",
-            format!("{}ms", config.database_statement_timeout_ms),
-        ),
-        (
-            "lock_timeout",
-            format!("{}ms", config.database_lock_timeout_ms),
-        ),
+        ("statement_timeout", format!("{}ms", config.database_statement_timeout_ms)),
+        ("lock_timeout", format!("{}ms", config.database_lock_timeout_ms)),
         // A connection left idle inside a transaction is a bug; never let it pin row locks.
         ("idle_in_transaction_session_timeout", "15s".to_owned()),
     ]);

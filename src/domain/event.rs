@@ -69,28 +69,18 @@ impl NewEvent {
         }
         let seats = match (seats, layout) {
             (Some(_), Some(_)) | (None, None) => {
-                return Err(ValidationError::new(
-                    "seats",
-                    "give exactly one of `seats` and `layout`",
-                ));
+                return Err(ValidationError::new("seats", "give exactly one of `seats` and `layout`"));
             }
             (Some(list), None) => {
                 if list.is_empty() || list.len() > max_seats {
-                    return Err(ValidationError::new(
-                        "seats",
-                        format!("must list 1 to {max_seats} seats"),
-                    ));
+                    return Err(ValidationError::new("seats", format!("must list 1 to {max_seats} seats")));
                 }
                 let mut seen = std::collections::HashSet::with_capacity(list.len());
                 let mut seats = Vec::with_capacity(list.len());
                 for spec in list {
                     let section = spec.section.trim().to_owned();
                     let row = spec.row.trim().to_owned();
-                    if section.is_empty()
-                        || section.len() > MAX_LABEL
-                        || row.is_empty()
-                        || row.len() > MAX_LABEL
-                    {
+                    if section.is_empty() || section.len() > MAX_LABEL || row.is_empty() || row.len() > MAX_LABEL {
                         return Err(ValidationError::new(
                             "seats",
                             format!("section and row must be 1 to {MAX_LABEL} characters"),
@@ -100,10 +90,7 @@ impl NewEvent {
                         return Err(ValidationError::new("seats", "seat numbers start at 1"));
                     }
                     if spec.price_cents < 0 {
-                        return Err(ValidationError::new(
-                            "seats",
-                            "price_cents must not be negative",
-                        ));
+                        return Err(ValidationError::new("seats", "price_cents must not be negative"));
                     }
                     if !seen.insert((section.clone(), row.clone(), spec.number)) {
                         return Err(ValidationError::new(
@@ -111,30 +98,17 @@ impl NewEvent {
                             format!("seat {section}-{row}-{} is listed twice", spec.number),
                         ));
                     }
-                    seats.push(NewSeat {
-                        section,
-                        row,
-                        number: spec.number,
-                        price_cents: spec.price_cents,
-                    });
+                    seats.push(NewSeat { section, row, number: spec.number, price_cents: spec.price_cents });
                 }
                 seats
             }
             (None, Some(layout)) => {
-                let total = u64::from(layout.sections)
-                    * u64::from(layout.rows)
-                    * u64::from(layout.seats_per_row);
+                let total = u64::from(layout.sections) * u64::from(layout.rows) * u64::from(layout.seats_per_row);
                 if total == 0 || total > max_seats as u64 {
-                    return Err(ValidationError::new(
-                        "layout",
-                        format!("must describe 1 to {max_seats} seats"),
-                    ));
+                    return Err(ValidationError::new("layout", format!("must describe 1 to {max_seats} seats")));
                 }
                 if layout.price_cents < 0 {
-                    return Err(ValidationError::new(
-                        "layout",
-                        "price_cents must not be negative",
-                    ));
+                    return Err(ValidationError::new("layout", "price_cents must not be negative"));
                 }
                 let mut seats = Vec::with_capacity(total as usize);
                 for s in 0..layout.sections {
@@ -153,11 +127,7 @@ impl NewEvent {
                 seats
             }
         };
-        Ok(Self {
-            name,
-            starts_at,
-            seats,
-        })
+        Ok(Self { name, starts_at, seats })
     }
 }
 
@@ -166,12 +136,7 @@ mod tests {
     use super::*;
 
     fn layout(sections: u32, rows: u32, per_row: u32) -> Option<EventLayout> {
-        Some(EventLayout {
-            sections,
-            rows,
-            seats_per_row: per_row,
-            price_cents: 1000,
-        })
+        Some(EventLayout { sections, rows, seats_per_row: per_row, price_cents: 1000 })
     }
 
     #[test]
@@ -185,51 +150,19 @@ mod tests {
 
     #[test]
     fn a_layout_expands_to_every_seat() {
-        let event =
-            NewEvent::parse("Concert".into(), Utc::now(), None, layout(2, 3, 4), 100).unwrap();
+        let event = NewEvent::parse("Concert".into(), Utc::now(), None, layout(2, 3, 4), 100).unwrap();
         assert_eq!(event.seats.len(), 24);
-        assert_eq!(
-            event.seats[0],
-            NewSeat {
-                section: "A".into(),
-                row: "1".into(),
-                number: 1,
-                price_cents: 1000
-            }
-        );
+        assert_eq!(event.seats[0], NewSeat { section: "A".into(), row: "1".into(), number: 1, price_cents: 1000 });
         assert_eq!(event.seats[23].section, "B");
     }
 
     #[test]
     fn refuses_both_neither_too_many_and_duplicates() {
-        let seat = SeatSpec {
-            section: "A".into(),
-            row: "1".into(),
-            number: 1,
-            price_cents: 0,
-        };
+        let seat = SeatSpec { section: "A".into(), row: "1".into(), number: 1, price_cents: 0 };
         assert!(NewEvent::parse("x".into(), Utc::now(), None, None, 10).is_err());
-        assert!(
-            NewEvent::parse(
-                "x".into(),
-                Utc::now(),
-                Some(vec![seat.clone()]),
-                layout(1, 1, 1),
-                10
-            )
-            .is_err()
-        );
+        assert!(NewEvent::parse("x".into(), Utc::now(), Some(vec![seat.clone()]), layout(1, 1, 1), 10).is_err());
         assert!(NewEvent::parse("x".into(), Utc::now(), None, layout(10, 10, 10), 999).is_err());
-        assert!(
-            NewEvent::parse(
-                "x".into(),
-                Utc::now(),
-                Some(vec![seat.clone(), seat]),
-                None,
-                10
-            )
-            .is_err()
-        );
+        assert!(NewEvent::parse("x".into(), Utc::now(), Some(vec![seat.clone(), seat]), None, 10).is_err());
         assert!(NewEvent::parse("  ".into(), Utc::now(), None, layout(1, 1, 1), 10).is_err());
     }
 }

@@ -12,16 +12,10 @@ pub struct SeatIds(Vec<Uuid>);
 impl SeatIds {
     pub fn parse(ids: Vec<Uuid>, max: usize) -> Result<Self, ValidationError> {
         if ids.is_empty() {
-            return Err(ValidationError::new(
-                "seat_ids",
-                "must name at least one seat",
-            ));
+            return Err(ValidationError::new("seat_ids", "must name at least one seat"));
         }
         if ids.len() > max {
-            return Err(ValidationError::new(
-                "seat_ids",
-                format!("at most {max} seats per request"),
-            ));
+            return Err(ValidationError::new("seat_ids", format!("at most {max} seats per request")));
         }
         let unique: BTreeSet<Uuid> = ids.iter().copied().collect();
         if unique.len() != ids.len() {
@@ -51,10 +45,7 @@ impl Ttl {
     pub fn parse(seconds: Option<i64>, default: i64, max: i64) -> Result<Self, ValidationError> {
         let seconds = seconds.unwrap_or(default);
         if !(1..=max).contains(&seconds) {
-            return Err(ValidationError::new(
-                "ttl_seconds",
-                format!("must be between 1 and {max}"),
-            ));
+            return Err(ValidationError::new("ttl_seconds", format!("must be between 1 and {max}")));
         }
         Ok(Self(seconds))
     }

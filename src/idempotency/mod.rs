@@ -79,11 +79,7 @@ fn outcome(label: &'static str) {
 /// Claims the key, or says why not. A few loops at most: each one either wins a statement
 /// or observes a state another request settled.
 #[tracing::instrument(skip_all, fields(key = %req.key), err)]
-pub async fn claim(
-    pool: &PgPool,
-    req: &IdempotentRequest,
-    lease: Duration,
-) -> Result<Claim, IdempotencyError> {
+pub async fn claim(pool: &PgPool, req: &IdempotentRequest, lease: Duration) -> Result<Claim, IdempotencyError> {
     let lease_ms = lease.as_millis() as i64;
     for _ in 0..5 {
         let token = Uuid::new_v4();
@@ -188,11 +184,7 @@ pub async fn complete(
 }
 
 /// Marks a transient failure: nothing happened, and the next request with the key runs again.
-pub async fn fail(
-    pool: &PgPool,
-    req: &IdempotentRequest,
-    token: ClaimToken,
-) -> Result<(), sqlx::Error> {
+pub async fn fail(pool: &PgPool, req: &IdempotentRequest, token: ClaimToken) -> Result<(), sqlx::Error> {
     sqlx::query(
         "update idempotency_records set state = 'FAILED', updated_at = now()
           where user_id = $1 and key = $2 and claim_token = $3 and state = 'IN_PROGRESS'",
@@ -206,11 +198,7 @@ pub async fn fail(
 }
 
 /// Deletes settled records older than the retention, one batch, skipping rows others hold.
-pub async fn purge_expired(
-    pool: &PgPool,
-    retention: Duration,
-    batch: i64,
-) -> Result<u64, sqlx::Error> {
+pub async fn purge_expired(pool: &PgPool, retention: Duration, batch: i64) -> Result<u64, sqlx::Error> {
     let purged = sqlx::query(
         "delete from idempotency_records r
           using (select user_id, key from idempotency_records

@@ -20,12 +20,7 @@ fn jittered(base: Duration) -> Duration {
     base.mul_f64(rand::rng().random_range(0.8..1.2))
 }
 
-fn spawn_loop<F, Fut>(
-    name: &'static str,
-    every: Duration,
-    shutdown: CancellationToken,
-    mut tick: F,
-) -> JoinHandle<()>
+fn spawn_loop<F, Fut>(name: &'static str, every: Duration, shutdown: CancellationToken, mut tick: F) -> JoinHandle<()>
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send,
@@ -83,42 +78,29 @@ pub fn spawn_all(state: &AppState) -> Vec<JoinHandle<()>> {
         {
             let state = state.clone();
             let every = Duration::from_millis(config.idempotency_sweep_interval_ms);
-            spawn_loop(
-                "idempotency_sweep",
-                every,
-                state.shutdown.clone(),
-                move || {
-                    let state = state.clone();
-                    async move {
-                        let recovered = idempotency::recover_stale(&state.db, batch).await?;
-                        metrics::counter!("holdfast_idempotency_recovered_total")
-                            .increment(recovered);
-                        let retention =
-                            Duration::from_secs(state.config.idempotency_retention_seconds as u64);
-                        let purged =
-                            idempotency::purge_expired(&state.db, retention, batch).await?;
-                        metrics::counter!("holdfast_idempotency_purged_total").increment(purged);
-                        Ok(())
-                    }
-                },
-            )
+            spawn_loop("idempotency_sweep", every, state.shutdown.clone(), move || {
+                let state = state.clone();
+                async move {
+                    let recovered = idempotency::recover_stale(&state.db, batch).await?;
+                    metrics::counter!("holdfast_idempotency_recovered_total").increment(recovered);
+                    let retention = Duration::from_secs(state.config.idempotency_retention_seconds as u64);
+                    let purged = idempotency::purge_expired(&state.db, retention, batch).await?;
+                    metrics::counter!("holdfast_idempotency_purged_total").increment(purged);
+                    Ok(())
+                }
+            })
         },
         {
             let state = state.clone();
-            spawn_loop(
-                "maintenance",
-                Duration::from_secs(5),
-                state.shutdown.clone(),
-                move || {
-                    let state = state.clone();
-                    async move {
-                        state.rate_limits.retain_recent();
-                        state.metrics.run_upkeep();
-                        report_gauges(&state).await;
-                        Ok(())
-                    }
-                },
-            )
+            spawn_loop("maintenance", Duration::from_secs(5), state.shutdown.clone(), move || {
+                let state = state.clone();
+                async move {
+                    state.rate_limits.retain_recent();
+                    state.metrics.run_upkeep();
+                    report_gauges(&state).await;
+                    Ok(())
+                }
+            })
         },
     ]
 }
@@ -127,14 +109,9 @@ pub fn spawn_all(state: &AppState) -> Vec<JoinHandle<()>> {
 pub async fn report_gauges(state: &AppState) {
     let nodes = state.redlock.ping_all().await;
     for (label, up) in state.redlock.node_labels().zip(&nodes) {
-        metrics::gauge!("holdfast_redis_node_up", "node" => label.to_owned()).set(if *up {
-            1.0
-        } else {
-            0.0
-        });
+        metrics::gauge!("holdfast_redis_node_up", "node" => label.to_owned()).set(if *up { 1.0 } else { 0.0 });
     }
     metrics::gauge!("holdfast_redis_nodes_up").set(nodes.iter().filter(|up| **up).count() as f64);
     metrics::gauge!("holdfast_db_pool_connections", "state" => "open").set(state.db.size() as f64);
-    metrics::gauge!("holdfast_db_pool_connections", "state" => "idle")
-        .set(state.db.num_idle() as f64);
+    metrics::gauge!("holdfast_db_pool_connections", "state" => "idle").set(state.db.num_idle() as f64);
 }

@@ -15,9 +15,7 @@ pub fn drift(ttl: Duration, drift_factor: f64) -> Duration {
 
 /// How long a lock acquired in `elapsed` is still safe to rely on, or `None` when nothing is left.
 pub fn validity(ttl: Duration, elapsed: Duration, drift_factor: f64) -> Option<Duration> {
-    ttl.checked_sub(elapsed)?
-        .checked_sub(drift(ttl, drift_factor))
-        .filter(|left| !left.is_zero())
+    ttl.checked_sub(elapsed)?.checked_sub(drift(ttl, drift_factor)).filter(|left| !left.is_zero())
 }
 
 /// What one acquisition round across all nodes amounted to.
@@ -33,27 +31,14 @@ pub enum Verdict {
 
 /// Decide a round from its per-node results. `errors` counts nodes that failed or timed out;
 /// the rest answered either "granted" (`granted`) or "taken".
-pub fn verdict(
-    nodes: usize,
-    granted: usize,
-    errors: usize,
-    validity_left: Option<Duration>,
-) -> Verdict {
+pub fn verdict(nodes: usize, granted: usize, errors: usize, validity_left: Option<Duration>) -> Verdict {
     let needed = quorum(nodes);
     if granted >= needed {
         // A majority said yes but the round was so slow that no validity is left:
         // that is a sick quorum, not a contended key.
-        return if validity_left.is_some() {
-            Verdict::Acquired
-        } else {
-            Verdict::Unavailable
-        };
+        return if validity_left.is_some() { Verdict::Acquired } else { Verdict::Unavailable };
     }
-    if nodes.saturating_sub(errors) < needed {
-        Verdict::Unavailable
-    } else {
-        Verdict::Contended
-    }
+    if nodes.saturating_sub(errors) < needed { Verdict::Unavailable } else { Verdict::Contended }
 }
 
 #[cfg(test)]

@@ -142,10 +142,7 @@ impl Redlock {
     }
 
     fn keys(&self, resources: &[String]) -> Vec<String> {
-        let mut keys: Vec<String> = resources
-            .iter()
-            .map(|r| format!("{}{}", self.config.key_prefix, r))
-            .collect();
+        let mut keys: Vec<String> = resources.iter().map(|r| format!("{}{}", self.config.key_prefix, r)).collect();
         keys.sort();
         keys.dedup();
         keys
@@ -191,15 +188,16 @@ impl Redlock {
             }
             invocation.arg(&token).arg(ttl_ms);
             let mut conn = node.conn.clone();
-            let reply = match tokio::time::timeout(self.config.node_timeout, invocation.invoke_async::<i64>(&mut conn)).await {
-                Ok(Ok(1)) => NodeReply::Granted,
-                Ok(Ok(_)) => NodeReply::Taken,
-                Ok(Err(err)) => {
-                    tracing::debug!(node = %node.label, error = %err, "lock node call failed");
-                    NodeReply::Failed
-                }
-                Err(_) => NodeReply::Failed,
-            };
+            let reply =
+                match tokio::time::timeout(self.config.node_timeout, invocation.invoke_async::<i64>(&mut conn)).await {
+                    Ok(Ok(1)) => NodeReply::Granted,
+                    Ok(Ok(_)) => NodeReply::Taken,
+                    Ok(Err(err)) => {
+                        tracing::debug!(node = %node.label, error = %err, "lock node call failed");
+                        NodeReply::Failed
+                    }
+                    Err(_) => NodeReply::Failed,
+                };
             metrics::counter!("holdfast_lock_node_replies_total", "node" => node.label.clone(), "reply" => match reply {
                 NodeReply::Granted => "granted",
                 NodeReply::Taken => "taken",
@@ -211,8 +209,7 @@ impl Redlock {
         .await;
         let granted = replies.iter().filter(|r| **r == NodeReply::Granted).count();
         let errors = replies.iter().filter(|r| **r == NodeReply::Failed).count();
-        let validity =
-            quorum::validity(self.config.ttl, started.elapsed(), self.config.drift_factor);
+        let validity = quorum::validity(self.config.ttl, started.elapsed(), self.config.drift_factor);
         match quorum::verdict(self.nodes.len(), granted, errors, validity) {
             Verdict::Acquired => Ok(Lock {
                 keys: keys.to_vec(),
@@ -243,9 +240,10 @@ impl Redlock {
             }
             invocation.arg(token);
             let mut conn = node.conn.clone();
-            if let Ok(Err(err)) | Err(err) = tokio::time::timeout(self.config.node_timeout, invocation.invoke_async::<i64>(&mut conn))
-                .await
-                .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "timed out")))
+            if let Ok(Err(err)) | Err(err) =
+                tokio::time::timeout(self.config.node_timeout, invocation.invoke_async::<i64>(&mut conn))
+                    .await
+                    .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "timed out")))
             {
                 tracing::debug!(node = %node.label, error = %err, "lock release failed; the key's TTL will free it");
             }
@@ -264,12 +262,7 @@ impl Redlock {
             }
             invocation.arg(&lock.token).arg(ttl_ms);
             let mut conn = node.conn.clone();
-            match tokio::time::timeout(
-                self.config.node_timeout,
-                invocation.invoke_async::<i64>(&mut conn),
-            )
-            .await
-            {
+            match tokio::time::timeout(self.config.node_timeout, invocation.invoke_async::<i64>(&mut conn)).await {
                 Ok(Ok(1)) => NodeReply::Granted,
                 Ok(Ok(_)) => NodeReply::Taken,
                 _ => NodeReply::Failed,
@@ -278,23 +271,19 @@ impl Redlock {
         .await;
         let granted = replies.iter().filter(|r| **r == NodeReply::Granted).count();
         let errors = replies.iter().filter(|r| **r == NodeReply::Failed).count();
-        let validity =
-            quorum::validity(self.config.ttl, started.elapsed(), self.config.drift_factor);
+        let validity = quorum::validity(self.config.ttl, started.elapsed(), self.config.drift_factor);
         match quorum::verdict(self.nodes.len(), granted, errors, validity) {
             Verdict::Acquired => {
                 lock.valid_until = started + validity.expect("acquired implies validity");
-                metrics::counter!("holdfast_lock_extensions_total", "outcome" => "extended")
-                    .increment(1);
+                metrics::counter!("holdfast_lock_extensions_total", "outcome" => "extended").increment(1);
                 Ok(())
             }
             Verdict::Contended => {
-                metrics::counter!("holdfast_lock_extensions_total", "outcome" => "lost")
-                    .increment(1);
+                metrics::counter!("holdfast_lock_extensions_total", "outcome" => "lost").increment(1);
                 Err(LockError::Contended)
             }
             Verdict::Unavailable => {
-                metrics::counter!("holdfast_lock_extensions_total", "outcome" => "unavailable")
-                    .increment(1);
+                metrics::counter!("holdfast_lock_extensions_total", "outcome" => "unavailable").increment(1);
                 Err(LockError::Unavailable)
             }
         }
@@ -305,11 +294,8 @@ impl Redlock {
         join_all(self.nodes.iter().map(|node| async {
             let mut conn = node.conn.clone();
             matches!(
-                tokio::time::timeout(
-                    self.config.node_timeout,
-                    redis::cmd("PING").query_async::<String>(&mut conn)
-                )
-                .await,
+                tokio::time::timeout(self.config.node_timeout, redis::cmd("PING").query_async::<String>(&mut conn))
+                    .await,
                 Ok(Ok(_))
             )
         }))

@@ -31,33 +31,13 @@ impl Caller {
 
 #[derive(Debug)]
 pub enum Command {
-    CreateEvent {
-        event: NewEvent,
-    },
-    CreateHold {
-        event_id: Uuid,
-        seat_ids: SeatIds,
-        ttl: Ttl,
-    },
-    ExtendHold {
-        hold_id: Uuid,
-        ttl: Ttl,
-    },
-    ConfirmHold {
-        hold_id: Uuid,
-        payment_reference: Option<String>,
-    },
-    ReleaseHold {
-        hold_id: Uuid,
-    },
-    BookSeats {
-        event_id: Uuid,
-        seat_ids: SeatIds,
-        payment_reference: Option<String>,
-    },
-    CancelBooking {
-        booking_id: Uuid,
-    },
+    CreateEvent { event: NewEvent },
+    CreateHold { event_id: Uuid, seat_ids: SeatIds, ttl: Ttl },
+    ExtendHold { hold_id: Uuid, ttl: Ttl },
+    ConfirmHold { hold_id: Uuid, payment_reference: Option<String> },
+    ReleaseHold { hold_id: Uuid },
+    BookSeats { event_id: Uuid, seat_ids: SeatIds, payment_reference: Option<String> },
+    CancelBooking { booking_id: Uuid },
 }
 
 /// What a command read before locking, and the lock resources that follow from it.
@@ -78,19 +58,13 @@ fn seat_resources(seat_ids: &[Uuid]) -> Vec<String> {
 
 fn missing(requested: &[Uuid], got: &[Uuid]) -> Vec<Uuid> {
     let got: BTreeSet<&Uuid> = got.iter().collect();
-    requested
-        .iter()
-        .filter(|id| !got.contains(id))
-        .copied()
-        .collect()
+    requested.iter().filter(|id| !got.contains(id)).copied().collect()
 }
 
 /// Maps an insert's foreign-key violation on `constraint` to a 404 for `what`.
 fn fk_not_found(err: sqlx::Error, constraint: &str, what: &'static str) -> ApiError {
     match &err {
-        sqlx::Error::Database(db) if db.constraint() == Some(constraint) => {
-            ApiError::NotFound(what)
-        }
+        sqlx::Error::Database(db) if db.constraint() == Some(constraint) => ApiError::NotFound(what),
         _ => err.into(),
     }
 }
@@ -146,9 +120,7 @@ impl Command {
                         Ok(Step::Done(Reply::new(StatusCode::NO_CONTENT, Value::Null)))
                     }
                     (_, "EXPIRED") => Err(ApiError::HoldExpired),
-                    (_, status) => Err(ApiError::HoldNotActive {
-                        status: status.to_owned(),
-                    }),
+                    (_, status) => Err(ApiError::HoldNotActive { status: status.to_owned() }),
                 }
             }
             Command::CancelBooking { booking_id } => {
@@ -157,10 +129,7 @@ impl Command {
                     .filter(|b| caller.may_access(&b.user_id))
                     .ok_or(ApiError::NotFound("booking"))?;
                 if booking.status == "CANCELLED" {
-                    return Ok(Step::Done(Reply::new(
-                        StatusCode::OK,
-                        views::booking(&booking),
-                    )));
+                    return Ok(Step::Done(Reply::new(StatusCode::OK, views::booking(&booking))));
                 }
                 write(seat_resources(&booking.seat_ids), Seen::Booking(booking))
             }
@@ -180,44 +149,31 @@ impl Command {
                 let id = Uuid::now_v7();
                 let row = events::insert_event(tx, id, event, &caller.user_id).await?;
                 let n = event.seats.len() as i64;
-                let counts = events::SeatCounts {
-                    total: n,
-                    available: n,
-                    held: 0,
-                    booked: 0,
-                };
+                let counts = events::SeatCounts { total: n, available: n, held: 0, booked: 0 };
                 Ok(Reply::new(StatusCode::CREATED, views::event(&row, &counts)))
             }
 
-            (
-                Command::CreateHold {
-                    event_id,
-                    seat_ids,
-                    ttl,
-                },
-                _,
-            ) => {
+            (Command::CreateHold { event_id, seat_ids, ttl }, _) => {
                 let hold_id = Uuid::now_v7();
-                let expires_at = holds::insert(
-                    tx,
-                    hold_id,
-                    *event_id,
-                    &caller.user_id,
-                    "HELD",
-                    ttl.seconds(),
-                )
-                .await
-                .map_err(|e| fk_not_found(e, "holds_event_id_fkey", "event"))?;
-                let claimed =
-                    holds::claim_seats(tx, *event_id, seat_ids.as_slice(), hold_id, expires_at)
-                        .await?;
-                if claimed.len() < seat_ids.len() {
-                    return Err(unclaimable(tx, *event_id, seat_ids.as_slice(), &claimed).await);
+                let created =
+                    holds::create(tx, hold_id, *event_id, &caller.user_id, ttl.seconds(), seat_ids.as_slice())
+                        .await
+                        .map_err(|e| fk_not_found(e, "holds_event_id_fkey", "event"))?;
+                if created.claimed.len() < seat_ids.len() {
+                    return Err(unclaimable(tx, *event_id, seat_ids.as_slice(), &created.claimed).await);
                 }
-                holds::record_seats(tx, hold_id, seat_ids.as_slice()).await?;
-                let hold = holds::find(&mut *tx, hold_id)
-                    .await?
-                    .ok_or_else(|| ApiError::internal("new hold vanished"))?;
+                let hold = holds::HoldRow {
+                    id: hold_id,
+                    event_id: *event_id,
+                    user_id: caller.user_id.clone(),
+                    status: "HELD".into(),
+                    expires_at: created.expires_at,
+                    created_at: created.created_at,
+                    version: 0,
+                    expired: false,
+                    seat_ids: created.claimed,
+                    total_cents: created.total_cents,
+                };
                 Ok(Reply::new(StatusCode::CREATED, views::hold(&hold)))
             }
 
@@ -225,48 +181,47 @@ impl Command {
                 let max_life = state.config.hold_max_lifetime_seconds;
                 match holds::extend(tx, *hold_id, seen.version, ttl.seconds(), max_life).await? {
                     Some(_) => {
-                        let hold = holds::find(&mut *tx, *hold_id)
-                            .await?
-                            .ok_or(ApiError::NotFound("hold"))?;
+                        let hold = holds::find(&mut *tx, *hold_id).await?.ok_or(ApiError::NotFound("hold"))?;
                         Ok(Reply::new(StatusCode::OK, views::hold(&hold)))
                     }
                     None => Err(why_hold_refused(tx, *hold_id, seen.version, Some(max_life)).await),
                 }
             }
 
-            (
-                Command::ConfirmHold {
-                    hold_id,
-                    payment_reference,
-                },
-                Seen::Hold(seen),
-            ) => {
-                if !holds::transition(tx, *hold_id, seen.version, "CONFIRMED").await? {
-                    return Err(why_hold_refused(tx, *hold_id, seen.version, None).await);
-                }
+            (Command::ConfirmHold { hold_id, payment_reference }, Seen::Hold(seen)) => {
                 let booking_id = Uuid::now_v7();
-                bookings::insert(
+                let confirmed = bookings::confirm_hold(
                     tx,
+                    *hold_id,
+                    seen.version,
                     booking_id,
                     seen.event_id,
-                    *hold_id,
                     &seen.user_id,
                     payment_reference.as_deref(),
                     seen.total_cents,
+                    &seen.seat_ids,
                 )
                 .await?;
-                let sold =
-                    bookings::sell_held_seats(tx, *hold_id, booking_id, &seen.seat_ids).await?;
-                if sold.len() < seen.seat_ids.len() {
-                    // Cannot happen while the hold row says HELD and unexpired; refuse rather than sell part.
-                    return Err(ApiError::SeatUnavailable {
-                        seat_ids: missing(&seen.seat_ids, &sold),
-                    });
+                if !confirmed.moved {
+                    return Err(why_hold_refused(tx, *hold_id, seen.version, None).await);
                 }
-                bookings::record_seats(tx, booking_id, &seen.seat_ids).await?;
-                let booking = bookings::find(&mut *tx, booking_id)
-                    .await?
-                    .ok_or_else(|| ApiError::internal("new booking vanished"))?;
+                if confirmed.sold.len() < seen.seat_ids.len() {
+                    // Cannot happen while the hold row said HELD and unexpired; refuse rather than sell part.
+                    return Err(ApiError::SeatUnavailable { seat_ids: missing(&seen.seat_ids, &confirmed.sold) });
+                }
+                let booking = bookings::BookingRow {
+                    id: booking_id,
+                    event_id: seen.event_id,
+                    hold_id: *hold_id,
+                    user_id: seen.user_id.clone(),
+                    status: "CONFIRMED".into(),
+                    payment_reference: payment_reference.clone(),
+                    total_cents: seen.total_cents,
+                    created_at: confirmed.created_at.ok_or_else(|| ApiError::internal("booking has no created_at"))?,
+                    cancelled_at: None,
+                    version: 0,
+                    seat_ids: confirmed.sold,
+                };
                 Ok(Reply::new(StatusCode::CREATED, views::booking(&booking)))
             }
 
@@ -274,12 +229,8 @@ impl Command {
                 if !holds::transition(tx, *hold_id, seen.version, "RELEASED").await? {
                     return match why_hold_refused(tx, *hold_id, seen.version, None).await {
                         // Gone meanwhile (released by a concurrent call, or expired): same result.
-                        ApiError::HoldExpired => {
-                            Ok(Reply::new(StatusCode::NO_CONTENT, Value::Null))
-                        }
-                        ApiError::HoldNotActive { status }
-                            if status == "RELEASED" || status == "EXPIRED" =>
-                        {
+                        ApiError::HoldExpired => Ok(Reply::new(StatusCode::NO_CONTENT, Value::Null)),
+                        ApiError::HoldNotActive { status } if status == "RELEASED" || status == "EXPIRED" => {
                             Ok(Reply::new(StatusCode::NO_CONTENT, Value::Null))
                         }
                         err => Err(err),
@@ -289,16 +240,8 @@ impl Command {
                 Ok(Reply::new(StatusCode::NO_CONTENT, Value::Null))
             }
 
-            (
-                Command::BookSeats {
-                    event_id,
-                    seat_ids,
-                    payment_reference,
-                },
-                _,
-            ) => {
-                let (found, total_cents) =
-                    bookings::price_of(tx, *event_id, seat_ids.as_slice()).await?;
+            (Command::BookSeats { event_id, seat_ids, payment_reference }, _) => {
+                let (found, total_cents) = bookings::price_of(tx, *event_id, seat_ids.as_slice()).await?;
                 if (found as usize) < seat_ids.len() {
                     return Err(unclaimable(tx, *event_id, seat_ids.as_slice(), &[]).await);
                 }
@@ -317,13 +260,9 @@ impl Command {
                     total_cents,
                 )
                 .await?;
-                let sold =
-                    bookings::sell_free_seats(tx, *event_id, booking_id, seat_ids.as_slice())
-                        .await?;
+                let sold = bookings::sell_free_seats(tx, *event_id, booking_id, seat_ids.as_slice()).await?;
                 if sold.len() < seat_ids.len() {
-                    return Err(ApiError::SeatUnavailable {
-                        seat_ids: missing(seat_ids.as_slice(), &sold),
-                    });
+                    return Err(ApiError::SeatUnavailable { seat_ids: missing(seat_ids.as_slice(), &sold) });
                 }
                 bookings::record_seats(tx, booking_id, seat_ids.as_slice()).await?;
                 let booking = bookings::find(&mut *tx, booking_id)
@@ -334,48 +273,30 @@ impl Command {
 
             (Command::CancelBooking { booking_id }, Seen::Booking(seen)) => {
                 if !bookings::cancel(tx, *booking_id, seen.version).await? {
-                    let now = bookings::find(&mut *tx, *booking_id)
-                        .await?
-                        .ok_or(ApiError::NotFound("booking"))?;
+                    let now = bookings::find(&mut *tx, *booking_id).await?.ok_or(ApiError::NotFound("booking"))?;
                     if now.status != "CANCELLED" {
                         return Err(ApiError::ConcurrentModification);
                     }
                 }
-                let booking = bookings::find(&mut *tx, *booking_id)
-                    .await?
-                    .ok_or(ApiError::NotFound("booking"))?;
+                let booking = bookings::find(&mut *tx, *booking_id).await?.ok_or(ApiError::NotFound("booking"))?;
                 Ok(Reply::new(StatusCode::OK, views::booking(&booking)))
             }
 
-            (command, _) => Err(ApiError::internal(format!(
-                "{} planned without what it acts on",
-                command.name()
-            ))),
+            (command, _) => Err(ApiError::internal(format!("{} planned without what it acts on", command.name()))),
         }
     }
 }
 
 /// Why some requested seats could not be claimed: unknown in this event (422), or taken (409).
-async fn unclaimable(
-    tx: &mut PgConnection,
-    event_id: Uuid,
-    requested: &[Uuid],
-    claimed: &[Uuid],
-) -> ApiError {
+async fn unclaimable(tx: &mut PgConnection, event_id: Uuid, requested: &[Uuid], claimed: &[Uuid]) -> ApiError {
     match events::existing_seats(tx, event_id, requested).await {
         Ok(existing) if existing.len() < requested.len() => {
-            if existing.is_empty()
-                && matches!(events::find_event(&mut *tx, event_id).await, Ok(None))
-            {
+            if existing.is_empty() && matches!(events::find_event(&mut *tx, event_id).await, Ok(None)) {
                 return ApiError::NotFound("event");
             }
-            ApiError::UnknownSeats {
-                seat_ids: missing(requested, &existing),
-            }
+            ApiError::UnknownSeats { seat_ids: missing(requested, &existing) }
         }
-        Ok(_) => ApiError::SeatUnavailable {
-            seat_ids: missing(requested, claimed),
-        },
+        Ok(_) => ApiError::SeatUnavailable { seat_ids: missing(requested, claimed) },
         Err(err) => err.into(),
     }
 }
@@ -395,14 +316,12 @@ async fn why_hold_refused(
     match hold.effective_status() {
         "EXPIRED" => ApiError::HoldExpired,
         "HELD" if hold.version == seen_version => match max_lifetime {
-            Some(secs) => ApiError::HoldLifetimeExceeded {
-                latest_expiry: hold.created_at + chrono::Duration::seconds(secs),
-            },
+            Some(secs) => {
+                ApiError::HoldLifetimeExceeded { latest_expiry: hold.created_at + chrono::Duration::seconds(secs) }
+            }
             None => ApiError::ConcurrentModification,
         },
         "HELD" => ApiError::ConcurrentModification,
-        status => ApiError::HoldNotActive {
-            status: status.to_owned(),
-        },
+        status => ApiError::HoldNotActive { status: status.to_owned() },
     }
 }

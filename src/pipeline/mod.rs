@@ -38,11 +38,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn new(status: StatusCode, body: Value) -> Self {
-        Self {
-            status,
-            body,
-            replayed: false,
-        }
+        Self { status, body, replayed: false }
     }
 }
 
@@ -74,8 +70,7 @@ pub async fn run(
 }
 
 fn stage(name: &'static str, started: Instant) {
-    metrics::histogram!("holdfast_stage_duration_seconds", "stage" => name)
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("holdfast_stage_duration_seconds", "stage" => name).record(started.elapsed().as_secs_f64());
 }
 
 async fn execute(
@@ -111,9 +106,7 @@ async fn execute(
         let settled = match &result {
             Ok((_, true)) => Ok(()),
             Ok((reply, false)) => store(state, req, token, reply.status, &reply.body).await,
-            Err(err) if err.is_final_outcome() => {
-                store(state, req, token, err.status(), &err.body()).await
-            }
+            Err(err) if err.is_final_outcome() => store(state, req, token, err.status(), &err.body()).await,
             Err(_) => idempotency::fail(&state.db, req, token).await,
         };
         if let Err(err) = settled {
@@ -132,9 +125,7 @@ async fn store(
     body: &Value,
 ) -> Result<(), sqlx::Error> {
     let mut conn = state.db.acquire().await?;
-    idempotency::complete(&mut conn, req, token, status.as_u16(), body)
-        .await
-        .map(|_| ())
+    idempotency::complete(&mut conn, req, token, status.as_u16(), body).await.map(|_| ())
 }
 
 /// Returns the reply and whether the idempotency record was completed inside the transaction.
@@ -188,8 +179,7 @@ async fn transact(
         let mut tx = state.db.begin().await?;
         let reply = command.apply(&mut tx, state, caller, plan).await?;
         if let Some((req, token)) = claimed
-            && !idempotency::complete(&mut tx, req, token, reply.status.as_u16(), &reply.body)
-                .await?
+            && !idempotency::complete(&mut tx, req, token, reply.status.as_u16(), &reply.body).await?
         {
             // Our key was taken over while we were paused: the other execution owns the outcome.
             return Err(ApiError::IdempotencyInProgress);
@@ -198,10 +188,7 @@ async fn transact(
             ensure_validity(state, lock).await?;
         }
         if state.config.fault_pre_commit_delay_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(
-                state.config.fault_pre_commit_delay_ms,
-            ))
-            .await;
+            tokio::time::sleep(Duration::from_millis(state.config.fault_pre_commit_delay_ms)).await;
         }
         tx.commit().await?;
         Ok(reply)
@@ -226,10 +213,7 @@ async fn ensure_validity(state: &AppState, lock: &mut Lock) -> Result<(), ApiErr
     if lock.remaining() >= margin {
         return Ok(());
     }
-    if lock.remaining() > Duration::ZERO
-        && state.redlock.extend(lock).await.is_ok()
-        && lock.remaining() >= margin
-    {
+    if lock.remaining() > Duration::ZERO && state.redlock.extend(lock).await.is_ok() && lock.remaining() >= margin {
         return Ok(());
     }
     metrics::counter!("holdfast_commits_refused_total", "reason" => "lock_validity").increment(1);

@@ -12,12 +12,8 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::cluster::{
-    Fault, FaultProxy, Haproxy, Instance, PgCluster, run_load, shared_env, timed,
-};
-use crate::helpers::{
-    Event, JWT_SECRET, RedisCluster, Res, TestDatabase, assert_invariants, eventually, request,
-};
+use crate::cluster::{Fault, FaultProxy, Haproxy, Instance, PgCluster, run_load, shared_env, timed};
+use crate::helpers::{Event, JWT_SECRET, RedisCluster, Res, TestDatabase, assert_invariants, eventually, request};
 
 /// A client for several instances at once.
 #[derive(Clone)]
@@ -29,18 +25,13 @@ struct Clients {
 impl Clients {
     fn new() -> Self {
         Self {
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(1024)
-                .build()
-                .unwrap(),
+            http: reqwest::Client::builder().pool_max_idle_per_host(1024).build().unwrap(),
             jwt: Arc::new(JwtKeys::new(JWT_SECRET)),
         }
     }
 
     fn token(&self, user: &str) -> String {
-        self.jwt
-            .mint(user, user == "admin", Duration::from_secs(3600))
-            .unwrap()
+        self.jwt.mint(user, user == "admin", Duration::from_secs(3600)).unwrap()
     }
 
     async fn send(
@@ -52,15 +43,7 @@ impl Clients {
         key: Option<&str>,
         body: Option<&Value>,
     ) -> Result<Res, reqwest::Error> {
-        request(
-            &self.http,
-            method,
-            &format!("{base}{path}"),
-            Some(&self.token(user)),
-            key,
-            body,
-        )
-        .await
+        request(&self.http, method, &format!("{base}{path}"), Some(&self.token(user)), key, body).await
     }
 
     async fn hold(
@@ -84,37 +67,20 @@ impl Clients {
 
     /// The status /ready answers with, or None when nothing answers.
     async fn ready(&self, base: &str) -> Option<StatusCode> {
-        self.send(base, Method::GET, "/ready", "x", None, None)
-            .await
-            .ok()
-            .map(|r| r.status)
+        self.send(base, Method::GET, "/ready", "x", None, None).await.ok().map(|r| r.status)
     }
 
     async fn create_event(&self, base: &str, seats: u32) -> Event {
         let body = json!({ "name": "Chaos", "starts_at": "2030-01-01T00:00:00Z",
                            "layout": { "sections": 1, "rows": 1, "seats_per_row": seats, "price_cents": 100 } });
         let created = self
-            .send(
-                base,
-                Method::POST,
-                "/v1/events",
-                "admin",
-                Some(&Uuid::new_v4().to_string()),
-                Some(&body),
-            )
+            .send(base, Method::POST, "/v1/events", "admin", Some(&Uuid::new_v4().to_string()), Some(&body))
             .await
             .unwrap();
         assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
         let id = created.id();
         let seats = self
-            .send(
-                base,
-                Method::GET,
-                &format!("/v1/events/{id}/seats?limit=10000"),
-                "admin",
-                None,
-                None,
-            )
+            .send(base, Method::GET, &format!("/v1/events/{id}/seats?limit=10000"), "admin", None, None)
             .await
             .unwrap();
         let seats = seats.body["seats"]
@@ -134,12 +100,7 @@ async fn redis_key_exists(url: &str, key: &str) -> bool {
     let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
         return false;
     };
-    redis::cmd("EXISTS")
-        .arg(key)
-        .query_async::<i64>(&mut conn)
-        .await
-        .map(|n| n == 1)
-        .unwrap_or(false)
+    redis::cmd("EXISTS").arg(key).query_async::<i64>(&mut conn).await.map(|n| n == 1).unwrap_or(false)
 }
 
 async fn count(db: &PgPool, sql: &'static str) -> i64 {
@@ -158,19 +119,8 @@ async fn a_paused_lock_holder_resumes_into_a_refusal() {
     let database = TestDatabase::create().await;
     let prefix = prefix();
     let env = shared_env(&database.url, &redis.urls(), &prefix);
-    let lock = [
-        ("REDLOCK_TTL_MS", "500"),
-        ("REDLOCK_COMMIT_MARGIN_MS", "100"),
-    ];
-    let paused = Instance::spawn(
-        &env,
-        &[
-            lock[0],
-            lock[1],
-            ("HOLDFAST_FAULT_POST_LOCK_DELAY_MS", "1500"),
-        ],
-    )
-    .await;
+    let lock = [("REDLOCK_TTL_MS", "500"), ("REDLOCK_COMMIT_MARGIN_MS", "100")];
+    let paused = Instance::spawn(&env, &[lock[0], lock[1], ("HOLDFAST_FAULT_POST_LOCK_DELAY_MS", "1500")]).await;
     let other = Instance::spawn(&env, &[lock[0], lock[1], ("REDLOCK_RETRY_COUNT", "20")]).await;
     let clients = Clients::new();
     let event = clients.create_event(&other.base, 3).await;
@@ -179,37 +129,22 @@ async fn a_paused_lock_holder_resumes_into_a_refusal() {
 
     let first = tokio::spawn({
         let (clients, base) = (clients.clone(), paused.base.clone());
-        async move {
-            clients
-                .hold(&base, "alice", event.id, &[seat], "alice-1")
-                .await
-        }
+        async move { clients.hold(&base, "alice", event.id, &[seat], "alice-1").await }
     });
     let node = redis.nodes[0].url();
-    eventually(
-        "the first instance holds the seat's lock",
-        Duration::from_secs(10),
-        || redis_key_exists(&node, &key),
-    )
-    .await;
+    eventually("the first instance holds the seat's lock", Duration::from_secs(10), || redis_key_exists(&node, &key))
+        .await;
     paused.pause();
-    eventually(
-        "the frozen holder's lock expires",
-        Duration::from_secs(10),
-        || async {
-            let mut any = false;
-            for n in &redis.nodes {
-                any |= redis_key_exists(&n.url(), &key).await;
-            }
-            !any
-        },
-    )
+    eventually("the frozen holder's lock expires", Duration::from_secs(10), || async {
+        let mut any = false;
+        for n in &redis.nodes {
+            any |= redis_key_exists(&n.url(), &key).await;
+        }
+        !any
+    })
     .await;
 
-    let second = clients
-        .hold(&other.base, "bob", event.id, &[seat], "bob-1")
-        .await
-        .unwrap();
+    let second = clients.hold(&other.base, "bob", event.id, &[seat], "bob-1").await.unwrap();
     assert_eq!(second.status, StatusCode::CREATED, "{second:?}");
     paused.resume();
     let first = first.await.unwrap().expect("the resumed instance answers");
@@ -218,14 +153,8 @@ async fn a_paused_lock_holder_resumes_into_a_refusal() {
         "the resumed holder hears 409 or 503, never 201: {first:?}"
     );
     let db = PgPool::connect(&database.url).await.unwrap();
-    assert_eq!(
-        count(&db, "select count(*) from seats where hold_id is not null").await,
-        1
-    );
-    assert_eq!(
-        count(&db, "select count(*) from holds where status = 'HELD'").await,
-        1
-    );
+    assert_eq!(count(&db, "select count(*) from seats where hold_id is not null").await, 1);
+    assert_eq!(count(&db, "select count(*) from holds where status = 'HELD'").await, 1);
     assert_invariants(&db).await;
 }
 
@@ -233,20 +162,13 @@ async fn a_paused_lock_holder_resumes_into_a_refusal() {
 /// clients retry with the same keys on another instance: one effect each, and a stable answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requests_cut_off_by_a_crash_complete_once_when_retried_elsewhere() {
-    for fault in [
-        "HOLDFAST_FAULT_POST_LOCK_DELAY_MS",
-        "HOLDFAST_FAULT_PRE_COMMIT_DELAY_MS",
-    ] {
+    for fault in ["HOLDFAST_FAULT_POST_LOCK_DELAY_MS", "HOLDFAST_FAULT_PRE_COMMIT_DELAY_MS"] {
         let redis = RedisCluster::start(3);
         let database = TestDatabase::create().await;
         let env = shared_env(&database.url, &redis.urls(), &prefix());
-        let quick = [
-            ("IDEMPOTENCY_LEASE_SECONDS", "2"),
-            ("REDLOCK_TTL_MS", "1000"),
-            ("REDLOCK_COMMIT_MARGIN_MS", "200"),
-        ];
-        let mut doomed =
-            Instance::spawn(&env, &[quick[0], quick[1], quick[2], (fault, "3000")]).await;
+        let quick =
+            [("IDEMPOTENCY_LEASE_SECONDS", "2"), ("REDLOCK_TTL_MS", "1000"), ("REDLOCK_COMMIT_MARGIN_MS", "200")];
+        let mut doomed = Instance::spawn(&env, &[quick[0], quick[1], quick[2], (fault, "3000")]).await;
         let survivor = Instance::spawn(&env, &quick).await;
         let clients = Clients::new();
         let event = clients.create_event(&survivor.base, 10).await;
@@ -255,23 +177,20 @@ async fn requests_cut_off_by_a_crash_complete_once_when_retried_elsewhere() {
         let in_flight: Vec<_> = (0..10)
             .map(|i| {
                 let (clients, base, seat) = (clients.clone(), doomed.base.clone(), event.seats[i]);
-                tokio::spawn(async move {
-                    clients
-                        .hold(&base, "alice", event.id, &[seat], &format!("crash-{i}"))
-                        .await
-                })
+                tokio::spawn(
+                    async move { clients.hold(&base, "alice", event.id, &[seat], &format!("crash-{i}")).await },
+                )
             })
             .collect();
         eventually("all ten are claimed and in flight", Duration::from_secs(10), || async {
-            count(&db, "select count(*) from idempotency_records where key like 'crash-%' and state = 'IN_PROGRESS'").await == 10
+            count(&db, "select count(*) from idempotency_records where key like 'crash-%' and state = 'IN_PROGRESS'")
+                .await
+                == 10
         })
         .await;
         doomed.kill();
         for request in in_flight {
-            assert!(
-                request.await.unwrap().is_err(),
-                "{fault}: a killed instance cannot have answered"
-            );
+            assert!(request.await.unwrap().is_err(), "{fault}: a killed instance cannot have answered");
         }
 
         // Retry each key on the survivor until it settles (in-flight leases and dead locks lapse).
@@ -280,51 +199,26 @@ async fn requests_cut_off_by_a_crash_complete_once_when_retried_elsewhere() {
             let key = format!("crash-{i}");
             let deadline = Instant::now() + Duration::from_secs(20);
             let answer = loop {
-                let res = clients
-                    .hold(&survivor.base, "alice", event.id, &[event.seats[i]], &key)
-                    .await
-                    .unwrap();
+                let res = clients.hold(&survivor.base, "alice", event.id, &[event.seats[i]], &key).await.unwrap();
                 if res.status == StatusCode::CREATED {
                     break res;
                 }
-                assert!(
-                    ["IDEMPOTENCY_IN_PROGRESS", "SEAT_LOCKED"].contains(&res.code()),
-                    "{fault}: {res:?}"
-                );
-                assert!(
-                    Instant::now() < deadline,
-                    "{fault}: {key} did not settle: {res:?}"
-                );
+                assert!(["IDEMPOTENCY_IN_PROGRESS", "SEAT_LOCKED"].contains(&res.code()), "{fault}: {res:?}");
+                assert!(Instant::now() < deadline, "{fault}: {key} did not settle: {res:?}");
                 tokio::time::sleep(Duration::from_millis(100)).await; // poll interval
             };
             answers.insert(key, answer);
         }
         for (key, answer) in &answers {
             let again = clients
-                .hold(
-                    &survivor.base,
-                    "alice",
-                    event.id,
-                    &[event.seats[key[6..].parse::<usize>().unwrap()]],
-                    key,
-                )
+                .hold(&survivor.base, "alice", event.id, &[event.seats[key[6..].parse::<usize>().unwrap()]], key)
                 .await
                 .unwrap();
-            assert_eq!(
-                again.body, answer.body,
-                "{fault}: the same answer every time"
-            );
+            assert_eq!(again.body, answer.body, "{fault}: the same answer every time");
             assert_eq!(again.header("idempotent-replayed"), Some("true"));
         }
-        assert_eq!(
-            count(&db, "select count(*) from holds").await,
-            10,
-            "{fault}: exactly one effect per request"
-        );
-        assert_eq!(
-            count(&db, "select count(*) from seats where hold_id is not null").await,
-            10
-        );
+        assert_eq!(count(&db, "select count(*) from holds").await, 10, "{fault}: exactly one effect per request");
+        assert_eq!(count(&db, "select count(*) from seats where hold_id is not null").await, 10);
         assert_invariants(&db).await;
     }
 }
@@ -350,33 +244,18 @@ async fn one_key_sent_to_three_instances_at_once_executes_once() {
             let (clients, seats, key) = (&clients, seats.clone(), key.clone());
             (0..3).map(move |_| {
                 let (seats, key) = (seats.clone(), key.clone());
-                async move {
-                    clients
-                        .hold(&instance.base, "alice", event.id, &seats, &key)
-                        .await
-                        .unwrap()
-                }
+                async move { clients.hold(&instance.base, "alice", event.id, &seats, &key).await.unwrap() }
             })
         }))
         .await;
-        let created: Vec<&Res> = responses
-            .iter()
-            .filter(|r| r.status == StatusCode::CREATED)
-            .collect();
+        let created: Vec<&Res> = responses.iter().filter(|r| r.status == StatusCode::CREATED).collect();
         assert!(!created.is_empty(), "round {round}: {responses:?}");
-        assert!(
-            created.iter().all(|r| r.body == created[0].body),
-            "round {round}: identical answers"
-        );
+        assert!(created.iter().all(|r| r.body == created[0].body), "round {round}: identical answers");
         for r in responses.iter().filter(|r| r.status != StatusCode::CREATED) {
             r.assert_problem(409, "IDEMPOTENCY_IN_PROGRESS");
         }
     }
-    assert_eq!(
-        count(&db, "select count(*) from holds").await,
-        10,
-        "one execution per key"
-    );
+    assert_eq!(count(&db, "select count(*) from holds").await, 10, "one execution per key");
     assert_invariants(&db).await;
 }
 
@@ -389,25 +268,13 @@ async fn hold_traffic(
     requests: usize,
     workers: usize,
 ) -> Vec<Result<Res, String>> {
-    let (clients, bases, event_id, seats) = (
-        clients.clone(),
-        bases.to_vec(),
-        event.id,
-        event.seats.clone(),
-    );
+    let (clients, bases, event_id, seats) = (clients.clone(), bases.to_vec(), event.id, event.seats.clone());
     let batch = Uuid::new_v4().simple().to_string();
     run_load(requests, workers, move |i| {
-        let (clients, base, seat) = (
-            clients.clone(),
-            bases[i % bases.len()].clone(),
-            seats[(i * 7) % seats.len()],
-        );
+        let (clients, base, seat) = (clients.clone(), bases[i % bases.len()].clone(), seats[(i * 7) % seats.len()]);
         let key = format!("load-{batch}-{i}");
         async move {
-            clients
-                .hold(&base, &format!("user-{}", i % 40), event_id, &[seat], &key)
-                .await
-                .map_err(|e| e.to_string())
+            clients.hold(&base, &format!("user-{}", i % 40), event_id, &[seat], &key).await.map_err(|e| e.to_string())
         }
     })
     .await
@@ -420,10 +287,7 @@ fn assert_only_expected(answers: &[Result<Res, String>], allowed_5xx: &[&str]) {
         let res = answer.as_ref().unwrap_or_else(|e| panic!("no answer: {e}"));
         match res.status.as_u16() {
             201 => {}
-            409 => assert!(
-                ["SEAT_UNAVAILABLE", "SEAT_LOCKED"].contains(&res.code()),
-                "{res:?}"
-            ),
+            409 => assert!(["SEAT_UNAVAILABLE", "SEAT_LOCKED"].contains(&res.code()), "{res:?}"),
             503 | 504 => assert!(allowed_5xx.contains(&res.code()), "{res:?}"),
             _ => panic!("unexpected answer {res:?}"),
         }
@@ -432,16 +296,9 @@ fn assert_only_expected(answers: &[Result<Res, String>], allowed_5xx: &[&str]) {
 
 /// What clients were told is true: every 201 hold exists, held, on its seat.
 async fn assert_told_truth(db: &PgPool, answers: &[Result<Res, String>]) {
-    for res in answers
-        .iter()
-        .flatten()
-        .filter(|r| r.status == StatusCode::CREATED)
-    {
-        let exists: i64 = sqlx::query_scalar("select count(*) from holds where id = $1")
-            .bind(res.id())
-            .fetch_one(db)
-            .await
-            .unwrap();
+    for res in answers.iter().flatten().filter(|r| r.status == StatusCode::CREATED) {
+        let exists: i64 =
+            sqlx::query_scalar("select count(*) from holds where id = $1").bind(res.id()).fetch_one(db).await.unwrap();
         assert_eq!(exists, 1, "a 201 hold is missing: {res:?}");
     }
 }
@@ -471,19 +328,9 @@ async fn redis_nodes_lost_and_restarted_empty_under_load_never_double_sell() {
     answers.extend(hold_traffic(&clients, &bases, &event, 150, 8).await);
 
     assert_only_expected(&answers, &["LOCK_UNAVAILABLE"]);
-    let created = answers
-        .iter()
-        .flatten()
-        .filter(|r| r.status == StatusCode::CREATED)
-        .count();
-    assert_eq!(
-        created as i64,
-        count(&db, "select count(*) from holds").await
-    );
-    assert_eq!(
-        created, 30,
-        "each seat held exactly once (holds last 10 minutes): {created}"
-    );
+    let created = answers.iter().flatten().filter(|r| r.status == StatusCode::CREATED).count();
+    assert_eq!(created as i64, count(&db, "select count(*) from holds").await);
+    assert_eq!(created, 30, "each seat held exactly once (holds last 10 minutes): {created}");
     assert_told_truth(&db, &answers).await;
     assert_invariants(&db).await;
 }
@@ -494,24 +341,12 @@ async fn redis_nodes_lost_and_restarted_empty_under_load_never_double_sell() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_and_blackholed_redis_nodes_cannot_hang_a_request() {
     let redis = RedisCluster::start(3);
-    let proxies = [
-        FaultProxy::start(redis.nodes[1].port).await,
-        FaultProxy::start(redis.nodes[2].port).await,
-    ];
-    let urls = format!(
-        "{},{},{}",
-        redis.nodes[0].url(),
-        proxies[0].url(),
-        proxies[1].url()
-    );
+    let proxies = [FaultProxy::start(redis.nodes[1].port).await, FaultProxy::start(redis.nodes[2].port).await];
+    let urls = format!("{},{},{}", redis.nodes[0].url(), proxies[0].url(), proxies[1].url());
     let database = TestDatabase::create().await;
     let env = shared_env(&database.url, &urls, &prefix());
     // 100 ms per node call, 1 retry: the worst acquisition is about 2 × 100 ms + the retry delay.
-    let instance = Instance::spawn(
-        &env,
-        &[("REDIS_TIMEOUT_MS", "100"), ("REDLOCK_RETRY_COUNT", "1")],
-    )
-    .await;
+    let instance = Instance::spawn(&env, &[("REDIS_TIMEOUT_MS", "100"), ("REDLOCK_RETRY_COUNT", "1")]).await;
     let clients = Clients::new();
     let event = clients.create_event(&instance.base, 40).await;
     let db = PgPool::connect(&database.url).await.unwrap();
@@ -521,14 +356,9 @@ async fn slow_and_blackholed_redis_nodes_cannot_hang_a_request() {
     for fault in [Fault::Latency(Duration::from_millis(200)), Fault::Blackhole] {
         proxies[0].set(fault);
         for _ in 0..5 {
-            let (res, took) = timed(clients.hold(
-                &instance.base,
-                "alice",
-                event.id,
-                &[event.seats[seat]],
-                &format!("k-{seat}"),
-            ))
-            .await;
+            let (res, took) =
+                timed(clients.hold(&instance.base, "alice", event.id, &[event.seats[seat]], &format!("k-{seat}")))
+                    .await;
             let res = res.unwrap();
             assert_eq!(res.status, StatusCode::CREATED, "{fault:?}: {res:?}");
             assert!(took < bound, "{fault:?}: took {took:?}");
@@ -537,20 +367,13 @@ async fn slow_and_blackholed_redis_nodes_cannot_hang_a_request() {
     }
     proxies[1].set(Fault::Blackhole);
     for _ in 0..5 {
-        let (res, took) = timed(clients.hold(
-            &instance.base,
-            "alice",
-            event.id,
-            &[event.seats[seat]],
-            &format!("k-{seat}"),
-        ))
-        .await;
+        let (res, took) =
+            timed(clients.hold(&instance.base, "alice", event.id, &[event.seats[seat]], &format!("k-{seat}"))).await;
         res.unwrap().assert_problem(503, "LOCK_UNAVAILABLE");
         assert!(took < bound, "two sick nodes: took {took:?}");
         seat += 1;
     }
-    let (ready, took) =
-        timed(clients.send(&instance.base, Method::GET, "/ready", "x", None, None)).await;
+    let (ready, took) = timed(clients.send(&instance.base, Method::GET, "/ready", "x", None, None)).await;
     ready.unwrap().assert_problem(503, "NOT_READY");
     assert!(took < bound, "/ready took {took:?}");
 
@@ -560,16 +383,7 @@ async fn slow_and_blackholed_redis_nodes_cannot_hang_a_request() {
         clients.ready(&instance.base).await == Some(StatusCode::OK)
     })
     .await;
-    let res = clients
-        .hold(
-            &instance.base,
-            "alice",
-            event.id,
-            &[event.seats[seat]],
-            "after",
-        )
-        .await
-        .unwrap();
+    let res = clients.hold(&instance.base, "alice", event.id, &[event.seats[seat]], "after").await.unwrap();
     assert_eq!(res.status, StatusCode::CREATED, "{res:?}");
     assert_eq!(count(&db, "select count(*) from holds").await, 11);
     assert_invariants(&db).await;
@@ -583,26 +397,14 @@ async fn a_postgres_crash_restart_under_load_is_survived_without_a_restart() {
     let redis = RedisCluster::start(3);
     let pg = PgCluster::start();
     let env = shared_env(&pg.url(), &redis.urls(), &prefix());
-    let instance = Instance::spawn(
-        &env,
-        &[
-            ("DATABASE_ACQUIRE_TIMEOUT_MS", "500"),
-            ("IDEMPOTENCY_LEASE_SECONDS", "1"),
-        ],
-    )
-    .await;
+    let instance =
+        Instance::spawn(&env, &[("DATABASE_ACQUIRE_TIMEOUT_MS", "500"), ("IDEMPOTENCY_LEASE_SECONDS", "1")]).await;
     let clients = Clients::new();
     let event = clients.create_event(&instance.base, 30).await;
     let bases = [instance.base.clone()];
 
     let load = {
-        let (clients, event) = (
-            clients.clone(),
-            Event {
-                id: event.id,
-                seats: event.seats.clone(),
-            },
-        );
+        let (clients, event) = (clients.clone(), Event { id: event.id, seats: event.seats.clone() });
         tokio::spawn(async move { hold_traffic(&clients, &bases, &event, 400, 6).await })
     };
     let db_url = pg.url();
@@ -614,58 +416,38 @@ async fn a_postgres_crash_restart_under_load_is_survived_without_a_restart() {
     })
     .await;
     pg.stop_immediate();
-    eventually(
-        "/ready reports the outage",
-        Duration::from_secs(10),
-        || async { clients.ready(&instance.base).await == Some(StatusCode::SERVICE_UNAVAILABLE) },
-    )
+    eventually("/ready reports the outage", Duration::from_secs(10), || async {
+        clients.ready(&instance.base).await == Some(StatusCode::SERVICE_UNAVAILABLE)
+    })
     .await;
-    let during = clients
-        .hold(
-            &instance.base,
-            "alice",
-            event.id,
-            &[event.seats[0]],
-            "during-outage",
-        )
-        .await
-        .unwrap();
+    let during = clients.hold(&instance.base, "alice", event.id, &[event.seats[0]], "during-outage").await.unwrap();
     assert!([503, 504].contains(&during.status.as_u16()), "{during:?}");
-    assert_eq!(
-        during.header("content-type"),
-        Some("application/problem+json")
-    );
+    assert_eq!(during.header("content-type"), Some("application/problem+json"));
     pg.start_server();
-    eventually(
-        "/ready recovers without restarting holdfast",
-        Duration::from_secs(30),
-        || async { clients.ready(&instance.base).await == Some(StatusCode::OK) },
-    )
+    eventually("/ready recovers without restarting holdfast", Duration::from_secs(30), || async {
+        clients.ready(&instance.base).await == Some(StatusCode::OK)
+    })
     .await;
 
     let answers = load.await.unwrap();
-    assert_only_expected(
-        &answers,
-        &["DATABASE_UNAVAILABLE", "TIMEOUT", "LOCK_UNAVAILABLE"],
-    );
+    assert_only_expected(&answers, &["DATABASE_UNAVAILABLE", "TIMEOUT", "LOCK_UNAVAILABLE"]);
     let db = PgPool::connect(&pg.url()).await.unwrap();
     assert_told_truth(&db, &answers).await;
     // Nothing half-written: every hold row has its seats, and every seat's hold exists.
-    assert_eq!(count(&db, "select count(*) from holds h where not exists (select 1 from hold_seats hs where hs.hold_id = h.id)").await, 0);
+    assert_eq!(
+        count(
+            &db,
+            "select count(*) from holds h where not exists (select 1 from hold_seats hs where hs.hold_id = h.id)"
+        )
+        .await,
+        0
+    );
     eventually("stale in-flight records are recovered", Duration::from_secs(15), || async {
-        count(&db, "select count(*) from idempotency_records where state = 'IN_PROGRESS' and lease_until < now()").await == 0
+        count(&db, "select count(*) from idempotency_records where state = 'IN_PROGRESS' and lease_until < now()").await
+            == 0
     })
     .await;
-    let after = clients
-        .hold(
-            &instance.base,
-            "carol",
-            event.id,
-            &[event.seats[29]],
-            "after-restart",
-        )
-        .await
-        .unwrap();
+    let after = clients.hold(&instance.base, "carol", event.id, &[event.seats[29]], "after-restart").await.unwrap();
     assert!([201, 409].contains(&after.status.as_u16()), "{after:?}");
     assert_invariants(&db).await;
 }
@@ -677,14 +459,7 @@ async fn a_stalled_database_answers_within_bounds_and_writes_nothing() {
     let redis = RedisCluster::start(3);
     let database = TestDatabase::create().await;
     let env = shared_env(&database.url, &redis.urls(), &prefix());
-    let instance = Instance::spawn(
-        &env,
-        &[
-            ("DATABASE_LOCK_TIMEOUT_MS", "300"),
-            ("REQUEST_TIMEOUT_MS", "3000"),
-        ],
-    )
-    .await;
+    let instance = Instance::spawn(&env, &[("DATABASE_LOCK_TIMEOUT_MS", "300"), ("REQUEST_TIMEOUT_MS", "3000")]).await;
     let clients = Clients::new();
     let event = clients.create_event(&instance.base, 5).await;
     let db = PgPool::connect(&database.url).await.unwrap();
@@ -696,38 +471,16 @@ async fn a_stalled_database_answers_within_bounds_and_writes_nothing() {
         .await
         .unwrap();
     for i in 0..3 {
-        let (res, took) = timed(clients.hold(
-            &instance.base,
-            "alice",
-            event.id,
-            &[event.seats[i]],
-            &format!("stall-{i}"),
-        ))
-        .await;
+        let (res, took) =
+            timed(clients.hold(&instance.base, "alice", event.id, &[event.seats[i]], &format!("stall-{i}"))).await;
         let res = res.unwrap();
         res.assert_problem(504, "TIMEOUT");
-        assert!(
-            took < Duration::from_secs(3),
-            "answered within the request timeout: {took:?}"
-        );
+        assert!(took < Duration::from_secs(3), "answered within the request timeout: {took:?}");
     }
     assert_eq!(count(&db, "select count(*) from holds").await, 0);
     blocker.rollback().await.unwrap();
-    let res = clients
-        .hold(
-            &instance.base,
-            "alice",
-            event.id,
-            &[event.seats[0]],
-            "stall-0",
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        res.status,
-        StatusCode::CREATED,
-        "the same key runs again: {res:?}"
-    );
+    let res = clients.hold(&instance.base, "alice", event.id, &[event.seats[0]], "stall-0").await.unwrap();
+    assert_eq!(res.status, StatusCode::CREATED, "the same key runs again: {res:?}");
     assert_invariants(&db).await;
 }
 
@@ -747,44 +500,23 @@ async fn a_stampede_of_a_thousand_on_one_seat_across_three_instances_has_one_win
     let seat = event.seats[0];
 
     let bases: Vec<String> = instances.iter().map(|i| i.base.clone()).collect();
-    let answers = run_load(1000, 1000, {
-        let clients = clients.clone();
-        move |i| {
-            let (clients, base) = (clients.clone(), bases[i % 3].clone());
-            async move {
-                timed(clients.hold(
-                    &base,
-                    &format!("fan-{i}"),
-                    event.id,
-                    &[seat],
-                    &format!("stampede-{i}"),
-                ))
-                .await
+    let answers =
+        run_load(1000, 1000, {
+            let clients = clients.clone();
+            move |i| {
+                let (clients, base) = (clients.clone(), bases[i % 3].clone());
+                async move {
+                    timed(clients.hold(&base, &format!("fan-{i}"), event.id, &[seat], &format!("stampede-{i}"))).await
+                }
             }
-        }
-    })
-    .await;
+        })
+        .await;
     let mut latencies: Vec<Duration> = answers.iter().map(|(_, took)| *took).collect();
     latencies.sort();
-    let statuses: Vec<u16> = answers
-        .iter()
-        .map(|(res, _)| {
-            res.as_ref()
-                .expect("every client is answered")
-                .status
-                .as_u16()
-        })
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 201).count(),
-        1,
-        "exactly one winner"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 409).count(),
-        999,
-        "everyone else hears 409"
-    );
+    let statuses: Vec<u16> =
+        answers.iter().map(|(res, _)| res.as_ref().expect("every client is answered").status.as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "exactly one winner");
+    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 999, "everyone else hears 409");
     eprintln!(
         "stampede latency: p50 {:?}, p99 {:?}, max {:?}",
         latencies[latencies.len() / 2],
@@ -804,11 +536,7 @@ async fn scale_out_behind_haproxy_survives_losing_an_instance() {
     let redis = RedisCluster::start(3);
     let database = TestDatabase::create().await;
     let env = shared_env(&database.url, &redis.urls(), &prefix());
-    let quick = [
-        ("IDEMPOTENCY_LEASE_SECONDS", "2"),
-        ("REDLOCK_TTL_MS", "1000"),
-        ("REDLOCK_COMMIT_MARGIN_MS", "200"),
-    ];
+    let quick = [("IDEMPOTENCY_LEASE_SECONDS", "2"), ("REDLOCK_TTL_MS", "1000"), ("REDLOCK_COMMIT_MARGIN_MS", "200")];
     let mut instances = Vec::new();
     for _ in 0..3 {
         instances.push(Instance::spawn(&env, &quick).await);
@@ -819,14 +547,8 @@ async fn scale_out_behind_haproxy_survives_losing_an_instance() {
     let db = PgPool::connect(&database.url).await.unwrap();
 
     let load = {
-        let (clients, base, event) = (
-            clients.clone(),
-            lb.base.clone(),
-            Event {
-                id: event.id,
-                seats: event.seats.clone(),
-            },
-        );
+        let (clients, base, event) =
+            (clients.clone(), lb.base.clone(), Event { id: event.id, seats: event.seats.clone() });
         tokio::spawn(async move {
             run_load(300, 6, move |i| {
                 let (clients, base, seat) = (clients.clone(), base.clone(), event.seats[i % 60]);
@@ -835,16 +557,9 @@ async fn scale_out_behind_haproxy_survives_losing_an_instance() {
                     // A client that is cut off (502/503 from the balancer, or a reset) retries its key.
                     let deadline = Instant::now() + Duration::from_secs(30);
                     loop {
-                        match clients
-                            .hold(&base, &format!("user-{i}"), event.id, &[seat], &key)
-                            .await
-                        {
-                            Ok(res)
-                                if res.status.is_client_error()
-                                    || res.status == StatusCode::CREATED =>
-                            {
-                                if !["IDEMPOTENCY_IN_PROGRESS", "SEAT_LOCKED"].contains(&res.code())
-                                {
+                        match clients.hold(&base, &format!("user-{i}"), event.id, &[seat], &key).await {
+                            Ok(res) if res.status.is_client_error() || res.status == StatusCode::CREATED => {
+                                if !["IDEMPOTENCY_IN_PROGRESS", "SEAT_LOCKED"].contains(&res.code()) {
                                     return (key, res);
                                 }
                             }
@@ -866,35 +581,15 @@ async fn scale_out_behind_haproxy_survives_losing_an_instance() {
     let answers = load.await.unwrap();
 
     assert_eq!(answers.len(), 300);
-    let created: HashMap<String, Res> = answers
-        .into_iter()
-        .filter(|(_, r)| r.status == StatusCode::CREATED)
-        .collect();
+    let created: HashMap<String, Res> = answers.into_iter().filter(|(_, r)| r.status == StatusCode::CREATED).collect();
     assert_eq!(created.len(), 60, "each of the 60 seats held once");
-    assert_eq!(
-        count(&db, "select count(*) from holds").await,
-        60,
-        "one effect per settled request"
-    );
+    assert_eq!(count(&db, "select count(*) from holds").await, 60, "one effect per settled request");
 
     // The balancer has dropped the dead instance: a run of requests all succeed.
     for i in 0..30 {
-        let res = clients
-            .send(
-                &lb.base,
-                Method::GET,
-                &format!("/v1/events/{}", event.id),
-                "x",
-                None,
-                None,
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            res.status,
-            StatusCode::OK,
-            "request {i} after the kill: {res:?}"
-        );
+        let res =
+            clients.send(&lb.base, Method::GET, &format!("/v1/events/{}", event.id), "x", None, None).await.unwrap();
+        assert_eq!(res.status, StatusCode::OK, "request {i} after the kill: {res:?}");
     }
     // Background work does not depend on the dead instance: a short hold still expires.
     let extra = clients.create_event(&lb.base, 1).await;
@@ -911,18 +606,14 @@ async fn scale_out_behind_haproxy_survives_losing_an_instance() {
         .unwrap();
     assert_eq!(short.status, StatusCode::CREATED, "{short:?}");
     let short_id = short.id();
-    eventually(
-        "a survivor's sweeper expires the hold",
-        Duration::from_secs(15),
-        || async {
-            sqlx::query_scalar::<_, String>("select status from holds where id = $1")
-                .bind(short_id)
-                .fetch_one(&db)
-                .await
-                .unwrap()
-                == "EXPIRED"
-        },
-    )
+    eventually("a survivor's sweeper expires the hold", Duration::from_secs(15), || async {
+        sqlx::query_scalar::<_, String>("select status from holds where id = $1")
+            .bind(short_id)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+            == "EXPIRED"
+    })
     .await;
     assert_invariants(&db).await;
 }

@@ -18,11 +18,7 @@ use uuid::Uuid;
 use crate::helpers::{JWT_SECRET, eventually};
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -70,25 +66,12 @@ impl Instance {
             command.env(k, v);
         }
         let child = command.spawn().expect("the holdfast binary starts");
-        let instance = Self {
-            port,
-            base: format!("http://127.0.0.1:{port}"),
-            child: Some(child),
-        };
+        let instance = Self { port, base: format!("http://127.0.0.1:{port}"), child: Some(child) };
         let client = reqwest::Client::new();
         let health = format!("{}/health", instance.base);
-        eventually(
-            "the instance serves /health",
-            Duration::from_secs(30),
-            || async {
-                client
-                    .get(&health)
-                    .send()
-                    .await
-                    .map(|r| r.status().is_success())
-                    .unwrap_or(false)
-            },
-        )
+        eventually("the instance serves /health", Duration::from_secs(30), || async {
+            client.get(&health).send().await.map(|r| r.status().is_success()).unwrap_or(false)
+        })
         .await;
         instance
     }
@@ -132,47 +115,25 @@ pub struct PgCluster {
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 
 impl PgCluster {
     pub fn start() -> Self {
-        let bindir = std::env::var("HOLDFAST_PG_BINDIR")
-            .expect("HOLDFAST_PG_BINDIR is set by scripts/test.sh");
+        let bindir = std::env::var("HOLDFAST_PG_BINDIR").expect("HOLDFAST_PG_BINDIR is set by scripts/test.sh");
         let dir = std::env::temp_dir().join(format!("holdfast-pg-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let cluster = Self {
-            port: free_port(),
-            dir,
-            bindir,
-        };
+        let cluster = Self { port: free_port(), dir, bindir };
         if is_root() {
             // Postgres refuses to run as root: the cluster belongs to the postgres user.
             assert!(
-                Command::new("chown")
-                    .args(["postgres", cluster.dir.to_str().unwrap()])
-                    .status()
-                    .unwrap()
-                    .success()
+                Command::new("chown").args(["postgres", cluster.dir.to_str().unwrap()]).status().unwrap().success()
             );
         }
         let data = cluster.dir.join("data");
         let status = cluster
             .pg_command("initdb")
-            .args([
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ])
+            .args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -229,14 +190,7 @@ impl PgCluster {
         let data = self.dir.join("data");
         let _ = self
             .pg_command("pg_ctl")
-            .args([
-                "-D",
-                data.to_str().unwrap(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ])
+            .args(["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"])
             .stdout(Stdio::null())
             .status();
     }
@@ -298,8 +252,7 @@ impl FaultProxy {
             while let Ok((client, _)) = listener.accept().await {
                 let fault = shared.clone();
                 tokio::spawn(async move {
-                    let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)).await
-                    else {
+                    let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)).await else {
                         return;
                     };
                     let (client_read, client_write) = client.into_split();
@@ -377,13 +330,9 @@ pub struct Haproxy {
 impl Haproxy {
     pub async fn start(backends: &[u16]) -> Self {
         let port = free_port();
-        let servers: String = backends
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("    server s{i} 127.0.0.1:{p} check\n"))
-            .collect();
-        let config =
-            std::env::temp_dir().join(format!("holdfast-haproxy-{}.cfg", Uuid::new_v4().simple()));
+        let servers: String =
+            backends.iter().enumerate().map(|(i, p)| format!("    server s{i} 127.0.0.1:{p} check\n")).collect();
+        let config = std::env::temp_dir().join(format!("holdfast-haproxy-{}.cfg", Uuid::new_v4().simple()));
         std::fs::write(
             &config,
             format!(
@@ -402,25 +351,12 @@ impl Haproxy {
             .stderr(Stdio::null())
             .spawn()
             .expect("haproxy is installed (scripts/dev-env.sh installs it)");
-        let proxy = Self {
-            base: format!("http://127.0.0.1:{port}"),
-            child,
-            config,
-        };
+        let proxy = Self { base: format!("http://127.0.0.1:{port}"), child, config };
         let client = reqwest::Client::new();
         let health = format!("{}/health", proxy.base);
-        eventually(
-            "haproxy forwards /health",
-            Duration::from_secs(15),
-            || async {
-                client
-                    .get(&health)
-                    .send()
-                    .await
-                    .map(|r| r.status().is_success())
-                    .unwrap_or(false)
-            },
-        )
+        eventually("haproxy forwards /health", Duration::from_secs(15), || async {
+            client.get(&health).send().await.map(|r| r.status().is_success()).unwrap_or(false)
+        })
         .await;
         proxy
     }

@@ -16,41 +16,16 @@ async fn a_hundred_concurrent_holds_on_one_seat_produce_exactly_one_hold() {
 
     let responses = join_all((0..100).map(|i| {
         let app = app.clone();
-        async move {
-            app.hold(
-                &format!("user-{i}"),
-                event.id,
-                &[seat],
-                &Uuid::new_v4().to_string(),
-            )
-            .await
-        }
+        async move { app.hold(&format!("user-{i}"), event.id, &[seat], &Uuid::new_v4().to_string()).await }
     }))
     .await;
 
-    let created = responses
-        .iter()
-        .filter(|r| r.status == StatusCode::CREATED)
-        .count();
-    let conflicts = responses
-        .iter()
-        .filter(|r| r.status == StatusCode::CONFLICT)
-        .count();
-    assert_eq!(
-        created,
-        1,
-        "exactly one hold wins: {:?}",
-        responses.iter().map(|r| r.status).collect::<Vec<_>>()
-    );
+    let created = responses.iter().filter(|r| r.status == StatusCode::CREATED).count();
+    let conflicts = responses.iter().filter(|r| r.status == StatusCode::CONFLICT).count();
+    assert_eq!(created, 1, "exactly one hold wins: {:?}", responses.iter().map(|r| r.status).collect::<Vec<_>>());
     assert_eq!(conflicts, 99, "every other request is refused with 409");
-    for loser in responses
-        .iter()
-        .filter(|r| r.status == StatusCode::CONFLICT)
-    {
-        assert!(
-            ["SEAT_UNAVAILABLE", "SEAT_LOCKED"].contains(&loser.code()),
-            "{loser:?}"
-        );
+    for loser in responses.iter().filter(|r| r.status == StatusCode::CONFLICT) {
+        assert!(["SEAT_UNAVAILABLE", "SEAT_LOCKED"].contains(&loser.code()), "{loser:?}");
     }
     let holds_on_seat: i64 = sqlx::query_scalar("select count(*) from hold_seats hs join holds h on h.id = hs.hold_id where hs.seat_id = $1 and h.status = 'HELD'")
         .bind(seat)
@@ -69,26 +44,14 @@ async fn fifty_concurrent_holds_on_fifty_different_seats_all_succeed() {
     let responses = join_all(event.seats.iter().take(50).enumerate().map(|(i, seat)| {
         let app = app.clone();
         let seat = *seat;
-        async move {
-            app.hold(
-                &format!("user-{i}"),
-                event.id,
-                &[seat],
-                &Uuid::new_v4().to_string(),
-            )
-            .await
-        }
+        async move { app.hold(&format!("user-{i}"), event.id, &[seat], &Uuid::new_v4().to_string()).await }
     }))
     .await;
 
     for response in &responses {
         assert_eq!(response.status, StatusCode::CREATED, "{response:?}");
     }
-    assert_eq!(
-        app.count("select count(*) from seats where hold_id is not null")
-            .await,
-        50
-    );
+    assert_eq!(app.count("select count(*) from seats where hold_id is not null").await, 50);
     app.assert_invariants().await;
 }
 
@@ -101,47 +64,23 @@ async fn two_overlapping_multi_seat_holds_racing_never_split_a_hold() {
         let (a, b) = (event.seats[..3].to_vec(), event.seats[1..4].to_vec()); // share seats 1 and 2
 
         let (key_a, key_b) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
-        let (first, second) = tokio::join!(
-            app.hold("alice", event.id, &a, &key_a),
-            app.hold("bob", event.id, &b, &key_b)
-        );
-        let winners = [&first, &second]
-            .iter()
-            .filter(|r| r.status == StatusCode::CREATED)
-            .count();
-        assert_eq!(
-            winners, 1,
-            "round {round}: one wins whole: {first:?} {second:?}"
-        );
-        let loser = if first.status == StatusCode::CREATED {
-            &second
-        } else {
-            &first
-        };
-        assert_eq!(
-            loser.status,
-            StatusCode::CONFLICT,
-            "round {round}: {loser:?}"
-        );
+        let (first, second) =
+            tokio::join!(app.hold("alice", event.id, &a, &key_a), app.hold("bob", event.id, &b, &key_b));
+        let winners = [&first, &second].iter().filter(|r| r.status == StatusCode::CREATED).count();
+        assert_eq!(winners, 1, "round {round}: one wins whole: {first:?} {second:?}");
+        let loser = if first.status == StatusCode::CREATED { &second } else { &first };
+        assert_eq!(loser.status, StatusCode::CONFLICT, "round {round}: {loser:?}");
 
-        let winner_seats = if first.status == StatusCode::CREATED {
-            &a
-        } else {
-            &b
-        };
-        let held: Vec<Uuid> = sqlx::query_scalar(
-            "select id from seats where event_id = $1 and hold_id is not null order by id",
-        )
-        .bind(event.id)
-        .fetch_all(&app.db)
-        .await
-        .unwrap();
+        let winner_seats = if first.status == StatusCode::CREATED { &a } else { &b };
+        let held: Vec<Uuid> =
+            sqlx::query_scalar("select id from seats where event_id = $1 and hold_id is not null order by id")
+                .bind(event.id)
+                .fetch_all(&app.db)
+                .await
+                .unwrap();
         let mut expected = winner_seats.clone();
         expected.sort();
-        assert_eq!(
-            held, expected,
-            "round {round}: only the winner's seats are held, all of them"
-        );
+        assert_eq!(held, expected, "round {round}: only the winner's seats are held, all of them");
     }
     app.assert_invariants().await;
 }
@@ -151,57 +90,48 @@ async fn two_overlapping_multi_seat_holds_racing_never_split_a_hold() {
 /// into Postgres: the conditional UPDATE and constraints still allow only one sale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lock_that_expires_mid_transaction_still_cannot_double_sell() {
-    let app = Arc::new(
-        spawn_app_with(|c| {
-            c.redlock_ttl_ms = 200;
-            c.redlock_commit_margin_ms = 20;
-            c.redlock_retry_count = 20;
-            c.redlock_retry_delay_ms = 50;
-            c.fault_pre_commit_delay_ms = 600; // three lock lifetimes
-        })
-        .await,
-    );
-    let event = app.create_event(1, 1, 4).await;
-    let seat = event.seats[0];
-
-    let path = format!("/v1/events/{}/bookings", event.id);
-    let body = serde_json::json!({ "seat_ids": [seat] });
-    let (first, second) = tokio::join!(app.post(&path, "alice", "first", &body), async {
-        // Start the second once the first sits inside its open transaction, past its checks.
-        eventually("the first request is paused before COMMIT", std::time::Duration::from_secs(10), || async {
-                app.count("select count(*) from pg_stat_activity where datname = current_database() and state = 'idle in transaction'").await >= 1
+    // Both write paths that claim free seats: a hold, and a direct booking.
+    for (kind, live_claims) in [
+        ("holds", "select count(*) from seats where hold_id is not null"),
+        ("bookings", "select count(*) from booking_seats where active"),
+    ] {
+        let app = Arc::new(
+            spawn_app_with(|c| {
+                c.redlock_ttl_ms = 200;
+                c.redlock_commit_margin_ms = 20;
+                c.redlock_retry_count = 20;
+                c.redlock_retry_delay_ms = 50;
+                c.fault_pre_commit_delay_ms = 600; // three lock lifetimes
+            })
+            .await,
+        );
+        let event = app.create_event(1, 1, 4).await;
+        let path = format!("/v1/events/{}/{kind}", event.id);
+        let body = serde_json::json!({ "seat_ids": [event.seats[0]] });
+        let (first, second) = tokio::join!(app.post(&path, "alice", "first", &body), async {
+            // Start the second once the first sits inside its open transaction, past its checks.
+            eventually("the first request is paused before COMMIT", std::time::Duration::from_secs(10), || async {
+                app.count("select count(*) from pg_stat_activity where datname = current_database() and state = 'idle in transaction'")
+                    .await
+                    >= 1
             })
             .await;
-        app.post(&path, "bob", "second", &body).await
-    },);
-    let statuses = [first.status, second.status];
-    assert_eq!(
-        statuses
-            .iter()
-            .filter(|s| **s == StatusCode::CREATED)
-            .count(),
-        1,
-        "{first:?} {second:?}"
-    );
-    let loser = if first.status == StatusCode::CREATED {
-        &second
-    } else {
-        &first
-    };
-    assert!(
-        loser.status == StatusCode::CONFLICT || loser.status == StatusCode::SERVICE_UNAVAILABLE,
-        "the loser hears 409 or a retryable 503, never 201: {loser:?}"
-    );
-    if first.status == StatusCode::CREATED {
-        // The second got the lock after it lapsed: Postgres alone turned it away.
-        second.assert_problem(409, "SEAT_UNAVAILABLE");
+            app.post(&path, "bob", "second", &body).await
+        });
+        let created = [first.status, second.status].iter().filter(|s| **s == StatusCode::CREATED).count();
+        assert_eq!(created, 1, "{kind}: {first:?} {second:?}");
+        let loser = if first.status == StatusCode::CREATED { &second } else { &first };
+        assert!(
+            loser.status == StatusCode::CONFLICT || loser.status == StatusCode::SERVICE_UNAVAILABLE,
+            "{kind}: the loser hears 409 or a retryable 503, never 201: {loser:?}"
+        );
+        if first.status == StatusCode::CREATED {
+            // The second got the lock after it lapsed: Postgres alone turned it away.
+            second.assert_problem(409, "SEAT_UNAVAILABLE");
+        }
+        assert_eq!(app.count(live_claims).await, 1, "{kind}");
+        app.assert_invariants().await;
     }
-    assert_eq!(
-        app.count("select count(*) from booking_seats where active")
-            .await,
-        1
-    );
-    app.assert_invariants().await;
 }
 
 /// With a commit margin just under the TTL, no acquisition (or extension) can leave enough
@@ -215,34 +145,14 @@ async fn a_transaction_refuses_to_commit_on_a_lock_with_too_little_validity_left
     })
     .await;
     let event = app.create_event(1, 1, 2).await;
-    let refused = app
-        .hold("alice", event.id, &[event.seats[0]], "short-lock")
-        .await;
+    let refused = app.hold("alice", event.id, &[event.seats[0]], "short-lock").await;
     refused.assert_problem(503, "LOCK_UNAVAILABLE");
     assert_eq!(app.count("select count(*) from holds").await, 0);
+    assert_eq!(app.count("select count(*) from seats where hold_id is not null").await, 0);
     assert_eq!(
-        app.count("select count(*) from seats where hold_id is not null")
-            .await,
-        0
-    );
-    assert_eq!(
-        app.count(
-            "select count(*) from idempotency_records where key = 'short-lock' and state = 'FAILED'"
-        )
-        .await,
+        app.count("select count(*) from idempotency_records where key = 'short-lock' and state = 'FAILED'").await,
         1
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("holdfast_commits_refused_total{reason=\"lock_validity\"}"),
-        "{metrics}"
-    );
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("holdfast_commits_refused_total{reason=\"lock_validity\"}"), "{metrics}");
 }

@@ -24,8 +24,7 @@ struct ConfigArgs {
 }
 
 fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} must be set: run the tests with scripts/test.sh"))
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set: run the tests with scripts/test.sh"))
 }
 
 /// The server's maintenance database URL (same server as DATABASE_URL, database `postgres`).
@@ -89,13 +88,8 @@ impl TestDatabase {
     pub async fn create() -> Self {
         let name = format!("holdfast_test_{}", Uuid::new_v4().simple());
         let admin = admin_url();
-        let mut conn = PgConnection::connect(&admin)
-            .await
-            .expect("connect to the test Postgres server");
-        sqlx::query(sqlx::AssertSqlSafe(format!("create database \"{name}\"")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        let mut conn = PgConnection::connect(&admin).await.expect("connect to the test Postgres server");
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database \"{name}\""))).execute(&mut conn).await.unwrap();
         conn.close().await.ok();
         let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
         Self { name, url }
@@ -107,16 +101,11 @@ impl Drop for TestDatabase {
         // Drop cannot await: use a thread with a runtime of its own.
         let (name, url) = (self.name.clone(), admin_url());
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
                 if let Ok(mut admin) = PgConnection::connect(&url).await {
                     let sql = format!("drop database if exists \"{name}\" with (force)");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut admin)
-                        .await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
                 }
             });
         })
@@ -129,9 +118,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let database = TestDatabase::create().await;
     let mut config = test_config(&database.url);
     configure(&mut config);
-    let app = Application::build(config)
-        .await
-        .expect("application builds");
+    let app = Application::build(config).await.expect("application builds");
     let addr = app.local_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -144,10 +131,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let db = PgPool::connect(&database.url).await.unwrap();
     TestApp {
         addr,
-        client: reqwest::Client::builder()
-            .pool_max_idle_per_host(200)
-            .build()
-            .unwrap(),
+        client: reqwest::Client::builder().pool_max_idle_per_host(200).build().unwrap(),
         db,
         jwt: JwtKeys::new(JWT_SECRET),
         database,
@@ -180,10 +164,7 @@ impl Res {
         self.body["code"].as_str().unwrap_or("")
     }
     pub fn id(&self) -> Uuid {
-        self.body["id"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no id in {self:?}"))
+        self.body["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no id in {self:?}"))
     }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
@@ -192,11 +173,7 @@ impl Res {
     pub fn assert_problem(&self, status: u16, code: &str) {
         assert_eq!(self.status.as_u16(), status, "{self:?}");
         assert_eq!(self.code(), code, "{self:?}");
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/problem+json"),
-            "{self:?}"
-        );
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{self:?}");
     }
 }
 
@@ -227,16 +204,8 @@ pub async fn read(response: reqwest::Response) -> Res {
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.bytes().await.unwrap_or_default();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-    };
-    Res {
-        status,
-        headers,
-        body,
-    }
+    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+    Res { status, headers, body }
 }
 
 pub struct Event {
@@ -250,15 +219,11 @@ impl TestApp {
     }
 
     pub fn token(&self, user: &str) -> String {
-        self.jwt
-            .mint(user, false, Duration::from_secs(3600))
-            .unwrap()
+        self.jwt.mint(user, false, Duration::from_secs(3600)).unwrap()
     }
 
     pub fn admin_token(&self) -> String {
-        self.jwt
-            .mint("admin", true, Duration::from_secs(3600))
-            .unwrap()
+        self.jwt.mint("admin", true, Duration::from_secs(3600)).unwrap()
     }
 
     /// Sends a request with an optional bearer token, Idempotency-Key and JSON body.
@@ -270,9 +235,7 @@ impl TestApp {
         key: Option<&str>,
         body: Option<&Value>,
     ) -> Res {
-        request(&self.client, method, &self.url(path), token, key, body)
-            .await
-            .expect("request reaches the server")
+        request(&self.client, method, &self.url(path), token, key, body).await.expect("request reaches the server")
     }
 
     pub async fn read(response: reqwest::Response) -> Res {
@@ -281,19 +244,11 @@ impl TestApp {
 
     pub async fn get(&self, path: &str, user: Option<&str>) -> Res {
         let token = user.map(|u| self.token(u));
-        self.send(Method::GET, path, token.as_deref(), None, None)
-            .await
+        self.send(Method::GET, path, token.as_deref(), None, None).await
     }
 
     pub async fn post(&self, path: &str, user: &str, key: &str, body: &Value) -> Res {
-        self.send(
-            Method::POST,
-            path,
-            Some(&self.token(user)),
-            Some(key),
-            Some(body),
-        )
-        .await
+        self.send(Method::POST, path, Some(&self.token(user)), Some(key), Some(body)).await
     }
 
     /// Creates an event of `sections × rows × per_row` seats and lists its seat ids in order.
@@ -304,19 +259,11 @@ impl TestApp {
             "layout": { "sections": sections, "rows": rows, "seats_per_row": per_row, "price_cents": 2500 },
         });
         let res = self
-            .send(
-                Method::POST,
-                "/v1/events",
-                Some(&self.admin_token()),
-                Some(&Uuid::new_v4().to_string()),
-                Some(&body),
-            )
+            .send(Method::POST, "/v1/events", Some(&self.admin_token()), Some(&Uuid::new_v4().to_string()), Some(&body))
             .await;
         assert_eq!(res.status, StatusCode::CREATED, "{res:?}");
         let id = res.id();
-        let seats = self
-            .get(&format!("/v1/events/{id}/seats?limit=10000"), None)
-            .await;
+        let seats = self.get(&format!("/v1/events/{id}/seats?limit=10000"), None).await;
         let seats = seats.body["seats"]
             .as_array()
             .unwrap()
@@ -327,34 +274,16 @@ impl TestApp {
     }
 
     pub async fn hold(&self, user: &str, event: Uuid, seats: &[Uuid], key: &str) -> Res {
-        self.post(
-            &format!("/v1/events/{event}/holds"),
-            user,
-            key,
-            &json!({ "seat_ids": seats }),
-        )
-        .await
+        self.post(&format!("/v1/events/{event}/holds"), user, key, &json!({ "seat_ids": seats })).await
     }
 
     pub async fn hold_with_ttl(&self, user: &str, event: Uuid, seats: &[Uuid], ttl: i64) -> Res {
         let body = json!({ "seat_ids": seats, "ttl_seconds": ttl });
-        self.post(
-            &format!("/v1/events/{event}/holds"),
-            user,
-            &Uuid::new_v4().to_string(),
-            &body,
-        )
-        .await
+        self.post(&format!("/v1/events/{event}/holds"), user, &Uuid::new_v4().to_string(), &body).await
     }
 
     pub async fn confirm(&self, user: &str, hold: Uuid) -> Res {
-        self.post(
-            &format!("/v1/holds/{hold}/confirm"),
-            user,
-            &Uuid::new_v4().to_string(),
-            &json!({}),
-        )
-        .await
+        self.post(&format!("/v1/holds/{hold}/confirm"), user, &Uuid::new_v4().to_string(), &json!({})).await
     }
 
     pub async fn count(&self, sql: &'static str) -> i64 {
@@ -366,43 +295,10 @@ impl TestApp {
     }
 }
 
-async fn count(db: &PgPool, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(db).await.unwrap()
-}
-
-/// The booking invariants, read straight from the database.
+/// The booking invariants (`holdfast::db::invariants`), read straight from the database.
 pub async fn assert_invariants(db: &PgPool) {
-    // No seat has two live sales.
-    let doubled =
-        count(db, "select count(*) from (select seat_id from booking_seats where active group by seat_id having count(*) > 1) d").await;
-    assert_eq!(doubled, 0, "a seat was sold twice");
-    // No seat has two live claims at once (the seat row holds at most one; a live hold
-    // and a booking never share a seat).
-    let both = count(
-        db,
-        "select count(*) from seats where hold_id is not null and booking_id is not null",
-    )
-    .await;
-    assert_eq!(both, 0, "a seat is both held and booked");
-    // Every live hold still claims every seat it was granted (what the client was told is true).
-    let broken_holds = count(
-        db,
-        "select count(*) from holds h join hold_seats hs on hs.hold_id = h.id join seats s on s.id = hs.seat_id
-          where h.status = 'HELD' and h.expires_at > now() and s.hold_id is distinct from h.id",
-    )
-    .await;
-    assert_eq!(broken_holds, 0, "a live hold lost a seat it was granted");
-    // Every confirmed booking still owns every seat it sold.
-    let broken_bookings = count(
-        db,
-        "select count(*) from bookings b join booking_seats bs on bs.booking_id = b.id join seats s on s.id = bs.seat_id
-          where b.status = 'CONFIRMED' and (not bs.active or s.booking_id is distinct from b.id)",
-    )
-    .await;
-    assert_eq!(broken_bookings, 0, "a confirmed booking lost a seat");
-    // No idempotency record is stuck IN_PROGRESS past its lease.
-    let stuck = count(db, "select count(*) from idempotency_records where state = 'IN_PROGRESS' and lease_until < now() - interval '5 seconds'").await;
-    assert_eq!(stuck, 0, "an idempotency record is stuck IN_PROGRESS");
+    let violations = holdfast::db::invariants::violations(db).await.unwrap();
+    assert!(violations.is_empty(), "invariants violated: {violations:?}");
 }
 
 /// Polls `check` until it returns true or the deadline passes.
@@ -428,19 +324,12 @@ pub struct RedisNode {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl RedisNode {
     pub fn start() -> Self {
-        let mut node = Self {
-            port: free_port(),
-            child: None,
-        };
+        let mut node = Self { port: free_port(), child: None };
         node.restart();
         node
     }
@@ -453,16 +342,7 @@ impl RedisNode {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "node already running");
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -470,10 +350,7 @@ impl RedisNode {
         self.child = Some(child);
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
+            assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -498,15 +375,9 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start(n: usize) -> Self {
-        Self {
-            nodes: (0..n).map(|_| RedisNode::start()).collect(),
-        }
+        Self { nodes: (0..n).map(|_| RedisNode::start()).collect() }
     }
     pub fn urls(&self) -> String {
-        self.nodes
-            .iter()
-            .map(RedisNode::url)
-            .collect::<Vec<_>>()
-            .join(",")
+        self.nodes.iter().map(RedisNode::url).collect::<Vec<_>>().join(",")
     }
 }

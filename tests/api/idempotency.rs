@@ -22,21 +22,11 @@ async fn ten_concurrent_requests_with_one_key_execute_once() {
     }))
     .await;
 
-    assert_eq!(
-        app.count("select count(*) from holds").await,
-        1,
-        "one execution, one hold"
-    );
-    let completed: Vec<_> = responses
-        .iter()
-        .filter(|r| r.status == StatusCode::CREATED)
-        .collect();
+    assert_eq!(app.count("select count(*) from holds").await, 1, "one execution, one hold");
+    let completed: Vec<_> = responses.iter().filter(|r| r.status == StatusCode::CREATED).collect();
     assert!(!completed.is_empty(), "{responses:?}");
     for response in &completed {
-        assert_eq!(
-            response.body, completed[0].body,
-            "every completed response is identical"
-        );
+        assert_eq!(response.body, completed[0].body, "every completed response is identical");
     }
     for other in responses.iter().filter(|r| r.status != StatusCode::CREATED) {
         other.assert_problem(409, "IDEMPOTENCY_IN_PROGRESS");
@@ -47,11 +37,7 @@ async fn ten_concurrent_requests_with_one_key_execute_once() {
     assert_eq!(replay.status, StatusCode::CREATED);
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
     assert_eq!(replay.body, completed[0].body);
-    assert_eq!(
-        app.count("select count(*) from idempotency_records where state = 'SUCCEEDED'")
-            .await,
-        2
-    ); // event + hold
+    assert_eq!(app.count("select count(*) from idempotency_records where state = 'SUCCEEDED'").await, 2); // event + hold
 }
 
 #[tokio::test]
@@ -59,21 +45,12 @@ async fn the_same_key_with_a_different_body_is_refused_with_422() {
     let app = spawn_app().await;
     let event = app.create_event(1, 1, 5).await;
     let key = Uuid::new_v4().to_string();
-    assert_eq!(
-        app.hold("alice", event.id, &[event.seats[0]], &key)
-            .await
-            .status,
-        StatusCode::CREATED
-    );
+    assert_eq!(app.hold("alice", event.id, &[event.seats[0]], &key).await.status, StatusCode::CREATED);
 
     let reused = app.hold("alice", event.id, &[event.seats[1]], &key).await;
     reused.assert_problem(422, "IDEMPOTENCY_KEY_REUSED");
     assert_eq!(app.count("select count(*) from holds").await, 1);
-    assert_eq!(
-        app.count("select count(*) from seats where hold_id is not null")
-            .await,
-        1
-    );
+    assert_eq!(app.count("select count(*) from seats where hold_id is not null").await, 1);
 }
 
 #[tokio::test]
@@ -84,37 +61,15 @@ async fn a_missing_or_invalid_key_is_400_and_nothing_is_written() {
     let body = json!({ "seat_ids": [event.seats[0]] });
     let token = app.token("alice");
 
-    let missing = app
-        .send(Method::POST, &path, Some(&token), None, Some(&body))
-        .await;
+    let missing = app.send(Method::POST, &path, Some(&token), None, Some(&body)).await;
     missing.assert_problem(400, "IDEMPOTENCY_KEY_MISSING");
-    let too_long = app
-        .send(
-            Method::POST,
-            &path,
-            Some(&token),
-            Some(&"k".repeat(256)),
-            Some(&body),
-        )
-        .await;
+    let too_long = app.send(Method::POST, &path, Some(&token), Some(&"k".repeat(256)), Some(&body)).await;
     too_long.assert_problem(400, "IDEMPOTENCY_KEY_INVALID");
-    let spaced = app
-        .send(
-            Method::POST,
-            &path,
-            Some(&token),
-            Some("a key"),
-            Some(&body),
-        )
-        .await;
+    let spaced = app.send(Method::POST, &path, Some(&token), Some("a key"), Some(&body)).await;
     spaced.assert_problem(400, "IDEMPOTENCY_KEY_INVALID");
 
     assert_eq!(app.count("select count(*) from holds").await, 0);
-    assert_eq!(
-        app.count("select count(*) from idempotency_records where key <> ''")
-            .await,
-        1
-    ); // the event's
+    assert_eq!(app.count("select count(*) from idempotency_records where key <> ''").await, 1); // the event's
 }
 
 #[tokio::test]
@@ -133,15 +88,9 @@ async fn whitespace_and_key_order_do_not_change_the_fingerprint() {
             .send()
     };
     let seat = event.seats[0];
-    let first = send(format!(r#"{{"seat_ids":["{seat}"],"ttl_seconds":60}}"#))
-        .await
-        .unwrap();
+    let first = send(format!(r#"{{"seat_ids":["{seat}"],"ttl_seconds":60}}"#)).await.unwrap();
     assert_eq!(first.status(), StatusCode::CREATED);
-    let second = send(format!(
-        "{{ \"ttl_seconds\" : 60,\n \"seat_ids\" : [ \"{seat}\" ] }}"
-    ))
-    .await
-    .unwrap();
+    let second = send(format!("{{ \"ttl_seconds\" : 60,\n \"seat_ids\" : [ \"{seat}\" ] }}")).await.unwrap();
     assert_eq!(second.status(), StatusCode::CREATED);
     assert_eq!(second.headers().get("idempotent-replayed").unwrap(), "true");
 }
@@ -154,11 +103,7 @@ async fn keys_belong_to_their_caller() {
     let alice = app.hold("alice", event.id, &[event.seats[0]], key).await;
     let bob = app.hold("bob", event.id, &[event.seats[1]], key).await;
     assert_eq!(alice.status, StatusCode::CREATED);
-    assert_eq!(
-        bob.status,
-        StatusCode::CREATED,
-        "bob's key is his own: {bob:?}"
-    );
+    assert_eq!(bob.status, StatusCode::CREATED, "bob's key is his own: {bob:?}");
     assert_ne!(alice.id(), bob.id());
 }
 
@@ -167,10 +112,7 @@ async fn a_business_conflict_is_stored_and_replayed() {
     let app = spawn_app().await;
     let event = app.create_event(1, 1, 5).await;
     let seat = event.seats[0];
-    assert_eq!(
-        app.hold("alice", event.id, &[seat], "a-1").await.status,
-        StatusCode::CREATED
-    );
+    assert_eq!(app.hold("alice", event.id, &[seat], "a-1").await.status, StatusCode::CREATED);
 
     let refused = app.hold("bob", event.id, &[seat], "b-1").await;
     refused.assert_problem(409, "SEAT_UNAVAILABLE");
@@ -178,28 +120,15 @@ async fn a_business_conflict_is_stored_and_replayed() {
 
     // Even after alice lets go, bob's retry with the same key hears the stored answer:
     // a key stands for one execution, and that execution found the seat taken.
-    let hold_id: Uuid = sqlx::query_scalar("select id from holds")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    let release = app
-        .send(
-            Method::DELETE,
-            &format!("/v1/holds/{hold_id}"),
-            Some(&app.token("alice")),
-            None,
-            None,
-        )
-        .await;
+    let hold_id: Uuid = sqlx::query_scalar("select id from holds").fetch_one(&app.db).await.unwrap();
+    let release =
+        app.send(Method::DELETE, &format!("/v1/holds/{hold_id}"), Some(&app.token("alice")), None, None).await;
     assert_eq!(release.status, StatusCode::NO_CONTENT);
     let replay = app.hold("bob", event.id, &[seat], "b-1").await;
     replay.assert_problem(409, "SEAT_UNAVAILABLE");
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
     // A new key runs again, and now succeeds.
-    assert_eq!(
-        app.hold("bob", event.id, &[seat], "b-2").await.status,
-        StatusCode::CREATED
-    );
+    assert_eq!(app.hold("bob", event.id, &[seat], "b-2").await.status, StatusCode::CREATED);
 }
 
 /// An instance that died mid-request leaves IN_PROGRESS behind; once its lease has run out,
@@ -211,11 +140,8 @@ async fn a_record_left_in_progress_by_a_crash_is_taken_over_after_its_lease() {
     let seat = event.seats[0];
     let key = "crashed-request";
     let path = format!("/v1/events/{}/holds", event.id);
-    let canonical = serde_json::to_vec(&holdfast::api::holds::CreateHoldBody {
-        seat_ids: vec![seat],
-        ttl_seconds: None,
-    })
-    .unwrap();
+    let canonical =
+        serde_json::to_vec(&holdfast::api::holds::CreateHoldBody { seat_ids: vec![seat], ttl_seconds: None }).unwrap();
     let fingerprint = holdfast::idempotency::fingerprint("POST", &path, &canonical);
 
     // A crashed execution's record whose lease is still live: retries are told to wait.
@@ -228,26 +154,17 @@ async fn a_record_left_in_progress_by_a_crash_is_taken_over_after_its_lease() {
     .execute(&app.db)
     .await
     .unwrap();
-    app.hold("alice", event.id, &[seat], key)
-        .await
-        .assert_problem(409, "IDEMPOTENCY_IN_PROGRESS");
+    app.hold("alice", event.id, &[seat], key).await.assert_problem(409, "IDEMPOTENCY_IN_PROGRESS");
 
     // The lease runs out: the next retry takes over and executes exactly once.
-    sqlx::query(
-        "update idempotency_records set lease_until = now() - interval '1 second' where key = $1",
-    )
-    .bind(key)
-    .execute(&app.db)
-    .await
-    .unwrap();
+    sqlx::query("update idempotency_records set lease_until = now() - interval '1 second' where key = $1")
+        .bind(key)
+        .execute(&app.db)
+        .await
+        .unwrap();
     let retried = app.hold("alice", event.id, &[seat], key).await;
     assert_eq!(retried.status, StatusCode::CREATED, "{retried:?}");
-    assert_eq!(
-        app.hold("alice", event.id, &[seat], key)
-            .await
-            .header("idempotent-replayed"),
-        Some("true")
-    );
+    assert_eq!(app.hold("alice", event.id, &[seat], key).await.header("idempotent-replayed"), Some("true"));
     assert_eq!(app.count("select count(*) from holds").await, 1);
 }
 
@@ -271,15 +188,8 @@ async fn the_background_job_recovers_stale_records_and_purges_old_ones() {
         "the stale record is marked FAILED and the old one purged",
         std::time::Duration::from_secs(10),
         || async {
-            app.count(
-                "select count(*) from idempotency_records where key = 'stale' and state = 'FAILED'",
-            )
-            .await
-                == 1
-                && app
-                    .count("select count(*) from idempotency_records where key = 'old'")
-                    .await
-                    == 0
+            app.count("select count(*) from idempotency_records where key = 'stale' and state = 'FAILED'").await == 1
+                && app.count("select count(*) from idempotency_records where key = 'old'").await == 0
         },
     )
     .await;

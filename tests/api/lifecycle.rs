@@ -19,30 +19,17 @@ async fn a_short_hold_expires_by_itself_and_its_seats_can_be_held_again() {
     let hold_id = hold.id();
 
     // The sweeper marks it EXPIRED and frees the seats.
-    eventually(
-        "the sweeper expires the hold",
-        Duration::from_secs(10),
-        || async {
-            app.count("select count(*) from holds where status = 'EXPIRED'")
-                .await
-                == 1
-                && app
-                    .count("select count(*) from seats where hold_id is not null")
-                    .await
-                    == 0
-        },
-    )
+    eventually("the sweeper expires the hold", Duration::from_secs(10), || async {
+        app.count("select count(*) from holds where status = 'EXPIRED'").await == 1
+            && app.count("select count(*) from seats where hold_id is not null").await == 0
+    })
     .await;
-    let seen = app
-        .get(&format!("/v1/holds/{hold_id}"), Some("alice"))
-        .await;
+    let seen = app.get(&format!("/v1/holds/{hold_id}"), Some("alice")).await;
     assert_eq!(seen.body["status"], "EXPIRED");
     let counts = app.get(&format!("/v1/events/{}", event.id), None).await;
     assert_eq!(counts.body["seats"]["available"], 5);
 
-    let again = app
-        .hold("bob", event.id, &seats, &Uuid::new_v4().to_string())
-        .await;
+    let again = app.hold("bob", event.id, &seats, &Uuid::new_v4().to_string()).await;
     assert_eq!(again.status, StatusCode::CREATED, "{again:?}");
     app.assert_invariants().await;
 }
@@ -54,35 +41,17 @@ async fn an_expired_hold_never_blocks_even_before_the_sweeper_runs() {
     let event = app.create_event(1, 1, 5).await;
     let seat = event.seats[0];
     let hold_id = app.hold_with_ttl("alice", event.id, &[seat], 1).await.id();
-    eventually(
-        "the hold's expiry passes",
-        Duration::from_secs(5),
-        || async {
-            app.count("select count(*) from holds where expires_at <= now()")
-                .await
-                == 1
-        },
-    )
+    eventually("the hold's expiry passes", Duration::from_secs(5), || async {
+        app.count("select count(*) from holds where expires_at <= now()").await == 1
+    })
     .await;
-    assert_eq!(
-        app.count("select count(*) from holds where status = 'HELD'")
-            .await,
-        1,
-        "not swept"
-    );
+    assert_eq!(app.count("select count(*) from holds where status = 'HELD'").await, 1, "not swept");
 
-    let seats = app
-        .get(
-            &format!("/v1/events/{}/seats?status=available", event.id),
-            None,
-        )
-        .await;
+    let seats = app.get(&format!("/v1/events/{}/seats?status=available", event.id), None).await;
     assert_eq!(seats.body["seats"].as_array().unwrap().len(), 5);
     let again = app.hold("bob", event.id, &[seat], "bob-1").await;
     assert_eq!(again.status, StatusCode::CREATED, "{again:?}");
-    app.confirm("alice", hold_id)
-        .await
-        .assert_problem(409, "HOLD_EXPIRED");
+    app.confirm("alice", hold_id).await.assert_problem(409, "HOLD_EXPIRED");
     app.assert_invariants().await;
 }
 
@@ -90,19 +59,12 @@ async fn an_expired_hold_never_blocks_even_before_the_sweeper_runs() {
 async fn confirming_after_expiry_is_409_hold_expired() {
     let app = spawn_app().await;
     let event = app.create_event(1, 1, 5).await;
-    let hold_id = app
-        .hold_with_ttl("alice", event.id, &[event.seats[0]], 1)
-        .await
-        .id();
+    let hold_id = app.hold_with_ttl("alice", event.id, &[event.seats[0]], 1).await.id();
     eventually("the hold expires", Duration::from_secs(5), || async {
-        app.count("select count(*) from holds where expires_at <= now()")
-            .await
-            == 1
+        app.count("select count(*) from holds where expires_at <= now()").await == 1
     })
     .await;
-    app.confirm("alice", hold_id)
-        .await
-        .assert_problem(409, "HOLD_EXPIRED");
+    app.confirm("alice", hold_id).await.assert_problem(409, "HOLD_EXPIRED");
     assert_eq!(app.count("select count(*) from bookings").await, 0);
 }
 
@@ -115,14 +77,7 @@ async fn confirming_a_hold_books_its_seats() {
 
     let key = Uuid::new_v4().to_string();
     let body = json!({ "payment_reference": "pay_123" });
-    let booking = app
-        .post(
-            &format!("/v1/holds/{hold_id}/confirm"),
-            "alice",
-            &key,
-            &body,
-        )
-        .await;
+    let booking = app.post(&format!("/v1/holds/{hold_id}/confirm"), "alice", &key, &body).await;
     assert_eq!(booking.status, StatusCode::CREATED, "{booking:?}");
     assert_eq!(booking.body["status"], "CONFIRMED");
     assert_eq!(booking.body["hold_id"], hold_id.to_string());
@@ -133,33 +88,14 @@ async fn confirming_a_hold_books_its_seats() {
     assert_eq!(booking.body["seat_ids"], json!(expected));
 
     // Retrying the confirm replays; the hold is CONFIRMED; the seats are BOOKED.
-    let replay = app
-        .post(
-            &format!("/v1/holds/{hold_id}/confirm"),
-            "alice",
-            &key,
-            &body,
-        )
-        .await;
+    let replay = app.post(&format!("/v1/holds/{hold_id}/confirm"), "alice", &key, &body).await;
     assert_eq!(replay.body, booking.body);
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
-    assert_eq!(
-        app.get(&format!("/v1/holds/{hold_id}"), Some("alice"))
-            .await
-            .body["status"],
-        "CONFIRMED"
-    );
-    let booked = app
-        .get(
-            &format!("/v1/events/{}/seats?status=booked", event.id),
-            None,
-        )
-        .await;
+    assert_eq!(app.get(&format!("/v1/holds/{hold_id}"), Some("alice")).await.body["status"], "CONFIRMED");
+    let booked = app.get(&format!("/v1/events/{}/seats?status=booked", event.id), None).await;
     assert_eq!(booked.body["seats"].as_array().unwrap().len(), 2);
     // A second confirm with a new key cannot book again.
-    app.confirm("alice", hold_id)
-        .await
-        .assert_problem(409, "HOLD_NOT_ACTIVE");
+    app.confirm("alice", hold_id).await.assert_problem(409, "HOLD_NOT_ACTIVE");
     assert_eq!(app.count("select count(*) from bookings").await, 1);
     app.assert_invariants().await;
 }
@@ -168,10 +104,7 @@ async fn confirming_a_hold_books_its_seats() {
 async fn a_confirm_without_a_body_works() {
     let app = spawn_app().await;
     let event = app.create_event(1, 1, 2).await;
-    let hold_id = app
-        .hold("alice", event.id, &[event.seats[0]], "h")
-        .await
-        .id();
+    let hold_id = app.hold("alice", event.id, &[event.seats[0]], "h").await.id();
     let res = app
         .client
         .post(app.url(&format!("/v1/holds/{hold_id}/confirm")))
@@ -187,38 +120,15 @@ async fn a_confirm_without_a_body_works() {
 async fn releasing_a_hold_frees_its_seats_and_repeating_it_is_harmless() {
     let app = spawn_app().await;
     let event = app.create_event(1, 1, 5).await;
-    let hold_id = app
-        .hold("alice", event.id, &[event.seats[0]], "h")
-        .await
-        .id();
+    let hold_id = app.hold("alice", event.id, &[event.seats[0]], "h").await.id();
     let token = app.token("alice");
     for _ in 0..2 {
-        let res = app
-            .send(
-                Method::DELETE,
-                &format!("/v1/holds/{hold_id}"),
-                Some(&token),
-                None,
-                None,
-            )
-            .await;
+        let res = app.send(Method::DELETE, &format!("/v1/holds/{hold_id}"), Some(&token), None, None).await;
         assert_eq!(res.status, StatusCode::NO_CONTENT, "{res:?}");
     }
-    assert_eq!(
-        app.get(&format!("/v1/holds/{hold_id}"), Some("alice"))
-            .await
-            .body["status"],
-        "RELEASED"
-    );
-    assert_eq!(
-        app.hold("bob", event.id, &[event.seats[0]], "b")
-            .await
-            .status,
-        StatusCode::CREATED
-    );
-    app.confirm("alice", hold_id)
-        .await
-        .assert_problem(409, "HOLD_NOT_ACTIVE");
+    assert_eq!(app.get(&format!("/v1/holds/{hold_id}"), Some("alice")).await.body["status"], "RELEASED");
+    assert_eq!(app.hold("bob", event.id, &[event.seats[0]], "b").await.status, StatusCode::CREATED);
+    app.confirm("alice", hold_id).await.assert_problem(409, "HOLD_NOT_ACTIVE");
     app.assert_invariants().await;
 }
 
@@ -231,52 +141,30 @@ async fn extending_a_hold_moves_its_expiry_within_the_lifetime_cap() {
     })
     .await;
     let event = app.create_event(1, 1, 5).await;
-    let hold = app
-        .hold_with_ttl("alice", event.id, &[event.seats[0]], 60)
-        .await;
+    let hold = app.hold_with_ttl("alice", event.id, &[event.seats[0]], 60).await;
     let hold_id = hold.id();
     let before = hold.body["expires_at"].as_str().unwrap().to_owned();
 
-    let extended = app
-        .post(
-            &format!("/v1/holds/{hold_id}/extend"),
-            "alice",
-            "e1",
-            &json!({ "ttl_seconds": 300 }),
-        )
-        .await;
+    let extended =
+        app.post(&format!("/v1/holds/{hold_id}/extend"), "alice", "e1", &json!({ "ttl_seconds": 300 })).await;
     assert_eq!(extended.status, StatusCode::OK, "{extended:?}");
     let after = extended.body["expires_at"].as_str().unwrap();
     assert!(after > before.as_str(), "{before} -> {after}");
-    let seat_expiry: i64 = sqlx::query_scalar("select count(*) from seats s join holds h on h.id = s.hold_id where s.hold_expires_at = h.expires_at")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let seat_expiry: i64 = sqlx::query_scalar(
+        "select count(*) from seats s join holds h on h.id = s.hold_id where s.hold_expires_at = h.expires_at",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
     assert_eq!(seat_expiry, 1, "the seat's claim moves with the hold");
 
     // 300 more seconds from now would pass 400 seconds after creation only once time moves on;
     // pretend the hold was created long ago to cross the cap.
-    sqlx::query("update holds set created_at = now() - interval '200 seconds'")
-        .execute(&app.db)
-        .await
-        .unwrap();
-    let refused = app
-        .post(
-            &format!("/v1/holds/{hold_id}/extend"),
-            "alice",
-            "e2",
-            &json!({ "ttl_seconds": 300 }),
-        )
-        .await;
+    sqlx::query("update holds set created_at = now() - interval '200 seconds'").execute(&app.db).await.unwrap();
+    let refused = app.post(&format!("/v1/holds/{hold_id}/extend"), "alice", "e2", &json!({ "ttl_seconds": 300 })).await;
     refused.assert_problem(409, "HOLD_LIFETIME_EXCEEDED");
-    let too_long = app
-        .post(
-            &format!("/v1/holds/{hold_id}/extend"),
-            "alice",
-            "e3",
-            &json!({ "ttl_seconds": 301 }),
-        )
-        .await;
+    let too_long =
+        app.post(&format!("/v1/holds/{hold_id}/extend"), "alice", "e3", &json!({ "ttl_seconds": 301 })).await;
     too_long.assert_problem(422, "VALIDATION_FAILED");
 }
 
@@ -285,48 +173,20 @@ async fn booking_directly_and_cancelling_returns_the_seats() {
     let app = spawn_app().await;
     let event = app.create_event(1, 1, 5).await;
     let seats = vec![event.seats[3], event.seats[4]];
-    let booking = app
-        .post(
-            &format!("/v1/events/{}/bookings", event.id),
-            "alice",
-            "b1",
-            &json!({ "seat_ids": seats }),
-        )
-        .await;
+    let booking =
+        app.post(&format!("/v1/events/{}/bookings", event.id), "alice", "b1", &json!({ "seat_ids": seats })).await;
     assert_eq!(booking.status, StatusCode::CREATED, "{booking:?}");
     let booking_id = booking.id();
-    assert_eq!(
-        app.get(&format!("/v1/events/{}", event.id), None)
-            .await
-            .body["seats"]["booked"],
-        2
-    );
-    app.hold("bob", event.id, &[seats[0]], "x")
-        .await
-        .assert_problem(409, "SEAT_UNAVAILABLE");
+    assert_eq!(app.get(&format!("/v1/events/{}", event.id), None).await.body["seats"]["booked"], 2);
+    app.hold("bob", event.id, &[seats[0]], "x").await.assert_problem(409, "SEAT_UNAVAILABLE");
 
     for key in ["c1", "c2"] {
-        let cancelled = app
-            .post(
-                &format!("/v1/bookings/{booking_id}/cancel"),
-                "alice",
-                key,
-                &json!({}),
-            )
-            .await;
+        let cancelled = app.post(&format!("/v1/bookings/{booking_id}/cancel"), "alice", key, &json!({})).await;
         assert_eq!(cancelled.status, StatusCode::OK, "{cancelled:?}");
         assert_eq!(cancelled.body["status"], "CANCELLED");
     }
-    assert_eq!(
-        app.get(&format!("/v1/events/{}", event.id), None)
-            .await
-            .body["seats"]["available"],
-        5
-    );
-    assert_eq!(
-        app.hold("bob", event.id, &[seats[0]], "y").await.status,
-        StatusCode::CREATED
-    );
+    assert_eq!(app.get(&format!("/v1/events/{}", event.id), None).await.body["seats"]["available"], 5);
+    assert_eq!(app.hold("bob", event.id, &[seats[0]], "y").await.status, StatusCode::CREATED);
     app.assert_invariants().await;
 }
 
@@ -335,12 +195,7 @@ async fn an_admin_may_cancel_anyones_booking() {
     let app = spawn_app().await;
     let event = app.create_event(1, 1, 2).await;
     let booking_id = app
-        .post(
-            &format!("/v1/events/{}/bookings", event.id),
-            "alice",
-            "b",
-            &json!({ "seat_ids": [event.seats[0]] }),
-        )
+        .post(&format!("/v1/events/{}/bookings", event.id), "alice", "b", &json!({ "seat_ids": [event.seats[0]] }))
         .await
         .id();
     let res = app
@@ -372,43 +227,19 @@ async fn the_callers_bookings_are_listed_newest_first_with_a_cursor() {
             .await;
         ids.push(res.id().to_string());
     }
-    app.post(
-        &format!("/v1/events/{}/bookings", event.id),
-        "bob",
-        "bob",
-        &json!({ "seat_ids": [event.seats[0]] }),
-    )
-    .await;
+    app.post(&format!("/v1/events/{}/bookings", event.id), "bob", "bob", &json!({ "seat_ids": [event.seats[0]] }))
+        .await;
     ids.reverse();
 
     let first = app.get("/v1/bookings?limit=3", Some("alice")).await;
-    let page: Vec<&str> = first.body["bookings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        page,
-        ids[..3].iter().map(String::as_str).collect::<Vec<_>>()
-    );
+    let page: Vec<&str> =
+        first.body["bookings"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert_eq!(page, ids[..3].iter().map(String::as_str).collect::<Vec<_>>());
     let cursor = first.body["next_cursor"].as_str().unwrap();
-    let second = app
-        .get(
-            &format!("/v1/bookings?limit=3&cursor={cursor}"),
-            Some("alice"),
-        )
-        .await;
-    let page: Vec<&str> = second.body["bookings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        page,
-        ids[3..].iter().map(String::as_str).collect::<Vec<_>>()
-    );
+    let second = app.get(&format!("/v1/bookings?limit=3&cursor={cursor}"), Some("alice")).await;
+    let page: Vec<&str> =
+        second.body["bookings"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert_eq!(page, ids[3..].iter().map(String::as_str).collect::<Vec<_>>());
     assert!(second.body["next_cursor"].is_null());
 }
 
@@ -417,25 +248,14 @@ async fn the_seat_map_filters_by_status_and_section_and_pages() {
     let app = spawn_app().await;
     let event = app.create_event(2, 2, 3).await; // sections A and B, 6 seats each
     app.hold("alice", event.id, &[event.seats[0]], "h").await;
-    let held = app
-        .get(&format!("/v1/events/{}/seats?status=held", event.id), None)
-        .await;
+    let held = app.get(&format!("/v1/events/{}/seats?status=held", event.id), None).await;
     assert_eq!(held.body["seats"].as_array().unwrap().len(), 1);
     assert_eq!(held.body["seats"][0]["label"], "A-1-1");
-    let section_b = app
-        .get(&format!("/v1/events/{}/seats?section=B", event.id), None)
-        .await;
+    let section_b = app.get(&format!("/v1/events/{}/seats?section=B", event.id), None).await;
     assert_eq!(section_b.body["seats"].as_array().unwrap().len(), 6);
-    let page = app
-        .get(&format!("/v1/events/{}/seats?limit=5", event.id), None)
-        .await;
+    let page = app.get(&format!("/v1/events/{}/seats?limit=5", event.id), None).await;
     let cursor = page.body["next_cursor"].as_str().unwrap();
-    let rest = app
-        .get(
-            &format!("/v1/events/{}/seats?limit=100&cursor={cursor}", event.id),
-            None,
-        )
-        .await;
+    let rest = app.get(&format!("/v1/events/{}/seats?limit=100&cursor={cursor}", event.id), None).await;
     assert_eq!(rest.body["seats"].as_array().unwrap().len(), 7);
     assert_eq!(rest.body["seats"][0]["label"], "A-2-3");
 }

@@ -20,13 +20,7 @@ async fn every_response_carries_a_request_id_and_a_given_one_is_kept() {
     let app = spawn_app().await;
     let res = app.client.get(app.url("/health")).send().await.unwrap();
     assert!(Uuid::parse_str(res.headers()["x-request-id"].to_str().unwrap()).is_ok());
-    let res = app
-        .client
-        .get(app.url("/v1/nowhere"))
-        .header("x-request-id", "trace-me-42")
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(app.url("/v1/nowhere")).header("x-request-id", "trace-me-42").send().await.unwrap();
     assert_eq!(res.headers()["x-request-id"], "trace-me-42");
 }
 
@@ -36,15 +30,7 @@ async fn metrics_expose_requests_locks_idempotency_and_holds() {
     let event = app.create_event(1, 1, 3).await;
     let hold = app.hold("alice", event.id, &[event.seats[0]], "m").await;
     app.confirm("alice", hold.id()).await;
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     for needle in [
         "holdfast_http_requests_total{method=\"POST\",route=\"/v1/events/{event_id}/holds\",status=\"201\"}",
         "holdfast_http_request_duration_seconds_bucket",
@@ -57,10 +43,7 @@ async fn metrics_expose_requests_locks_idempotency_and_holds() {
     ] {
         assert!(text.contains(needle), "missing {needle}");
     }
-    assert!(
-        !text.contains(&event.id.to_string()),
-        "no raw ids in labels"
-    );
+    assert!(!text.contains(&event.id.to_string()), "no raw ids in labels");
 }
 
 #[tokio::test]
@@ -75,25 +58,12 @@ async fn per_ip_rate_limits_answer_429_but_never_limit_health() {
     for _ in 0..6 {
         statuses.push(app.get(&format!("/v1/events/{}", event.id), None).await);
     }
-    let limited = statuses
-        .iter()
-        .find(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
-        .expect("some request is limited");
+    let limited = statuses.iter().find(|r| r.status == StatusCode::TOO_MANY_REQUESTS).expect("some request is limited");
     limited.assert_problem(429, "RATE_LIMITED");
-    assert!(
-        limited
-            .header("retry-after")
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            >= 1
-    );
+    assert!(limited.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
     for _ in 0..20 {
         assert_eq!(app.get("/health", None).await.status, StatusCode::OK);
-        assert_ne!(
-            app.get("/ready", None).await.status,
-            StatusCode::TOO_MANY_REQUESTS
-        );
+        assert_ne!(app.get("/ready", None).await.status, StatusCode::TOO_MANY_REQUESTS);
     }
 }
 
@@ -109,8 +79,5 @@ async fn per_user_rate_limits_apply_to_each_user_separately() {
         alice.push(app.get("/v1/bookings", Some("alice")).await.status);
     }
     assert!(alice.contains(&StatusCode::TOO_MANY_REQUESTS), "{alice:?}");
-    assert_eq!(
-        app.get("/v1/bookings", Some("bob")).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(app.get("/v1/bookings", Some("bob")).await.status, StatusCode::OK);
 }

@@ -39,14 +39,9 @@ async fn with_two_nodes_of_three_down_writes_answer_503_and_change_nothing() {
     refused.assert_problem(503, "LOCK_UNAVAILABLE");
     assert!(refused.header("retry-after").is_some());
     assert_eq!(app.count("select count(*) from holds").await, 0);
+    assert_eq!(app.count("select count(*) from seats where hold_id is not null").await, 0);
     assert_eq!(
-        app.count("select count(*) from seats where hold_id is not null")
-            .await,
-        0
-    );
-    assert_eq!(
-        app.count("select count(*) from idempotency_records where state = 'SUCCEEDED'")
-            .await,
+        app.count("select count(*) from idempotency_records where state = 'SUCCEEDED'").await,
         1,
         "only the event's"
     );
@@ -57,11 +52,9 @@ async fn with_two_nodes_of_three_down_writes_answer_503_and_change_nothing() {
     // The nodes come back (empty): the same key runs again, because a 503 was not stored.
     redis.nodes[0].restart();
     redis.nodes[2].restart();
-    eventually(
-        "a quorum is back",
-        std::time::Duration::from_secs(10),
-        || async { app.get("/ready", None).await.status == StatusCode::OK },
-    )
+    eventually("a quorum is back", std::time::Duration::from_secs(10), || async {
+        app.get("/ready", None).await.status == StatusCode::OK
+    })
     .await;
     let retried = app.hold("alice", event.id, &[event.seats[0]], &key).await;
     assert_eq!(retried.status, StatusCode::CREATED, "{retried:?}");
@@ -97,28 +90,16 @@ async fn a_seat_locked_by_someone_else_is_409_seat_locked_and_not_stored() {
             .unwrap();
     }
     let key = "locked-1";
-    app.hold("alice", event.id, &[seat], key)
-        .await
-        .assert_problem(409, "SEAT_LOCKED");
+    app.hold("alice", event.id, &[seat], key).await.assert_problem(409, "SEAT_LOCKED");
     assert_eq!(
-        app.count(
-            "select count(*) from idempotency_records where key = 'locked-1' and state = 'FAILED'"
-        )
-        .await,
+        app.count("select count(*) from idempotency_records where key = 'locked-1' and state = 'FAILED'").await,
         1
     );
 
     for node in &redis.nodes {
         let client = redis::Client::open(node.url()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let _: () = redis::cmd("DEL")
-            .arg(format!("{prefix}seat:{seat}"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let _: () = redis::cmd("DEL").arg(format!("{prefix}seat:{seat}")).query_async(&mut conn).await.unwrap();
     }
-    assert_eq!(
-        app.hold("alice", event.id, &[seat], key).await.status,
-        StatusCode::CREATED
-    );
+    assert_eq!(app.hold("alice", event.id, &[seat], key).await.status, StatusCode::CREATED);
 }

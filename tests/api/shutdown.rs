@@ -14,11 +14,7 @@ use uuid::Uuid;
 use crate::helpers::{JWT_SECRET, TestDatabase, eventually};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -55,18 +51,9 @@ async fn sigterm_lets_an_in_flight_booking_finish_then_exits_cleanly() {
 
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    eventually(
-        "the binary serves /health",
-        Duration::from_secs(30),
-        || async {
-            client
-                .get(format!("{base}/health"))
-                .send()
-                .await
-                .map(|r| r.status() == StatusCode::OK)
-                .unwrap_or(false)
-        },
-    )
+    eventually("the binary serves /health", Duration::from_secs(30), || async {
+        client.get(format!("{base}/health")).send().await.map(|r| r.status() == StatusCode::OK).unwrap_or(false)
+    })
     .await;
 
     let keys = JwtKeys::new(JWT_SECRET);
@@ -86,10 +73,7 @@ async fn sigterm_lets_an_in_flight_booking_finish_then_exits_cleanly() {
         .await
         .unwrap();
     let seats: Value = client
-        .get(format!(
-            "{base}/v1/events/{}/seats",
-            event["id"].as_str().unwrap()
-        ))
+        .get(format!("{base}/v1/events/{}/seats", event["id"].as_str().unwrap()))
         .send()
         .await
         .unwrap()
@@ -99,12 +83,8 @@ async fn sigterm_lets_an_in_flight_booking_finish_then_exits_cleanly() {
     let seat = seats["seats"][0]["id"].as_str().unwrap().to_owned();
 
     let in_flight = tokio::spawn({
-        let (client, base, alice, event_id) = (
-            client.clone(),
-            base.clone(),
-            alice.clone(),
-            event["id"].as_str().unwrap().to_owned(),
-        );
+        let (client, base, alice, event_id) =
+            (client.clone(), base.clone(), alice.clone(), event["id"].as_str().unwrap().to_owned());
         async move {
             client
                 .post(format!("{base}/v1/events/{event_id}/holds"))
@@ -122,78 +102,38 @@ async fn sigterm_lets_an_in_flight_booking_finish_then_exits_cleanly() {
     })
     .await;
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    let killed = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     assert!(killed.success());
 
-    let response = in_flight
-        .await
-        .unwrap()
-        .expect("the in-flight request is answered, not cut off");
+    let response = in_flight.await.unwrap().expect("the in-flight request is answered, not cut off");
     assert_eq!(response.status(), StatusCode::CREATED);
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "holdfast did not exit after SIGTERM"
-        );
+        assert!(started.elapsed() < Duration::from_secs(20), "holdfast did not exit after SIGTERM");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "exit status {status:?}");
     reader.join().unwrap();
-    assert!(
-        client.get(format!("{base}/health")).send().await.is_err(),
-        "no longer accepting"
-    );
+    assert!(client.get(format!("{base}/health")).send().await.is_err(), "no longer accepting");
 
     // The hold committed, and its lock was released on the way out.
     assert_eq!(
-        sqlx::query_scalar::<_, i64>("select count(*) from holds where status = 'HELD'")
-            .fetch_one(&db)
-            .await
-            .unwrap(),
+        sqlx::query_scalar::<_, i64>("select count(*) from holds where status = 'HELD'").fetch_one(&db).await.unwrap(),
         1
     );
-    let redis_url = std::env::var("REDIS_URLS")
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .to_owned();
-    let mut redis = redis::Client::open(redis_url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let left: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let redis_url = std::env::var("REDIS_URLS").unwrap().split(',').next().unwrap().to_owned();
+    let mut redis = redis::Client::open(redis_url).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let left: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut redis).await.unwrap();
     assert!(left.is_empty(), "locks left behind: {left:?}");
 
     // Logs are JSON lines, and request logs carry the request id.
     let lines = lines.lock().unwrap().clone();
-    let parsed: Vec<Value> = lines
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
-        .collect();
-    assert!(
-        parsed.iter().any(|l| l["span"]["request_id"]
-            .as_str()
-            .is_some_and(|id| !id.is_empty())),
-        "{lines:?}"
-    );
-    assert!(
-        parsed
-            .iter()
-            .any(|l| l["fields"]["message"] == "holdfast stopped"),
-        "{lines:?}"
-    );
+    let parsed: Vec<Value> =
+        lines.iter().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect();
+    assert!(parsed.iter().any(|l| l["span"]["request_id"].as_str().is_some_and(|id| !id.is_empty())), "{lines:?}");
+    assert!(parsed.iter().any(|l| l["fields"]["message"] == "holdfast stopped"), "{lines:?}");
     db.close().await;
 }

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Load benchmark: holdfast's own scenarios against 1 or more release instances, with the
+# machine's ceiling (pgbench running one hold transaction's SQL) measured in the same run.
+#
+#   scripts/bench.sh [scenario] [instances] [clients] [seconds] [seats] [runs]
+#   scenario: spread | hot-seat | browse      (default spread)
+#   e.g.  scripts/bench.sh spread 1 32 15 10000 3
+#         scripts/bench.sh hot-seat 3 1000 0 1000 3
+#
+# Prints each run's report (JSON lines, also saved under bench/results/) and the medians.
+# Everything (service, Postgres, Redis, load generator, pgbench) shares this machine at the
+# same nice level, so figures are comparable within one run, not across machines.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scenario=${1:-spread}; instances=${2:-1}; clients=${3:-32}; seconds=${4:-15}; seats=${5:-10000}; runs=${6:-3}
+eval "$(scripts/dev-env.sh up)"
+export JWT_SECRET=bench-secret-0123456789abcdef
+base_url=${DATABASE_URL%/*}
+psql_admin() { psql "$base_url/postgres" -qAtX -v ON_ERROR_STOP=1 "$@"; }
+
+cargo build --release --bin holdfast -p holdfast -p holdfast-loadgen >&2
+mkdir -p bench/results
+out="bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$scenario-${instances}x.jsonl"
+
+# --- the ceiling: pgbench doing one hold transaction's SQL, same clients, same machine ---
+ceiling_tps=""
+if [ "$scenario" != hot-seat ]; then
+  psql_admin -c "drop database if exists holdfast_ceiling with (force)" -c "create database holdfast_ceiling"
+  DATABASE_URL="$base_url/holdfast_ceiling" target/release/holdfast migrate >/dev/null
+  psql "$base_url/holdfast_ceiling" -qAtX -v ON_ERROR_STOP=1 <<SQL
+insert into events (id, name, starts_at, created_by) values ('00000000-0000-7000-8000-000000000001', 'ceiling', now(), 'bench');
+insert into seats (id, event_id, section, row_label, number, price_cents)
+  select gen_random_uuid(), '00000000-0000-7000-8000-000000000001', 'A', (g / 50)::text, g % 50 + 1, 1000
+    from generate_series(0, $seats - 1) g;
+create table bench_seats as select row_number() over () as n, id as seat_id, event_id from seats;
+create unique index on bench_seats (n);
+SQL
+  pg_seconds=$([ "$seconds" -gt 0 ] && echo "$seconds" || echo 10)
+  ceiling_tps=$("$HOLDFAST_PG_BINDIR/pgbench" -n -M prepared -c "$clients" -j 2 -T "$pg_seconds" -D nseats="$seats" \
+      -f bench/hold.sql "$base_url/holdfast_ceiling" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+  echo "pgbench hold-transaction ceiling: $ceiling_tps tps ($clients clients, ${pg_seconds}s)" >&2
+fi
+
+pids=()
+stop_instances() { for pid in "${pids[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done; pids=(); }
+trap stop_instances EXIT
+
+for run in $(seq 1 "$runs"); do
+  psql_admin -c "drop database if exists holdfast_bench with (force)" -c "create database holdfast_bench"
+  export DATABASE_URL="$base_url/holdfast_bench"
+  target/release/holdfast migrate >/dev/null
+  targets=""
+  for i in $(seq 1 "$instances"); do
+    port=$((18180 + i))
+    RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 LISTEN_ADDR=127.0.0.1:$port RUST_LOG=warn \
+      REDIS_KEY_PREFIX="bench:$run:" DATABASE_MAX_CONNECTIONS=${BENCH_POOL:-20} \
+      target/release/holdfast serve >/dev/null 2>&1 &
+    pids+=($!)
+    targets="${targets:+$targets,}http://127.0.0.1:$port"
+    until curl -fs "http://127.0.0.1:$port/ready" >/dev/null; do sleep 0.1; done
+  done
+  target/release/holdfast-loadgen --json --scenario "$scenario" --targets "$targets" --clients "$clients" \
+    --duration-secs "$seconds" --seats "$seats" --rounds "${BENCH_ROUNDS:-3}" \
+    --pids "$(IFS=,; echo "${pids[*]}")" | python3 -c "
+import json, sys
+r = json.loads(sys.stdin.read()); r['run'] = $run; r['ceiling_tps'] = float('${ceiling_tps:-0}' or 0)
+print(json.dumps(r))" | tee -a "$out"
+  stop_instances
+done
+
+python3 - "$out" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+med = lambda xs: statistics.median(xs) if xs else float('nan')
+ceiling = runs[0]['ceiling_tps']
+holds = med([r['holds_per_s'] for r in runs]); flows = med([r['flows_per_s'] for r in runs])
+print(f"\nmedians over {len(runs)} runs ({runs[0]['scenario']}, {runs[0]['targets']} instance(s), {runs[0]['clients']} clients, {runs[0]['event_seats']} seats):")
+print(f"  requests/s {med([r['requests_per_s'] for r in runs]):.0f}  holds/s {holds:.0f}  flows/s {flows:.0f}")
+if ceiling:
+    print(f"  pgbench ceiling {ceiling:.0f} tps: holds {100*holds/ceiling:.0f}% of it, hold+confirm flows {100*flows/ceiling:.0f}%")
+for op in sorted({op for r in runs for op in r['latency']}):
+    p = lambda k: med([r['latency'][op][k] for r in runs if op in r['latency']])
+    print(f"  {op:>8}: p50 {p('p50_ms'):.1f} ms  p95 {p('p95_ms'):.1f} ms  p99 {p('p99_ms'):.1f} ms  max {p('max_ms'):.1f} ms")
+rss = [x['vm_hwm_kib'] for r in runs for x in r['peak_rss_kib'] if x['vm_hwm_kib']]
+if rss: print(f"  peak RSS per instance: max {max(rss)/1024:.1f} MiB")
+answers = {}
+for r in runs:
+    for k, v in r['answers'].items(): answers[k] = answers.get(k, 0) + v
+print("  answers (all runs):", ", ".join(f"{k}: {v}" for k, v in sorted(answers.items())))
+if runs[0]['hot_seat_winners_per_round']: print("  winners per round:", [r['hot_seat_winners_per_round'] for r in runs])
+bad = [r['invariant_violations'] for r in runs if r['invariant_violations']]
+print("  invariants:", "VIOLATED " + str(bad) if bad else "all hold after every run")
+PY

@@ -1,0 +1,374 @@
+//! holdfast-loadgen: drives holdfast's own scenarios against one or more instances and reports
+//! throughput, latency percentiles (HdrHistogram), answers by status and code, the instances'
+//! peak RSS, and the database invariants afterwards.
+//!
+//! Scenarios:
+//! - `hot-seat`: `--clients` clients each send one hold on the same seat at the same moment,
+//!   `--rounds` times (a fresh seat each round); exactly one may win per round.
+//! - `spread`: each client holds a distinct seat, then confirms it, until the time or the seats
+//!   run out.
+//! - `browse`: 90% reads of a section's seat map, 10% holds on distinct seats.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use holdfast::api::auth::JwtKeys;
+use rand::Rng;
+use serde_json::{Value, json};
+use tokio::sync::{Barrier, Mutex};
+use uuid::Uuid;
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Scenario {
+    HotSeat,
+    Spread,
+    Browse,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Load generator for holdfast")]
+struct Args {
+    /// Instances to spread requests over, comma-separated base URLs.
+    #[arg(long, value_delimiter = ',', required = true)]
+    targets: Vec<String>,
+    #[arg(long, value_enum)]
+    scenario: Scenario,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// How long spread and browse run.
+    #[arg(long, default_value_t = 15)]
+    duration_secs: u64,
+    /// Seats in the event the run creates (a multiple of 50).
+    #[arg(long, default_value_t = 10_000)]
+    seats: u32,
+    /// hot-seat: how many stampedes, each on a fresh seat.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    jwt_secret: String,
+    /// Checks the invariants after the run when given.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Instance PIDs whose peak RSS (VmHWM) to report.
+    #[arg(long, value_delimiter = ',')]
+    pids: Vec<u32>,
+    /// Print one JSON object instead of the report.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Recorder {
+    latency: BTreeMap<&'static str, Histogram<u64>>,
+    answers: BTreeMap<String, u64>,
+}
+
+impl Recorder {
+    fn new() -> Self {
+        Self { latency: BTreeMap::new(), answers: BTreeMap::new() }
+    }
+
+    fn record(&mut self, op: &'static str, took: Duration, answer: &str) {
+        self.latency
+            .entry(op)
+            .or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).unwrap())
+            .saturating_record(took.as_micros() as u64);
+        *self.answers.entry(format!("{op} {answer}")).or_default() += 1;
+    }
+
+    fn merge(&mut self, other: Recorder) {
+        for (op, h) in other.latency {
+            self.latency
+                .entry(op)
+                .or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).unwrap())
+                .add(h)
+                .unwrap();
+        }
+        for (k, v) in other.answers {
+            *self.answers.entry(k).or_default() += v;
+        }
+    }
+
+    fn count(&self, prefix: &str) -> u64 {
+        self.answers.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v).sum()
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    targets: Vec<String>,
+    token: String,
+}
+
+impl Client {
+    fn target(&self, i: usize) -> &str {
+        &self.targets[i % self.targets.len()]
+    }
+
+    async fn post(&self, i: usize, path: &str, body: &Value) -> (Duration, String, Value) {
+        let started = Instant::now();
+        let result = self
+            .http
+            .post(format!("{}{path}", self.target(i)))
+            .bearer_auth(&self.token)
+            .header("idempotency-key", Uuid::new_v4().to_string())
+            .json(body)
+            .send()
+            .await;
+        Self::finish(started, result).await
+    }
+
+    async fn get(&self, i: usize, path: &str) -> (Duration, String, Value) {
+        let started = Instant::now();
+        let result = self.http.get(format!("{}{path}", self.target(i))).send().await;
+        Self::finish(started, result).await
+    }
+
+    async fn finish(started: Instant, result: Result<reqwest::Response, reqwest::Error>) -> (Duration, String, Value) {
+        match result {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                let took = started.elapsed();
+                let answer = match body["code"].as_str() {
+                    Some(code) => format!("{status} {code}"),
+                    None => status.to_string(),
+                };
+                (took, answer, body)
+            }
+            Err(err) => (
+                started.elapsed(),
+                format!("transport-error {}", if err.is_timeout() { "timeout" } else { "connect" }),
+                Value::Null,
+            ),
+        }
+    }
+}
+
+async fn setup_event(client: &Client, admin: &str, seats: u32) -> (Uuid, Vec<Uuid>, Vec<String>) {
+    let per_section = 1000.min(seats);
+    let sections = seats.div_ceil(per_section);
+    let rows = per_section / 50;
+    let body = json!({ "name": "Load test", "starts_at": "2030-01-01T00:00:00Z",
+                       "layout": { "sections": sections, "rows": rows, "seats_per_row": 50, "price_cents": 1000 } });
+    let response = client
+        .http
+        .post(format!("{}/v1/events", client.target(0)))
+        .bearer_auth(admin)
+        .header("idempotency-key", Uuid::new_v4().to_string())
+        .json(&body)
+        .send()
+        .await
+        .expect("create the event");
+    let event: Value = response.json().await.unwrap();
+    let id: Uuid = event["id"].as_str().expect("event created (is the token an admin's?)").parse().unwrap();
+    let mut ids = Vec::with_capacity(seats as usize);
+    let mut names = std::collections::BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/events/{id}/seats?limit=10000", client.target(0));
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = client.http.get(url).send().await.unwrap().json().await.unwrap();
+        for seat in page["seats"].as_array().unwrap() {
+            ids.push(seat["id"].as_str().unwrap().parse().unwrap());
+            names.insert(seat["section"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    (id, ids, names.into_iter().collect())
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let keys = JwtKeys::new(&args.jwt_secret);
+    let admin = keys.mint("loadgen-admin", true, Duration::from_secs(3600)).unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients.max(16))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let probe = Client { http: http.clone(), targets: args.targets.clone(), token: admin.clone() };
+    let (event, seats, sections) = setup_event(&probe, &admin, args.seats).await;
+    let seats = Arc::new(seats);
+    let next_seat = Arc::new(AtomicUsize::new(0));
+    let total = Arc::new(Mutex::new(Recorder::new()));
+    let mut winners_per_round = Vec::new();
+
+    let started = Instant::now();
+    match args.scenario {
+        Scenario::HotSeat => {
+            for round in 0..args.rounds {
+                let seat = seats[round];
+                let barrier = Arc::new(Barrier::new(args.clients));
+                let tasks: Vec<_> = (0..args.clients)
+                    .map(|i| {
+                        let client = Client {
+                            http: http.clone(),
+                            targets: args.targets.clone(),
+                            token: keys.mint(&format!("fan-{i}"), false, Duration::from_secs(3600)).unwrap(),
+                        };
+                        let (barrier, total) = (barrier.clone(), total.clone());
+                        tokio::spawn(async move {
+                            barrier.wait().await;
+                            let (took, answer, _) = client
+                                .post(i, &format!("/v1/events/{event}/holds"), &json!({ "seat_ids": [seat] }))
+                                .await;
+                            total.lock().await.record("hold", took, &answer);
+                            answer == "201"
+                        })
+                    })
+                    .collect();
+                let mut winners = 0;
+                for task in tasks {
+                    winners += task.await.unwrap() as usize;
+                }
+                winners_per_round.push(winners);
+            }
+        }
+        Scenario::Spread | Scenario::Browse => {
+            let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
+            let tasks: Vec<_> = (0..args.clients)
+                .map(|i| {
+                    let client = Client {
+                        http: http.clone(),
+                        targets: args.targets.clone(),
+                        token: keys.mint(&format!("user-{i}"), false, Duration::from_secs(3600)).unwrap(),
+                    };
+                    let (seats, next_seat, sections, scenario) =
+                        (seats.clone(), next_seat.clone(), sections.clone(), args.scenario);
+                    tokio::spawn(async move {
+                        let mut rec = Recorder::new();
+                        let mut n = i;
+                        while Instant::now() < deadline {
+                            n += 1;
+                            if scenario == Scenario::Browse && rand::rng().random_bool(0.9) {
+                                let section = &sections[rand::rng().random_range(0..sections.len())];
+                                let (took, answer, _) = client
+                                    .get(n, &format!("/v1/events/{event}/seats?section={section}&limit=1000"))
+                                    .await;
+                                rec.record("browse", took, &answer);
+                                continue;
+                            }
+                            let index = next_seat.fetch_add(1, Ordering::Relaxed);
+                            let Some(seat) = seats.get(index) else { break };
+                            let (took, answer, body) = client
+                                .post(n, &format!("/v1/events/{event}/holds"), &json!({ "seat_ids": [seat] }))
+                                .await;
+                            rec.record("hold", took, &answer);
+                            if scenario == Scenario::Spread && answer == "201" {
+                                let hold = body["id"].as_str().unwrap().to_owned();
+                                let (took, answer, _) = client
+                                    .post(
+                                        n,
+                                        &format!("/v1/holds/{hold}/confirm"),
+                                        &json!({ "payment_reference": "loadgen" }),
+                                    )
+                                    .await;
+                                rec.record("confirm", took, &answer);
+                            }
+                        }
+                        rec
+                    })
+                })
+                .collect();
+            for task in tasks {
+                let rec = task.await.unwrap();
+                total.lock().await.merge(rec);
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let total = Arc::try_unwrap(total).ok().unwrap().into_inner();
+
+    let violations = match &args.database_url {
+        Some(url) => {
+            let db = sqlx::PgPool::connect(url).await.expect("connect for the invariant check");
+            Some(holdfast::db::invariants::violations(&db).await.expect("run the invariant checks"))
+        }
+        None => None,
+    };
+    let rss: Vec<(u32, Option<u64>)> = args.pids.iter().map(|p| (*p, peak_rss_kib(*p))).collect();
+
+    let holds_ok = total.count("hold 201") as f64;
+    let flows_ok = total.count("confirm 201") as f64;
+    let requests: u64 = total.answers.values().sum();
+    let mut latency = serde_json::Map::new();
+    for (op, h) in &total.latency {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        latency.insert(
+            op.to_string(),
+            json!({ "count": h.len(), "p50_ms": ms(0.5), "p95_ms": ms(0.95), "p99_ms": ms(0.99), "max_ms": h.max() as f64 / 1000.0 }),
+        );
+    }
+    let report = json!({
+        "scenario": format!("{:?}", args.scenario),
+        "targets": args.targets.len(),
+        "clients": args.clients,
+        "event_seats": args.seats,
+        "elapsed_s": elapsed,
+        "requests": requests,
+        "requests_per_s": requests as f64 / elapsed,
+        "holds_per_s": holds_ok / elapsed,
+        "flows_per_s": flows_ok / elapsed,
+        "latency": latency,
+        "answers": total.answers,
+        "hot_seat_winners_per_round": winners_per_round,
+        "peak_rss_kib": rss.iter().map(|(p, r)| json!({ "pid": p, "vm_hwm_kib": r })).collect::<Vec<_>>(),
+        "invariant_violations": violations.as_ref().map(|v| v.iter().map(|(n, c)| json!({ "check": n, "rows": c })).collect::<Vec<_>>()),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "scenario {:?} on {} instance(s), {} clients, {} seats, {:.1} s",
+            args.scenario,
+            args.targets.len(),
+            args.clients,
+            args.seats,
+            elapsed
+        );
+        println!(
+            "requests/s {:.0}   holds/s {:.0}   hold+confirm flows/s {:.0}",
+            requests as f64 / elapsed,
+            holds_ok / elapsed,
+            flows_ok / elapsed
+        );
+        for (op, l) in &latency {
+            println!(
+                "{op:>8}: n={} p50 {} ms  p95 {} ms  p99 {} ms  max {} ms",
+                l["count"], l["p50_ms"], l["p95_ms"], l["p99_ms"], l["max_ms"]
+            );
+        }
+        for (answer, n) in &total.answers {
+            println!("  {answer}: {n}");
+        }
+        if !winners_per_round.is_empty() {
+            println!("hot-seat winners per round: {winners_per_round:?}");
+        }
+        for (pid, r) in &rss {
+            println!("peak RSS of {pid}: {} MiB", r.map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or("?".into()));
+        }
+        match &violations {
+            Some(v) if v.is_empty() => println!("invariants: all hold"),
+            Some(v) => println!("INVARIANTS VIOLATED: {v:?}"),
+            None => println!("invariants: not checked (no --database-url)"),
+        }
+    }
+    let failed = violations.is_some_and(|v| !v.is_empty()) || winners_per_round.iter().any(|w| *w != 1);
+    std::process::exit(if failed { 1 } else { 0 });
+}
