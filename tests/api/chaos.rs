@@ -557,12 +557,12 @@ async fn scale_out_behind_haproxy_survives_losing_an_instance() {
                     // A client that is cut off (502/503 from the balancer, or a reset) retries its key.
                     let deadline = Instant::now() + Duration::from_secs(30);
                     loop {
+                        let settled = |res: &Res| {
+                            (res.status.is_client_error() || res.status == StatusCode::CREATED)
+                                && !["IDEMPOTENCY_IN_PROGRESS", "SEAT_LOCKED"].contains(&res.code())
+                        };
                         match clients.hold(&base, &format!("user-{i}"), event.id, &[seat], &key).await {
-                            Ok(res) if res.status.is_client_error() || res.status == StatusCode::CREATED => {
-                                if !["IDEMPOTENCY_IN_PROGRESS", "SEAT_LOCKED"].contains(&res.code()) {
-                                    return (key, res);
-                                }
-                            }
+                            Ok(res) if settled(&res) => return (key, res),
                             _ => {}
                         }
                         assert!(Instant::now() < deadline, "{key} never settled");
