@@ -3,7 +3,8 @@
 # machine's ceiling (pgbench running one hold transaction's SQL) measured in the same run.
 #
 #   scripts/bench.sh [scenario] [instances] [clients] [seconds] [seats] [runs]
-#   scenario: spread | hot-seat | browse      (default spread)
+#   scenario: spread | spread-holds | hot-seat | browse      (default spread)
+#   (spread = hold + confirm per seat; spread-holds = spread without the confirm)
 #   e.g.  scripts/bench.sh spread 1 32 15 10000 3
 #         scripts/bench.sh hot-seat 3 1000 0 1000 3
 #
@@ -60,7 +61,9 @@ for run in $(seq 1 "$runs"); do
     targets="${targets:+$targets,}http://127.0.0.1:$port"
     until curl -fs "http://127.0.0.1:$port/ready" >/dev/null; do sleep 0.1; done
   done
-  target/release/holdfast-loadgen --json --scenario "$scenario" --targets "$targets" --clients "$clients" \
+  mode=(--scenario "$scenario")
+  [ "$scenario" = spread-holds ] && mode=(--scenario spread --hold-only)
+  target/release/holdfast-loadgen --json "${mode[@]}" --targets "$targets" --clients "$clients" \
     --duration-secs "$seconds" --seats "$seats" --rounds "${BENCH_ROUNDS:-3}" \
     --pids "$(IFS=,; echo "${pids[*]}")" | python3 -c "
 import json, sys

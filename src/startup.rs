@@ -46,6 +46,7 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         config.validate()?;
         let db = db::pool(&config)?;
+        let claims_db = db::claims_pool(&config)?;
         migrate(&db).await?;
         let redlock = Redlock::new(
             &config.redis_urls.0,
@@ -64,6 +65,7 @@ impl Application {
             rate_limits: Arc::new(RateLimits::new(&config)),
             config: Arc::new(config),
             db,
+            claims_db,
             redlock: Arc::new(redlock),
             metrics: telemetry::metrics_handle(),
             tasks: TaskTracker::new(),
@@ -107,6 +109,7 @@ impl Application {
             let _ = job.await;
         }
         state.db.close().await;
+        state.claims_db.close().await;
         tracing::info!("holdfast stopped");
         Ok(())
     }

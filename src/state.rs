@@ -16,6 +16,8 @@ use crate::lock::Redlock;
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: PgPool,
+    /// Asynchronous-commit sessions for idempotency claims and FAILED marks (see `db::claims_pool`).
+    pub claims_db: PgPool,
     pub redlock: Arc<Redlock>,
     pub jwt: Arc<JwtKeys>,
     pub rate_limits: Arc<RateLimits>,

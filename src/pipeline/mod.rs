@@ -83,7 +83,7 @@ async fn execute(
         Some(req) => {
             let started = Instant::now();
             let lease = Duration::from_secs(state.config.idempotency_lease_seconds as u64);
-            let claim = idempotency::claim(&state.db, req, lease).await;
+            let claim = idempotency::claim(&state.claims_db, req, lease).await;
             stage("claim", started);
             match claim? {
                 Claim::Owned(token) => Some((req, token)),
@@ -107,7 +107,7 @@ async fn execute(
             Ok((_, true)) => Ok(()),
             Ok((reply, false)) => store(state, req, token, reply.status, &reply.body).await,
             Err(err) if err.is_final_outcome() => store(state, req, token, err.status(), &err.body()).await,
-            Err(_) => idempotency::fail(&state.db, req, token).await,
+            Err(_) => idempotency::fail(&state.claims_db, req, token).await,
         };
         if let Err(err) = settled {
             // The lease will run out and the recovery job will mark it FAILED.
@@ -159,7 +159,10 @@ async fn plan_lock_apply(
     stage("transaction", started);
     let (reply, lock) = result?;
     if let Some(lock) = lock {
-        state.redlock.release(lock).await;
+        // Off the response path: release is best-effort (the TTL frees the keys regardless),
+        // and the tracker makes shutdown wait for it.
+        let redlock = state.redlock.clone();
+        state.tasks.spawn(async move { redlock.release(lock).await });
     }
     command.count_success();
     Ok((reply, claimed.is_some()))

@@ -57,6 +57,9 @@ struct Args {
     /// Instance PIDs whose peak RSS (VmHWM) to report.
     #[arg(long, value_delimiter = ',')]
     pids: Vec<u32>,
+    /// spread: hold only, no confirm (measures hold throughput on its own).
+    #[arg(long)]
+    hold_only: bool,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
@@ -251,6 +254,7 @@ async fn main() {
                     };
                     let (seats, next_seat, sections, scenario) =
                         (seats.clone(), next_seat.clone(), sections.clone(), args.scenario);
+                    let confirm = scenario == Scenario::Spread && !args.hold_only;
                     tokio::spawn(async move {
                         let mut rec = Recorder::new();
                         let mut n = i;
@@ -270,7 +274,7 @@ async fn main() {
                                 .post(n, &format!("/v1/events/{event}/holds"), &json!({ "seat_ids": [seat] }))
                                 .await;
                             rec.record("hold", took, &answer);
-                            if scenario == Scenario::Spread && answer == "201" {
+                            if confirm && answer == "201" {
                                 let hold = body["id"].as_str().unwrap().to_owned();
                                 let (took, answer, _) = client
                                     .post(
@@ -316,7 +320,7 @@ async fn main() {
         );
     }
     let report = json!({
-        "scenario": format!("{:?}", args.scenario),
+        "scenario": format!("{:?}{}", args.scenario, if args.hold_only { " (hold only)" } else { "" }),
         "targets": args.targets.len(),
         "clients": args.clients,
         "event_seats": args.seats,
