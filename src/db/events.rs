@@ -151,3 +151,18 @@ pub async fn existing_seats(
         .fetch_all(conn)
         .await
 }
+
+/// Which of `seat_ids` are taken right now (booked, or under a live hold). A read, not a claim:
+/// used to answer a stampede's losers without making them queue for the lock.
+pub async fn taken_seats(db: &PgPool, event_id: Uuid, seat_ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select id from seats
+          where event_id = $1 and id = any($2)
+            and (booking_id is not null or (hold_id is not null and hold_expires_at > now()))
+          order by id",
+    )
+    .bind(event_id)
+    .bind(seat_ids)
+    .fetch_all(db)
+    .await
+}

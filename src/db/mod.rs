@@ -30,7 +30,7 @@ pub fn pool(config: &Config) -> Result<PgPool, sqlx::Error> {
 /// the business transaction commits synchronously, and its WAL flush covers every earlier
 /// record. This saves one WAL flush wait per request; stored answers still commit synchronously.
 pub fn claims_pool(config: &Config) -> Result<PgPool, sqlx::Error> {
-    build_pool(config, (config.database_max_connections / 4).max(2), "off")
+    build_pool(config, (config.database_max_connections / 2).max(2), "off")
 }
 
 fn build_pool(config: &Config, size: u32, synchronous_commit: &str) -> Result<PgPool, sqlx::Error> {

@@ -149,9 +149,17 @@ impl Redlock {
     }
 
     /// Locks every resource on a majority of nodes, all or nothing, retrying with jitter.
-    pub async fn acquire(&self, resources: &[String]) -> Result<Lock, LockError> {
+    /// After an attempt that found the resources taken, `keep_trying` says whether another
+    /// attempt is worth it: the caller may know the resources are gone for good (a seat that is
+    /// already sold), and a stampede's losers should hear so at once rather than queue.
+    pub async fn acquire<F, Fut>(&self, resources: &[String], mut keep_trying: F) -> Result<Lock, LockError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         let keys = self.keys(resources);
         let started = Instant::now();
+        let mut outcome = "unavailable";
         let mut last = LockError::Unavailable;
         for attempt in 0..=self.config.retry_count {
             if attempt > 0 {
@@ -164,16 +172,17 @@ impl Redlock {
                     record_acquisition("acquired", started);
                     return Ok(lock);
                 }
-                Err(err) => last = err,
+                Err(LockError::Contended) => {
+                    (last, outcome) = (LockError::Contended, "contended");
+                    if !keep_trying().await {
+                        outcome = "gave_up";
+                        break;
+                    }
+                }
+                Err(err) => (last, outcome) = (err, "unavailable"),
             }
         }
-        record_acquisition(
-            match last {
-                LockError::Contended => "contended",
-                LockError::Unavailable => "unavailable",
-            },
-            started,
-        );
+        record_acquisition(outcome, started);
         Err(last)
     }
 
@@ -217,8 +226,10 @@ impl Redlock {
                 valid_until: started + validity.expect("acquired implies validity"),
             }),
             verdict => {
-                // Release everywhere, including nodes whose reply was lost: they may have set the keys.
-                self.release_keys(keys, &token).await;
+                // Release wherever we may have set the keys: nodes that granted, and nodes whose
+                // reply was lost. A node that answered "taken" set nothing of ours.
+                let ours: Vec<bool> = replies.iter().map(|r| *r != NodeReply::Taken).collect();
+                self.release_on(keys, &token, &ours).await;
                 Err(match verdict {
                     Verdict::Contended => LockError::Contended,
                     _ => LockError::Unavailable,
@@ -229,11 +240,12 @@ impl Redlock {
 
     /// Releases the lock on every node; only keys still carrying our token are deleted.
     pub async fn release(&self, lock: Lock) {
-        self.release_keys(&lock.keys, &lock.token).await;
+        self.release_on(&lock.keys, &lock.token, &vec![true; self.nodes.len()]).await;
     }
 
-    async fn release_keys(&self, keys: &[String], token: &str) {
-        join_all(self.nodes.iter().map(|node| async {
+    /// Releases on the nodes flagged in `on` (same order as the nodes).
+    async fn release_on(&self, keys: &[String], token: &str, on: &[bool]) {
+        join_all(self.nodes.iter().zip(on).filter(|(_, on)| **on).map(|(node, _)| async {
             let mut invocation = self.release.prepare_invoke();
             for key in keys {
                 invocation.key(key);

@@ -98,6 +98,18 @@ impl Command {
         }
     }
 
+    /// When the lock is contended: the seats this command would claim that are already taken
+    /// for good, if any (then waiting for the lock is pointless). Empty for commands that act
+    /// on a hold or booking of their own, whose contention is a concurrent call on the same one.
+    pub(super) async fn taken_seats(&self, state: &AppState) -> Result<Vec<Uuid>, ApiError> {
+        match self {
+            Command::CreateHold { event_id, seat_ids, .. } | Command::BookSeats { event_id, seat_ids, .. } => {
+                Ok(events::taken_seats(&state.db, *event_id, seat_ids.as_slice()).await?)
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// Reads (autocommit, no lock) what the command will act on.
     pub(super) async fn plan(&self, state: &AppState, caller: &Caller) -> Result<Step, ApiError> {
         let write = |resources, seen| Ok(Step::Write(Plan { resources, seen }));

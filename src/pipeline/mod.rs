@@ -24,7 +24,7 @@ pub use commands::{Caller, Command};
 
 use crate::api::error::ApiError;
 use crate::idempotency::{self, Claim, ClaimToken, IdempotentRequest};
-use crate::lock::Lock;
+use crate::lock::{Lock, LockError};
 use crate::state::AppState;
 
 /// The answer to a command, as stored for replay.
@@ -146,9 +146,26 @@ async fn plan_lock_apply(
         None
     } else {
         let started = Instant::now();
-        let lock = state.redlock.acquire(&plan.resources).await;
+        // A contended lock on seats that are already taken will not help anyone: answer at once.
+        let taken = std::sync::Mutex::new(Vec::new());
+        let lock = state
+            .redlock
+            .acquire(&plan.resources, || async {
+                let now_taken = command.taken_seats(state).await.unwrap_or_default();
+                let keep_trying = now_taken.is_empty();
+                *taken.lock().expect("not poisoned") = now_taken;
+                keep_trying
+            })
+            .await;
         stage("lock", started);
-        Some(lock?)
+        let taken = taken.into_inner().expect("not poisoned");
+        match lock {
+            Ok(lock) => Some(lock),
+            Err(LockError::Contended) if !taken.is_empty() => {
+                return Err(ApiError::SeatUnavailable { seat_ids: taken });
+            }
+            Err(err) => return Err(err.into()),
+        }
     };
     if state.config.fault_post_lock_delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(state.config.fault_post_lock_delay_ms)).await;

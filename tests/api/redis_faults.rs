@@ -102,4 +102,28 @@ async fn a_seat_locked_by_someone_else_is_409_seat_locked_and_not_stored() {
         let _: () = redis::cmd("DEL").arg(format!("{prefix}seat:{seat}")).query_async(&mut conn).await.unwrap();
     }
     assert_eq!(app.hold("alice", event.id, &[seat], key).await.status, StatusCode::CREATED);
+
+    // Now the seat is both held (by alice) and locked (by a stranger): waiting for the lock
+    // cannot help, so bob hears SEAT_UNAVAILABLE after one attempt, stored for replay.
+    for node in &redis.nodes {
+        let client = redis::Client::open(node.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("{prefix}seat:{seat}"))
+            .arg("someone-else")
+            .arg("PX")
+            .arg(60_000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let bob = app.hold("bob", event.id, &[seat], "bob-1").await;
+    bob.assert_problem(409, "SEAT_UNAVAILABLE");
+    assert_eq!(bob.body["seat_ids"], serde_json::json!([seat]));
+    assert_eq!(
+        app.count("select count(*) from idempotency_records where key = 'bob-1' and state = 'SUCCEEDED'").await,
+        1
+    );
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("holdfast_lock_acquisitions_total{outcome=\"gave_up\"}"), "{metrics}");
 }
