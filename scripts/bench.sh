@@ -3,8 +3,9 @@
 # machine's ceiling (pgbench running one hold transaction's SQL) measured in the same run.
 #
 #   scripts/bench.sh [scenario] [instances] [clients] [seconds] [seats] [runs]
-#   scenario: spread | spread-holds | hot-seat | browse      (default spread)
-#   (spread = hold + confirm per seat; spread-holds = spread without the confirm)
+#   scenario: spread | spread-holds | spread-recycle | hot-seat | browse      (default spread)
+#   (spread = hold + confirm per seat; spread-holds = spread without the confirm;
+#    spread-recycle = hold then release, wrapping around the seats: for comparing event sizes)
 #   e.g.  scripts/bench.sh spread 1 32 15 10000 3
 #         scripts/bench.sh hot-seat 3 1000 0 1000 3
 #
@@ -63,6 +64,7 @@ for run in $(seq 1 "$runs"); do
   done
   mode=(--scenario "$scenario")
   [ "$scenario" = spread-holds ] && mode=(--scenario spread --hold-only)
+  [ "$scenario" = spread-recycle ] && mode=(--scenario spread --hold-only --recycle)
   target/release/holdfast-loadgen --json "${mode[@]}" --targets "$targets" --clients "$clients" \
     --duration-secs "$seconds" --seats "$seats" --rounds "${BENCH_ROUNDS:-3}" \
     --pids "$(IFS=,; echo "${pids[*]}")" | python3 -c "

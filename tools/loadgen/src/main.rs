@@ -60,6 +60,10 @@ struct Args {
     /// spread: hold only, no confirm (measures hold throughput on its own).
     #[arg(long)]
     hold_only: bool,
+    /// spread --hold-only: release each hold right after taking it and wrap around the seat
+    /// list, so a small event sustains the same load as a large one (for the event-size check).
+    #[arg(long)]
+    recycle: bool,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
@@ -123,6 +127,13 @@ impl Client {
             .send()
             .await;
         Self::finish(started, result).await
+    }
+
+    async fn delete(&self, i: usize, path: &str) -> (Duration, String) {
+        let started = Instant::now();
+        let result = self.http.delete(format!("{}{path}", self.target(i))).bearer_auth(&self.token).send().await;
+        let (took, answer, _) = Self::finish(started, result).await;
+        (took, answer)
     }
 
     async fn get(&self, i: usize, path: &str) -> (Duration, String, Value) {
@@ -255,6 +266,7 @@ async fn main() {
                     let (seats, next_seat, sections, scenario) =
                         (seats.clone(), next_seat.clone(), sections.clone(), args.scenario);
                     let confirm = scenario == Scenario::Spread && !args.hold_only;
+                    let recycle = args.recycle;
                     tokio::spawn(async move {
                         let mut rec = Recorder::new();
                         let mut n = i;
@@ -269,11 +281,17 @@ async fn main() {
                                 continue;
                             }
                             let index = next_seat.fetch_add(1, Ordering::Relaxed);
+                            let index = if recycle { index % seats.len() } else { index };
                             let Some(seat) = seats.get(index) else { break };
                             let (took, answer, body) = client
                                 .post(n, &format!("/v1/events/{event}/holds"), &json!({ "seat_ids": [seat] }))
                                 .await;
                             rec.record("hold", took, &answer);
+                            if recycle && answer == "201" {
+                                let hold = body["id"].as_str().unwrap().to_owned();
+                                let (took, answer) = client.delete(n, &format!("/v1/holds/{hold}")).await;
+                                rec.record("release", took, &answer);
+                            }
                             if confirm && answer == "201" {
                                 let hold = body["id"].as_str().unwrap().to_owned();
                                 let (took, answer, _) = client
@@ -320,7 +338,12 @@ async fn main() {
         );
     }
     let report = json!({
-        "scenario": format!("{:?}{}", args.scenario, if args.hold_only { " (hold only)" } else { "" }),
+        "scenario": format!(
+            "{:?}{}{}",
+            args.scenario,
+            if args.hold_only { " (hold only)" } else { "" },
+            if args.recycle { " (recycled)" } else { "" }
+        ),
         "targets": args.targets.len(),
         "clients": args.clients,
         "event_seats": args.seats,
