@@ -106,7 +106,8 @@ pub async fn seat_counts(pool: &PgPool, event_id: Uuid) -> Result<SeatCounts, sq
     .await
 }
 
-/// One page of an event's seat map in (section, row, number) order, after the seat `after`.
+/// One page of an event's seat map after the seat `after`, in section order, rows in natural
+/// order (row "2" before row "10"), then seat number.
 pub async fn list_seats(
     pool: &PgPool,
     event_id: Uuid,
@@ -124,9 +125,9 @@ pub async fn list_seats(
           where event_id = $1
             and ($2::text is null or ({SEAT_STATUS}) = $2)
             and ($3::text is null or section = $3)
-            and ($4::uuid is null or (section, row_label, number) >
-                 (select section, row_label, number from seats where id = $4 and event_id = $1))
-          order by section, row_label, number
+            and ($4::uuid is null or (section, length(row_label), row_label, number) >
+                 (select section, length(row_label), row_label, number from seats where id = $4 and event_id = $1))
+          order by section, length(row_label), row_label, number
           limit $5"
     );
     sqlx::query_as(sqlx::AssertSqlSafe(sql))

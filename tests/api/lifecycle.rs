@@ -268,3 +268,25 @@ async fn twenty_thousand_seats_are_created_in_one_request() {
     let info = app.get(&format!("/v1/events/{}", event.id), None).await;
     assert_eq!(info.body["seats"]["total"], 20_000);
 }
+
+#[tokio::test]
+async fn the_seat_map_lists_rows_in_natural_order_across_pages() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 12, 2).await; // rows 1..12 in section A
+    let mut labels = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/events/{}/seats?limit=5&cursor={c}", event.id),
+            None => format!("/v1/events/{}/seats?limit=5", event.id),
+        };
+        let page = app.get(&path, None).await;
+        labels.extend(page.body["seats"].as_array().unwrap().iter().map(|s| s["label"].as_str().unwrap().to_owned()));
+        match page.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (1..=12).flat_map(|row| (1..=2).map(move |n| format!("A-{row}-{n}"))).collect();
+    assert_eq!(labels, expected, "row 2 comes before row 10, and paging loses or repeats nothing");
+}

@@ -325,6 +325,12 @@ async fn main() {
         None => None,
     };
     let rss: Vec<(u32, Option<u64>)> = args.pids.iter().map(|p| (*p, peak_rss_kib(*p))).collect();
+    // Nothing wedged: every instance is ready again once the load stops.
+    let mut ready_after = Vec::new();
+    for target in &args.targets {
+        let status = http.get(format!("{target}/ready")).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+        ready_after.push(status);
+    }
 
     let holds_ok = total.count("hold 201") as f64;
     let flows_ok = total.count("confirm 201") as f64;
@@ -355,6 +361,7 @@ async fn main() {
         "latency": latency,
         "answers": total.answers,
         "hot_seat_winners_per_round": winners_per_round,
+        "ready_after": ready_after,
         "peak_rss_kib": rss.iter().map(|(p, r)| json!({ "pid": p, "vm_hwm_kib": r })).collect::<Vec<_>>(),
         "invariant_violations": violations.as_ref().map(|v| v.iter().map(|(n, c)| json!({ "check": n, "rows": c })).collect::<Vec<_>>()),
     });
@@ -390,12 +397,15 @@ async fn main() {
         for (pid, r) in &rss {
             println!("peak RSS of {pid}: {} MiB", r.map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or("?".into()));
         }
+        println!("/ready after the run: {ready_after:?}");
         match &violations {
             Some(v) if v.is_empty() => println!("invariants: all hold"),
             Some(v) => println!("INVARIANTS VIOLATED: {v:?}"),
             None => println!("invariants: not checked (no --database-url)"),
         }
     }
-    let failed = violations.is_some_and(|v| !v.is_empty()) || winners_per_round.iter().any(|w| *w != 1);
+    let failed = violations.is_some_and(|v| !v.is_empty())
+        || winners_per_round.iter().any(|w| *w != 1)
+        || ready_after.iter().any(|s| *s != 200);
     std::process::exit(if failed { 1 } else { 0 });
 }
