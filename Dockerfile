@@ -3,15 +3,19 @@
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
-# Cache dependencies: build a stub crate against the real manifest first.
+# Cache dependencies: build stub crates against the real manifests first. The workspace also
+# lists the load generator, so its manifest must be there (it is not built into the image).
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
-    && cargo build --release --locked \
+COPY tools/loadgen/Cargo.toml tools/loadgen/Cargo.toml
+RUN mkdir -p src tools/loadgen/src \
+    && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
+    && echo 'fn main() {}' > tools/loadgen/src/main.rs \
+    && cargo build --release --locked -p holdfast \
     && rm -rf src
 COPY src ./src
 COPY migrations ./migrations
 # Touch so cargo rebuilds our crate rather than reusing the stub.
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin holdfast
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked -p holdfast --bin holdfast
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
