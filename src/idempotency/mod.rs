@@ -48,6 +48,20 @@ pub enum Claim {
     Owned(ClaimToken),
     /// Settled before: replay this answer.
     Replay { status: u16, body: Value },
+    /// Settled by this claim itself, because its probe found the outcome already decided (the
+    /// seats are taken). Call [`make_durable`] before answering.
+    Settled { status: u16, body: Value },
+}
+
+/// A question the claim can answer in the same statement: are any of these seats taken
+/// (booked, or under a live hold)? If so the request's outcome is already decided, and the
+/// record is inserted settled with `status` and `body`, its `seat_ids` set to the taken seats.
+/// This is what keeps a stampede cheap: each loser costs one statement, not a lock round.
+pub struct SeatProbe<'a> {
+    pub event_id: Uuid,
+    pub seat_ids: &'a [Uuid],
+    pub status: u16,
+    pub body: &'a Value,
 }
 
 /// SHA-256 over method, path and the canonical JSON body, separated so that no two different
@@ -79,26 +93,75 @@ fn outcome(label: &'static str) {
 /// Claims the key, or says why not. A few loops at most: each one either wins a statement
 /// or observes a state another request settled.
 #[tracing::instrument(skip_all, fields(key = %req.key), err)]
-pub async fn claim(pool: &PgPool, req: &IdempotentRequest, lease: Duration) -> Result<Claim, IdempotencyError> {
+pub async fn claim(
+    pool: &PgPool,
+    req: &IdempotentRequest,
+    lease: Duration,
+    probe: Option<&SeatProbe<'_>>,
+) -> Result<Claim, IdempotencyError> {
     let lease_ms = lease.as_millis() as i64;
     for _ in 0..5 {
         let token = Uuid::new_v4();
-        let inserted = sqlx::query(
-            "insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until)
-             values ($1, $2, $3, 'IN_PROGRESS', $4, now() + $5 * interval '1 millisecond')
-             on conflict (user_id, key) do nothing",
-        )
-        .bind(&req.user_id)
-        .bind(&req.key)
-        .bind(&req.fingerprint)
-        .bind(token)
-        .bind(lease_ms)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
-            outcome("claimed");
-            return Ok(Claim::Owned(ClaimToken(token)));
+        let inserted: Option<(String, Option<Value>)> = match probe {
+            None => {
+                sqlx::query_as(
+                    "insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until)
+                 values ($1, $2, $3, 'IN_PROGRESS', $4, now() + $5 * interval '1 millisecond')
+                 on conflict (user_id, key) do nothing
+                 returning state, response_body",
+                )
+                .bind(&req.user_id)
+                .bind(&req.key)
+                .bind(&req.fingerprint)
+                .bind(token)
+                .bind(lease_ms)
+                .fetch_optional(pool)
+                .await?
+            }
+            Some(probe) => {
+                sqlx::query_as(
+                    "with taken as (
+                     select coalesce(array_agg(id order by id), '{}') as ids
+                       from seats
+                      where event_id = $6 and id = any($7)
+                        and (booking_id is not null or (hold_id is not null and hold_expires_at > now()))
+                 )
+                 insert into idempotency_records
+                        (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)
+                 select $1, $2, $3,
+                        case when cardinality(ids) = 0 then 'IN_PROGRESS' else 'SUCCEEDED' end,
+                        $4, now() + $5 * interval '1 millisecond',
+                        case when cardinality(ids) = 0 then null else $8::int2 end,
+                        case when cardinality(ids) = 0 then null
+                             else jsonb_set($9::jsonb, '{seat_ids}', to_jsonb(ids)) end
+                   from taken
+                 on conflict (user_id, key) do nothing
+                 returning state, response_body",
+                )
+                .bind(&req.user_id)
+                .bind(&req.key)
+                .bind(&req.fingerprint)
+                .bind(token)
+                .bind(lease_ms)
+                .bind(probe.event_id)
+                .bind(probe.seat_ids)
+                .bind(probe.status as i16)
+                .bind(probe.body)
+                .fetch_optional(pool)
+                .await?
+            }
+        };
+        match inserted {
+            Some((state, _)) if state == "IN_PROGRESS" => {
+                outcome("claimed");
+                return Ok(Claim::Owned(ClaimToken(token)));
+            }
+            Some((_, body)) => {
+                outcome("settled_at_claim");
+                let status = probe.map(|p| p.status).unwrap_or(409);
+                return Ok(Claim::Settled { status, body: body.unwrap_or(Value::Null) });
+            }
+            None => {}
         }
 
         let existing: Option<Existing> = sqlx::query_as(
@@ -156,6 +219,14 @@ pub async fn claim(pool: &PgPool, req: &IdempotentRequest, lease: Duration) -> R
     // Five rounds of racing for one key means heavy contention on it: behave as in flight.
     outcome("in_progress");
     Err(IdempotencyError::InProgress)
+}
+
+/// Makes an asynchronously committed record durable: a tiny transaction with an xid, committed
+/// synchronously, waits for the WAL flush up to its commit record, which lies after every
+/// record committed before it. Used after a claim settled an answer on the claims pool.
+pub async fn make_durable(sync_pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_current_xact_id()").execute(sync_pool).await?;
+    Ok(())
 }
 
 /// Stores the settled answer. Runs inside the business transaction when there is one; returns

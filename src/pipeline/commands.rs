@@ -13,6 +13,7 @@ use super::{Reply, Step, views};
 use crate::api::error::ApiError;
 use crate::db::{bookings, events, holds};
 use crate::domain::{NewEvent, SeatIds, Ttl};
+use crate::idempotency::SeatProbe;
 use crate::state::AppState;
 
 /// The authenticated caller.
@@ -95,6 +96,29 @@ impl Command {
             Command::ReleaseHold { .. } => counter("holdfast_holds_released_total"),
             Command::BookSeats { .. } => counter("holdfast_bookings_created_total"),
             Command::CancelBooking { .. } => counter("holdfast_bookings_cancelled_total"),
+        }
+    }
+
+    /// The answer a seat-claiming command gets when its seats are already taken; see
+    /// [`Command::seat_probe`].
+    pub(super) fn seat_probe_answer(&self) -> Option<Value> {
+        match self {
+            Command::CreateHold { .. } | Command::BookSeats { .. } => {
+                Some(ApiError::SeatUnavailable { seat_ids: Vec::new() }.body())
+            }
+            _ => None,
+        }
+    }
+
+    /// For commands that claim free seats: the probe that lets the idempotency claim settle
+    /// the request at once when the seats are already taken.
+    pub(super) fn seat_probe<'a>(&'a self, answer: Option<&'a Value>) -> Option<SeatProbe<'a>> {
+        match (self, answer) {
+            (
+                Command::CreateHold { event_id, seat_ids, .. } | Command::BookSeats { event_id, seat_ids, .. },
+                Some(body),
+            ) => Some(SeatProbe { event_id: *event_id, seat_ids: seat_ids.as_slice(), status: 409, body }),
+            _ => None,
         }
     }
 

@@ -83,10 +83,23 @@ async fn execute(
         Some(req) => {
             let started = Instant::now();
             let lease = Duration::from_secs(state.config.idempotency_lease_seconds as u64);
-            let claim = idempotency::claim(&state.claims_db, req, lease).await;
+            let template = command.seat_probe_answer();
+            let probe = command.seat_probe(template.as_ref());
+            let claim = idempotency::claim(&state.claims_db, req, lease, probe.as_ref()).await;
             stage("claim", started);
             match claim? {
                 Claim::Owned(token) => Some((req, token)),
+                Claim::Settled { status, body } => {
+                    // Decided at claim time (the seats are taken): durable before we say so.
+                    let started = Instant::now();
+                    idempotency::make_durable(&state.db).await?;
+                    stage("durable", started);
+                    return Ok(Reply {
+                        status: StatusCode::from_u16(status).map_err(ApiError::internal)?,
+                        body,
+                        replayed: false,
+                    });
+                }
                 Claim::Replay { status, body } => {
                     return Ok(Reply {
                         status: StatusCode::from_u16(status).map_err(ApiError::internal)?,

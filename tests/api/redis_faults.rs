@@ -103,8 +103,8 @@ async fn a_seat_locked_by_someone_else_is_409_seat_locked_and_not_stored() {
     }
     assert_eq!(app.hold("alice", event.id, &[seat], key).await.status, StatusCode::CREATED);
 
-    // Now the seat is both held (by alice) and locked (by a stranger): waiting for the lock
-    // cannot help, so bob hears SEAT_UNAVAILABLE after one attempt, stored for replay.
+    // Now the seat is both held (by alice) and locked (by a stranger): bob's claim itself sees
+    // the seat taken and settles SEAT_UNAVAILABLE, stored for replay, without touching the lock.
     for node in &redis.nodes {
         let client = redis::Client::open(node.url()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -125,5 +125,87 @@ async fn a_seat_locked_by_someone_else_is_409_seat_locked_and_not_stored() {
         1
     );
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("holdfast_idempotency_outcomes_total{outcome=\"settled_at_claim\"}"), "{metrics}");
+    let replay = app.hold("bob", event.id, &[seat], "bob-1").await;
+    assert_eq!(replay.body, bob.body);
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+}
+
+/// The seat is free when the request claims its key, but someone takes it while the request
+/// waits for the seat's (foreign-held) lock: it stops waiting and answers SEAT_UNAVAILABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiting_for_a_lock_stops_once_the_seat_is_taken() {
+    let redis = RedisCluster::start(3);
+    let urls = redis.urls();
+    let prefix = format!("t:{}:", Uuid::new_v4().simple());
+    let app = spawn_app_with(|c| {
+        c.redis_urls = urls.parse().unwrap();
+        c.redis_key_prefix = prefix.clone();
+        c.redlock_retry_count = 20;
+        c.redlock_retry_delay_ms = 200;
+    })
+    .await;
+    let event = app.create_event(1, 1, 2).await;
+    let seat = event.seats[0];
+    for node in &redis.nodes {
+        let client = redis::Client::open(node.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("{prefix}seat:{seat}"))
+            .arg("someone-else")
+            .arg("PX")
+            .arg(60_000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let waiting = {
+        let (client, url, token) =
+            (app.client.clone(), app.url(&format!("/v1/events/{}/holds", event.id)), app.token("bob"));
+        tokio::spawn(async move {
+            let res = client
+                .post(url)
+                .bearer_auth(token)
+                .header("idempotency-key", "bob-waits")
+                .json(&serde_json::json!({ "seat_ids": [seat] }))
+                .send()
+                .await
+                .unwrap();
+            crate::helpers::read(res).await
+        })
+    };
+    eventually("bob has claimed his key and waits for the lock", std::time::Duration::from_secs(10), || async {
+        app.count("select count(*) from idempotency_records where key = 'bob-waits' and state = 'IN_PROGRESS'").await
+            == 1
+    })
+    .await;
+    // Carol's hold lands on the seat (arranged directly: the lock is not hers either).
+    let mut tx = app.db.begin().await.unwrap();
+    let carol: Uuid = sqlx::query_scalar(
+        "insert into holds (id, event_id, user_id, status, expires_at) values (gen_random_uuid(), $1, 'carol', 'HELD', now() + interval '10 minutes') returning id",
+    )
+    .bind(event.id)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("update seats set hold_id = $1, hold_expires_at = now() + interval '10 minutes' where id = $2")
+        .bind(carol)
+        .bind(seat)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("insert into hold_seats (hold_id, seat_id) values ($1, $2)")
+        .bind(carol)
+        .bind(seat)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let bob = waiting.await.unwrap();
+    bob.assert_problem(409, "SEAT_UNAVAILABLE");
+    assert_eq!(bob.body["seat_ids"], serde_json::json!([seat]));
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("holdfast_lock_acquisitions_total{outcome=\"gave_up\"}"), "{metrics}");
+    app.assert_invariants().await;
 }
