@@ -68,6 +68,7 @@ impl Application {
             claims_db,
             redlock: Arc::new(redlock),
             metrics: telemetry::metrics_handle(),
+            hot_seats: Arc::default(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         };

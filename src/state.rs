@@ -11,6 +11,7 @@ use crate::api::auth::JwtKeys;
 use crate::api::rate_limit::RateLimits;
 use crate::config::Config;
 use crate::lock::Redlock;
+use crate::pipeline::hot_seats::HotSeats;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -22,6 +23,8 @@ pub struct AppState {
     pub jwt: Arc<JwtKeys>,
     pub rate_limits: Arc<RateLimits>,
     pub metrics: PrometheusHandle,
+    /// Seats that recently turned requests away (see `pipeline::hot_seats`).
+    pub hot_seats: Arc<HotSeats>,
     /// Work that must finish even if the client goes away (see `pipeline::run`).
     pub tasks: TaskTracker,
     /// Cancelled when the instance starts shutting down.

@@ -62,6 +62,9 @@ pub struct SeatProbe<'a> {
     pub seat_ids: &'a [Uuid],
     pub status: u16,
     pub body: &'a Value,
+    /// Asked once a connection is in hand (in a burst, by then the first losers have spoken):
+    /// whether the probe is worth running, or a plain insert will do.
+    pub wanted: &'a (dyn Fn() -> bool + Send + Sync),
 }
 
 /// SHA-256 over method, path and the canonical JSON body, separated so that no two different
@@ -100,6 +103,8 @@ pub async fn claim(
     probe: Option<&SeatProbe<'_>>,
 ) -> Result<Claim, IdempotencyError> {
     let lease_ms = lease.as_millis() as i64;
+    let mut conn = pool.acquire().await?;
+    let probe = probe.filter(|p| (p.wanted)());
     for _ in 0..5 {
         let token = Uuid::new_v4();
         let inserted: Option<(String, Option<Value>)> = match probe {
@@ -115,7 +120,7 @@ pub async fn claim(
                 .bind(&req.fingerprint)
                 .bind(token)
                 .bind(lease_ms)
-                .fetch_optional(pool)
+                .fetch_optional(&mut *conn)
                 .await?
             }
             Some(probe) => {
@@ -147,7 +152,7 @@ pub async fn claim(
                 .bind(probe.seat_ids)
                 .bind(probe.status as i16)
                 .bind(probe.body)
-                .fetch_optional(pool)
+                .fetch_optional(&mut *conn)
                 .await?
             }
         };
@@ -170,7 +175,7 @@ pub async fn claim(
         )
         .bind(&req.user_id)
         .bind(&req.key)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await?;
         let Some(existing) = existing else {
             continue; // purged between our insert and read: try again
@@ -206,7 +211,7 @@ pub async fn claim(
                 .bind(existing.claim_token)
                 .bind(token)
                 .bind(lease_ms)
-                .execute(pool)
+                .execute(&mut *conn)
                 .await?
                 .rows_affected();
                 if taken == 1 {

@@ -112,13 +112,25 @@ impl Command {
 
     /// For commands that claim free seats: the probe that lets the idempotency claim settle
     /// the request at once when the seats are already taken.
-    pub(super) fn seat_probe<'a>(&'a self, answer: Option<&'a Value>) -> Option<SeatProbe<'a>> {
+    pub(super) fn seat_probe<'a>(
+        &'a self,
+        answer: Option<&'a Value>,
+        wanted: &'a (dyn Fn() -> bool + Send + Sync),
+    ) -> Option<SeatProbe<'a>> {
         match (self, answer) {
             (
                 Command::CreateHold { event_id, seat_ids, .. } | Command::BookSeats { event_id, seat_ids, .. },
                 Some(body),
-            ) => Some(SeatProbe { event_id: *event_id, seat_ids: seat_ids.as_slice(), status: 409, body }),
+            ) => Some(SeatProbe { event_id: *event_id, seat_ids: seat_ids.as_slice(), status: 409, body, wanted }),
             _ => None,
+        }
+    }
+
+    /// The seats a seat-claiming command asks for (empty for the others).
+    pub(super) fn requested_seats(&self) -> &[Uuid] {
+        match self {
+            Command::CreateHold { seat_ids, .. } | Command::BookSeats { seat_ids, .. } => seat_ids.as_slice(),
+            _ => &[],
         }
     }
 

@@ -12,6 +12,7 @@
 //! the record always ends SUCCEEDED or FAILED, and shutdown waits for it.
 
 mod commands;
+pub mod hot_seats;
 pub mod views;
 
 use std::time::{Duration, Instant};
@@ -84,12 +85,14 @@ async fn execute(
             let started = Instant::now();
             let lease = Duration::from_secs(state.config.idempotency_lease_seconds as u64);
             let template = command.seat_probe_answer();
-            let probe = command.seat_probe(template.as_ref());
+            let is_hot = || state.hot_seats.any_hot(command.requested_seats());
+            let probe = command.seat_probe(template.as_ref(), &is_hot);
             let claim = idempotency::claim(&state.claims_db, req, lease, probe.as_ref()).await;
             stage("claim", started);
             match claim? {
                 Claim::Owned(token) => Some((req, token)),
                 Claim::Settled { status, body } => {
+                    state.hot_seats.mark(command.requested_seats());
                     // Decided at claim time (the seats are taken): durable before we say so.
                     let started = Instant::now();
                     idempotency::make_durable(&state.db).await?;
@@ -113,6 +116,10 @@ async fn execute(
     };
 
     let result = plan_lock_apply(state, caller, claimed, command).await;
+    if matches!(result, Err(ApiError::SeatUnavailable { .. } | ApiError::SeatLocked)) {
+        // Others want these seats too: the next claims for them probe first.
+        state.hot_seats.mark(command.requested_seats());
+    }
 
     // Settle the record unless the transaction already completed it.
     if let Some((req, token)) = claimed {
