@@ -16,7 +16,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scenario=${1:-spread}; instances=${2:-1}; clients=${3:-32}; seconds=${4:-15}; seats=${5:-10000}; runs=${6:-3}
-eval "$(scripts/dev-env.sh up)"
+# Assign first: a failure of `up` then stops this script (set -e), instead of vanishing inside eval.
+dev_env=$(scripts/dev-env.sh up)
+eval "$dev_env"
 export JWT_SECRET=bench-secret-0123456789abcdef
 base_url=${DATABASE_URL%/*}
 psql_admin() { psql "$base_url/postgres" -qAtX -v ON_ERROR_STOP=1 "$@"; }

@@ -17,6 +17,9 @@ DB_NAME=${HOLDFAST_DB_NAME:-holdfast}
 
 log() { printf '[dev-env] %s\n' "$*" >&2; }
 
+# A port held by something that is not Postgres must not hang psql in its handshake.
+export PGCONNECT_TIMEOUT=${PGCONNECT_TIMEOUT:-5}
+
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 apt_install() {
@@ -93,10 +96,18 @@ pg_up() {
     log "a Postgres server already answers on port $PG_PORT: using it"
   else
     log "starting Postgres on 127.0.0.1:$PG_PORT"
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PG_PORT") 2>/dev/null; then
+      log "port $PG_PORT is taken by something that is not a usable Postgres; free it or set HOLDFAST_PG_PORT"
+      exit 1
+    fi
     as_pg "$bin/pg_ctl" -D "$data/data" -l "$data/postgres.log" -w -t 60 start \
       -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $run -c max_connections=400 \
           -c shared_buffers=256MB -c fsync=${HOLDFAST_PG_FSYNC:-on} -c synchronous_commit=${HOLDFAST_PG_SYNC_COMMIT:-on} \
-          -c log_min_messages=warning" >/dev/null
+          -c log_min_messages=warning" >/dev/null || {
+      log "Postgres did not start; the end of $data/postgres.log:"
+      tail -n 20 "$data/postgres.log" >&2 || true
+      exit 1
+    }
   fi
   local i
   for i in $(seq 1 100); do

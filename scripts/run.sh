@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-eval "$(scripts/dev-env.sh up)"
+# Assign first: a failure of `up` then stops this script (set -e), instead of vanishing inside eval.
+dev_env=$(scripts/dev-env.sh up)
+eval "$dev_env"
 export JWT_SECRET=${JWT_SECRET:-local-dev-secret-change-me}
 export LISTEN_ADDR=${LISTEN_ADDR:-127.0.0.1:8080}
 profile=${HOLDFAST_PROFILE:-release}

@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-eval "$(scripts/dev-env.sh up)"
+# Assign first: a failure of `up` then stops this script (set -e), instead of vanishing inside eval.
+dev_env=$(scripts/dev-env.sh up)
+eval "$dev_env"
 export RUST_LOG=${RUST_LOG:-warn}
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 
