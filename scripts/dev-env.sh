@@ -50,6 +50,9 @@ ensure_packages() {
   command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
   # The scale-out test puts instances behind HAProxy, as docker-compose.yml does.
   command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+  # scripts/bench.sh waits on /ready with curl and summarises runs with python3.
+  command -v curl >/dev/null 2>&1 || need+=(curl)
+  command -v python3 >/dev/null 2>&1 || need+=(python3)
   if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
   # btree_gist ships in contrib; later migrations rely on it.
   local bin; bin=$(pg_bindir)

@@ -5,6 +5,19 @@ use uuid::Uuid;
 
 use crate::helpers::{RedisCluster, eventually, spawn_app_with};
 
+/// Runs one Redis command on every node, as another client would (e.g. a stranger's lock).
+async fn run_on_every_node(redis: &RedisCluster, command: &[&str]) {
+    for node in &redis.nodes {
+        let client = redis::Client::open(node.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut cmd = redis::cmd(command[0]);
+        for arg in &command[1..] {
+            cmd.arg(*arg);
+        }
+        let _: redis::Value = cmd.query_async(&mut conn).await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_one_node_of_three_down_bookings_still_work() {
     let mut redis = RedisCluster::start(3);
@@ -77,18 +90,7 @@ async fn a_seat_locked_by_someone_else_is_409_seat_locked_and_not_stored() {
     let event = app.create_event(1, 1, 5).await;
     let seat = event.seats[0];
     // Another holder has the seat's lock on every node.
-    for node in &redis.nodes {
-        let client = redis::Client::open(node.url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let _: () = redis::cmd("SET")
-            .arg(format!("{prefix}seat:{seat}"))
-            .arg("someone-else")
-            .arg("PX")
-            .arg(60_000)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
+    run_on_every_node(&redis, &["SET", &format!("{prefix}seat:{seat}"), "someone-else", "PX", "60000"]).await;
     let key = "locked-1";
     app.hold("alice", event.id, &[seat], key).await.assert_problem(409, "SEAT_LOCKED");
     assert_eq!(
@@ -96,27 +98,12 @@ async fn a_seat_locked_by_someone_else_is_409_seat_locked_and_not_stored() {
         1
     );
 
-    for node in &redis.nodes {
-        let client = redis::Client::open(node.url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let _: () = redis::cmd("DEL").arg(format!("{prefix}seat:{seat}")).query_async(&mut conn).await.unwrap();
-    }
+    run_on_every_node(&redis, &["DEL", &format!("{prefix}seat:{seat}")]).await;
     assert_eq!(app.hold("alice", event.id, &[seat], key).await.status, StatusCode::CREATED);
 
     // Now the seat is both held (by alice) and locked (by a stranger): bob's claim itself sees
     // the seat taken and settles SEAT_UNAVAILABLE, stored for replay, without touching the lock.
-    for node in &redis.nodes {
-        let client = redis::Client::open(node.url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let _: () = redis::cmd("SET")
-            .arg(format!("{prefix}seat:{seat}"))
-            .arg("someone-else")
-            .arg("PX")
-            .arg(60_000)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
+    run_on_every_node(&redis, &["SET", &format!("{prefix}seat:{seat}"), "someone-else", "PX", "60000"]).await;
     let bob = app.hold("bob", event.id, &[seat], "bob-1").await;
     bob.assert_problem(409, "SEAT_UNAVAILABLE");
     assert_eq!(bob.body["seat_ids"], serde_json::json!([seat]));
@@ -147,18 +134,7 @@ async fn waiting_for_a_lock_stops_once_the_seat_is_taken() {
     .await;
     let event = app.create_event(1, 1, 2).await;
     let seat = event.seats[0];
-    for node in &redis.nodes {
-        let client = redis::Client::open(node.url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let _: () = redis::cmd("SET")
-            .arg(format!("{prefix}seat:{seat}"))
-            .arg("someone-else")
-            .arg("PX")
-            .arg(60_000)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
+    run_on_every_node(&redis, &["SET", &format!("{prefix}seat:{seat}"), "someone-else", "PX", "60000"]).await;
     let waiting = {
         let (client, url, token) =
             (app.client.clone(), app.url(&format!("/v1/events/{}/holds", event.id)), app.token("bob"));
