@@ -3,95 +3,17 @@
 //! and a stampede. Every scenario ends with the invariants read straight from the database.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use holdfast::api::auth::JwtKeys;
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::cluster::{Fault, FaultProxy, Haproxy, Instance, PgCluster, run_load, shared_env, timed};
-use crate::helpers::{Event, JWT_SECRET, RedisCluster, Res, TestDatabase, assert_invariants, eventually, request};
-
-/// A client for several instances at once.
-#[derive(Clone)]
-struct Clients {
-    http: reqwest::Client,
-    jwt: Arc<JwtKeys>,
-}
-
-impl Clients {
-    fn new() -> Self {
-        Self {
-            http: reqwest::Client::builder().pool_max_idle_per_host(1024).build().unwrap(),
-            jwt: Arc::new(JwtKeys::new(JWT_SECRET)),
-        }
-    }
-
-    fn token(&self, user: &str) -> String {
-        self.jwt.mint(user, user == "admin", Duration::from_secs(3600)).unwrap()
-    }
-
-    async fn send(
-        &self,
-        base: &str,
-        method: Method,
-        path: &str,
-        user: &str,
-        key: Option<&str>,
-        body: Option<&Value>,
-    ) -> Result<Res, reqwest::Error> {
-        request(&self.http, method, &format!("{base}{path}"), Some(&self.token(user)), key, body).await
-    }
-
-    async fn hold(
-        &self,
-        base: &str,
-        user: &str,
-        event: Uuid,
-        seats: &[Uuid],
-        key: &str,
-    ) -> Result<Res, reqwest::Error> {
-        self.send(
-            base,
-            Method::POST,
-            &format!("/v1/events/{event}/holds"),
-            user,
-            Some(key),
-            Some(&json!({ "seat_ids": seats })),
-        )
-        .await
-    }
-
-    /// The status /ready answers with, or None when nothing answers.
-    async fn ready(&self, base: &str) -> Option<StatusCode> {
-        self.send(base, Method::GET, "/ready", "x", None, None).await.ok().map(|r| r.status)
-    }
-
-    async fn create_event(&self, base: &str, seats: u32) -> Event {
-        let body = json!({ "name": "Chaos", "starts_at": "2030-01-01T00:00:00Z",
-                           "layout": { "sections": 1, "rows": 1, "seats_per_row": seats, "price_cents": 100 } });
-        let created = self
-            .send(base, Method::POST, "/v1/events", "admin", Some(&Uuid::new_v4().to_string()), Some(&body))
-            .await
-            .unwrap();
-        assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
-        let id = created.id();
-        let seats = self
-            .send(base, Method::GET, &format!("/v1/events/{id}/seats?limit=10000"), "admin", None, None)
-            .await
-            .unwrap();
-        let seats = seats.body["seats"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["id"].as_str().unwrap().parse().unwrap())
-            .collect();
-        Event { id, seats }
-    }
-}
+use crate::cluster::{
+    Clients, Fault, FaultProxy, Fleet, Haproxy, Instance, PgCluster, prefix, run_load, shared_env, timed,
+};
+use crate::helpers::{Event, RedisCluster, Res, TestDatabase, assert_invariants, eventually};
 
 async fn redis_key_exists(url: &str, key: &str) -> bool {
     let Ok(client) = redis::Client::open(url) else {
@@ -107,21 +29,15 @@ async fn count(db: &PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(db).await.unwrap()
 }
 
-fn prefix() -> String {
-    format!("chaos:{}:", Uuid::new_v4().simple())
-}
-
 /// An instance frozen (SIGSTOP) while it holds a seat's lock, past the lock's TTL; a second
 /// instance books the seat; the first resumes and is refused by Postgres, never told 201.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_lock_holder_resumes_into_a_refusal() {
-    let redis = RedisCluster::start(3);
-    let database = TestDatabase::create().await;
-    let prefix = prefix();
-    let env = shared_env(&database.url, &redis.urls(), &prefix);
+    let fleet = Fleet::start().await;
+    let (redis, prefix) = (&fleet.redis, &fleet.prefix);
     let lock = [("REDLOCK_TTL_MS", "500"), ("REDLOCK_COMMIT_MARGIN_MS", "100")];
-    let paused = Instance::spawn(&env, &[lock[0], lock[1], ("HOLDFAST_FAULT_POST_LOCK_DELAY_MS", "1500")]).await;
-    let other = Instance::spawn(&env, &[lock[0], lock[1], ("REDLOCK_RETRY_COUNT", "20")]).await;
+    let paused = fleet.spawn(&[lock[0], lock[1], ("HOLDFAST_FAULT_POST_LOCK_DELAY_MS", "1500")]).await;
+    let other = fleet.spawn(&[lock[0], lock[1], ("REDLOCK_RETRY_COUNT", "20")]).await;
     let clients = Clients::new();
     let event = clients.create_event(&other.base, 3).await;
     let seat = event.seats[0];
@@ -152,7 +68,7 @@ async fn a_paused_lock_holder_resumes_into_a_refusal() {
         first.status == StatusCode::CONFLICT || first.status == StatusCode::SERVICE_UNAVAILABLE,
         "the resumed holder hears 409 or 503, never 201: {first:?}"
     );
-    let db = PgPool::connect(&database.url).await.unwrap();
+    let db = fleet.db().await;
     assert_eq!(count(&db, "select count(*) from seats where hold_id is not null").await, 1);
     assert_eq!(count(&db, "select count(*) from holds where status = 'HELD'").await, 1);
     assert_invariants(&db).await;
@@ -163,16 +79,14 @@ async fn a_paused_lock_holder_resumes_into_a_refusal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requests_cut_off_by_a_crash_complete_once_when_retried_elsewhere() {
     for fault in ["HOLDFAST_FAULT_POST_LOCK_DELAY_MS", "HOLDFAST_FAULT_PRE_COMMIT_DELAY_MS"] {
-        let redis = RedisCluster::start(3);
-        let database = TestDatabase::create().await;
-        let env = shared_env(&database.url, &redis.urls(), &prefix());
+        let fleet = Fleet::start().await;
         let quick =
             [("IDEMPOTENCY_LEASE_SECONDS", "2"), ("REDLOCK_TTL_MS", "1000"), ("REDLOCK_COMMIT_MARGIN_MS", "200")];
-        let mut doomed = Instance::spawn(&env, &[quick[0], quick[1], quick[2], (fault, "3000")]).await;
-        let survivor = Instance::spawn(&env, &quick).await;
+        let mut doomed = fleet.spawn(&[quick[0], quick[1], quick[2], (fault, "3000")]).await;
+        let survivor = fleet.spawn(&quick).await;
         let clients = Clients::new();
         let event = clients.create_event(&survivor.base, 10).await;
-        let db = PgPool::connect(&database.url).await.unwrap();
+        let db = fleet.db().await;
 
         let in_flight: Vec<_> = (0..10)
             .map(|i| {
@@ -226,16 +140,11 @@ async fn requests_cut_off_by_a_crash_complete_once_when_retried_elsewhere() {
 /// The same key sent to three instances at the same moment executes once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_key_sent_to_three_instances_at_once_executes_once() {
-    let redis = RedisCluster::start(3);
-    let database = TestDatabase::create().await;
-    let env = shared_env(&database.url, &redis.urls(), &prefix());
-    let mut instances = Vec::new();
-    for _ in 0..3 {
-        instances.push(Instance::spawn(&env, &[]).await);
-    }
+    let fleet = Fleet::start().await;
+    let instances = fleet.spawn_many(3, &[]).await;
     let clients = Clients::new();
     let event = clients.create_event(&instances[0].base, 20).await;
-    let db = PgPool::connect(&database.url).await.unwrap();
+    let db = fleet.db().await;
 
     for round in 0..10 {
         let seats = vec![event.seats[2 * round], event.seats[2 * round + 1]];
@@ -307,15 +216,14 @@ async fn assert_told_truth(db: &PgPool, answers: &[Result<Res, String>]) {
 /// same later. Holds keep working on the quorum; nothing is sold twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_nodes_lost_and_restarted_empty_under_load_never_double_sell() {
-    let mut redis = RedisCluster::start(3);
-    let database = TestDatabase::create().await;
-    let env = shared_env(&database.url, &redis.urls(), &prefix());
-    let a = Instance::spawn(&env, &[("REDIS_TIMEOUT_MS", "100")]).await;
-    let b = Instance::spawn(&env, &[("REDIS_TIMEOUT_MS", "100")]).await;
+    let mut fleet = Fleet::start().await;
+    let a = fleet.spawn(&[("REDIS_TIMEOUT_MS", "100")]).await;
+    let b = fleet.spawn(&[("REDIS_TIMEOUT_MS", "100")]).await;
     let clients = Clients::new();
     let event = clients.create_event(&a.base, 30).await;
     let bases = [a.base.clone(), b.base.clone()];
-    let db = PgPool::connect(&database.url).await.unwrap();
+    let db = fleet.db().await;
+    let redis = &mut fleet.redis;
 
     let mut answers = hold_traffic(&clients, &bases, &event, 150, 8).await;
     redis.nodes[0].stop();
@@ -456,13 +364,11 @@ async fn a_postgres_crash_restart_under_load_is_survived_without_a_restart() {
 /// clear 504 (lock_timeout), write nothing, and succeed once the rows are free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stalled_database_answers_within_bounds_and_writes_nothing() {
-    let redis = RedisCluster::start(3);
-    let database = TestDatabase::create().await;
-    let env = shared_env(&database.url, &redis.urls(), &prefix());
-    let instance = Instance::spawn(&env, &[("DATABASE_LOCK_TIMEOUT_MS", "300"), ("REQUEST_TIMEOUT_MS", "3000")]).await;
+    let fleet = Fleet::start().await;
+    let instance = fleet.spawn(&[("DATABASE_LOCK_TIMEOUT_MS", "300"), ("REQUEST_TIMEOUT_MS", "3000")]).await;
     let clients = Clients::new();
     let event = clients.create_event(&instance.base, 5).await;
-    let db = PgPool::connect(&database.url).await.unwrap();
+    let db = fleet.db().await;
 
     let mut blocker = db.begin().await.unwrap();
     sqlx::query("select id from seats where event_id = $1 for update")
@@ -488,13 +394,8 @@ async fn a_stalled_database_answers_within_bounds_and_writes_nothing() {
 /// hears 409 (SEAT_UNAVAILABLE or SEAT_LOCKED), and nobody waits long.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stampede_of_a_thousand_on_one_seat_across_three_instances_has_one_winner() {
-    let redis = RedisCluster::start(3);
-    let database = TestDatabase::create().await;
-    let env = shared_env(&database.url, &redis.urls(), &prefix());
-    let mut instances = Vec::new();
-    for _ in 0..3 {
-        instances.push(Instance::spawn(&env, &[]).await);
-    }
+    let fleet = Fleet::start().await;
+    let instances = fleet.spawn_many(3, &[]).await;
     let clients = Clients::new();
     let event = clients.create_event(&instances[0].base, 2).await;
     let seat = event.seats[0];
@@ -523,7 +424,7 @@ async fn a_stampede_of_a_thousand_on_one_seat_across_three_instances_has_one_win
         latencies[latencies.len() * 99 / 100],
         latencies[latencies.len() - 1]
     );
-    let db = PgPool::connect(&database.url).await.unwrap();
+    let db = fleet.db().await;
     assert_eq!(count(&db, "select count(*) from holds").await, 1);
     assert_invariants(&db).await;
 }
@@ -533,18 +434,13 @@ async fn a_stampede_of_a_thousand_on_one_seat_across_three_instances_has_one_win
 /// keys and settle once, and hold expiry keeps running without the dead instance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scale_out_behind_haproxy_survives_losing_an_instance() {
-    let redis = RedisCluster::start(3);
-    let database = TestDatabase::create().await;
-    let env = shared_env(&database.url, &redis.urls(), &prefix());
+    let fleet = Fleet::start().await;
     let quick = [("IDEMPOTENCY_LEASE_SECONDS", "2"), ("REDLOCK_TTL_MS", "1000"), ("REDLOCK_COMMIT_MARGIN_MS", "200")];
-    let mut instances = Vec::new();
-    for _ in 0..3 {
-        instances.push(Instance::spawn(&env, &quick).await);
-    }
+    let mut instances = fleet.spawn_many(3, &quick).await;
     let lb = Haproxy::start(&instances.iter().map(|i| i.port).collect::<Vec<_>>()).await;
     let clients = Clients::new();
     let event = clients.create_event(&lb.base, 60).await;
-    let db = PgPool::connect(&database.url).await.unwrap();
+    let db = fleet.db().await;
 
     let load = {
         let (clients, base, event) =

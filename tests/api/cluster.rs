@@ -15,11 +15,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 
-use crate::helpers::{JWT_SECRET, eventually};
+use holdfast::api::auth::JwtKeys;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::helpers::{Event, JWT_SECRET, RedisCluster, Res, TestDatabase, eventually, free_port, request, seat_ids};
 
 fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
@@ -367,5 +368,118 @@ impl Drop for Haproxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// A client for several instances at once.
+#[derive(Clone)]
+pub struct Clients {
+    http: reqwest::Client,
+    jwt: Arc<JwtKeys>,
+}
+
+impl Clients {
+    pub fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder().pool_max_idle_per_host(1024).build().unwrap(),
+            jwt: Arc::new(JwtKeys::new(JWT_SECRET)),
+        }
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        self.jwt.mint(user, user == "admin", Duration::from_secs(3600)).unwrap()
+    }
+
+    pub async fn send(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        user: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Res, reqwest::Error> {
+        request(&self.http, method, &format!("{base}{path}"), Some(&self.token(user)), key, body).await
+    }
+
+    pub async fn hold(
+        &self,
+        base: &str,
+        user: &str,
+        event: Uuid,
+        seats: &[Uuid],
+        key: &str,
+    ) -> Result<Res, reqwest::Error> {
+        self.send(
+            base,
+            Method::POST,
+            &format!("/v1/events/{event}/holds"),
+            user,
+            Some(key),
+            Some(&json!({ "seat_ids": seats })),
+        )
+        .await
+    }
+
+    /// The status /ready answers with, or None when nothing answers.
+    pub async fn ready(&self, base: &str) -> Option<StatusCode> {
+        self.send(base, Method::GET, "/ready", "x", None, None).await.ok().map(|r| r.status)
+    }
+
+    pub async fn create_event(&self, base: &str, seats: u32) -> Event {
+        let body = json!({ "name": "Chaos", "starts_at": "2030-01-01T00:00:00Z",
+                           "layout": { "sections": 1, "rows": 1, "seats_per_row": seats, "price_cents": 100 } });
+        let created = self
+            .send(base, Method::POST, "/v1/events", "admin", Some(&Uuid::new_v4().to_string()), Some(&body))
+            .await
+            .unwrap();
+        assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+        let id = created.id();
+        let seats = self
+            .send(base, Method::GET, &format!("/v1/events/{id}/seats?limit=10000"), "admin", None, None)
+            .await
+            .unwrap();
+        let seats = seat_ids(&seats.body);
+        Event { id, seats }
+    }
+}
+
+/// A fresh Redis key prefix, so tests sharing nodes never see each other's locks.
+pub fn prefix() -> String {
+    format!("chaos:{}:", Uuid::new_v4().simple())
+}
+
+/// The usual fault-suite setup: three Redis nodes, a fresh database, a private key prefix, and
+/// the settings every instance of the test shares.
+pub struct Fleet {
+    pub redis: RedisCluster,
+    pub database: TestDatabase,
+    pub prefix: String,
+    env: Vec<(String, String)>,
+}
+
+impl Fleet {
+    pub async fn start() -> Self {
+        let redis = RedisCluster::start(3);
+        let database = TestDatabase::create().await;
+        let prefix = prefix();
+        let env = shared_env(&database.url, &redis.urls(), &prefix);
+        Self { redis, database, prefix, env }
+    }
+
+    pub async fn spawn(&self, extra: &[(&str, &str)]) -> Instance {
+        Instance::spawn(&self.env, extra).await
+    }
+
+    pub async fn spawn_many(&self, n: usize, extra: &[(&str, &str)]) -> Vec<Instance> {
+        let mut instances = Vec::with_capacity(n);
+        for _ in 0..n {
+            instances.push(self.spawn(extra).await);
+        }
+        instances
+    }
+
+    pub async fn db(&self) -> PgPool {
+        PgPool::connect(&self.database.url).await.unwrap()
     }
 }

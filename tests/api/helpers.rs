@@ -208,6 +208,11 @@ pub async fn read(response: reqwest::Response) -> Res {
     Res { status, headers, body }
 }
 
+/// The seat ids of a seat-map page (`GET /v1/events/{id}/seats`), in map order.
+pub fn seat_ids(page: &Value) -> Vec<Uuid> {
+    page["seats"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().parse().unwrap()).collect()
+}
+
 pub struct Event {
     pub id: Uuid,
     pub seats: Vec<Uuid>,
@@ -264,12 +269,7 @@ impl TestApp {
         assert_eq!(res.status, StatusCode::CREATED, "{res:?}");
         let id = res.id();
         let seats = self.get(&format!("/v1/events/{id}/seats?limit=10000"), None).await;
-        let seats = seats.body["seats"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["id"].as_str().unwrap().parse().unwrap())
-            .collect();
+        let seats = seat_ids(&seats.body);
         Event { id, seats }
     }
 
@@ -323,7 +323,8 @@ pub struct RedisNode {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on right now (the OS picks it).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

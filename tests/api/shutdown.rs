@@ -6,16 +6,12 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use holdfast::api::auth::JwtKeys;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::{JWT_SECRET, TestDatabase, eventually};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::cluster::Clients;
+use crate::helpers::{JWT_SECRET, TestDatabase, eventually, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_lets_an_in_flight_booking_finish_then_exits_cleanly() {
@@ -56,44 +52,12 @@ async fn sigterm_lets_an_in_flight_booking_finish_then_exits_cleanly() {
     })
     .await;
 
-    let keys = JwtKeys::new(JWT_SECRET);
-    let admin = keys.mint("admin", true, Duration::from_secs(600)).unwrap();
-    let alice = keys.mint("alice", false, Duration::from_secs(600)).unwrap();
-    let layout = json!({ "name": "Shutdown", "starts_at": "2030-01-01T00:00:00Z",
-                         "layout": { "sections": 1, "rows": 1, "seats_per_row": 2, "price_cents": 100 } });
-    let event: Value = client
-        .post(format!("{base}/v1/events"))
-        .bearer_auth(&admin)
-        .header("idempotency-key", "e")
-        .json(&layout)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let seats: Value = client
-        .get(format!("{base}/v1/events/{}/seats", event["id"].as_str().unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let seat = seats["seats"][0]["id"].as_str().unwrap().to_owned();
-
+    let clients = Clients::new();
+    let event = clients.create_event(&base, 2).await;
+    let seat = event.seats[0];
     let in_flight = tokio::spawn({
-        let (client, base, alice, event_id) =
-            (client.clone(), base.clone(), alice.clone(), event["id"].as_str().unwrap().to_owned());
-        async move {
-            client
-                .post(format!("{base}/v1/events/{event_id}/holds"))
-                .bearer_auth(&alice)
-                .header("idempotency-key", "in-flight")
-                .json(&json!({ "seat_ids": [seat] }))
-                .send()
-                .await
-        }
+        let (clients, base) = (clients.clone(), base.clone());
+        async move { clients.hold(&base, "alice", event.id, &[seat], "in-flight").await }
     });
     let db = sqlx::PgPool::connect(&database.url).await.unwrap();
     eventually("the hold is inside its transaction", Duration::from_secs(10), || async {
@@ -106,7 +70,7 @@ async fn sigterm_lets_an_in_flight_booking_finish_then_exits_cleanly() {
     assert!(killed.success());
 
     let response = in_flight.await.unwrap().expect("the in-flight request is answered, not cut off");
-    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.status, StatusCode::CREATED, "{response:?}");
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
