@@ -3,6 +3,7 @@
 //! inside the pipeline's transaction, every write guarded by its own predicate.
 
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
 
 use axum::http::StatusCode;
 use serde_json::Value;
@@ -15,6 +16,10 @@ use crate::db::{bookings, events, holds};
 use crate::domain::{NewEvent, SeatIds, Ttl};
 use crate::idempotency::SeatProbe;
 use crate::state::AppState;
+
+/// The answer a seat-claiming command gets when its seats are already taken (the claim fills
+/// in `seat_ids`). Built once: it is the same for every request.
+static SEAT_UNAVAILABLE: LazyLock<Value> = LazyLock::new(|| ApiError::SeatUnavailable { seat_ids: Vec::new() }.body());
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -99,29 +104,19 @@ impl Command {
         }
     }
 
-    /// The answer a seat-claiming command gets when its seats are already taken; see
-    /// [`Command::seat_probe`].
-    pub(super) fn seat_probe_answer(&self) -> Option<Value> {
-        match self {
-            Command::CreateHold { .. } | Command::BookSeats { .. } => {
-                Some(ApiError::SeatUnavailable { seat_ids: Vec::new() }.body())
-            }
-            _ => None,
-        }
-    }
-
     /// For commands that claim free seats: the probe that lets the idempotency claim settle
     /// the request at once when the seats are already taken.
-    pub(super) fn seat_probe<'a>(
-        &'a self,
-        answer: Option<&'a Value>,
-        wanted: &'a (dyn Fn() -> bool + Send + Sync),
-    ) -> Option<SeatProbe<'a>> {
-        match (self, answer) {
-            (
-                Command::CreateHold { event_id, seat_ids, .. } | Command::BookSeats { event_id, seat_ids, .. },
-                Some(body),
-            ) => Some(SeatProbe { event_id: *event_id, seat_ids: seat_ids.as_slice(), status: 409, body, wanted }),
+    pub(super) fn seat_probe<'a>(&'a self, wanted: &'a (dyn Fn() -> bool + Send + Sync)) -> Option<SeatProbe<'a>> {
+        match self {
+            Command::CreateHold { event_id, seat_ids, .. } | Command::BookSeats { event_id, seat_ids, .. } => {
+                Some(SeatProbe {
+                    event_id: *event_id,
+                    seat_ids: seat_ids.as_slice(),
+                    status: 409,
+                    body: &SEAT_UNAVAILABLE,
+                    wanted,
+                })
+            }
             _ => None,
         }
     }

@@ -84,9 +84,8 @@ async fn execute(
         Some(req) => {
             let started = Instant::now();
             let lease = Duration::from_secs(state.config.idempotency_lease_seconds as u64);
-            let template = command.seat_probe_answer();
             let is_hot = || state.hot_seats.any_hot(command.requested_seats());
-            let probe = command.seat_probe(template.as_ref(), &is_hot);
+            let probe = command.seat_probe(&is_hot);
             let claim = idempotency::claim(&state.claims_db, req, lease, probe.as_ref()).await;
             stage("claim", started);
             match claim? {
