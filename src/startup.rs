@@ -69,6 +69,7 @@ impl Application {
             redlock: Arc::new(redlock),
             metrics: telemetry::metrics_handle(),
             hot_seats: Arc::default(),
+            durability: Arc::default(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         };

@@ -13,6 +13,7 @@
 //! conditioned on our `claim_token`, so the effect and the stored answer commit together or not
 //! at all, and a takeover while we were paused makes our commit touch nothing.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -49,7 +50,7 @@ pub enum Claim {
     /// Settled before: replay this answer.
     Replay { status: u16, body: Value },
     /// Settled by this claim itself, because its probe found the outcome already decided (the
-    /// seats are taken). Call [`make_durable`] before answering.
+    /// seats are taken). Call [`Durability::flush`] before answering.
     Settled { status: u16, body: Value },
 }
 
@@ -226,12 +227,35 @@ pub async fn claim(
     Err(IdempotencyError::InProgress)
 }
 
-/// Makes an asynchronously committed record durable: a tiny transaction with an xid, committed
-/// synchronously, waits for the WAL flush up to its commit record, which lies after every
-/// record committed before it. Used after a claim settled an answer on the claims pool.
-pub async fn make_durable(sync_pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query("select pg_current_xact_id()").execute(sync_pool).await?;
-    Ok(())
+/// Makes asynchronously committed records durable, in groups. A tiny transaction with an xid,
+/// committed synchronously, waits for the WAL flush up to its commit record, which lies after
+/// every record committed before it started. So one flush serves every caller whose claim had
+/// committed when the flush began: in a stampede, 999 losers share a handful of flushes instead
+/// of queueing 999 of them on the main pool. Used after a claim settled an answer on the
+/// claims pool.
+#[derive(Debug, Default)]
+pub struct Durability {
+    /// Generation of the last flush started (bumped just before its statement is sent).
+    started: AtomicU64,
+    /// Generation of the last flush finished; held while a flush runs, so flushes go one at a time.
+    finished: tokio::sync::Mutex<u64>,
+}
+
+impl Durability {
+    pub async fn flush(&self, sync_pool: &PgPool) -> Result<(), sqlx::Error> {
+        // Any flush that starts from now on has at least this generation, and covers our record.
+        let needed = self.started.load(Ordering::SeqCst) + 1;
+        let mut finished = self.finished.lock().await;
+        if *finished >= needed {
+            metrics::counter!("holdfast_durability_flushes_total", "outcome" => "shared").increment(1);
+            return Ok(());
+        }
+        let generation = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        sqlx::query("select pg_current_xact_id()").execute(sync_pool).await?;
+        *finished = generation;
+        metrics::counter!("holdfast_durability_flushes_total", "outcome" => "flushed").increment(1);
+        Ok(())
+    }
 }
 
 /// Stores the settled answer. Runs inside the business transaction when there is one; returns

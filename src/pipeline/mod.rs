@@ -94,7 +94,7 @@ async fn execute(
                     state.hot_seats.mark(command.requested_seats());
                     // Decided at claim time (the seats are taken): durable before we say so.
                     let started = Instant::now();
-                    idempotency::make_durable(&state.db).await?;
+                    state.durability.flush(&state.db).await?;
                     stage("durable", started);
                     return Ok(Reply {
                         status: StatusCode::from_u16(status).map_err(ApiError::internal)?,
