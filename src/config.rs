@@ -189,6 +189,10 @@ pub struct Config {
     /// How often each instance purges and recovers idempotency records (jittered ±20%).
     #[arg(long, env = "IDEMPOTENCY_SWEEP_INTERVAL_MS", default_value_t = 10_000)]
     pub idempotency_sweep_interval_ms: u64,
+    /// How often each instance checks every booking invariant (the full scan behind
+    /// `GET /v1/admin/integrity`) and publishes `holdfast_invariant_violations`.
+    #[arg(long, env = "INTEGRITY_CHECK_INTERVAL_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub integrity_check_interval_seconds: u64,
     /// Rows one background batch takes.
     #[arg(long, env = "JOB_BATCH_SIZE", default_value_t = 500)]
     pub job_batch_size: i64,

@@ -52,7 +52,7 @@ impl JwtKeys {
         if sub.is_empty() || sub.len() > 255 {
             return Err(ApiError::Unauthenticated("The token's subject must be 1 to 255 characters."));
         }
-        Ok(Caller { user_id: sub, admin: data.claims.role.as_deref() == Some("admin") })
+        Ok(Caller { user_id: sub, admin: data.claims.role.as_deref() == Some("admin"), request_id: None })
     }
 
     /// The caller named by a request's `Authorization: Bearer` header.
@@ -66,7 +66,10 @@ impl JwtKeys {
             .ok()
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .ok_or(ApiError::Unauthenticated("The Authorization header must be `Bearer <token>`."))?;
-        self.verify(token.trim())
+        let mut caller = self.verify(token.trim())?;
+        // Set by the request-id layer before any handler runs; recorded in the audit trail.
+        caller.request_id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(caller)
     }
 }
 

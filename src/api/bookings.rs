@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey, idempotent_request};
 use super::holds::parse_payment_reference;
 use super::reply;
-use crate::db::bookings;
+use crate::db::{audit, bookings};
 use crate::domain::SeatIds;
 use crate::pipeline::{self, Command, views};
 use crate::state::AppState;
@@ -47,10 +47,7 @@ pub async fn get_booking(
     Auth(caller): Auth,
     ApiPath(booking_id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    let booking = bookings::find(&state.db, booking_id)
-        .await?
-        .filter(|b| caller.may_access(&b.user_id))
-        .ok_or(ApiError::NotFound("booking"))?;
+    let booking = pipeline::visible_booking(&state, &caller, booking_id).await?;
     Ok(reply::ok(views::booking(&booking)))
 }
 
@@ -87,4 +84,15 @@ pub async fn cancel_booking(
     let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &())?;
     let reply = pipeline::run(&state, caller, Some(idem), Command::CancelBooking { booking_id }).await?;
     Ok(reply::render(reply))
+}
+
+/// The booking's audit trail: every state change of it and of the hold it came from.
+pub async fn booking_history(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(booking_id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let booking = pipeline::visible_booking(&state, &caller, booking_id).await?;
+    let rows = audit::history(&state.db, booking.hold_id).await?;
+    Ok(reply::ok(views::history(booking.id, booking.hold_id, &rows)))
 }

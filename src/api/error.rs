@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::domain::ValidationError;
+use crate::domain::slots::SlotRefusal;
 use crate::idempotency::IdempotencyError;
 use crate::lock::LockError;
 
@@ -46,6 +48,16 @@ pub enum ApiError {
     HoldLifetimeExceeded { latest_expiry: chrono::DateTime<chrono::Utc> },
     #[error("seats locked by another request")]
     SeatLocked,
+    #[error("insufficient inventory")]
+    InsufficientInventory { night: Option<NaiveDate>, available: i32, closed: bool },
+    #[error("capacity below what is sold")]
+    CapacityBelowSold { night: NaiveDate, sold: i32 },
+    #[error("slot unavailable")]
+    SlotUnavailable { conflict: Option<(DateTime<Utc>, DateTime<Utc>)> },
+    #[error(transparent)]
+    SlotRefused(#[from] SlotRefusal),
+    #[error("outside the cancellation window")]
+    OutsideCancellationWindow { deadline: DateTime<Utc> },
     #[error("a request with this Idempotency-Key is in progress")]
     IdempotencyInProgress,
     #[error("Idempotency-Key reused with a different request")]
@@ -97,10 +109,14 @@ impl ApiError {
             | HoldLifetimeExceeded { .. }
             | SeatLocked
             | IdempotencyInProgress
-            | ConcurrentModification => StatusCode::CONFLICT,
+            | ConcurrentModification
+            | InsufficientInventory { .. }
+            | CapacityBelowSold { .. }
+            | SlotUnavailable { .. }
+            | OutsideCancellationWindow { .. } => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Validation(_) | InvalidBody(_) | UnknownSeats { .. } | IdempotencyKeyReused => {
+            Validation(_) | InvalidBody(_) | UnknownSeats { .. } | IdempotencyKeyReused | SlotRefused(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -127,6 +143,11 @@ impl ApiError {
             BookingNotActive { .. } => "BOOKING_NOT_ACTIVE",
             HoldLifetimeExceeded { .. } => "HOLD_LIFETIME_EXCEEDED",
             SeatLocked => "SEAT_LOCKED",
+            InsufficientInventory { .. } => "INSUFFICIENT_INVENTORY",
+            CapacityBelowSold { .. } => "CAPACITY_BELOW_SOLD",
+            SlotUnavailable { .. } => "SLOT_UNAVAILABLE",
+            SlotRefused(refusal) => refusal.code(),
+            OutsideCancellationWindow { .. } => "OUTSIDE_CANCELLATION_WINDOW",
             IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
             IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             ConcurrentModification => "CONCURRENT_MODIFICATION",
@@ -157,7 +178,12 @@ impl ApiError {
             HoldNotActive { .. } => "The hold is no longer active",
             BookingNotActive { .. } => "The booking is no longer active",
             HoldLifetimeExceeded { .. } => "The hold cannot be extended that far",
-            SeatLocked => "The seats are being booked by another request",
+            SeatLocked => "What you asked for is being booked by another request",
+            InsufficientInventory { .. } => "Not enough units are left on a night of the stay",
+            CapacityBelowSold { .. } => "The capacity cannot go below what is already sold",
+            SlotUnavailable { .. } => "The slot overlaps another booking",
+            SlotRefused(_) => "The slot cannot be booked",
+            OutsideCancellationWindow { .. } => "The booking can no longer be cancelled",
             IdempotencyInProgress => "A request with this Idempotency-Key is still in progress",
             IdempotencyKeyReused => "This Idempotency-Key was used for a different request",
             ConcurrentModification => "The resource changed while this request ran",
@@ -185,7 +211,19 @@ impl ApiError {
             HoldLifetimeExceeded { latest_expiry } => {
                 format!("A hold may not live past {}.", latest_expiry.to_rfc3339())
             }
-            SeatLocked => "Retry shortly: another request holds a lock on these seats.".into(),
+            SeatLocked => "Retry shortly: another request holds a lock on what you asked for.".into(),
+            InsufficientInventory { night: Some(night), available, closed: true } => {
+                format!("{night} is not on sale ({available} left).")
+            }
+            InsufficientInventory { night: Some(night), available, .. } => format!("{night} has {available} left."),
+            CapacityBelowSold { night, sold } => format!("{night} already has {sold} sold or held."),
+            SlotUnavailable { conflict: Some((start, end)) } => {
+                format!("It overlaps {} to {}, including buffers.", start.to_rfc3339(), end.to_rfc3339())
+            }
+            SlotRefused(refusal) => refusal.to_string(),
+            OutsideCancellationWindow { deadline } => {
+                format!("Cancellation closed at {}.", deadline.to_rfc3339())
+            }
             IdempotencyInProgress => "Retry later with the same key to get its outcome.".into(),
             IdempotencyKeyReused => "Use a new Idempotency-Key for a different request.".into(),
             ConcurrentModification => "Nothing was changed; retry the request.".into(),
@@ -225,6 +263,11 @@ impl ApiError {
                 | HoldNotActive { .. }
                 | BookingNotActive { .. }
                 | HoldLifetimeExceeded { .. }
+                | InsufficientInventory { .. }
+                | CapacityBelowSold { .. }
+                | SlotUnavailable { .. }
+                | SlotRefused(_)
+                | OutsideCancellationWindow { .. }
         )
     }
 
@@ -246,6 +289,14 @@ impl ApiError {
                 json!({ "latest_expiry": latest_expiry })
             }
             ApiError::NotReady { checks } => json!({ "checks": checks }),
+            ApiError::InsufficientInventory { night, available, closed } => {
+                json!({ "night": night, "available": available, "closed": closed })
+            }
+            ApiError::CapacityBelowSold { night, sold } => json!({ "night": night, "sold": sold }),
+            ApiError::SlotUnavailable { conflict } => json!({
+                "conflict": conflict.map(|(start, end)| json!({ "start": start, "end": end })),
+            }),
+            ApiError::OutsideCancellationWindow { deadline } => json!({ "cancellable_until": deadline }),
             ApiError::RateLimited { retry_after_secs } => {
                 json!({ "retry_after_seconds": retry_after_secs })
             }
@@ -314,6 +365,13 @@ impl From<sqlx::Error> for ApiError {
                     && SEAT_CONFLICT_CONSTRAINTS.contains(&constraint)
                 {
                     return ApiError::SeatUnavailable { seat_ids: Vec::new() };
+                }
+                match db.constraint() {
+                    Some("inventory_nights_not_oversold") => {
+                        return ApiError::InsufficientInventory { night: None, available: 0, closed: false };
+                    }
+                    Some("slot_claims_no_overlap") => return ApiError::SlotUnavailable { conflict: None },
+                    _ => {}
                 }
                 match db.code().as_deref() {
                     // query_canceled (statement_timeout), lock_not_available (lock_timeout)

@@ -10,7 +10,6 @@ use super::auth::Auth;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, IdemKey, OptionalApiJson, OptionalIdemKey, idempotent_request};
 use super::reply;
-use crate::db::holds;
 use crate::domain::{SeatIds, Ttl};
 use crate::pipeline::{self, Command, views};
 use crate::state::AppState;
@@ -45,10 +44,7 @@ pub async fn get_hold(
     Auth(caller): Auth,
     ApiPath(hold_id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    let hold = holds::find(&state.db, hold_id)
-        .await?
-        .filter(|h| caller.may_access(&h.user_id))
-        .ok_or(ApiError::NotFound("hold"))?;
+    let hold = pipeline::visible_hold(&state, &caller, hold_id).await?;
     Ok(reply::ok(views::hold(&hold)))
 }
 

@@ -8,10 +8,12 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod holds;
+pub mod inventories;
 pub mod middleware;
 pub mod ops;
 pub mod rate_limit;
 pub mod reply;
+pub mod resources;
 
 use std::any::Any;
 
@@ -19,7 +21,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -45,6 +47,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/bookings", get(bookings::list_bookings))
         .route("/v1/bookings/{booking_id}", get(bookings::get_booking))
         .route("/v1/bookings/{booking_id}/cancel", post(bookings::cancel_booking))
+        .route("/v1/bookings/{booking_id}/reschedule", post(resources::reschedule_booking))
+        .route("/v1/bookings/{booking_id}/history", get(bookings::booking_history))
+        .route("/v1/inventories", post(inventories::create_inventory))
+        .route("/v1/inventories/{inventory_id}/nights", patch(inventories::patch_nights))
+        .route("/v1/inventories/{inventory_id}/availability", get(inventories::availability))
+        .route("/v1/inventories/{inventory_id}/holds", post(inventories::create_room_hold))
+        .route("/v1/admin/integrity", get(ops::integrity))
+        .route("/v1/resources", post(resources::create_resource))
+        .route("/v1/resources/{resource_id}", get(resources::get_resource))
+        .route("/v1/resources/{resource_id}/availability", get(resources::availability))
+        .route("/v1/resources/{resource_id}/holds", post(resources::create_slot_hold))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::rate_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_timeout));
 

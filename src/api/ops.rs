@@ -1,4 +1,5 @@
-//! Liveness, readiness and metrics: never rate limited, never authenticated.
+//! Liveness, readiness and metrics: never rate limited, never authenticated. And the admin's
+//! integrity check.
 
 use std::time::Duration;
 
@@ -7,8 +8,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::auth::Admin;
 use super::error::ApiError;
 use super::reply;
+use crate::db::invariants;
 use crate::state::AppState;
 
 /// Liveness: the process answers. Touches no dependency, so a database outage never gets
@@ -45,4 +48,14 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
         .into_response()
+}
+
+/// Every booking invariant checked against the database now (admins only): no seat, night or
+/// slot over-sold, night counters equal to their live holds and bookings, nothing stuck.
+/// The same checks feed `holdfast_invariant_violations` every `INTEGRITY_CHECK_INTERVAL_SECONDS`.
+pub async fn integrity(State(state): State<AppState>, Admin(_): Admin) -> Result<Response, ApiError> {
+    let violations = invariants::violations(&state.db).await?;
+    invariants::report(&violations);
+    let found: Vec<_> = violations.iter().map(|(check, count)| json!({ "check": check, "count": count })).collect();
+    Ok(reply::ok(json!({ "ok": found.is_empty(), "checks": invariants::CHECKS.len(), "violations": found })))
 }

@@ -1,34 +1,89 @@
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+use super::holds::{Target, TargetRecord, target_columns};
+
+#[derive(Debug, Clone)]
 pub struct BookingRow {
     pub id: Uuid,
-    pub event_id: Uuid,
     pub hold_id: Uuid,
     pub user_id: String,
     pub status: String,
     pub payment_reference: Option<String>,
-    pub total_cents: i64,
     pub created_at: DateTime<Utc>,
     pub cancelled_at: Option<DateTime<Utc>>,
     pub version: i64,
-    pub seat_ids: Vec<Uuid>,
+    /// What was booked: the hold's target.
+    pub target: Target,
 }
 
-const SELECT_BOOKING: &str = "
-    select b.id, b.event_id, b.hold_id, b.user_id, b.status, b.payment_reference, b.total_cents,
-           b.created_at, b.cancelled_at, b.version,
-           coalesce(array_agg(bs.seat_id order by bs.seat_id) filter (where bs.seat_id is not null), '{}') as seat_ids
-      from bookings b
-      left join booking_seats bs on bs.booking_id = b.id";
+impl BookingRow {
+    pub fn seat_ids(&self) -> &[Uuid] {
+        match &self.target {
+            Target::Seats { seat_ids, .. } => seat_ids,
+            _ => &[],
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct BookingRecord {
+    id: Uuid,
+    hold_id: Uuid,
+    user_id: String,
+    status: String,
+    payment_reference: Option<String>,
+    created_at: DateTime<Utc>,
+    cancelled_at: Option<DateTime<Utc>>,
+    version: i64,
+    #[sqlx(flatten)]
+    target: TargetRecord,
+}
+
+impl BookingRecord {
+    fn into_row(self) -> Result<BookingRow, sqlx::Error> {
+        Ok(BookingRow {
+            id: self.id,
+            hold_id: self.hold_id,
+            user_id: self.user_id,
+            status: self.status,
+            payment_reference: self.payment_reference,
+            created_at: self.created_at,
+            cancelled_at: self.cancelled_at,
+            version: self.version,
+            target: self.target.into_target()?,
+        })
+    }
+}
+
+fn select_booking(filter: &str) -> String {
+    format!(
+        "select b.id, b.hold_id, b.user_id, b.status, b.payment_reference, b.created_at, b.cancelled_at, b.version,
+                b.event_id, b.inventory_id, b.resource_id, {}
+           from bookings b
+          {filter}",
+        target_columns("b.hold_id")
+    )
+}
+
+static FIND_BOOKING: LazyLock<String> = LazyLock::new(|| select_booking("where b.id = $1"));
+static LIST_BOOKINGS: LazyLock<String> = LazyLock::new(|| {
+    select_booking(
+        "where b.user_id = $1
+           and ($2::uuid is null or (b.created_at, b.id) <
+                (select created_at, id from bookings where id = $2 and user_id = $1))
+         order by b.created_at desc, b.id desc
+         limit $3",
+    )
+});
 
 pub async fn find<'e>(db: impl PgExecutor<'e>, booking_id: Uuid) -> Result<Option<BookingRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT_BOOKING} where b.id = $1 group by b.id")))
-        .bind(booking_id)
-        .fetch_optional(db)
-        .await
+    let record: Option<BookingRecord> =
+        sqlx::query_as(sqlx::AssertSqlSafe(FIND_BOOKING.as_str())).bind(booking_id).fetch_optional(db).await?;
+    record.map(BookingRecord::into_row).transpose()
 }
 
 /// The caller's bookings, newest first, strictly after the cursor booking.
@@ -38,20 +93,13 @@ pub async fn list_for_user<'e>(
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<BookingRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT_BOOKING}
-          where b.user_id = $1
-            and ($2::uuid is null or (b.created_at, b.id) <
-                 (select created_at, id from bookings where id = $2 and user_id = $1))
-          group by b.id
-          order by b.created_at desc, b.id desc
-          limit $3"
-    )))
-    .bind(user_id)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(db)
-    .await
+    let records: Vec<BookingRecord> = sqlx::query_as(sqlx::AssertSqlSafe(LIST_BOOKINGS.as_str()))
+        .bind(user_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    records.into_iter().map(BookingRecord::into_row).collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -85,19 +133,20 @@ pub struct Confirmed {
     pub moved: bool,
     pub sold: Vec<Uuid>,
     pub created_at: Option<DateTime<Utc>>,
+    pub nights_moved: i64,
 }
 
 /// Confirms a hold into a booking in one statement (one round trip): move the hold from HELD
-/// (at the version we read, unexpired) to CONFIRMED, insert the booking, sell the seats the
-/// hold still claims, and record the sale. Each step runs only if the one before it did.
-/// The caller rolls back unless the hold moved and every seat was sold.
+/// (at the version we read, unexpired) to CONFIRMED, insert the booking for the hold's target,
+/// sell the seats the hold still claims and record the sale, and move its units on each night
+/// from held to booked. Each step runs only if the one before it did. A slot hold's claim just
+/// stays active. The caller rolls back unless the hold moved and every seat was sold.
 #[allow(clippy::too_many_arguments)]
 pub async fn confirm_hold(
     conn: &mut PgConnection,
     hold_id: Uuid,
     seen_version: i64,
     booking_id: Uuid,
-    event_id: Uuid,
     user_id: &str,
     payment_reference: Option<&str>,
     total_cents: i64,
@@ -107,27 +156,34 @@ pub async fn confirm_hold(
         "with moved as (
              update holds set status = 'CONFIRMED', version = version + 1, updated_at = now()
               where id = $1 and version = $2 and status = 'HELD' and expires_at > now()
-             returning id
+             returning id, event_id, inventory_id, resource_id
          ), booking as (
-             insert into bookings (id, event_id, hold_id, user_id, status, payment_reference, total_cents)
-             select $3, $4, id, $5, 'CONFIRMED', $6, $7 from moved
+             insert into bookings (id, event_id, inventory_id, resource_id, hold_id, user_id, status, payment_reference, total_cents)
+             select $3, event_id, inventory_id, resource_id, id, $4, 'CONFIRMED', $5, $6 from moved
              returning created_at
          ), sold as (
              update seats set booking_id = $3, hold_id = null, hold_expires_at = null, version = version + 1
-              where id = any($8) and hold_id = $1 and hold_expires_at > now() and booking_id is null
+              where id = any($7) and hold_id = $1 and hold_expires_at > now() and booking_id is null
                 and exists (select 1 from booking)
              returning id
          ), recorded as (
              insert into booking_seats (booking_id, seat_id) select $3, id from sold returning seat_id
+         ), nights as (
+             update inventory_nights n
+                set held = n.held - hn.quantity, booked = n.booked + hn.quantity, version = n.version + 1
+               from hold_nights hn
+              where hn.hold_id = $1 and n.inventory_id = hn.inventory_id and n.night = hn.night
+                and exists (select 1 from booking)
+             returning 1
          )
          select exists (select 1 from moved) as moved,
                 array(select seat_id from recorded order by seat_id) as sold,
-                (select created_at from booking) as created_at",
+                (select created_at from booking) as created_at,
+                (select count(*) from nights) as nights_moved",
     )
     .bind(hold_id)
     .bind(seen_version)
     .bind(booking_id)
-    .bind(event_id)
     .bind(user_id)
     .bind(payment_reference)
     .bind(total_cents)
@@ -194,13 +250,41 @@ pub async fn cancel(conn: &mut PgConnection, booking_id: Uuid, seen_version: i64
     if cancelled == 0 {
         return Ok(false);
     }
-    sqlx::query("update booking_seats set active = false where booking_id = $1 and active")
-        .bind(booking_id)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("update seats set booking_id = null, version = version + 1 where booking_id = $1")
-        .bind(booking_id)
-        .execute(conn)
-        .await?;
+    // Give back what the booking held: its seats, its units on each night, its slot.
+    sqlx::query(
+        "with unsold as (
+             update booking_seats set active = false where booking_id = $1 and active returning seat_id
+         ), freed_seats as (
+             update seats set booking_id = null, version = version + 1 where booking_id = $1 returning 1
+         ), released_nights as (
+             update inventory_nights n set booked = n.booked - hn.quantity, version = n.version + 1
+               from hold_nights hn join bookings b on b.hold_id = hn.hold_id
+              where b.id = $1 and n.inventory_id = hn.inventory_id and n.night = hn.night
+             returning 1
+         ), freed_slot as (
+             update slot_claims set active = false
+              where hold_id = (select hold_id from bookings where id = $1) and active
+             returning 1
+         )
+         select (select count(*) from unsold) + (select count(*) from freed_seats)
+                + (select count(*) from released_nights) + (select count(*) from freed_slot)",
+    )
+    .bind(booking_id)
+    .execute(conn)
+    .await?;
     Ok(true)
+}
+
+/// Marks a change of a CONFIRMED booking at the version we read (a reschedule). Returns false
+/// when the booking changed or ended meanwhile.
+pub async fn touch(conn: &mut PgConnection, booking_id: Uuid, seen_version: i64) -> Result<bool, sqlx::Error> {
+    let touched = sqlx::query(
+        "update bookings set version = version + 1 where id = $1 and version = $2 and status = 'CONFIRMED'",
+    )
+    .bind(booking_id)
+    .bind(seen_version)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(touched == 1)
 }

@@ -1,11 +1,20 @@
-use chrono::{DateTime, Utc};
+use std::sync::LazyLock;
+
+use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// What a hold (and the booking made from it) is for: one of the three kinds of inventory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Seats { event_id: Uuid, seat_ids: Vec<Uuid>, total_cents: i64 },
+    Rooms { inventory_id: Uuid, check_in: NaiveDate, check_out: NaiveDate, quantity: i32 },
+    Slot { resource_id: Uuid, start: DateTime<Utc>, end: DateTime<Utc> },
+}
+
+#[derive(Debug, Clone)]
 pub struct HoldRow {
     pub id: Uuid,
-    pub event_id: Uuid,
     pub user_id: String,
     /// Stored status; see [`HoldRow::effective_status`].
     pub status: String,
@@ -14,32 +23,137 @@ pub struct HoldRow {
     pub version: i64,
     /// `expires_at <= now()` by the database clock when read.
     pub expired: bool,
-    pub seat_ids: Vec<Uuid>,
-    pub total_cents: i64,
+    pub target: Target,
 }
 
 impl HoldRow {
+    /// A hold just created HELD, as the statement that created it returned it.
+    pub fn created(
+        id: Uuid,
+        user_id: &str,
+        expires_at: DateTime<Utc>,
+        created_at: DateTime<Utc>,
+        target: Target,
+    ) -> Self {
+        Self {
+            id,
+            user_id: user_id.to_owned(),
+            status: "HELD".into(),
+            expires_at,
+            created_at,
+            version: 0,
+            expired: false,
+            target,
+        }
+    }
+
     /// What the hold is right now: a HELD hold past its expiry is EXPIRED, swept or not.
     pub fn effective_status(&self) -> &str {
         if self.status == "HELD" && self.expired { "EXPIRED" } else { &self.status }
     }
+
+    /// The seats the hold covers (empty unless it holds seats).
+    pub fn seat_ids(&self) -> &[Uuid] {
+        match &self.target {
+            Target::Seats { seat_ids, .. } => seat_ids,
+            _ => &[],
+        }
+    }
 }
 
-pub async fn find<'e>(db: impl PgExecutor<'e>, hold_id: Uuid) -> Result<Option<HoldRow>, sqlx::Error> {
-    sqlx::query_as(
-        "select h.id, h.event_id, h.user_id, h.status, h.expires_at, h.created_at, h.version,
-                h.expires_at <= now() as expired,
-                coalesce(array_agg(hs.seat_id order by hs.seat_id) filter (where hs.seat_id is not null), '{}') as seat_ids,
-                coalesce(sum(s.price_cents), 0)::int8 as total_cents
-           from holds h
-           left join hold_seats hs on hs.hold_id = h.id
-           left join seats s on s.id = hs.seat_id
-          where h.id = $1
-          group by h.id",
+/// The target columns every hold and booking read selects, whatever its kind. `$hold` is the
+/// SQL expression for the hold id.
+pub(crate) fn target_columns(hold: &str) -> String {
+    format!(
+        "coalesce((select array_agg(hs.seat_id order by hs.seat_id) from hold_seats hs where hs.hold_id = {hold}), '{{}}') as seat_ids,
+         coalesce((select sum(s.price_cents) from hold_seats hs join seats s on s.id = hs.seat_id
+                    where hs.hold_id = {hold}), 0)::int8 as total_cents,
+         (select min(hn.night) from hold_nights hn where hn.hold_id = {hold}) as check_in,
+         (select max(hn.night) + 1 from hold_nights hn where hn.hold_id = {hold}) as check_out,
+         (select max(hn.quantity) from hold_nights hn where hn.hold_id = {hold}) as quantity,
+         (select lower(sc.span) from slot_claims sc where sc.hold_id = {hold}) as slot_start,
+         (select upper(sc.span) from slot_claims sc where sc.hold_id = {hold}) as slot_end"
     )
-    .bind(hold_id)
-    .fetch_optional(db)
-    .await
+}
+
+/// The raw target columns of a hold or booking row, before they become a [`Target`].
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct TargetRecord {
+    pub event_id: Option<Uuid>,
+    pub inventory_id: Option<Uuid>,
+    pub resource_id: Option<Uuid>,
+    pub seat_ids: Vec<Uuid>,
+    pub total_cents: i64,
+    pub check_in: Option<NaiveDate>,
+    pub check_out: Option<NaiveDate>,
+    pub quantity: Option<i32>,
+    pub slot_start: Option<DateTime<Utc>>,
+    pub slot_end: Option<DateTime<Utc>>,
+}
+
+impl TargetRecord {
+    pub fn into_target(self) -> Result<Target, sqlx::Error> {
+        let broken = |what: &str| sqlx::Error::Decode(format!("hold target incomplete: {what}").into());
+        match (self.event_id, self.inventory_id, self.resource_id) {
+            (Some(event_id), None, None) => {
+                Ok(Target::Seats { event_id, seat_ids: self.seat_ids, total_cents: self.total_cents })
+            }
+            (None, Some(inventory_id), None) => Ok(Target::Rooms {
+                inventory_id,
+                check_in: self.check_in.ok_or_else(|| broken("nights"))?,
+                check_out: self.check_out.ok_or_else(|| broken("nights"))?,
+                quantity: self.quantity.ok_or_else(|| broken("quantity"))?,
+            }),
+            (None, None, Some(resource_id)) => Ok(Target::Slot {
+                resource_id,
+                start: self.slot_start.ok_or_else(|| broken("slot"))?,
+                end: self.slot_end.ok_or_else(|| broken("slot"))?,
+            }),
+            _ => Err(broken("target")),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct HoldRecord {
+    id: Uuid,
+    user_id: String,
+    status: String,
+    expires_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    version: i64,
+    expired: bool,
+    #[sqlx(flatten)]
+    target: TargetRecord,
+}
+
+static FIND_HOLD: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "select h.id, h.user_id, h.status, h.expires_at, h.created_at, h.version, h.expires_at <= now() as expired,
+                h.event_id, h.inventory_id, h.resource_id, {}
+           from holds h
+          where h.id = $1",
+        target_columns("h.id")
+    )
+});
+
+pub async fn find<'e>(db: impl PgExecutor<'e>, hold_id: Uuid) -> Result<Option<HoldRow>, sqlx::Error> {
+    let record: Option<HoldRecord> =
+        sqlx::query_as(sqlx::AssertSqlSafe(FIND_HOLD.as_str())).bind(hold_id).fetch_optional(db).await?;
+    record
+        .map(|r| {
+            Ok(HoldRow {
+                id: r.id,
+                user_id: r.user_id,
+                status: r.status,
+                expires_at: r.expires_at,
+                created_at: r.created_at,
+                version: r.version,
+                expired: r.expired,
+                target: r.target.into_target()?,
+            })
+        })
+        .transpose()
 }
 
 /// What [`create`] did: the seats it claimed (all or some of those asked), their total price,
@@ -147,16 +261,31 @@ pub async fn transition(
     Ok(moved == 1)
 }
 
-/// Frees the seats a hold still claims. Seats claimed since by someone else are untouched.
-pub async fn free_seats(conn: &mut PgConnection, hold_ids: &[Uuid]) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "update seats set hold_id = null, hold_expires_at = null, version = version + 1
-          where hold_id = any($1)",
+/// Gives back everything holds that have just left HELD (released or expired, in this same
+/// transaction) still claim: their seats, their units on each night, their slot. One round trip.
+/// Seats claimed since by someone else are untouched.
+pub async fn end_claims(conn: &mut PgConnection, hold_ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "with freed_seats as (
+             update seats set hold_id = null, hold_expires_at = null, version = version + 1
+              where hold_id = any($1)
+             returning 1
+         ), released_nights as (
+             update inventory_nights n set held = n.held - x.quantity, version = n.version + 1
+               from (select inventory_id, night, sum(quantity)::int4 as quantity
+                       from hold_nights where hold_id = any($1) group by inventory_id, night) x
+              where n.inventory_id = x.inventory_id and n.night = x.night
+             returning 1
+         ), freed_slots as (
+             update slot_claims set active = false where hold_id = any($1) and active returning 1
+         )
+         select (select count(*) from freed_seats) + (select count(*) from released_nights)
+                + (select count(*) from freed_slots)",
     )
     .bind(hold_ids)
     .execute(conn)
-    .await?
-    .rows_affected())
+    .await?;
+    Ok(())
 }
 
 /// Extends a live hold at the version we read, within its lifetime cap, and moves its seats'
@@ -190,7 +319,25 @@ pub async fn extend(
     Ok(expires_at)
 }
 
-/// One sweeper batch: marks expired holds EXPIRED and frees their seats, skipping rows another
+/// Marks EXPIRED those of `hold_ids` that are HELD past their expiry, and gives back what they
+/// claimed, so a request never waits for the sweeper. Returns how many expired.
+pub async fn expire(conn: &mut PgConnection, hold_ids: &[Uuid]) -> Result<u64, sqlx::Error> {
+    if hold_ids.is_empty() {
+        return Ok(0);
+    }
+    let expired: Vec<Uuid> = sqlx::query_scalar(
+        "update holds set status = 'EXPIRED', version = version + 1, updated_at = now()
+          where id = any($1) and status = 'HELD' and expires_at <= now()
+         returning id",
+    )
+    .bind(hold_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    end_claims(conn, &expired).await?;
+    Ok(expired.len() as u64)
+}
+
+/// One sweeper batch: marks expired holds EXPIRED and gives back what they claimed, skipping rows another
 /// instance (or a request) holds. Returns how many holds expired.
 pub async fn expire_batch(conn: &mut PgConnection, batch: i64) -> Result<u64, sqlx::Error> {
     let expired: Vec<Uuid> = sqlx::query_scalar(
@@ -207,7 +354,7 @@ pub async fn expire_batch(conn: &mut PgConnection, batch: i64) -> Result<u64, sq
     .fetch_all(&mut *conn)
     .await?;
     if !expired.is_empty() {
-        free_seats(conn, &expired).await?;
+        end_claims(conn, &expired).await?;
     }
     Ok(expired.len() as u64)
 }

@@ -1,4 +1,4 @@
-//! The booking invariants, as queries that must each return zero. Tests, the load generator
+//! The booking invariants, for every kind of inventory, as queries that must each return zero. Tests, the load generator
 //! and operators all check the same definitions.
 
 use sqlx::PgPool;
@@ -25,6 +25,20 @@ pub const CHECKS: &[(&str, &str)] = &[
         "seat claimed by a hold that is not live",
         "select count(*) from seats s join holds h on h.id = s.hold_id where h.status <> 'HELD'",
     ),
+    ("night over its capacity", "select count(*) from inventory_nights where held + booked > capacity + overbooking_allowance"),
+    ("night counters differ from its live holds and bookings", super::inventories::COUNTER_MISMATCHES),
+    (
+        "two live slot claims overlap on one resource",
+        "select count(*) from slot_claims a join slot_claims b
+            on a.resource_id = b.resource_id and a.hold_id < b.hold_id
+         where a.active and b.active and a.blocked && b.blocked",
+    ),
+    (
+        // Active exactly while the hold is HELD, or CONFIRMED with a CONFIRMED booking.
+        "slot claim active for a hold or booking that ended, or inactive for a live one",
+        "select count(*) from slot_claims c join holds h on h.id = c.hold_id left join bookings b on b.hold_id = h.id
+          where c.active <> (h.status = 'HELD' or (h.status = 'CONFIRMED' and b.status = 'CONFIRMED'))",
+    ),
     (
         // The recovery job marks these FAILED within a sweep interval; 5 s of slack.
         "idempotency record stuck IN_PROGRESS past its lease",
@@ -42,4 +56,13 @@ pub async fn violations(db: &PgPool) -> Result<Vec<(&'static str, i64)>, sqlx::E
         }
     }
     Ok(found)
+}
+
+/// Publishes a check's results as `holdfast_invariant_violations{check}` (0 for every check
+/// that holds), for alerting.
+pub fn report(violations: &[(&'static str, i64)]) {
+    for (name, _) in CHECKS {
+        let count = violations.iter().find(|(v, _)| v == name).map_or(0, |(_, n)| *n);
+        metrics::gauge!("holdfast_invariant_violations", "check" => *name).set(count as f64);
+    }
 }

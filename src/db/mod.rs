@@ -6,10 +6,13 @@
 //!
 //! Times come from Postgres's clock (`now()`), the one clock every instance shares.
 
+pub mod audit;
 pub mod bookings;
 pub mod events;
 pub mod holds;
 pub mod invariants;
+pub mod inventories;
+pub mod resources;
 
 use std::time::Duration;
 

@@ -4,10 +4,14 @@
 mod event;
 mod hold;
 mod idempotency_key;
+mod nights;
+pub mod slots;
 
 pub use event::{EventLayout, NewEvent, NewSeat, SeatSpec};
 pub use hold::{SeatIds, Ttl};
 pub use idempotency_key::IdempotencyKey;
+pub use nights::{MAX_NIGHTS, Nights, units};
+pub use slots::SlotRules;
 
 /// A request that is well-formed JSON but asks for something invalid (422 `VALIDATION_FAILED`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

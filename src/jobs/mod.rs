@@ -11,7 +11,7 @@ use rand::Rng;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::holds;
+use crate::db::{holds, invariants};
 use crate::idempotency;
 use crate::state::AppState;
 
@@ -86,6 +86,21 @@ pub fn spawn_all(state: &AppState) -> Vec<JoinHandle<()>> {
                     let retention = Duration::from_secs(state.config.idempotency_retention_seconds as u64);
                     let purged = idempotency::purge_expired(&state.db, retention, batch).await?;
                     metrics::counter!("holdfast_idempotency_purged_total").increment(purged);
+                    Ok(())
+                }
+            })
+        },
+        {
+            let state = state.clone();
+            let every = Duration::from_secs(config.integrity_check_interval_seconds);
+            spawn_loop("integrity_check", every, state.shutdown.clone(), move || {
+                let state = state.clone();
+                async move {
+                    let violations = invariants::violations(&state.db).await?;
+                    if !violations.is_empty() {
+                        tracing::error!(?violations, "booking invariants violated");
+                    }
+                    invariants::report(&violations);
                     Ok(())
                 }
             })

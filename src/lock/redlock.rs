@@ -152,7 +152,14 @@ impl Redlock {
     /// After an attempt that found the resources taken, `keep_trying` says whether another
     /// attempt is worth it: the caller may know the resources are gone for good (a seat that is
     /// already sold), and a stampede's losers should hear so at once rather than queue.
-    pub async fn acquire<F, Fut>(&self, resources: &[String], mut keep_trying: F) -> Result<Lock, LockError>
+    /// `patience` multiplies the configured retry count, for resources where waiting in line is
+    /// the normal case (every booking of a night takes that night's key).
+    pub async fn acquire<F, Fut>(
+        &self,
+        resources: &[String],
+        patience: u32,
+        mut keep_trying: F,
+    ) -> Result<Lock, LockError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -161,7 +168,7 @@ impl Redlock {
         let started = Instant::now();
         let mut outcome = "unavailable";
         let mut last = LockError::Unavailable;
-        for attempt in 0..=self.config.retry_count {
+        for attempt in 0..=self.config.retry_count.saturating_mul(patience.max(1)) {
             if attempt > 0 {
                 let base = self.config.retry_delay;
                 let jitter = rand::rng().random_range(0..=base.as_millis() as u64);

@@ -6,14 +6,17 @@ use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
 use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Reply, Step, views};
 use crate::api::error::ApiError;
-use crate::db::{bookings, events, holds};
-use crate::domain::{NewEvent, SeatIds, Ttl};
+use crate::db::holds::Target;
+use crate::db::inventories::{self, NightRow, NightsPatch};
+use crate::db::{bookings, events, holds, resources};
+use crate::domain::{NewEvent, Nights, SeatIds, SlotRules, Ttl, ValidationError};
 use crate::idempotency::SeatProbe;
 use crate::state::AppState;
 
@@ -26,12 +29,18 @@ static SEAT_UNAVAILABLE: LazyLock<Value> = LazyLock::new(|| ApiError::SeatUnavai
 pub struct Caller {
     pub user_id: String,
     pub admin: bool,
+    /// The request's `x-request-id`, for the audit trail.
+    pub request_id: Option<String>,
 }
 
 impl Caller {
     /// Owners see their own holds and bookings; admins see all. Anyone else gets 404.
     pub fn may_access(&self, owner: &str) -> bool {
         self.admin || self.user_id == owner
+    }
+
+    pub fn role(&self) -> &'static str {
+        if self.admin { "admin" } else { "user" }
     }
 }
 
@@ -44,7 +53,15 @@ pub enum Command {
     ReleaseHold { hold_id: Uuid },
     BookSeats { event_id: Uuid, seat_ids: SeatIds, payment_reference: Option<String> },
     CancelBooking { booking_id: Uuid },
+    CreateInventory { name: String, nights: Nights, capacity: i32, overbooking_allowance: i32 },
+    PatchNights { inventory_id: Uuid, nights: Nights, patch: NightsPatch },
+    CreateRoomHold { inventory_id: Uuid, stay: Nights, quantity: i32, ttl: Ttl },
+    CreateResource { name: String, rules: SlotRules },
+    CreateSlotHold { resource_id: Uuid, start: DateTime<Utc>, end: DateTime<Utc>, ttl: Ttl },
+    RescheduleBooking { booking_id: Uuid, start: DateTime<Utc>, end: DateTime<Utc> },
 }
+
+type Range = (DateTime<Utc>, DateTime<Utc>);
 
 /// What a command read before locking, and the lock resources that follow from it.
 pub struct Plan {
@@ -56,10 +73,72 @@ enum Seen {
     Nothing,
     Hold(holds::HoldRow),
     Booking(bookings::BookingRow),
+    /// A new slot, checked against its resource's rules, and its buffered range.
+    Slot {
+        blocked: Range,
+    },
+    /// A booked slot to move, and the new slot's buffered range.
+    Reschedule {
+        booking: bookings::BookingRow,
+        blocked: Range,
+    },
 }
 
 fn seat_resources(seat_ids: &[Uuid]) -> Vec<String> {
     seat_ids.iter().map(|id| format!("seat:{id}")).collect()
+}
+
+/// One lock key per night: every hold of a night serializes on it.
+fn night_resources(inventory_id: Uuid, nights: Nights) -> Vec<String> {
+    nights.iter().map(|night| format!("night:{inventory_id}:{night}")).collect()
+}
+
+/// The lock cells a buffered slot range touches (see [`SlotRules::lock_cells`]).
+fn slot_resources(resource_id: Uuid, rules: &SlotRules, blocked: Range) -> Vec<String> {
+    rules.lock_cells(blocked).into_iter().map(|cell| format!("slot:{resource_id}:{cell}")).collect()
+}
+
+async fn load_rules(state: &AppState, resource_id: Uuid) -> Result<SlotRules, ApiError> {
+    let resource = resources::find(&state.db, resource_id).await?.ok_or(ApiError::NotFound("resource"))?;
+    resource.rules().map_err(ApiError::internal)
+}
+
+fn stay_of(check_in: chrono::NaiveDate, check_out: chrono::NaiveDate) -> Result<Nights, ApiError> {
+    Nights::parse(check_in, check_out, ("check_in", "check_out")).map_err(ApiError::internal)
+}
+
+/// The lock keys an existing hold or booking covers.
+async fn target_resources(state: &AppState, target: &Target) -> Result<Vec<String>, ApiError> {
+    Ok(match target {
+        Target::Seats { seat_ids, .. } => seat_resources(seat_ids),
+        Target::Rooms { inventory_id, check_in, check_out, .. } => {
+            night_resources(*inventory_id, stay_of(*check_in, *check_out)?)
+        }
+        Target::Slot { resource_id, start, end } => {
+            let rules = load_rules(state, *resource_id).await?;
+            slot_resources(*resource_id, &rules, rules.blocked(*start, *end))
+        }
+    })
+}
+
+/// The first night of a stay that cannot take `quantity` more units, if any. `nights` are the
+/// rows on sale in the stay, in order; a night missing from them is not on sale.
+fn first_short_night(stay: Nights, nights: &[NightRow], quantity: i32) -> Option<ApiError> {
+    let mut rows = nights.iter().peekable();
+    for night in stay.iter() {
+        match rows.next_if(|r| r.night == night) {
+            None => return Some(ApiError::InsufficientInventory { night: Some(night), available: 0, closed: true }),
+            Some(row) if row.closed || row.available() < quantity => {
+                return Some(ApiError::InsufficientInventory {
+                    night: Some(night),
+                    available: row.available(),
+                    closed: row.closed,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    None
 }
 
 fn missing(requested: &[Uuid], got: &[Uuid]) -> Vec<Uuid> {
@@ -85,6 +164,12 @@ impl Command {
             Command::ReleaseHold { .. } => "release_hold",
             Command::BookSeats { .. } => "book_seats",
             Command::CancelBooking { .. } => "cancel_booking",
+            Command::CreateInventory { .. } => "create_inventory",
+            Command::PatchNights { .. } => "patch_nights",
+            Command::CreateRoomHold { .. } => "create_room_hold",
+            Command::CreateResource { .. } => "create_resource",
+            Command::CreateSlotHold { .. } => "create_slot_hold",
+            Command::RescheduleBooking { .. } => "reschedule_booking",
         }
     }
 
@@ -92,7 +177,9 @@ impl Command {
         let counter = |name: &'static str| metrics::counter!(name).increment(1);
         match self {
             Command::CreateEvent { .. } => counter("holdfast_events_created_total"),
-            Command::CreateHold { .. } => counter("holdfast_holds_created_total"),
+            Command::CreateHold { .. } | Command::CreateRoomHold { .. } | Command::CreateSlotHold { .. } => {
+                counter("holdfast_holds_created_total")
+            }
             Command::ExtendHold { .. } => counter("holdfast_holds_extended_total"),
             Command::ConfirmHold { .. } => {
                 counter("holdfast_holds_confirmed_total");
@@ -101,6 +188,8 @@ impl Command {
             Command::ReleaseHold { .. } => counter("holdfast_holds_released_total"),
             Command::BookSeats { .. } => counter("holdfast_bookings_created_total"),
             Command::CancelBooking { .. } => counter("holdfast_bookings_cancelled_total"),
+            Command::RescheduleBooking { .. } => counter("holdfast_bookings_rescheduled_total"),
+            Command::CreateInventory { .. } | Command::PatchNights { .. } | Command::CreateResource { .. } => {}
         }
     }
 
@@ -129,15 +218,33 @@ impl Command {
         }
     }
 
-    /// When the lock is contended: the seats this command would claim that are already taken
-    /// for good, if any (then waiting for the lock is pointless). Empty for commands that act
-    /// on a hold or booking of their own, whose contention is a concurrent call on the same one.
-    pub(super) async fn taken_seats(&self, state: &AppState) -> Result<Vec<Uuid>, ApiError> {
+    /// How many times the configured lock retries this command may wait: a night's key is taken
+    /// by every booking of that night, so queueing there is normal, not a lost race.
+    pub(super) fn lock_patience(&self) -> u32 {
         match self {
-            Command::CreateHold { event_id, seat_ids, .. } | Command::BookSeats { event_id, seat_ids, .. } => {
-                Ok(events::taken_seats(&state.db, *event_id, seat_ids.as_slice()).await?)
+            Command::CreateRoomHold { .. } | Command::PatchNights { .. } => 5,
+            _ => 1,
+        }
+    }
+
+    /// When the lock is contended: whether what this command would claim is already gone for
+    /// good (seats taken, a night sold out, the slot booked), and so waiting is pointless.
+    /// None for commands that act on a hold or booking of their own.
+    pub(super) async fn why_give_up(&self, state: &AppState, plan: &Plan) -> Result<Option<ApiError>, ApiError> {
+        match (self, &plan.seen) {
+            (Command::CreateHold { event_id, seat_ids, .. } | Command::BookSeats { event_id, seat_ids, .. }, _) => {
+                let taken = events::taken_seats(&state.db, *event_id, seat_ids.as_slice()).await?;
+                Ok((!taken.is_empty()).then_some(ApiError::SeatUnavailable { seat_ids: taken }))
             }
-            _ => Ok(Vec::new()),
+            (Command::CreateRoomHold { inventory_id, stay, quantity, .. }, _) => {
+                let nights = inventories::nights(&state.db, *inventory_id, *stay).await?;
+                Ok(first_short_night(*stay, &nights, *quantity))
+            }
+            (Command::CreateSlotHold { resource_id, .. }, Seen::Slot { blocked }) => {
+                let live = resources::live_blocked(&state.db, *resource_id, blocked.0, blocked.1).await?;
+                Ok((!live.is_empty()).then_some(ApiError::SlotUnavailable { conflict: None }))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -145,19 +252,30 @@ impl Command {
     pub(super) async fn plan(&self, state: &AppState, caller: &Caller) -> Result<Step, ApiError> {
         let write = |resources, seen| Ok(Step::Write(Plan { resources, seen }));
         match self {
-            Command::CreateEvent { .. } => write(Vec::new(), Seen::Nothing),
+            Command::CreateEvent { .. } | Command::CreateInventory { .. } | Command::CreateResource { .. } => {
+                write(Vec::new(), Seen::Nothing)
+            }
             Command::CreateHold { seat_ids, .. } | Command::BookSeats { seat_ids, .. } => {
                 write(seat_resources(seat_ids.as_slice()), Seen::Nothing)
+            }
+            Command::PatchNights { inventory_id, nights, .. } => {
+                write(night_resources(*inventory_id, *nights), Seen::Nothing)
+            }
+            Command::CreateRoomHold { inventory_id, stay, .. } => {
+                write(night_resources(*inventory_id, *stay), Seen::Nothing)
+            }
+            Command::CreateSlotHold { resource_id, start, end, .. } => {
+                let rules = load_rules(state, *resource_id).await?;
+                rules.check(*start, *end, Utc::now())?;
+                let blocked = rules.blocked(*start, *end);
+                write(slot_resources(*resource_id, &rules, blocked), Seen::Slot { blocked })
             }
             Command::ExtendHold { hold_id, .. }
             | Command::ConfirmHold { hold_id, .. }
             | Command::ReleaseHold { hold_id } => {
-                let hold = holds::find(&state.db, *hold_id)
-                    .await?
-                    .filter(|h| caller.may_access(&h.user_id))
-                    .ok_or(ApiError::NotFound("hold"))?;
+                let hold = visible_hold(state, caller, *hold_id).await?;
                 match (self, hold.effective_status()) {
-                    (_, "HELD") => write(seat_resources(&hold.seat_ids), Seen::Hold(hold)),
+                    (_, "HELD") => write(target_resources(state, &hold.target).await?, Seen::Hold(hold)),
                     // Releasing what is already gone is a harmless repeat.
                     (Command::ReleaseHold { .. }, "RELEASED" | "EXPIRED") => {
                         Ok(Step::Done(Reply::new(StatusCode::NO_CONTENT, Value::Null)))
@@ -167,14 +285,31 @@ impl Command {
                 }
             }
             Command::CancelBooking { booking_id } => {
-                let booking = bookings::find(&state.db, *booking_id)
-                    .await?
-                    .filter(|b| caller.may_access(&b.user_id))
-                    .ok_or(ApiError::NotFound("booking"))?;
+                let booking = visible_booking(state, caller, *booking_id).await?;
                 if booking.status == "CANCELLED" {
                     return Ok(Step::Done(Reply::new(StatusCode::OK, views::booking(&booking))));
                 }
-                write(seat_resources(&booking.seat_ids), Seen::Booking(booking))
+                if let Target::Slot { resource_id, start, .. } = &booking.target {
+                    check_cancellation_window(&load_rules(state, *resource_id).await?, caller, *start)?;
+                }
+                write(target_resources(state, &booking.target).await?, Seen::Booking(booking))
+            }
+            Command::RescheduleBooking { booking_id, start, end } => {
+                let booking = visible_booking(state, caller, *booking_id).await?;
+                let Target::Slot { resource_id, start: old_start, end: old_end } = booking.target else {
+                    return Err(ValidationError::new("booking", "only slot bookings can be rescheduled").into());
+                };
+                if booking.status != "CONFIRMED" {
+                    return Err(ApiError::BookingNotActive { status: booking.status.clone() });
+                }
+                let rules = load_rules(state, resource_id).await?;
+                // Moving a booking gives up its slot: the same window as cancelling applies.
+                check_cancellation_window(&rules, caller, old_start)?;
+                rules.check(*start, *end, Utc::now())?;
+                let blocked = rules.blocked(*start, *end);
+                let mut keys = slot_resources(resource_id, &rules, rules.blocked(old_start, old_end));
+                keys.extend(slot_resources(resource_id, &rules, blocked));
+                write(keys, Seen::Reschedule { booking, blocked })
             }
         }
     }
@@ -205,18 +340,10 @@ impl Command {
                 if created.claimed.len() < seat_ids.len() {
                     return Err(unclaimable(tx, *event_id, seat_ids.as_slice(), &created.claimed).await);
                 }
-                let hold = holds::HoldRow {
-                    id: hold_id,
-                    event_id: *event_id,
-                    user_id: caller.user_id.clone(),
-                    status: "HELD".into(),
-                    expires_at: created.expires_at,
-                    created_at: created.created_at,
-                    version: 0,
-                    expired: false,
-                    seat_ids: created.claimed,
-                    total_cents: created.total_cents,
-                };
+                let target =
+                    Target::Seats { event_id: *event_id, seat_ids: created.claimed, total_cents: created.total_cents };
+                let hold =
+                    holds::HoldRow::created(hold_id, &caller.user_id, created.expires_at, created.created_at, target);
                 Ok(Reply::new(StatusCode::CREATED, views::hold(&hold)))
             }
 
@@ -233,37 +360,48 @@ impl Command {
 
             (Command::ConfirmHold { hold_id, payment_reference }, Seen::Hold(seen)) => {
                 let booking_id = Uuid::now_v7();
+                let total_cents = match &seen.target {
+                    Target::Seats { total_cents, .. } => *total_cents,
+                    _ => 0,
+                };
                 let confirmed = bookings::confirm_hold(
                     tx,
                     *hold_id,
                     seen.version,
                     booking_id,
-                    seen.event_id,
                     &seen.user_id,
                     payment_reference.as_deref(),
-                    seen.total_cents,
-                    &seen.seat_ids,
+                    total_cents,
+                    seen.seat_ids(),
                 )
                 .await?;
                 if !confirmed.moved {
                     return Err(why_hold_refused(tx, *hold_id, seen.version, None).await);
                 }
-                if confirmed.sold.len() < seen.seat_ids.len() {
+                if confirmed.sold.len() < seen.seat_ids().len() {
                     // Cannot happen while the hold row said HELD and unexpired; refuse rather than sell part.
-                    return Err(ApiError::SeatUnavailable { seat_ids: missing(&seen.seat_ids, &confirmed.sold) });
+                    return Err(ApiError::SeatUnavailable { seat_ids: missing(seen.seat_ids(), &confirmed.sold) });
+                }
+                if let Target::Rooms { check_in, check_out, .. } = &seen.target
+                    && confirmed.nights_moved != (*check_out - *check_in).num_days()
+                {
+                    return Err(ApiError::internal("a confirmed hold's nights did not all move to booked"));
                 }
                 let booking = bookings::BookingRow {
                     id: booking_id,
-                    event_id: seen.event_id,
                     hold_id: *hold_id,
                     user_id: seen.user_id.clone(),
                     status: "CONFIRMED".into(),
                     payment_reference: payment_reference.clone(),
-                    total_cents: seen.total_cents,
                     created_at: confirmed.created_at.ok_or_else(|| ApiError::internal("booking has no created_at"))?,
                     cancelled_at: None,
                     version: 0,
-                    seat_ids: confirmed.sold,
+                    target: match seen.target {
+                        Target::Seats { event_id, total_cents, .. } => {
+                            Target::Seats { event_id, seat_ids: confirmed.sold, total_cents }
+                        }
+                        other => other,
+                    },
                 };
                 Ok(Reply::new(StatusCode::CREATED, views::booking(&booking)))
             }
@@ -279,7 +417,7 @@ impl Command {
                         err => Err(err),
                     };
                 }
-                holds::free_seats(tx, &[*hold_id]).await?;
+                holds::end_claims(tx, &[*hold_id]).await?;
                 Ok(Reply::new(StatusCode::NO_CONTENT, Value::Null))
             }
 
@@ -325,9 +463,146 @@ impl Command {
                 Ok(Reply::new(StatusCode::OK, views::booking(&booking)))
             }
 
+            (Command::CreateInventory { name, nights, capacity, overbooking_allowance }, _) => {
+                let id = Uuid::now_v7();
+                let row =
+                    inventories::insert(tx, id, name, *overbooking_allowance, *nights, *capacity, &caller.user_id)
+                        .await?;
+                let rows = inventories::nights(&mut *tx, id, *nights).await?;
+                Ok(Reply::new(StatusCode::CREATED, views::inventory(&row, &rows)))
+            }
+
+            (Command::PatchNights { inventory_id, nights, patch }, _) => {
+                let inventory =
+                    inventories::find(&mut *tx, *inventory_id).await?.ok_or(ApiError::NotFound("inventory"))?;
+                if let Some(capacity) = patch.capacity {
+                    for row in inventories::lock_nights(tx, *inventory_id, *nights).await? {
+                        let sold = row.held + row.booked;
+                        if capacity < row.capacity && capacity < sold {
+                            return Err(ApiError::CapacityBelowSold { night: row.night, sold });
+                        }
+                    }
+                }
+                inventories::patch_nights(tx, *inventory_id, *nights, *patch, inventory.overbooking_allowance).await?;
+                let rows = inventories::nights(&mut *tx, *inventory_id, *nights).await?;
+                Ok(Reply::new(StatusCode::OK, views::nights(*inventory_id, &rows)))
+            }
+
+            (Command::CreateRoomHold { inventory_id, stay, quantity, ttl }, _) => {
+                // Row locks on the stay's nights, in order: the counts read are the counts written.
+                let mut nights = inventories::lock_nights(tx, *inventory_id, *stay).await?;
+                if nights.is_empty() && inventories::find(&mut *tx, *inventory_id).await?.is_none() {
+                    return Err(ApiError::NotFound("inventory"));
+                }
+                if first_short_night(*stay, &nights, *quantity).is_some()
+                    && inventories::expire_stale_holds(tx, *inventory_id, *stay).await? > 0
+                {
+                    nights = inventories::lock_nights(tx, *inventory_id, *stay).await?;
+                }
+                if let Some(short) = first_short_night(*stay, &nights, *quantity) {
+                    return Err(short);
+                }
+                let hold_id = Uuid::now_v7();
+                let (taken, expires_at, created_at) = inventories::create_hold(
+                    tx,
+                    hold_id,
+                    *inventory_id,
+                    &caller.user_id,
+                    ttl.seconds(),
+                    *stay,
+                    *quantity,
+                )
+                .await?;
+                if taken != stay.count() {
+                    return Err(ApiError::internal("room hold took fewer nights than it had locked"));
+                }
+                let target = Target::Rooms {
+                    inventory_id: *inventory_id,
+                    check_in: stay.first(),
+                    check_out: stay.end(),
+                    quantity: *quantity,
+                };
+                let hold = holds::HoldRow::created(hold_id, &caller.user_id, expires_at, created_at, target);
+                Ok(Reply::new(StatusCode::CREATED, views::hold(&hold)))
+            }
+
+            (Command::CreateResource { name, rules }, _) => {
+                let row = resources::insert(tx, Uuid::now_v7(), name, rules, &caller.user_id).await?;
+                Ok(Reply::new(StatusCode::CREATED, views::resource(&row)))
+            }
+
+            (Command::CreateSlotHold { resource_id, start, end, ttl }, Seen::Slot { blocked }) => {
+                if let Some(conflict) = resources::clear_for_claim(tx, *resource_id, blocked, None).await? {
+                    return Err(ApiError::SlotUnavailable { conflict: Some(conflict) });
+                }
+                let hold_id = Uuid::now_v7();
+                let (expires_at, created_at) = resources::create_hold(
+                    tx,
+                    hold_id,
+                    *resource_id,
+                    &caller.user_id,
+                    ttl.seconds(),
+                    (*start, *end),
+                    blocked,
+                )
+                .await?;
+                let target = Target::Slot { resource_id: *resource_id, start: *start, end: *end };
+                let hold = holds::HoldRow::created(hold_id, &caller.user_id, expires_at, created_at, target);
+                Ok(Reply::new(StatusCode::CREATED, views::hold(&hold)))
+            }
+
+            (Command::RescheduleBooking { booking_id, start, end }, Seen::Reschedule { booking, blocked }) => {
+                let Target::Slot { resource_id, .. } = booking.target else {
+                    return Err(ApiError::internal("reschedule planned for a booking without a slot"));
+                };
+                if !bookings::touch(tx, *booking_id, booking.version).await? {
+                    let now = bookings::find(&mut *tx, *booking_id).await?.ok_or(ApiError::NotFound("booking"))?;
+                    return Err(match now.status.as_str() {
+                        "CONFIRMED" => ApiError::ConcurrentModification,
+                        status => ApiError::BookingNotActive { status: status.to_owned() },
+                    });
+                }
+                if let Some(conflict) =
+                    resources::clear_for_claim(tx, resource_id, blocked, Some(booking.hold_id)).await?
+                {
+                    return Err(ApiError::SlotUnavailable { conflict: Some(conflict) });
+                }
+                if !resources::move_claim(tx, booking.hold_id, (*start, *end), blocked).await? {
+                    return Err(ApiError::ConcurrentModification);
+                }
+                let moved = bookings::find(&mut *tx, *booking_id).await?.ok_or(ApiError::NotFound("booking"))?;
+                Ok(Reply::new(StatusCode::OK, views::booking(&moved)))
+            }
+
             (command, _) => Err(ApiError::internal(format!("{} planned without what it acts on", command.name()))),
         }
     }
+}
+
+/// A hold the caller may see (their own; any for admins), or 404: others' holds do not exist for them.
+pub async fn visible_hold(state: &AppState, caller: &Caller, hold_id: Uuid) -> Result<holds::HoldRow, ApiError> {
+    holds::find(&state.db, hold_id).await?.filter(|h| caller.may_access(&h.user_id)).ok_or(ApiError::NotFound("hold"))
+}
+
+/// A booking the caller may see, or 404 (as [`visible_hold`]).
+pub async fn visible_booking(
+    state: &AppState,
+    caller: &Caller,
+    booking_id: Uuid,
+) -> Result<bookings::BookingRow, ApiError> {
+    bookings::find(&state.db, booking_id)
+        .await?
+        .filter(|b| caller.may_access(&b.user_id))
+        .ok_or(ApiError::NotFound("booking"))
+}
+
+/// Refuses an owner's cancellation (or move) of a slot inside the resource's cancellation
+/// window; admins may override.
+fn check_cancellation_window(rules: &SlotRules, caller: &Caller, start: DateTime<Utc>) -> Result<(), ApiError> {
+    if caller.admin || rules.may_cancel(start, Utc::now()) {
+        return Ok(());
+    }
+    Err(ApiError::OutsideCancellationWindow { deadline: start - chrono::Duration::minutes(rules.cancellation_window) })
 }
 
 /// Why some requested seats could not be claimed: unknown in this event (422), or taken (409).

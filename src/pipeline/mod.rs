@@ -21,9 +21,10 @@ use axum::http::StatusCode;
 use serde_json::Value;
 use tracing::Instrument;
 
-pub use commands::{Caller, Command};
+pub use commands::{Caller, Command, visible_booking, visible_hold};
 
 use crate::api::error::ApiError;
+use crate::db::audit;
 use crate::idempotency::{self, Claim, ClaimToken, IdempotentRequest};
 use crate::lock::{Lock, LockError};
 use crate::state::AppState;
@@ -165,25 +166,22 @@ async fn plan_lock_apply(
         None
     } else {
         let started = Instant::now();
-        // A contended lock on seats that are already taken will not help anyone: answer at once.
-        let taken = std::sync::Mutex::new(Vec::new());
+        // A contended lock on what is already gone for good will not help anyone: answer at once.
+        let gave_up = std::sync::Mutex::new(None);
         let lock = state
             .redlock
-            .acquire(&plan.resources, || async {
-                let now_taken = command.taken_seats(state).await.unwrap_or_default();
-                let keep_trying = now_taken.is_empty();
-                *taken.lock().expect("not poisoned") = now_taken;
+            .acquire(&plan.resources, command.lock_patience(), || async {
+                let why = command.why_give_up(state, &plan).await.unwrap_or_default();
+                let keep_trying = why.is_none();
+                *gave_up.lock().expect("not poisoned") = why;
                 keep_trying
             })
             .await;
         stage("lock", started);
-        let taken = taken.into_inner().expect("not poisoned");
-        match lock {
-            Ok(lock) => Some(lock),
-            Err(LockError::Contended) if !taken.is_empty() => {
-                return Err(ApiError::SeatUnavailable { seat_ids: taken });
-            }
-            Err(err) => return Err(err.into()),
+        match (lock, gave_up.into_inner().expect("not poisoned")) {
+            (Ok(lock), _) => Some(lock),
+            (Err(LockError::Contended), Some(why)) => return Err(why),
+            (Err(err), _) => return Err(err.into()),
         }
     };
     if state.config.fault_post_lock_delay_ms > 0 {
@@ -216,6 +214,7 @@ async fn transact(
         // READ COMMITTED (Postgres's default): every write below carries its own guard, and
         // blocked writers re-check those guards against the winner's row.
         let mut tx = state.db.begin().await?;
+        audit::set_actor(&mut tx, &caller.user_id, caller.role(), caller.request_id.as_deref()).await?;
         let reply = command.apply(&mut tx, state, caller, plan).await?;
         if let Some((req, token)) = claimed
             && !idempotency::complete(&mut tx, req, token, reply.status.as_u16(), &reply.body).await?

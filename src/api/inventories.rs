@@ -1,0 +1,145 @@
+//! Quantity inventory per night (hotel room types, fare buckets): admins create it and change
+//! nights; anyone reads availability; callers hold units for a stay, then confirm, extend or
+//! release the hold like any other.
+
+use axum::extract::State;
+use axum::http::{Method, Uri};
+use axum::response::Response;
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::auth::{Admin, Auth};
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey, OptionalIdemKey, idempotent_request};
+use super::reply;
+use crate::db::inventories::{self, NightsPatch};
+use crate::domain::{Nights, Ttl, ValidationError, units};
+use crate::pipeline::{self, Command, views};
+use crate::state::AppState;
+
+const MAX_UNITS: i64 = 1_000_000;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInventoryBody {
+    pub name: String,
+    /// First night on sale.
+    pub from: NaiveDate,
+    /// The day after the last night on sale.
+    pub to: NaiveDate,
+    pub capacity: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overbooking_allowance: Option<i64>,
+}
+
+pub async fn create_inventory(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    IdemKey(key): IdemKey,
+    method: Method,
+    uri: Uri,
+    ApiJson(body): ApiJson<CreateInventoryBody>,
+) -> Result<Response, ApiError> {
+    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    let name = body.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ValidationError::new("name", "must be 1 to 200 characters").into());
+    }
+    let command = Command::CreateInventory {
+        name,
+        nights: Nights::parse(body.from, body.to, ("from", "to"))?,
+        capacity: units(body.capacity, "capacity", 0..=MAX_UNITS)?,
+        overbooking_allowance: units(body.overbooking_allowance.unwrap_or(0), "overbooking_allowance", 0..=MAX_UNITS)?,
+    };
+    Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchNightsBody {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<i64>,
+    /// true: stop-sell (holds refused); false: back on sale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overbooking_allowance: Option<i64>,
+}
+
+pub async fn patch_nights(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    OptionalIdemKey(key): OptionalIdemKey,
+    method: Method,
+    uri: Uri,
+    ApiPath(inventory_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<PatchNightsBody>,
+) -> Result<Response, ApiError> {
+    // Setting absolute values is idempotent already; a key is accepted, not required.
+    let idem = key.map(|k| idempotent_request(&caller, &k, method.as_str(), uri.path(), &body)).transpose()?;
+    let patch = NightsPatch {
+        capacity: body.capacity.map(|c| units(c, "capacity", 0..=MAX_UNITS)).transpose()?,
+        closed: body.closed,
+        overbooking_allowance: body
+            .overbooking_allowance
+            .map(|a| units(a, "overbooking_allowance", 0..=MAX_UNITS))
+            .transpose()?,
+    };
+    if patch.capacity.is_none() && patch.closed.is_none() && patch.overbooking_allowance.is_none() {
+        return Err(ValidationError::new("capacity", "give capacity, closed or overbooking_allowance").into());
+    }
+    let nights = Nights::parse(body.from, body.to, ("from", "to"))?;
+    let command = Command::PatchNights { inventory_id, nights, patch };
+    Ok(reply::render(pipeline::run(&state, caller, idem, command).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AvailabilityQuery {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+pub async fn availability(
+    State(state): State<AppState>,
+    ApiPath(inventory_id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<AvailabilityQuery>,
+) -> Result<Response, ApiError> {
+    let range = Nights::parse(query.from, query.to, ("from", "to"))?;
+    let inventory = inventories::find(&state.db, inventory_id).await?.ok_or(ApiError::NotFound("inventory"))?;
+    let rows = inventories::nights(&state.db, inventory.id, range).await?;
+    Ok(reply::ok(views::nights(inventory.id, &rows)))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoomHoldBody {
+    pub check_in: NaiveDate,
+    pub check_out: NaiveDate,
+    pub quantity: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<i64>,
+}
+
+pub async fn create_room_hold(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    IdemKey(key): IdemKey,
+    method: Method,
+    uri: Uri,
+    ApiPath(inventory_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<CreateRoomHoldBody>,
+) -> Result<Response, ApiError> {
+    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    let config = &state.config;
+    let command = Command::CreateRoomHold {
+        inventory_id,
+        stay: Nights::parse(body.check_in, body.check_out, ("check_in", "check_out"))?,
+        quantity: units(body.quantity, "quantity", 1..=config.hold_max_seats as i64)?,
+        ttl: Ttl::parse(body.ttl_seconds, config.hold_default_ttl_seconds, config.hold_max_ttl_seconds)?,
+    };
+    Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
+}

@@ -1,0 +1,194 @@
+//! Time slots on a resource (meeting rooms, doctors, courts): admins create resources with
+//! their rules; anyone reads free start times; callers hold a slot, then confirm, extend or
+//! release the hold like any other, and may reschedule the booking.
+
+use axum::extract::State;
+use axum::http::{Method, Uri};
+use axum::response::Response;
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::auth::{Admin, Auth};
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey, idempotent_request};
+use super::reply;
+use crate::db::resources;
+use crate::domain::slots::{MAX_AVAILABILITY_DAYS, MAX_SLOT_MINUTES, OpeningHoursSpec, slot_minutes};
+use crate::domain::{SlotRules, Ttl, ValidationError};
+use crate::pipeline::{self, Command, views};
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateResourceBody {
+    pub name: String,
+    /// IANA time zone, e.g. `Europe/Berlin`.
+    pub time_zone: String,
+    /// Weekday (`monday` .. `sunday`) to `[{"open": "09:00", "close": "17:00"}]`; a missing day is closed.
+    pub opening_hours: OpeningHoursSpec,
+    pub slot_granularity_minutes: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_before_minutes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_after_minutes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_notice_minutes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancellation_window_minutes: Option<i64>,
+}
+
+pub async fn create_resource(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    IdemKey(key): IdemKey,
+    method: Method,
+    uri: Uri,
+    ApiJson(body): ApiJson<CreateResourceBody>,
+) -> Result<Response, ApiError> {
+    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    let name = body.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ValidationError::new("name", "must be 1 to 200 characters").into());
+    }
+    let rules = SlotRules::parse(
+        &body.time_zone,
+        &body.opening_hours,
+        body.slot_granularity_minutes,
+        body.buffer_before_minutes.unwrap_or(0),
+        body.buffer_after_minutes.unwrap_or(0),
+        body.min_notice_minutes.unwrap_or(0),
+        body.cancellation_window_minutes.unwrap_or(0),
+    )?;
+    let command = Command::CreateResource { name, rules };
+    Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
+}
+
+pub async fn get_resource(
+    State(state): State<AppState>,
+    ApiPath(resource_id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let row = resources::find(&state.db, resource_id).await?.ok_or(ApiError::NotFound("resource"))?;
+    Ok(reply::ok(views::resource(&row)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AvailabilityQuery {
+    /// An instant (RFC 3339) or a date (local midnight in the resource's time zone).
+    pub from: String,
+    /// Exclusive; an instant or a date, as `from`.
+    pub to: String,
+    pub duration_minutes: i64,
+}
+
+/// An RFC 3339 instant, or a calendar date taken as local midnight in `tz`.
+fn instant_or_date(value: &str, field: &'static str, tz: Tz) -> Result<DateTime<Utc>, ValidationError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let date: NaiveDate =
+        value.parse().map_err(|_| ValidationError::new(field, "must be an RFC 3339 instant or a YYYY-MM-DD date"))?;
+    let midnight = date.and_hms_opt(0, 0, 0).expect("midnight exists");
+    // Midnight may fall in a DST gap in a few zones: take the first instant after it.
+    (0..=180)
+        .find_map(|m| tz.from_local_datetime(&(midnight + Duration::minutes(m))).earliest())
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| ValidationError::new(field, "that date has no midnight in the resource's time zone"))
+}
+
+pub async fn availability(
+    State(state): State<AppState>,
+    ApiPath(resource_id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<AvailabilityQuery>,
+) -> Result<Response, ApiError> {
+    let row = resources::find(&state.db, resource_id).await?.ok_or(ApiError::NotFound("resource"))?;
+    let rules = row.rules().map_err(ApiError::internal)?;
+    let from = instant_or_date(&query.from, "from", rules.tz)?;
+    let to = instant_or_date(&query.to, "to", rules.tz)?;
+    if to <= from {
+        return Err(ValidationError::new("to", "must be after from").into());
+    }
+    if to - from > Duration::days(MAX_AVAILABILITY_DAYS) {
+        return Err(ValidationError::new("to", format!("at most {MAX_AVAILABILITY_DAYS} days after from")).into());
+    }
+    let duration = query.duration_minutes;
+    if !(1..=MAX_SLOT_MINUTES).contains(&duration) || duration % rules.granularity != 0 {
+        return Err(ValidationError::new(
+            "duration_minutes",
+            format!("must be a positive multiple of {} minutes, at most a day", rules.granularity),
+        )
+        .into());
+    }
+    let margin = Duration::minutes(rules.buffer_before + rules.buffer_after + duration);
+    let taken = resources::live_blocked(&state.db, resource_id, from - margin, to + margin).await?;
+    let starts = rules.free_starts(from, to, duration, Utc::now(), &taken);
+    let slots: Vec<_> = starts
+        .iter()
+        .map(|s| {
+            let end = *s + Duration::minutes(duration);
+            json!({
+                "start": s.with_timezone(&rules.tz).to_rfc3339(),
+                "end": end.with_timezone(&rules.tz).to_rfc3339(),
+            })
+        })
+        .collect();
+    Ok(reply::ok(json!({
+        "resource_id": resource_id,
+        "time_zone": rules.tz.name(),
+        "duration_minutes": duration,
+        "from": from,
+        "to": to,
+        "slots": slots,
+    })))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotBody {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<i64>,
+}
+
+pub async fn create_slot_hold(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    IdemKey(key): IdemKey,
+    method: Method,
+    uri: Uri,
+    ApiPath(resource_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<SlotBody>,
+) -> Result<Response, ApiError> {
+    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    slot_minutes(body.start, body.end)?;
+    let config = &state.config;
+    let ttl = Ttl::parse(body.ttl_seconds, config.hold_default_ttl_seconds, config.hold_max_ttl_seconds)?;
+    let command = Command::CreateSlotHold { resource_id, start: body.start, end: body.end, ttl };
+    Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RescheduleBody {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+pub async fn reschedule_booking(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    IdemKey(key): IdemKey,
+    method: Method,
+    uri: Uri,
+    ApiPath(booking_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<RescheduleBody>,
+) -> Result<Response, ApiError> {
+    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    slot_minutes(body.start, body.end)?;
+    let command = Command::RescheduleBooking { booking_id, start: body.start, end: body.end };
+    Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
+}

@@ -1,0 +1,240 @@
+//! Quantity inventory: nights with a capacity, and the per-night `held` / `booked` counters that
+//! move in the same transaction as the holds and bookings they count. The CHECK
+//! `inventory_nights_not_oversold` refuses any over-sale, whatever the locks did.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use super::holds;
+use crate::domain::Nights;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InventoryRow {
+    pub id: Uuid,
+    pub name: String,
+    pub overbooking_allowance: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NightRow {
+    pub night: NaiveDate,
+    pub capacity: i32,
+    pub overbooking_allowance: i32,
+    pub closed: bool,
+    pub held: i32,
+    pub booked: i32,
+}
+
+impl NightRow {
+    /// Units that can still be held: 0 when the night is closed.
+    pub fn available(&self) -> i32 {
+        if self.closed { 0 } else { (self.capacity + self.overbooking_allowance - self.held - self.booked).max(0) }
+    }
+}
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    id: Uuid,
+    name: &str,
+    overbooking_allowance: i32,
+    nights: Nights,
+    capacity: i32,
+    created_by: &str,
+) -> Result<InventoryRow, sqlx::Error> {
+    let row: InventoryRow = sqlx::query_as(
+        "insert into inventories (id, name, overbooking_allowance, created_by) values ($1, $2, $3, $4)
+         returning id, name, overbooking_allowance, created_at",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(overbooking_allowance)
+    .bind(created_by)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "insert into inventory_nights (inventory_id, night, capacity, overbooking_allowance)
+         select $1, d::date, $4, $5 from generate_series($2::date, $3::date - 1, interval '1 day') d",
+    )
+    .bind(id)
+    .bind(nights.first())
+    .bind(nights.end())
+    .bind(capacity)
+    .bind(overbooking_allowance)
+    .execute(conn)
+    .await?;
+    Ok(row)
+}
+
+pub async fn find<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<InventoryRow>, sqlx::Error> {
+    sqlx::query_as("select id, name, overbooking_allowance, created_at from inventories where id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+const NIGHT_COLUMNS: &str = "night, capacity, overbooking_allowance, closed, held, booked";
+
+/// The nights on sale within the range, in order (nights not on sale are absent). `held` leaves
+/// out holds past their expiry that the sweeper has not reached yet: they no longer hold anything.
+pub async fn nights<'e>(db: impl PgExecutor<'e>, id: Uuid, range: Nights) -> Result<Vec<NightRow>, sqlx::Error> {
+    sqlx::query_as(
+        "select n.night, n.capacity, n.overbooking_allowance, n.closed, n.booked,
+                n.held - coalesce((select sum(hn.quantity) from hold_nights hn join holds h on h.id = hn.hold_id
+                                    where hn.inventory_id = n.inventory_id and hn.night = n.night
+                                      and h.status = 'HELD' and h.expires_at <= now()), 0)::int4 as held
+           from inventory_nights n
+          where n.inventory_id = $1 and n.night >= $2 and n.night < $3 order by n.night",
+    )
+    .bind(id)
+    .bind(range.first())
+    .bind(range.end())
+    .fetch_all(db)
+    .await
+}
+
+/// The same, with each row locked until the transaction ends (in night order, so concurrent
+/// lockers never deadlock).
+pub async fn lock_nights(conn: &mut PgConnection, id: Uuid, range: Nights) -> Result<Vec<NightRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {NIGHT_COLUMNS} from inventory_nights
+          where inventory_id = $1 and night >= $2 and night < $3 order by night for update"
+    )))
+    .bind(id)
+    .bind(range.first())
+    .bind(range.end())
+    .fetch_all(conn)
+    .await
+}
+
+/// Holds `quantity` units of every night in the range for a new HELD hold, in one statement:
+/// the hold row, the counters (guarded: open, and room left, re-checked on the locked row), and
+/// the hold's nights. Returns how many nights were taken; the caller rolls back unless all were.
+pub async fn create_hold(
+    conn: &mut PgConnection,
+    hold_id: Uuid,
+    inventory_id: Uuid,
+    user_id: &str,
+    ttl_seconds: i64,
+    stay: Nights,
+    quantity: i32,
+) -> Result<(i64, DateTime<Utc>, DateTime<Utc>), sqlx::Error> {
+    sqlx::query_as(
+        "with hold as (
+             insert into holds (id, inventory_id, user_id, status, expires_at)
+             values ($1, $2, $3, 'HELD', now() + $4 * interval '1 second')
+             returning expires_at, created_at
+         ), taken as (
+             update inventory_nights
+                set held = held + $7, version = version + 1
+              where inventory_id = $2 and night >= $5 and night < $6 and not closed
+                and held + booked + $7 <= capacity + overbooking_allowance
+             returning night
+         ), recorded as (
+             insert into hold_nights (hold_id, inventory_id, night, quantity)
+             select $1, $2, night, $7 from taken
+             returning night
+         )
+         select (select count(*) from recorded), hold.expires_at, hold.created_at from hold",
+    )
+    .bind(hold_id)
+    .bind(inventory_id)
+    .bind(user_id)
+    .bind(ttl_seconds)
+    .bind(stay.first())
+    .bind(stay.end())
+    .bind(quantity)
+    .fetch_one(conn)
+    .await
+}
+
+/// Expires the holds past their expiry that still count on these nights (see [`holds::expire`]).
+pub async fn expire_stale_holds(
+    conn: &mut PgConnection,
+    inventory_id: Uuid,
+    range: Nights,
+) -> Result<u64, sqlx::Error> {
+    let stale: Vec<Uuid> = sqlx::query_scalar(
+        "select distinct h.id from hold_nights hn join holds h on h.id = hn.hold_id
+          where hn.inventory_id = $1 and hn.night >= $2 and hn.night < $3
+            and h.status = 'HELD' and h.expires_at <= now()",
+    )
+    .bind(inventory_id)
+    .bind(range.first())
+    .bind(range.end())
+    .fetch_all(&mut *conn)
+    .await?;
+    holds::expire(conn, &stale).await
+}
+
+/// What a PATCH of nights asks: a new capacity (creating nights not yet on sale), closing or
+/// reopening, and a new overbooking allowance. Absent fields are left alone.
+#[derive(Debug, Clone, Copy)]
+pub struct NightsPatch {
+    pub capacity: Option<i32>,
+    pub closed: Option<bool>,
+    pub overbooking_allowance: Option<i32>,
+}
+
+/// Applies a PATCH to every night in the range, all or nothing (the caller's transaction). With
+/// a capacity, nights not yet on sale are created (with the inventory's allowance).
+pub async fn patch_nights(
+    conn: &mut PgConnection,
+    inventory_id: Uuid,
+    range: Nights,
+    patch: NightsPatch,
+    default_allowance: i32,
+) -> Result<Vec<NightRow>, sqlx::Error> {
+    if let Some(capacity) = patch.capacity {
+        sqlx::query(
+            "insert into inventory_nights (inventory_id, night, capacity, overbooking_allowance)
+             select $1, d::date, $4, $5 from generate_series($2::date, $3::date - 1, interval '1 day') d
+             on conflict (inventory_id, night) do nothing",
+        )
+        .bind(inventory_id)
+        .bind(range.first())
+        .bind(range.end())
+        .bind(capacity)
+        .bind(default_allowance)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "update inventory_nights
+            set capacity = coalesce($4, capacity), closed = coalesce($5, closed),
+                overbooking_allowance = coalesce($6, overbooking_allowance), version = version + 1
+          where inventory_id = $1 and night >= $2 and night < $3
+         returning {NIGHT_COLUMNS}"
+    )))
+    .bind(inventory_id)
+    .bind(range.first())
+    .bind(range.end())
+    .bind(patch.capacity)
+    .bind(patch.closed)
+    .bind(patch.overbooking_allowance)
+    .fetch_all(conn)
+    .await
+    .map(|mut rows: Vec<NightRow>| {
+        rows.sort_by_key(|r| r.night);
+        rows
+    })
+}
+
+/// The integrity check: nights whose counters differ from the sum of their live holds (HELD)
+/// and live bookings (CONFIRMED). There must be none.
+pub const COUNTER_MISMATCHES: &str = "
+    select count(*) from inventory_nights n
+      left join (select hn.inventory_id, hn.night,
+                        coalesce(sum(hn.quantity) filter (where h.status = 'HELD'), 0) as held,
+                        coalesce(sum(hn.quantity) filter (where h.status = 'CONFIRMED' and b.status = 'CONFIRMED'), 0) as booked
+                   from hold_nights hn
+                   join holds h on h.id = hn.hold_id
+                   left join bookings b on b.hold_id = h.id
+                  group by hn.inventory_id, hn.night) x
+        on x.inventory_id = n.inventory_id and x.night = n.night
+     where n.held <> coalesce(x.held, 0) or n.booked <> coalesce(x.booked, 0)";
+
+pub async fn counter_mismatches<'e>(db: impl PgExecutor<'e>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(COUNTER_MISMATCHES).fetch_one(db).await
+}

@@ -1,0 +1,206 @@
+//! Time-slot resources and their slot claims. The exclusion constraint `slot_claims_no_overlap`
+//! refuses two active claims whose buffered ranges overlap on one resource, whatever the locks did.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use super::holds;
+use crate::domain::SlotRules;
+use crate::domain::slots::OpeningHoursSpec;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ResourceRow {
+    pub id: Uuid,
+    pub name: String,
+    pub time_zone: String,
+    pub opening_hours: Value,
+    pub granularity_minutes: i32,
+    pub buffer_before_minutes: i32,
+    pub buffer_after_minutes: i32,
+    pub min_notice_minutes: i32,
+    pub cancellation_window_minutes: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+impl ResourceRow {
+    /// The stored rules, parsed again (they were validated on the way in).
+    pub fn rules(&self) -> Result<SlotRules, String> {
+        let hours: OpeningHoursSpec = serde_json::from_value(self.opening_hours.clone()).map_err(|e| e.to_string())?;
+        SlotRules::parse(
+            &self.time_zone,
+            &hours,
+            i64::from(self.granularity_minutes),
+            i64::from(self.buffer_before_minutes),
+            i64::from(self.buffer_after_minutes),
+            i64::from(self.min_notice_minutes),
+            i64::from(self.cancellation_window_minutes),
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+const RESOURCE_COLUMNS: &str = "id, name, time_zone, opening_hours, granularity_minutes, buffer_before_minutes,
+    buffer_after_minutes, min_notice_minutes, cancellation_window_minutes, created_at";
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    id: Uuid,
+    name: &str,
+    rules: &SlotRules,
+    created_by: &str,
+) -> Result<ResourceRow, sqlx::Error> {
+    let hours = serde_json::to_value(rules.opening_hours_spec()).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "insert into resources (id, name, time_zone, opening_hours, granularity_minutes, buffer_before_minutes,
+                                buffer_after_minutes, min_notice_minutes, cancellation_window_minutes, created_by)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         returning {RESOURCE_COLUMNS}"
+    )))
+    .bind(id)
+    .bind(name)
+    .bind(rules.tz.name())
+    .bind(hours)
+    .bind(rules.granularity as i32)
+    .bind(rules.buffer_before as i32)
+    .bind(rules.buffer_after as i32)
+    .bind(rules.min_notice as i32)
+    .bind(rules.cancellation_window as i32)
+    .bind(created_by)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn find<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<ResourceRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("select {RESOURCE_COLUMNS} from resources where id = $1")))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Blocked ranges of live claims (a HELD unexpired hold, or a CONFIRMED booking) on the
+/// resource that overlap `[from, to)`.
+pub async fn live_blocked<'e>(
+    db: impl PgExecutor<'e>,
+    resource_id: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as(
+        "select lower(c.blocked), upper(c.blocked)
+           from slot_claims c join holds h on h.id = c.hold_id
+          where c.resource_id = $1 and c.active and c.blocked && tstzrange($2, $3, '[)')
+            and (h.status = 'CONFIRMED' or (h.status = 'HELD' and h.expires_at > now()))",
+    )
+    .bind(resource_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await
+}
+
+/// An active claim whose buffered range overlaps another's: its hold, its slot (not buffered),
+/// and whether it is live (a hold past its expiry that the sweeper has not reached is not).
+#[derive(Debug, sqlx::FromRow)]
+pub struct Overlap {
+    pub hold_id: Uuid,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub live: bool,
+}
+
+/// Active claims on the resource, other than `except`'s, whose buffered ranges overlap
+/// `blocked`, earliest first: what a claim there would collide with.
+pub async fn overlapping(
+    conn: &mut PgConnection,
+    resource_id: Uuid,
+    blocked: (DateTime<Utc>, DateTime<Utc>),
+    except: Option<Uuid>,
+) -> Result<Vec<Overlap>, sqlx::Error> {
+    sqlx::query_as(
+        "select c.hold_id, lower(c.span) as start, upper(c.span) as end,
+                h.status = 'CONFIRMED' or h.expires_at > now() as live
+           from slot_claims c join holds h on h.id = c.hold_id
+          where c.resource_id = $1 and c.active and c.blocked && tstzrange($2, $3, '[)')
+            and c.hold_id is distinct from $4
+          order by lower(c.span)",
+    )
+    .bind(resource_id)
+    .bind(blocked.0)
+    .bind(blocked.1)
+    .bind(except)
+    .fetch_all(conn)
+    .await
+}
+
+/// Makes room for a claim on `blocked`: expires the overlapping holds that are past their expiry
+/// (see [`holds::expire`]), and returns the slot of the first live overlap, if any.
+pub async fn clear_for_claim(
+    conn: &mut PgConnection,
+    resource_id: Uuid,
+    blocked: (DateTime<Utc>, DateTime<Utc>),
+    except: Option<Uuid>,
+) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
+    let overlaps = overlapping(conn, resource_id, blocked, except).await?;
+    let dead: Vec<Uuid> = overlaps.iter().filter(|o| !o.live).map(|o| o.hold_id).collect();
+    holds::expire(conn, &dead).await?;
+    Ok(overlaps.iter().find(|o| o.live).map(|o| (o.start, o.end)))
+}
+
+/// Inserts a HELD hold and its active slot claim in one statement.
+#[allow(clippy::too_many_arguments)]
+pub async fn create_hold(
+    conn: &mut PgConnection,
+    hold_id: Uuid,
+    resource_id: Uuid,
+    user_id: &str,
+    ttl_seconds: i64,
+    span: (DateTime<Utc>, DateTime<Utc>),
+    blocked: (DateTime<Utc>, DateTime<Utc>),
+) -> Result<(DateTime<Utc>, DateTime<Utc>), sqlx::Error> {
+    sqlx::query_as(
+        "with hold as (
+             insert into holds (id, resource_id, user_id, status, expires_at)
+             values ($1, $2, $3, 'HELD', now() + $4 * interval '1 second')
+             returning id, expires_at, created_at
+         ), claim as (
+             insert into slot_claims (hold_id, resource_id, span, blocked)
+             select id, $2, tstzrange($5, $6, '[)'), tstzrange($7, $8, '[)') from hold
+         )
+         select expires_at, created_at from hold",
+    )
+    .bind(hold_id)
+    .bind(resource_id)
+    .bind(user_id)
+    .bind(ttl_seconds)
+    .bind(span.0)
+    .bind(span.1)
+    .bind(blocked.0)
+    .bind(blocked.1)
+    .fetch_one(conn)
+    .await
+}
+
+/// Moves a booked slot: the new range is taken and the old one freed in one row update, so
+/// the exclusion constraint sees both at once. Returns false when the claim is not active.
+pub async fn move_claim(
+    conn: &mut PgConnection,
+    hold_id: Uuid,
+    span: (DateTime<Utc>, DateTime<Utc>),
+    blocked: (DateTime<Utc>, DateTime<Utc>),
+) -> Result<bool, sqlx::Error> {
+    let moved = sqlx::query(
+        "update slot_claims set span = tstzrange($2, $3, '[)'), blocked = tstzrange($4, $5, '[)')
+          where hold_id = $1 and active",
+    )
+    .bind(hold_id)
+    .bind(span.0)
+    .bind(span.1)
+    .bind(blocked.0)
+    .bind(blocked.1)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(moved == 1)
+}

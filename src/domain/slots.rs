@@ -1,0 +1,422 @@
+//! Time slots on a resource: opening hours in the resource's IANA time zone, a slot
+//! granularity, buffers, minimum notice and a cancellation window. Pure functions of the rules
+//! and the clock, so DST behaviour is unit-tested here and only checked end to end over HTTP.
+//!
+//! Opening hours are wall-clock times per weekday. A local time that does not exist (the hour
+//! skipped in spring) offers no slot; a local time that exists twice (the hour repeated in
+//! autumn) offers both instants. Every comparison after that is between instants.
+
+use std::collections::BTreeMap;
+
+use chrono::{
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc, Weekday,
+};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use super::ValidationError;
+
+/// The longest slot a hold may ask for, and the longest availability window one read may cover.
+pub const MAX_SLOT_MINUTES: i64 = 24 * 60;
+pub const MAX_AVAILABILITY_DAYS: i64 = 31;
+/// Lock cells are at least this long, so a long booking takes a bounded number of lock keys.
+const MIN_LOCK_CELL_MINUTES: i64 = 15;
+
+const WEEKDAYS: [(&str, Weekday); 7] = [
+    ("monday", Weekday::Mon),
+    ("tuesday", Weekday::Tue),
+    ("wednesday", Weekday::Wed),
+    ("thursday", Weekday::Thu),
+    ("friday", Weekday::Fri),
+    ("saturday", Weekday::Sat),
+    ("sunday", Weekday::Sun),
+];
+
+/// One opening interval as clients send and see it: `{"open": "09:00", "close": "17:30"}`;
+/// `"24:00"` closes at midnight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpeningInterval {
+    pub open: String,
+    pub close: String,
+}
+
+/// Opening hours as sent: weekday name (`monday` .. `sunday`) to intervals; a missing day is closed.
+pub type OpeningHoursSpec = BTreeMap<String, Vec<OpeningInterval>>;
+
+/// The rules of a resource, validated.
+#[derive(Debug, Clone)]
+pub struct SlotRules {
+    pub tz: Tz,
+    /// Per weekday (Monday first): sorted, non-overlapping `[open, close)` in minutes after local midnight.
+    hours: [Vec<(i64, i64)>; 7],
+    pub granularity: i64,
+    pub buffer_before: i64,
+    pub buffer_after: i64,
+    pub min_notice: i64,
+    pub cancellation_window: i64,
+}
+
+/// Why a requested slot is refused (422), each with its own stable code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlotRefusal {
+    #[error(
+        "the slot must start at a multiple of {granularity} minutes after local midnight and last a multiple of it"
+    )]
+    Misaligned { granularity: i64 },
+    #[error("the slot starts in the past")]
+    InPast,
+    #[error("the slot starts within the minimum notice of {minutes} minutes")]
+    InsideNotice { minutes: i64 },
+    #[error("the slot is not within the resource's opening hours ({time_zone})")]
+    OutsideOpeningHours { time_zone: String },
+}
+
+impl SlotRefusal {
+    pub fn code(&self) -> &'static str {
+        match self {
+            SlotRefusal::Misaligned { .. } => "SLOT_MISALIGNED",
+            SlotRefusal::InPast => "SLOT_IN_PAST",
+            SlotRefusal::InsideNotice { .. } => "SLOT_INSIDE_NOTICE_PERIOD",
+            SlotRefusal::OutsideOpeningHours { .. } => "SLOT_OUTSIDE_OPENING_HOURS",
+        }
+    }
+}
+
+fn minutes_of(s: &str) -> Option<i64> {
+    if s == "24:00" {
+        return Some(24 * 60);
+    }
+    let t = NaiveTime::parse_from_str(s, "%H:%M").ok()?;
+    Some(i64::from(t.hour()) * 60 + i64::from(t.minute()))
+}
+
+fn weekday_index(day: Weekday) -> usize {
+    day.num_days_from_monday() as usize
+}
+
+impl SlotRules {
+    #[allow(clippy::too_many_arguments)]
+    pub fn parse(
+        time_zone: &str,
+        opening_hours: &OpeningHoursSpec,
+        granularity: i64,
+        buffer_before: i64,
+        buffer_after: i64,
+        min_notice: i64,
+        cancellation_window: i64,
+    ) -> Result<Self, ValidationError> {
+        let tz: Tz = time_zone
+            .parse()
+            .map_err(|_| ValidationError::new("time_zone", format!("{time_zone:?} is not an IANA time zone")))?;
+        if !(1..=MAX_SLOT_MINUTES).contains(&granularity) {
+            return Err(ValidationError::new("slot_granularity_minutes", "must be between 1 and 1440"));
+        }
+        for (field, value) in [("buffer_before_minutes", buffer_before), ("buffer_after_minutes", buffer_after)] {
+            if !(0..=MAX_SLOT_MINUTES).contains(&value) {
+                return Err(ValidationError::new(field, "must be between 0 and 1440"));
+            }
+        }
+        for (field, value) in [("min_notice_minutes", min_notice), ("cancellation_window_minutes", cancellation_window)]
+        {
+            if !(0..=366 * 24 * 60).contains(&value) {
+                return Err(ValidationError::new(field, "must be between 0 and 527040 (366 days)"));
+            }
+        }
+        let mut hours: [Vec<(i64, i64)>; 7] = Default::default();
+        for (day, intervals) in opening_hours {
+            let Some((_, weekday)) = WEEKDAYS.iter().find(|(name, _)| name == day) else {
+                return Err(ValidationError::new(
+                    "opening_hours",
+                    format!("{day:?} is not a weekday (monday .. sunday)"),
+                ));
+            };
+            if intervals.len() > 12 {
+                return Err(ValidationError::new("opening_hours", format!("{day}: at most 12 intervals")));
+            }
+            let slot = &mut hours[weekday_index(*weekday)];
+            for interval in intervals {
+                let (Some(open), Some(close)) = (minutes_of(&interval.open), minutes_of(&interval.close)) else {
+                    return Err(ValidationError::new(
+                        "opening_hours",
+                        format!("{day}: times are HH:MM (00:00 to 24:00)"),
+                    ));
+                };
+                if open >= close {
+                    return Err(ValidationError::new("opening_hours", format!("{day}: open must be before close")));
+                }
+                if open % granularity != 0 || close % granularity != 0 {
+                    return Err(ValidationError::new(
+                        "opening_hours",
+                        format!("{day}: open and close must be multiples of the {granularity}-minute granularity"),
+                    ));
+                }
+                slot.push((open, close));
+            }
+            slot.sort_unstable();
+            if slot.windows(2).any(|w| w[0].1 > w[1].0) {
+                return Err(ValidationError::new("opening_hours", format!("{day}: intervals overlap")));
+            }
+        }
+        Ok(Self { tz, hours, granularity, buffer_before, buffer_after, min_notice, cancellation_window })
+    }
+
+    /// The opening hours back in the shape clients send.
+    pub fn opening_hours_spec(&self) -> OpeningHoursSpec {
+        let fmt = |m: i64| format!("{:02}:{:02}", m / 60, m % 60);
+        WEEKDAYS
+            .iter()
+            .filter(|(_, day)| !self.hours[weekday_index(*day)].is_empty())
+            .map(|(name, day)| {
+                let intervals = self.hours[weekday_index(*day)]
+                    .iter()
+                    .map(|(o, c)| OpeningInterval { open: fmt(*o), close: fmt(*c) })
+                    .collect();
+                ((*name).to_owned(), intervals)
+            })
+            .collect()
+    }
+
+    fn local(&self, date: NaiveDate, minutes: i64) -> NaiveDateTime {
+        date.and_time(NaiveTime::MIN) + Duration::minutes(minutes)
+    }
+
+    /// The instant a wall-clock time starts: the earlier one if it occurs twice, and the end of
+    /// the gap if it does not occur (opening at 02:30 on the spring-forward night opens at 03:00).
+    fn instant(&self, local: NaiveDateTime) -> DateTime<Utc> {
+        let mut probe = local;
+        loop {
+            if let Some(t) = self.tz.from_local_datetime(&probe).earliest() {
+                return t.with_timezone(&Utc);
+            }
+            probe += Duration::minutes(1);
+        }
+    }
+
+    /// The opening intervals of one local date, as instants.
+    fn open_intervals(&self, date: NaiveDate) -> impl Iterator<Item = (DateTime<Utc>, DateTime<Utc>)> + '_ {
+        self.hours[weekday_index(date.weekday())]
+            .iter()
+            .map(move |(o, c)| (self.instant(self.local(date, *o)), self.instant(self.local(date, *c))))
+    }
+
+    /// The slot's range widened by the buffers: what must not overlap another booking's.
+    pub fn blocked(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+        (start - Duration::minutes(self.buffer_before), end + Duration::minutes(self.buffer_after))
+    }
+
+    /// Checks a requested slot against the rules at `now`.
+    pub fn check(&self, start: DateTime<Utc>, end: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), SlotRefusal> {
+        let local = start.with_timezone(&self.tz);
+        let minute_of_day = i64::from(local.hour()) * 60 + i64::from(local.minute());
+        let minutes = (end - start).num_minutes();
+        if local.second() != 0
+            || local.nanosecond() != 0
+            || minute_of_day % self.granularity != 0
+            || (end - start) != Duration::minutes(minutes)
+            || minutes % self.granularity != 0
+        {
+            return Err(SlotRefusal::Misaligned { granularity: self.granularity });
+        }
+        if start < now {
+            return Err(SlotRefusal::InPast);
+        }
+        if start < now + Duration::minutes(self.min_notice) {
+            return Err(SlotRefusal::InsideNotice { minutes: self.min_notice });
+        }
+        if !self.open_intervals(local.date_naive()).any(|(open, close)| open <= start && end <= close) {
+            return Err(SlotRefusal::OutsideOpeningHours { time_zone: self.tz.name().to_owned() });
+        }
+        Ok(())
+    }
+
+    /// Whether the owner may still cancel a booking of a slot starting at `start`.
+    pub fn may_cancel(&self, start: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        now <= start - Duration::minutes(self.cancellation_window)
+    }
+
+    /// Start times in `[from, to)` for a slot of `duration` minutes: aligned, inside opening
+    /// hours, past the notice period, and whose buffered range overlaps none of `taken`
+    /// (blocked ranges of live holds and bookings). Sorted by instant.
+    pub fn free_starts(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        duration: i64,
+        now: DateTime<Utc>,
+        taken: &[(DateTime<Utc>, DateTime<Utc>)],
+    ) -> Vec<DateTime<Utc>> {
+        let earliest = from.max(now + Duration::minutes(self.min_notice));
+        let length = Duration::minutes(duration);
+        let first_day = from.with_timezone(&self.tz).date_naive() - Duration::days(1);
+        let last_day = to.with_timezone(&self.tz).date_naive();
+        let mut starts = Vec::new();
+        for date in first_day.iter_days().take_while(|d| *d <= last_day) {
+            for (open_min, close_min) in &self.hours[weekday_index(date.weekday())] {
+                let (open, close) =
+                    (self.instant(self.local(date, *open_min)), self.instant(self.local(date, *close_min)));
+                let mut minute = *open_min;
+                while minute + duration <= *close_min + 60 {
+                    // Each wall-clock start may be 0, 1 or 2 instants (DST gap, normal, repeated hour).
+                    let local = self.local(date, minute);
+                    minute += self.granularity;
+                    let instants = match self.tz.from_local_datetime(&local) {
+                        LocalResult::Single(t) => vec![t],
+                        LocalResult::Ambiguous(a, b) => vec![a, b],
+                        LocalResult::None => vec![],
+                    };
+                    for start in instants.into_iter().map(|t| t.with_timezone(&Utc)) {
+                        let end = start + length;
+                        if start < open || end > close || start < earliest || start >= to {
+                            continue;
+                        }
+                        let (b0, b1) = self.blocked(start, end);
+                        if taken.iter().all(|(t0, t1)| b1 <= *t0 || *t1 <= b0) {
+                            starts.push(start);
+                        }
+                    }
+                }
+            }
+        }
+        starts.sort_unstable();
+        starts.dedup();
+        starts
+    }
+
+    /// Lock keys covering a blocked range: every cell of a fixed partition of time that the
+    /// range touches. Two overlapping ranges always share a cell, so they serialize.
+    pub fn lock_cells(&self, blocked: (DateTime<Utc>, DateTime<Utc>)) -> Vec<i64> {
+        let cell = self.granularity.max(MIN_LOCK_CELL_MINUTES) * 60;
+        let first = blocked.0.timestamp().div_euclid(cell);
+        let last = (blocked.1.timestamp() - 1).div_euclid(cell);
+        (first..=last).collect()
+    }
+}
+
+/// A requested slot's duration, in minutes, bounded.
+pub fn slot_minutes(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<i64, ValidationError> {
+    let minutes = (end - start).num_minutes();
+    if end <= start {
+        return Err(ValidationError::new("end", "must be after start"));
+    }
+    if minutes > MAX_SLOT_MINUTES {
+        return Err(ValidationError::new("end", format!("a slot lasts at most {MAX_SLOT_MINUTES} minutes")));
+    }
+    Ok(minutes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn rules(tz: &str, open: &str, close: &str, granularity: i64) -> SlotRules {
+        let all_week = WEEKDAYS
+            .iter()
+            .map(|(d, _)| ((*d).to_owned(), vec![OpeningInterval { open: open.into(), close: close.into() }]))
+            .collect();
+        SlotRules::parse(tz, &all_week, granularity, 0, 0, 0, 0).unwrap()
+    }
+
+    const LONG_AGO: &str = "2020-01-01T00:00:00Z";
+
+    #[test]
+    fn spring_forward_skips_the_missing_hour() {
+        // Europe/Berlin, 2027-03-28: 02:00 CET jumps to 03:00 CEST.
+        let r = rules("Europe/Berlin", "00:00", "24:00", 60);
+        let starts = r.free_starts(at("2027-03-27T23:00:00Z"), at("2027-03-28T22:00:00Z"), 60, at(LONG_AGO), &[]);
+        assert_eq!(starts.len(), 23, "a 23-hour day has 23 hourly slots");
+        assert_eq!(starts[1], at("2027-03-28T00:00:00Z"), "01:00 CET");
+        assert_eq!(starts[2], at("2027-03-28T01:00:00Z"), "03:00 CEST follows 01:00 CET");
+    }
+
+    #[test]
+    fn fall_back_offers_the_repeated_hour_twice() {
+        // Europe/Berlin, 2027-10-31: 03:00 CEST falls back to 02:00 CET.
+        let r = rules("Europe/Berlin", "00:00", "24:00", 60);
+        let starts = r.free_starts(at("2027-10-30T22:00:00Z"), at("2027-10-31T23:00:00Z"), 60, at(LONG_AGO), &[]);
+        assert_eq!(starts.len(), 25, "a 25-hour day has 25 hourly slots");
+        assert!(starts.contains(&at("2027-10-31T00:00:00Z")), "02:00 CEST");
+        assert!(starts.contains(&at("2027-10-31T01:00:00Z")), "02:00 CET");
+    }
+
+    #[test]
+    fn opening_hours_follow_local_time_across_dst() {
+        let r = rules("Europe/Berlin", "09:00", "10:00", 30);
+        let before = r.free_starts(at("2027-03-27T00:00:00Z"), at("2027-03-28T00:00:00Z"), 30, at(LONG_AGO), &[]);
+        let after = r.free_starts(at("2027-03-28T00:00:00Z"), at("2027-03-29T00:00:00Z"), 30, at(LONG_AGO), &[]);
+        assert_eq!(before, vec![at("2027-03-27T08:00:00Z"), at("2027-03-27T08:30:00Z")], "09:00 CET = 08:00Z");
+        assert_eq!(after, vec![at("2027-03-28T07:00:00Z"), at("2027-03-28T07:30:00Z")], "09:00 CEST = 07:00Z");
+    }
+
+    #[test]
+    fn check_refuses_each_reason() {
+        let mut r = rules("Europe/Berlin", "09:00", "17:00", 30);
+        r.min_notice = 60;
+        let now = at("2027-06-01T06:00:00Z"); // 08:00 local
+        assert_eq!(r.check(at("2027-06-01T07:00:00Z"), at("2027-06-01T07:30:00Z"), now), Ok(()));
+        assert_eq!(
+            r.check(at("2027-06-01T07:10:00Z"), at("2027-06-01T07:40:00Z"), now).unwrap_err().code(),
+            "SLOT_MISALIGNED"
+        );
+        assert_eq!(
+            r.check(at("2027-06-01T07:00:00Z"), at("2027-06-01T07:20:00Z"), now).unwrap_err().code(),
+            "SLOT_MISALIGNED"
+        );
+        assert_eq!(
+            r.check(at("2027-05-31T08:00:00Z"), at("2027-05-31T08:30:00Z"), now).unwrap_err().code(),
+            "SLOT_IN_PAST"
+        );
+        let soon = at("2027-06-01T06:30:00Z");
+        assert_eq!(
+            r.check(at("2027-06-01T07:00:00Z"), at("2027-06-01T07:30:00Z"), soon).unwrap_err().code(),
+            "SLOT_INSIDE_NOTICE_PERIOD"
+        );
+        assert_eq!(
+            r.check(at("2027-06-01T14:30:00Z"), at("2027-06-01T15:30:00Z"), now).unwrap_err().code(),
+            "SLOT_OUTSIDE_OPENING_HOURS"
+        );
+    }
+
+    #[test]
+    fn buffers_and_taken_ranges_remove_starts() {
+        let mut r = rules("UTC", "09:00", "12:00", 30);
+        r.buffer_after = 30;
+        let taken = [r.blocked(at("2027-06-01T10:00:00Z"), at("2027-06-01T10:30:00Z"))];
+        let starts = r.free_starts(at("2027-06-01T00:00:00Z"), at("2027-06-02T00:00:00Z"), 30, at(LONG_AGO), &taken);
+        // Taken blocks 10:00-11:00. 09:00 blocks 09:00-10:00: free. 09:30 and 10:00 overlap it;
+        // 10:30 blocks 10:30-11:30: overlaps. 11:00 and 11:30 are free (11:30 ends at closing).
+        let want: Vec<_> = ["09:00", "11:00", "11:30"].iter().map(|t| at(&format!("2027-06-01T{t}:00Z"))).collect();
+        assert_eq!(starts, want);
+    }
+
+    #[test]
+    fn overlapping_ranges_share_a_lock_cell() {
+        let r = rules("UTC", "00:00", "24:00", 30);
+        let a = r.lock_cells((at("2027-06-01T10:00:00Z"), at("2027-06-01T11:00:00Z")));
+        let b = r.lock_cells((at("2027-06-01T10:30:00Z"), at("2027-06-01T11:30:00Z")));
+        let c = r.lock_cells((at("2027-06-01T11:00:00Z"), at("2027-06-01T11:30:00Z")));
+        assert_eq!(a.len(), 2);
+        assert!(a.iter().any(|x| b.contains(x)));
+        assert!(!a.iter().any(|x| c.contains(x)), "adjacent ranges need not serialize");
+    }
+
+    #[test]
+    fn rules_validate() {
+        let mut spec = OpeningHoursSpec::new();
+        spec.insert("funday".into(), vec![]);
+        assert!(SlotRules::parse("Europe/Berlin", &spec, 30, 0, 0, 0, 0).is_err());
+        assert_eq!(
+            SlotRules::parse("Mars/Olympus", &OpeningHoursSpec::new(), 30, 0, 0, 0, 0).unwrap_err().field,
+            "time_zone"
+        );
+        let mut spec = OpeningHoursSpec::new();
+        spec.insert("monday".into(), vec![OpeningInterval { open: "09:10".into(), close: "17:00".into() }]);
+        assert!(SlotRules::parse("UTC", &spec, 30, 0, 0, 0, 0).is_err(), "misaligned opening");
+        spec.insert("monday".into(), vec![OpeningInterval { open: "17:00".into(), close: "09:00".into() }]);
+        assert!(SlotRules::parse("UTC", &spec, 30, 0, 0, 0, 0).is_err(), "inverted");
+    }
+}

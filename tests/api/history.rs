@@ -1,0 +1,112 @@
+//! The audit trail: every state change of a booking and its hold, who made it, with which
+//! request, written in the same transaction and never rewritten.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{eventually, spawn_app};
+
+#[tokio::test]
+async fn a_bookings_history_lists_every_change_with_actor_and_request_id() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 4).await;
+    let token = app.token("alice");
+    let hold = app
+        .send(
+            Method::POST,
+            &format!("/v1/events/{}/holds", event.id),
+            Some(&token),
+            Some("h1"),
+            Some(&json!({ "seat_ids": [event.seats[0]] })),
+        )
+        .await;
+    assert_eq!(hold.status, StatusCode::CREATED);
+    let hold_request = hold.header("x-request-id").unwrap().to_owned();
+    let extend =
+        app.post(&format!("/v1/holds/{}/extend", hold.id()), "alice", "e1", &json!({ "ttl_seconds": 300 })).await;
+    assert_eq!(extend.status, StatusCode::OK, "{extend:?}");
+    let booking = app.confirm("alice", hold.id()).await;
+    assert_eq!(booking.status, StatusCode::CREATED);
+    let confirm_request = booking.header("x-request-id").unwrap().to_owned();
+    let admin = app.admin_token();
+    let cancel =
+        app.send(Method::POST, &format!("/v1/bookings/{}/cancel", booking.id()), Some(&admin), Some("c1"), None).await;
+    assert_eq!(cancel.status, StatusCode::OK);
+
+    let history = app.get(&format!("/v1/bookings/{}/history", booking.id()), Some("alice")).await;
+    assert_eq!(history.status, StatusCode::OK, "{history:?}");
+    let entries = history.body["entries"].as_array().unwrap();
+    let steps: Vec<(String, String, String, String)> = entries
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("-").to_owned();
+            (s("entity"), s("from"), s("to"), s("actor"))
+        })
+        .collect();
+    let step = |entity: &str, from: &str, to: &str, actor: &str| {
+        (entity.to_owned(), from.to_owned(), to.to_owned(), actor.to_owned())
+    };
+    assert_eq!(
+        steps,
+        vec![
+            step("hold", "-", "HELD", "alice"),
+            step("hold", "HELD", "HELD", "alice"),
+            step("hold", "HELD", "CONFIRMED", "alice"),
+            step("booking", "-", "CONFIRMED", "alice"),
+            step("booking", "CONFIRMED", "CANCELLED", "admin"),
+        ],
+        "{history:?}"
+    );
+    assert_eq!(entries[0]["request_id"], hold_request.as_str());
+    assert_eq!(entries[2]["request_id"], confirm_request.as_str());
+    assert_eq!(entries[3]["request_id"], confirm_request.as_str(), "one transaction, one request");
+    assert_eq!(entries[4]["actor_role"], "admin");
+    assert!(entries[1]["detail"]["expires_at"].is_string(), "an extension records the new expiry");
+    let times: Vec<&str> = entries.iter().map(|e| e["at"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first: {times:?}");
+
+    // Not yours: 404, like the booking itself.
+    app.get(&format!("/v1/bookings/{}/history", booking.id()), Some("mallory")).await.assert_problem(404, "NOT_FOUND");
+
+    // Append-only, even for someone with SQL access.
+    let rewrite = sqlx::query("update audit_log set actor = 'nobody'").execute(&app.db).await;
+    assert!(rewrite.is_err(), "audit_log refuses updates");
+    let erase = sqlx::query("delete from audit_log").execute(&app.db).await;
+    assert!(erase.is_err(), "audit_log refuses deletes");
+}
+
+#[tokio::test]
+async fn expiry_and_reschedule_are_recorded_too() {
+    let app = spawn_app().await;
+    let inventory = app.create_inventory("2027-03-01", "2027-03-02", 1, 0).await;
+    let body = json!({ "check_in": "2027-03-01", "check_out": "2027-03-02", "quantity": 1, "ttl_seconds": 1 });
+    let hold = app.post(&format!("/v1/inventories/{inventory}/holds"), "alice", "x", &body).await;
+    let hold_id = hold.id();
+    eventually("the sweeper records the expiry", std::time::Duration::from_secs(10), || async {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from audit_log where hold_id = $1 and to_status = 'EXPIRED' and actor = 'system'",
+        )
+        .bind(hold_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        n == 1
+    })
+    .await;
+
+    let resource = app.create_resource(json!({})).await;
+    let start = crate::slots::future_hour(3);
+    let end = start + chrono::Duration::minutes(30);
+    let booking = app.slot_booking("bob", resource, start, end).await;
+    let to = json!({ "start": (start + chrono::Duration::hours(2)).to_rfc3339(),
+                     "end": (end + chrono::Duration::hours(2)).to_rfc3339() });
+    let moved = app.post(&format!("/v1/bookings/{booking}/reschedule"), "bob", "m1", &to).await;
+    assert_eq!(moved.status, StatusCode::OK, "{moved:?}");
+    let history = app.get(&format!("/v1/bookings/{booking}/history"), Some("bob")).await;
+    let last = history.body["entries"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["entity"], "booking");
+    assert_eq!(last["from"], "CONFIRMED");
+    assert_eq!(last["to"], "CONFIRMED");
+    let from = chrono::DateTime::parse_from_rfc3339(last["detail"]["rescheduled_from"]["start"].as_str().unwrap());
+    assert_eq!(from.unwrap(), start, "{last}");
+}
