@@ -41,6 +41,8 @@ enum Command {
         #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
         jwt_secret: Secret,
     },
+    /// Print the OpenAPI 3.1 document (the one served at /openapi.json) and exit.
+    Openapi,
 }
 
 #[tokio::main]
@@ -82,6 +84,16 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Openapi => match holdfast::api::openapi_document().to_pretty_json() {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("could not render the OpenAPI document: {err}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Token { sub, admin, ttl_seconds, jwt_secret } => {
             match JwtKeys::new(jwt_secret.expose()).mint(&sub, admin, Duration::from_secs(ttl_seconds)) {
                 Ok(token) => {

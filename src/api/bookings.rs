@@ -4,7 +4,6 @@ use axum::extract::State;
 use axum::http::{Method, Uri};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use uuid::Uuid;
 
 use super::auth::Auth;
@@ -17,7 +16,7 @@ use crate::domain::SeatIds;
 use crate::pipeline::{self, Command, views};
 use crate::state::AppState;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BookSeatsBody {
     pub seat_ids: Vec<Uuid>,
@@ -25,6 +24,14 @@ pub struct BookSeatsBody {
     pub payment_reference: Option<String>,
 }
 
+#[utoipa::path(
+    post, path = "/v1/events/{event_id}/bookings", tag = "seats",
+    summary = "Book seats directly, all or none",
+    params(("event_id" = Uuid, Path, description = "Event id"), crate::api::openapi::IdempotencyKey),
+    request_body = BookSeatsBody,
+    responses((status = 201, description = "Booked", body = crate::pipeline::views::BookingView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "SEAT_UNAVAILABLE, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
 pub async fn book_seats(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -42,6 +49,13 @@ pub async fn book_seats(
     Ok(reply::render(reply))
 }
 
+#[utoipa::path(
+    get, path = "/v1/bookings/{booking_id}", tag = "bookings",
+    summary = "A booking of any kind",
+    params(("booking_id" = Uuid, Path, description = "Booking id")),
+    responses((status = 200, description = "The booking", body = crate::pipeline::views::BookingView), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
 pub async fn get_booking(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -51,13 +65,21 @@ pub async fn get_booking(
     Ok(reply::ok(views::booking(&booking)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub cursor: Option<Uuid>,
     pub limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get, path = "/v1/bookings", tag = "bookings",
+    summary = "Your bookings, newest first",
+    params(ListQuery),
+    responses((status = 200, description = "A page of bookings", body = crate::pipeline::views::BookingPage), crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
 pub async fn list_bookings(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -69,10 +91,16 @@ pub async fn list_bookings(
     }
     let rows = bookings::list_for_user(&state.db, &caller.user_id, query.cursor, limit).await?;
     let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|b| b.id)).flatten();
-    let items: Vec<_> = rows.iter().map(views::booking).collect();
-    Ok(reply::ok(json!({ "bookings": items, "next_cursor": next_cursor })))
+    Ok(reply::ok(views::booking_page(&rows, next_cursor)))
 }
 
+#[utoipa::path(
+    post, path = "/v1/bookings/{booking_id}/cancel", tag = "bookings",
+    summary = "Cancel a booking and give back what it held",
+    params(("booking_id" = Uuid, Path, description = "Booking id"), crate::api::openapi::IdempotencyKey),
+    responses((status = 200, description = "Cancelled (or already cancelled)", body = crate::pipeline::views::BookingView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "OUTSIDE_CANCELLATION_WINDOW (slots; admins may override), CONCURRENT_MODIFICATION, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
 pub async fn cancel_booking(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -87,6 +115,13 @@ pub async fn cancel_booking(
 }
 
 /// The booking's audit trail: every state change of it and of the hold it came from.
+#[utoipa::path(
+    get, path = "/v1/bookings/{booking_id}/history", tag = "bookings",
+    summary = "Audit trail of the booking and its hold",
+    params(("booking_id" = Uuid, Path, description = "Booking id")),
+    responses((status = 200, description = "Every state change, oldest first", body = crate::pipeline::views::History), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
 pub async fn booking_history(
     State(state): State<AppState>,
     Auth(caller): Auth,

@@ -5,7 +5,6 @@ use axum::http::{Method, Uri};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use uuid::Uuid;
 
 use super::auth::Admin;
@@ -17,7 +16,7 @@ use crate::domain::{EventLayout, NewEvent, SeatSpec};
 use crate::pipeline::{self, Command, views};
 use crate::state::AppState;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEventBody {
     pub name: String,
@@ -28,6 +27,14 @@ pub struct CreateEventBody {
     pub layout: Option<EventLayout>,
 }
 
+#[utoipa::path(
+    post, path = "/v1/events", tag = "seats",
+    summary = "Create an event with its seats (admin)",
+    params(crate::api::openapi::IdempotencyKey),
+    request_body = CreateEventBody,
+    responses((status = 201, description = "Created", body = crate::pipeline::views::EventView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
 pub async fn create_event(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -42,13 +49,21 @@ pub async fn create_event(
     Ok(reply::render(reply))
 }
 
+#[utoipa::path(
+    get, path = "/v1/events/{event_id}", tag = "seats",
+    summary = "An event and its seat counts",
+    params(("event_id" = Uuid, Path, description = "Event id")),
+    responses((status = 200, description = "The event", body = crate::pipeline::views::EventView), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(())
+)]
 pub async fn get_event(State(state): State<AppState>, ApiPath(event_id): ApiPath<Uuid>) -> Result<Response, ApiError> {
     let event = events::find_event(&state.db, event_id).await?.ok_or(ApiError::NotFound("event"))?;
     let counts = events::seat_counts(&state.db, event_id).await?;
     Ok(reply::ok(views::event(&event, &counts)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SeatQuery {
     pub status: Option<String>,
@@ -60,6 +75,13 @@ pub struct SeatQuery {
 const DEFAULT_SEAT_PAGE: i64 = 1000;
 const MAX_SEAT_PAGE: i64 = 10_000;
 
+#[utoipa::path(
+    get, path = "/v1/events/{event_id}/seats", tag = "seats",
+    summary = "The seat map, a page at a time",
+    params(("event_id" = Uuid, Path, description = "Event id"), SeatQuery),
+    responses((status = 200, description = "A page of seats", body = crate::pipeline::views::SeatPage), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(())
+)]
 pub async fn list_seats(
     State(state): State<AppState>,
     ApiPath(event_id): ApiPath<Uuid>,
@@ -83,5 +105,5 @@ pub async fn list_seats(
         events::list_seats(&state.db, event_id, status.as_deref(), query.section.as_deref(), query.cursor, limit)
             .await?;
     let next_cursor = (seats.len() as i64 == limit).then(|| seats.last().map(|s| s.id)).flatten();
-    Ok(reply::ok(json!({ "seats": seats, "next_cursor": next_cursor })))
+    Ok(reply::ok(views::seat_page(seats, next_cursor)))
 }

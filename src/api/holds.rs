@@ -14,7 +14,7 @@ use crate::domain::{SeatIds, Ttl};
 use crate::pipeline::{self, Command, views};
 use crate::state::AppState;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateHoldBody {
     pub seat_ids: Vec<Uuid>,
@@ -22,6 +22,14 @@ pub struct CreateHoldBody {
     pub ttl_seconds: Option<i64>,
 }
 
+#[utoipa::path(
+    post, path = "/v1/events/{event_id}/holds", tag = "seats",
+    summary = "Hold seats, all or none",
+    params(("event_id" = Uuid, Path, description = "Event id"), crate::api::openapi::IdempotencyKey),
+    request_body = CreateHoldBody,
+    responses((status = 201, description = "Held", body = crate::pipeline::views::HoldView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "SEAT_UNAVAILABLE (taken; names the seats), SEAT_LOCKED (retry), IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
 pub async fn create_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -39,6 +47,13 @@ pub async fn create_hold(
     Ok(reply::render(reply))
 }
 
+#[utoipa::path(
+    get, path = "/v1/holds/{hold_id}", tag = "holds",
+    summary = "A hold of any kind",
+    params(("hold_id" = Uuid, Path, description = "Hold id")),
+    responses((status = 200, description = "The hold", body = crate::pipeline::views::HoldView), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
 pub async fn get_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -48,12 +63,20 @@ pub async fn get_hold(
     Ok(reply::ok(views::hold(&hold)))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendHoldBody {
     pub ttl_seconds: i64,
 }
 
+#[utoipa::path(
+    post, path = "/v1/holds/{hold_id}/extend", tag = "holds",
+    summary = "Extend a live hold",
+    params(("hold_id" = Uuid, Path, description = "Hold id"), crate::api::openapi::IdempotencyKey),
+    request_body = ExtendHoldBody,
+    responses((status = 200, description = "Extended", body = crate::pipeline::views::HoldView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "HOLD_EXPIRED, HOLD_NOT_ACTIVE, HOLD_LIFETIME_EXCEEDED (with latest_expiry), CONCURRENT_MODIFICATION, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
 pub async fn extend_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -70,7 +93,7 @@ pub async fn extend_hold(
     Ok(reply::render(reply))
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmHoldBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +109,14 @@ pub fn parse_payment_reference(reference: Option<String>) -> Result<Option<Strin
     }
 }
 
+#[utoipa::path(
+    post, path = "/v1/holds/{hold_id}/confirm", tag = "holds",
+    summary = "Confirm a hold into a booking (any kind)",
+    params(("hold_id" = Uuid, Path, description = "Hold id"), crate::api::openapi::IdempotencyKey),
+    request_body = Option<ConfirmHoldBody>,
+    responses((status = 201, description = "Booked", body = crate::pipeline::views::BookingView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "HOLD_EXPIRED, HOLD_NOT_ACTIVE, CONCURRENT_MODIFICATION, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
 pub async fn confirm_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -103,6 +134,13 @@ pub async fn confirm_hold(
     Ok(reply::render(reply))
 }
 
+#[utoipa::path(
+    delete, path = "/v1/holds/{hold_id}", tag = "holds",
+    summary = "Release a hold (idempotent; the key is optional)",
+    params(("hold_id" = Uuid, Path, description = "Hold id"), crate::api::openapi::OptionalIdempotencyKey),
+    responses((status = 204, description = "Released, or already released or expired", headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "HOLD_NOT_ACTIVE (confirmed), SEAT_LOCKED", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
 pub async fn release_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,

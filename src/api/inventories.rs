@@ -20,7 +20,7 @@ use crate::state::AppState;
 
 const MAX_UNITS: i64 = 1_000_000;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInventoryBody {
     pub name: String,
@@ -33,6 +33,14 @@ pub struct CreateInventoryBody {
     pub overbooking_allowance: Option<i64>,
 }
 
+#[utoipa::path(
+    post, path = "/v1/inventories", tag = "rooms",
+    summary = "Create a quantity inventory with a capacity per night (admin)",
+    params(crate::api::openapi::IdempotencyKey),
+    request_body = CreateInventoryBody,
+    responses((status = 201, description = "Created", body = crate::pipeline::views::InventoryView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
 pub async fn create_inventory(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -55,7 +63,7 @@ pub async fn create_inventory(
     Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchNightsBody {
     pub from: NaiveDate,
@@ -69,6 +77,14 @@ pub struct PatchNightsBody {
     pub overbooking_allowance: Option<i64>,
 }
 
+#[utoipa::path(
+    patch, path = "/v1/inventories/{inventory_id}/nights", tag = "rooms",
+    summary = "Change capacity, stop-sell or allowance for a range of nights (admin)",
+    params(("inventory_id" = Uuid, Path, description = "Inventory id"), crate::api::openapi::OptionalIdempotencyKey),
+    request_body = PatchNightsBody,
+    responses((status = 200, description = "The nights after the change", body = crate::pipeline::views::NightsView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "CAPACITY_BELOW_SOLD (names the night and what is sold), SEAT_LOCKED", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
 pub async fn patch_nights(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -96,13 +112,21 @@ pub async fn patch_nights(
     Ok(reply::render(pipeline::run(&state, caller, idem, command).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AvailabilityQuery {
     pub from: NaiveDate,
     pub to: NaiveDate,
 }
 
+#[utoipa::path(
+    get, path = "/v1/inventories/{inventory_id}/availability", tag = "rooms",
+    summary = "Remaining units per night",
+    params(("inventory_id" = Uuid, Path, description = "Inventory id"), AvailabilityQuery),
+    responses((status = 200, description = "Nights from `from` to the night before `to`", body = crate::pipeline::views::NightsView), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(())
+)]
 pub async fn availability(
     State(state): State<AppState>,
     ApiPath(inventory_id): ApiPath<Uuid>,
@@ -114,7 +138,7 @@ pub async fn availability(
     Ok(reply::ok(views::nights(inventory.id, &rows)))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRoomHoldBody {
     pub check_in: NaiveDate,
@@ -124,6 +148,14 @@ pub struct CreateRoomHoldBody {
     pub ttl_seconds: Option<i64>,
 }
 
+#[utoipa::path(
+    post, path = "/v1/inventories/{inventory_id}/holds", tag = "rooms",
+    summary = "Hold units on every night of a stay, all or none",
+    params(("inventory_id" = Uuid, Path, description = "Inventory id"), crate::api::openapi::IdempotencyKey),
+    request_body = CreateRoomHoldBody,
+    responses((status = 201, description = "Held", body = crate::pipeline::views::HoldView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "INSUFFICIENT_INVENTORY (names the first short night and how many are left), SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
 pub async fn create_room_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,

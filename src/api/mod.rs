@@ -10,6 +10,7 @@ pub mod extract;
 pub mod holds;
 pub mod inventories;
 pub mod middleware;
+pub mod openapi;
 pub mod ops;
 pub mod rate_limit;
 pub mod reply;
@@ -21,50 +22,67 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use self::error::ApiError;
 use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Every route with its documentation: handlers are registered only through `routes!`, which
+/// reads their `#[utoipa::path]`, so what is served and what is documented cannot drift apart.
+fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(events::create_event))
+        .routes(routes!(events::get_event))
+        .routes(routes!(events::list_seats))
+        .routes(routes!(holds::create_hold))
+        .routes(routes!(bookings::book_seats))
+        .routes(routes!(holds::get_hold, holds::release_hold))
+        .routes(routes!(holds::extend_hold))
+        .routes(routes!(holds::confirm_hold))
+        .routes(routes!(bookings::list_bookings))
+        .routes(routes!(bookings::get_booking))
+        .routes(routes!(bookings::cancel_booking))
+        .routes(routes!(resources::reschedule_booking))
+        .routes(routes!(bookings::booking_history))
+        .routes(routes!(inventories::create_inventory))
+        .routes(routes!(inventories::patch_nights))
+        .routes(routes!(inventories::availability))
+        .routes(routes!(inventories::create_room_hold))
+        .routes(routes!(resources::create_resource))
+        .routes(routes!(resources::get_resource))
+        .routes(routes!(resources::availability))
+        .routes(routes!(resources::create_slot_hold))
+        .routes(routes!(ops::integrity));
+    let ops = OpenApiRouter::new()
+        .routes(routes!(ops::health))
+        .routes(routes!(ops::ready))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi));
+    (v1, ops)
+}
+
+/// The OpenAPI 3.1 document of every route (served at `/openapi.json`).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (v1, ops) = routes();
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(v1).merge(ops).into_openapi()
+}
+
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/v1/events", post(events::create_event))
-        .route("/v1/events/{event_id}", get(events::get_event))
-        .route("/v1/events/{event_id}/seats", get(events::list_seats))
-        .route("/v1/events/{event_id}/holds", post(holds::create_hold))
-        .route("/v1/events/{event_id}/bookings", post(bookings::book_seats))
-        .route("/v1/holds/{hold_id}", get(holds::get_hold).delete(holds::release_hold))
-        .route("/v1/holds/{hold_id}/extend", post(holds::extend_hold))
-        .route("/v1/holds/{hold_id}/confirm", post(holds::confirm_hold))
-        .route("/v1/bookings", get(bookings::list_bookings))
-        .route("/v1/bookings/{booking_id}", get(bookings::get_booking))
-        .route("/v1/bookings/{booking_id}/cancel", post(bookings::cancel_booking))
-        .route("/v1/bookings/{booking_id}/reschedule", post(resources::reschedule_booking))
-        .route("/v1/bookings/{booking_id}/history", get(bookings::booking_history))
-        .route("/v1/inventories", post(inventories::create_inventory))
-        .route("/v1/inventories/{inventory_id}/nights", patch(inventories::patch_nights))
-        .route("/v1/inventories/{inventory_id}/availability", get(inventories::availability))
-        .route("/v1/inventories/{inventory_id}/holds", post(inventories::create_room_hold))
-        .route("/v1/admin/integrity", get(ops::integrity))
-        .route("/v1/resources", post(resources::create_resource))
-        .route("/v1/resources/{resource_id}", get(resources::get_resource))
-        .route("/v1/resources/{resource_id}/availability", get(resources::availability))
-        .route("/v1/resources/{resource_id}/holds", post(resources::create_slot_hold))
+    let (v1, ops) = routes();
+    let v1: Router<AppState> = Router::from(v1)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::rate_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_timeout));
-
-    let ops = Router::new()
-        .route("/health", get(ops::health))
-        .route("/ready", get(ops::ready))
-        .route("/metrics", get(ops::metrics));
+    let ops: Router<AppState> = ops.into();
 
     let max_body = state.config.max_body_bytes;
     Router::new()

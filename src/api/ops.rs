@@ -1,6 +1,7 @@
 //! Liveness, readiness and metrics: never rate limited, never authenticated. And the admin's
 //! integrity check.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -16,12 +17,20 @@ use crate::state::AppState;
 
 /// Liveness: the process answers. Touches no dependency, so a database outage never gets
 /// healthy instances restarted.
+#[utoipa::path(get, path = "/health", tag = "operations", summary = "Liveness (touches no dependency)",
+    responses((status = 200, description = "The process answers", body = Object, example = json!({ "status": "ok" }))))]
 pub async fn health() -> Response {
     reply::ok(json!({ "status": "ok" }))
 }
 
 /// Readiness for load balancers: Postgres answers and a Redis quorum is up, and the instance
 /// is not shutting down.
+#[utoipa::path(get, path = "/ready", tag = "operations", summary = "Readiness for load balancers",
+    responses(
+        (status = 200, description = "Postgres answers and a Redis quorum is up", body = Object),
+        (status = 503, description = "NOT_READY, with `checks`; also while shutting down",
+         body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let db = async {
         matches!(
@@ -45,6 +54,8 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
         .into_response()
@@ -53,9 +64,23 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 /// Every booking invariant checked against the database now (admins only): no seat, night or
 /// slot over-sold, night counters equal to their live holds and bookings, nothing stuck.
 /// The same checks feed `holdfast_invariant_violations` every `INTEGRITY_CHECK_INTERVAL_SECONDS`.
-pub async fn integrity(State(state): State<AppState>, Admin(_): Admin) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get, path = "/v1/admin/integrity", tag = "operations",
+    summary = "Check every booking invariant now (admin)",
+    responses((status = 200, description = "`ok`, and each violated check with its count", body = Object), crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
+pub async fn integrity(State(state): State<AppState>, Admin(_admin): Admin) -> Result<Response, ApiError> {
     let violations = invariants::violations(&state.db).await?;
     invariants::report(&violations);
     let found: Vec<_> = violations.iter().map(|(check, count)| json!({ "check": check, "count": count })).collect();
     Ok(reply::ok(json!({ "ok": found.is_empty(), "checks": invariants::CHECKS.len(), "violations": found })))
+}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", summary = "This OpenAPI 3.1 document",
+    responses((status = 200, description = "The document", body = Object)))]
+pub async fn openapi() -> Response {
+    static DOCUMENT: LazyLock<String> =
+        LazyLock::new(|| super::openapi_document().to_json().expect("the OpenAPI document serializes"));
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], DOCUMENT.as_str()).into_response()
 }

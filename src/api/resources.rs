@@ -8,7 +8,6 @@ use axum::response::Response;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use uuid::Uuid;
 
 use super::auth::{Admin, Auth};
@@ -18,10 +17,11 @@ use super::reply;
 use crate::db::resources;
 use crate::domain::slots::{MAX_AVAILABILITY_DAYS, MAX_SLOT_MINUTES, OpeningHoursSpec, slot_minutes};
 use crate::domain::{SlotRules, Ttl, ValidationError};
+use crate::pipeline::views::{SlotAvailability, SlotView};
 use crate::pipeline::{self, Command, views};
 use crate::state::AppState;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateResourceBody {
     pub name: String,
@@ -40,6 +40,14 @@ pub struct CreateResourceBody {
     pub cancellation_window_minutes: Option<i64>,
 }
 
+#[utoipa::path(
+    post, path = "/v1/resources", tag = "slots",
+    summary = "Create a bookable resource with its rules (admin)",
+    params(crate::api::openapi::IdempotencyKey),
+    request_body = CreateResourceBody,
+    responses((status = 201, description = "Created", body = crate::pipeline::views::ResourceView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
 pub async fn create_resource(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -66,6 +74,13 @@ pub async fn create_resource(
     Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
 }
 
+#[utoipa::path(
+    get, path = "/v1/resources/{resource_id}", tag = "slots",
+    summary = "A resource and its rules",
+    params(("resource_id" = Uuid, Path, description = "Resource id")),
+    responses((status = 200, description = "The resource", body = crate::pipeline::views::ResourceView), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(())
+)]
 pub async fn get_resource(
     State(state): State<AppState>,
     ApiPath(resource_id): ApiPath<Uuid>,
@@ -74,7 +89,8 @@ pub async fn get_resource(
     Ok(reply::ok(views::resource(&row)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AvailabilityQuery {
     /// An instant (RFC 3339) or a date (local midnight in the resource's time zone).
@@ -99,6 +115,13 @@ fn instant_or_date(value: &str, field: &'static str, tz: Tz) -> Result<DateTime<
         .ok_or_else(|| ValidationError::new(field, "that date has no midnight in the resource's time zone"))
 }
 
+#[utoipa::path(
+    get, path = "/v1/resources/{resource_id}/availability", tag = "slots",
+    summary = "Free start times",
+    params(("resource_id" = Uuid, Path, description = "Resource id"), AvailabilityQuery),
+    responses((status = 200, description = "Free starts for slots of `duration_minutes`", body = crate::pipeline::views::SlotAvailability), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(())
+)]
 pub async fn availability(
     State(state): State<AppState>,
     ApiPath(resource_id): ApiPath<Uuid>,
@@ -125,27 +148,25 @@ pub async fn availability(
     let margin = Duration::minutes(rules.buffer_before + rules.buffer_after + duration);
     let taken = resources::live_blocked(&state.db, resource_id, from - margin, to + margin).await?;
     let starts = rules.free_starts(from, to, duration, Utc::now(), &taken);
-    let slots: Vec<_> = starts
+    let slots = starts
         .iter()
-        .map(|s| {
-            let end = *s + Duration::minutes(duration);
-            json!({
-                "start": s.with_timezone(&rules.tz).to_rfc3339(),
-                "end": end.with_timezone(&rules.tz).to_rfc3339(),
-            })
+        .map(|s| SlotView {
+            start: s.with_timezone(&rules.tz).to_rfc3339(),
+            end: (*s + Duration::minutes(duration)).with_timezone(&rules.tz).to_rfc3339(),
         })
         .collect();
-    Ok(reply::ok(json!({
-        "resource_id": resource_id,
-        "time_zone": rules.tz.name(),
-        "duration_minutes": duration,
-        "from": from,
-        "to": to,
-        "slots": slots,
-    })))
+    let availability = SlotAvailability {
+        resource_id,
+        time_zone: rules.tz.name().to_owned(),
+        duration_minutes: duration,
+        from,
+        to,
+        slots,
+    };
+    Ok(reply::ok(views::slot_availability(availability)))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SlotBody {
     pub start: DateTime<Utc>,
@@ -154,6 +175,15 @@ pub struct SlotBody {
     pub ttl_seconds: Option<i64>,
 }
 
+#[utoipa::path(
+    post, path = "/v1/resources/{resource_id}/holds", tag = "slots",
+    summary = "Hold a time slot",
+    description = "422 codes: SLOT_MISALIGNED, SLOT_IN_PAST, SLOT_INSIDE_NOTICE_PERIOD, SLOT_OUTSIDE_OPENING_HOURS.",
+    params(("resource_id" = Uuid, Path, description = "Resource id"), crate::api::openapi::IdempotencyKey),
+    request_body = SlotBody,
+    responses((status = 201, description = "Held", body = crate::pipeline::views::HoldView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "SLOT_UNAVAILABLE (with the conflicting interval), SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
 pub async fn create_slot_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -171,13 +201,22 @@ pub async fn create_slot_hold(
     Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RescheduleBody {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
 }
 
+#[utoipa::path(
+    post, path = "/v1/bookings/{booking_id}/reschedule", tag = "bookings",
+    summary = "Move a slot booking: the new slot is taken and the old freed together, or nothing changes",
+    description = "422 codes as for slot holds.",
+    params(("booking_id" = Uuid, Path, description = "Booking id"), crate::api::openapi::IdempotencyKey),
+    request_body = RescheduleBody,
+    responses((status = 200, description = "Moved", body = crate::pipeline::views::BookingView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "SLOT_UNAVAILABLE, OUTSIDE_CANCELLATION_WINDOW, BOOKING_NOT_ACTIVE, CONCURRENT_MODIFICATION, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
 pub async fn reschedule_booking(
     State(state): State<AppState>,
     Auth(caller): Auth,

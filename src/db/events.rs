@@ -13,7 +13,7 @@ pub struct EventRow {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SeatCounts {
     pub total: i64,
     pub available: i64,
@@ -21,7 +21,7 @@ pub struct SeatCounts {
     pub booked: i64,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SeatRow {
     pub id: Uuid,
     pub section: String,

@@ -17,11 +17,12 @@ pub struct InventoryRow {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct NightRow {
     pub night: NaiveDate,
     pub capacity: i32,
     pub overbooking_allowance: i32,
+    /// Stop-sell: no new holds.
     pub closed: bool,
     pub held: i32,
     pub booked: i32,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use super::ValidationError;
 
 /// One explicitly listed seat in an event-creation request.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeatSpec {
     pub section: String,
@@ -14,7 +14,7 @@ pub struct SeatSpec {
 }
 
 /// A rectangular layout: `sections` × `rows` × `seats_per_row`, every seat at one price.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventLayout {
     pub sections: u32,

@@ -34,10 +34,14 @@ const WEEKDAYS: [(&str, Weekday); 7] = [
 
 /// One opening interval as clients send and see it: `{"open": "09:00", "close": "17:30"}`;
 /// `"24:00"` closes at midnight.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpeningInterval {
+    /// `HH:MM`, local time.
+    #[schema(example = "09:00")]
     pub open: String,
+    /// `HH:MM`, local time; `24:00` is midnight at the end of the day.
+    #[schema(example = "17:00")]
     pub close: String,
 }
 

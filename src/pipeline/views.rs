@@ -1,148 +1,274 @@
-//! JSON representations of holds, bookings, events, inventories and resources: what clients
-//! see and what idempotent replays return byte for byte.
+//! What clients see: typed response bodies (their OpenAPI schemas are derived from these same
+//! types), rendered to JSON once, which is also what idempotent replays return byte for byte.
 
-use serde_json::{Map, Value, json};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::db::audit::AuditRow;
 use crate::db::bookings::BookingRow;
-use crate::db::events::{EventRow, SeatCounts};
+use crate::db::events::{EventRow, SeatCounts, SeatRow};
 use crate::db::holds::{HoldRow, Target};
 use crate::db::inventories::{InventoryRow, NightRow};
 use crate::db::resources::ResourceRow;
+use crate::domain::slots::OpeningHoursSpec;
 
-/// The kind-specific fields of a hold or booking, with its `kind`.
-fn target(target: &Target) -> Value {
-    match target {
-        Target::Seats { event_id, seat_ids, total_cents } => json!({
-            "kind": "seats",
-            "event_id": event_id,
-            "seat_ids": seat_ids,
-            "total_cents": total_cents,
-        }),
-        Target::Rooms { inventory_id, check_in, check_out, quantity } => json!({
-            "kind": "rooms",
-            "inventory_id": inventory_id,
-            "check_in": check_in,
-            "check_out": check_out,
-            "quantity": quantity,
-        }),
-        Target::Slot { resource_id, start, end } => json!({
-            "kind": "slot",
-            "resource_id": resource_id,
-            "start": start,
-            "end": end,
-        }),
+fn to_json(view: impl Serialize) -> Value {
+    serde_json::to_value(view).expect("views serialize to JSON")
+}
+
+/// What a hold or booking is for, told apart by `kind`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TargetView {
+    /// Seats of an event.
+    Seats { event_id: Uuid, seat_ids: Vec<Uuid>, total_cents: i64 },
+    /// `quantity` units of an inventory on every night from `check_in` to the night before `check_out`.
+    Rooms { inventory_id: Uuid, check_in: NaiveDate, check_out: NaiveDate, quantity: i32 },
+    /// A time slot `[start, end)` on a resource.
+    Slot { resource_id: Uuid, start: DateTime<Utc>, end: DateTime<Utc> },
+}
+
+impl From<&Target> for TargetView {
+    fn from(target: &Target) -> Self {
+        match target.clone() {
+            Target::Seats { event_id, seat_ids, total_cents } => TargetView::Seats { event_id, seat_ids, total_cents },
+            Target::Rooms { inventory_id, check_in, check_out, quantity } => {
+                TargetView::Rooms { inventory_id, check_in, check_out, quantity }
+            }
+            Target::Slot { resource_id, start, end } => TargetView::Slot { resource_id, start, end },
+        }
     }
 }
 
-fn with_target(mut common: Value, t: &Target) -> Value {
-    if let (Value::Object(common), Value::Object(fields)) = (&mut common, target(t)) {
-        common.extend(fields);
-    }
-    common
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HoldView {
+    pub id: Uuid,
+    /// HELD, CONFIRMED, RELEASED or EXPIRED (a HELD hold past its expiry reads EXPIRED).
+    pub status: String,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub target: TargetView,
 }
 
 pub fn hold(row: &HoldRow) -> Value {
-    with_target(
-        json!({
-            "id": row.id,
-            "status": row.effective_status(),
-            "expires_at": row.expires_at,
-            "created_at": row.created_at,
-        }),
-        &row.target,
-    )
+    to_json(HoldView {
+        id: row.id,
+        status: row.effective_status().to_owned(),
+        expires_at: row.expires_at,
+        created_at: row.created_at,
+        target: (&row.target).into(),
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BookingView {
+    pub id: Uuid,
+    pub hold_id: Uuid,
+    /// CONFIRMED or CANCELLED.
+    pub status: String,
+    pub payment_reference: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub target: TargetView,
+}
+
+fn booking_view(row: &BookingRow) -> BookingView {
+    BookingView {
+        id: row.id,
+        hold_id: row.hold_id,
+        status: row.status.clone(),
+        payment_reference: row.payment_reference.clone(),
+        created_at: row.created_at,
+        cancelled_at: row.cancelled_at,
+        target: (&row.target).into(),
+    }
 }
 
 pub fn booking(row: &BookingRow) -> Value {
-    with_target(
-        json!({
-            "id": row.id,
-            "hold_id": row.hold_id,
-            "status": row.status,
-            "payment_reference": row.payment_reference,
-            "created_at": row.created_at,
-            "cancelled_at": row.cancelled_at,
-        }),
-        &row.target,
-    )
+    to_json(booking_view(row))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BookingPage {
+    pub bookings: Vec<BookingView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<Uuid>,
+}
+
+pub fn booking_page(rows: &[BookingRow], next_cursor: Option<Uuid>) -> Value {
+    to_json(BookingPage { bookings: rows.iter().map(booking_view).collect(), next_cursor })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    pub id: Uuid,
+    pub name: String,
+    pub starts_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub seats: SeatCounts,
 }
 
 pub fn event(row: &EventRow, counts: &SeatCounts) -> Value {
-    json!({
-        "id": row.id,
-        "name": row.name,
-        "starts_at": row.starts_at,
-        "created_at": row.created_at,
-        "seats": {
-            "total": counts.total,
-            "available": counts.available,
-            "held": counts.held,
-            "booked": counts.booked,
-        },
+    to_json(EventView {
+        id: row.id,
+        name: row.name.clone(),
+        starts_at: row.starts_at,
+        created_at: row.created_at,
+        seats: *counts,
     })
 }
 
-fn night(row: &NightRow) -> Value {
-    json!({
-        "night": row.night,
-        "capacity": row.capacity,
-        "overbooking_allowance": row.overbooking_allowance,
-        "closed": row.closed,
-        "held": row.held,
-        "booked": row.booked,
-        "available": row.available(),
-    })
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeatPage {
+    /// In natural seat-map order (section, row, number).
+    pub seats: Vec<SeatRow>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<Uuid>,
+}
+
+pub fn seat_page(seats: Vec<SeatRow>, next_cursor: Option<Uuid>) -> Value {
+    to_json(SeatPage { seats, next_cursor })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NightView {
+    #[serde(flatten)]
+    pub night: NightRow,
+    /// Units that can still be held: `capacity + overbooking_allowance - held - booked`, 0 when closed.
+    pub available: i32,
+}
+
+fn night(row: &NightRow) -> NightView {
+    NightView { night: row.clone(), available: row.available() }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InventoryView {
+    pub id: Uuid,
+    pub name: String,
+    pub overbooking_allowance: i32,
+    pub created_at: DateTime<Utc>,
+    pub nights: Vec<NightView>,
 }
 
 pub fn inventory(row: &InventoryRow, nights: &[NightRow]) -> Value {
-    json!({
-        "id": row.id,
-        "name": row.name,
-        "overbooking_allowance": row.overbooking_allowance,
-        "created_at": row.created_at,
-        "nights": nights.iter().map(night).collect::<Vec<_>>(),
+    to_json(InventoryView {
+        id: row.id,
+        name: row.name.clone(),
+        overbooking_allowance: row.overbooking_allowance,
+        created_at: row.created_at,
+        nights: nights.iter().map(night).collect(),
     })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NightsView {
+    pub inventory_id: Uuid,
+    /// The nights on sale in the range asked for, in order; a night not on sale is absent.
+    pub nights: Vec<NightView>,
 }
 
 pub fn nights(inventory_id: Uuid, rows: &[NightRow]) -> Value {
-    json!({
-        "inventory_id": inventory_id,
-        "nights": rows.iter().map(night).collect::<Vec<_>>(),
-    })
+    to_json(NightsView { inventory_id, nights: rows.iter().map(night).collect() })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResourceView {
+    pub id: Uuid,
+    pub name: String,
+    pub time_zone: String,
+    pub opening_hours: OpeningHoursSpec,
+    pub slot_granularity_minutes: i32,
+    pub buffer_before_minutes: i32,
+    pub buffer_after_minutes: i32,
+    pub min_notice_minutes: i32,
+    pub cancellation_window_minutes: i32,
+    pub created_at: DateTime<Utc>,
 }
 
 pub fn resource(row: &ResourceRow) -> Value {
-    json!({
-        "id": row.id,
-        "name": row.name,
-        "time_zone": row.time_zone,
-        "opening_hours": row.opening_hours,
-        "slot_granularity_minutes": row.granularity_minutes,
-        "buffer_before_minutes": row.buffer_before_minutes,
-        "buffer_after_minutes": row.buffer_after_minutes,
-        "min_notice_minutes": row.min_notice_minutes,
-        "cancellation_window_minutes": row.cancellation_window_minutes,
-        "created_at": row.created_at,
+    to_json(ResourceView {
+        id: row.id,
+        name: row.name.clone(),
+        time_zone: row.time_zone.clone(),
+        opening_hours: serde_json::from_value(row.opening_hours.clone()).unwrap_or_default(),
+        slot_granularity_minutes: row.granularity_minutes,
+        buffer_before_minutes: row.buffer_before_minutes,
+        buffer_after_minutes: row.buffer_after_minutes,
+        min_notice_minutes: row.min_notice_minutes,
+        cancellation_window_minutes: row.cancellation_window_minutes,
+        created_at: row.created_at,
     })
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SlotView {
+    /// RFC 3339 with the resource's local offset.
+    pub start: String,
+    pub end: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SlotAvailability {
+    pub resource_id: Uuid,
+    pub time_zone: String,
+    pub duration_minutes: i64,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Free start times, in time order.
+    pub slots: Vec<SlotView>,
+}
+
+pub fn slot_availability(availability: SlotAvailability) -> Value {
+    to_json(availability)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryEntry {
+    /// When the change committed's statement ran.
+    pub at: DateTime<Utc>,
+    /// `hold` or `booking`.
+    pub entity: String,
+    /// Status before; null when the hold or booking was created.
+    pub from: Option<String>,
+    pub to: String,
+    /// User id of the caller, or `system` (expiry, or a change made outside the service).
+    pub actor: String,
+    /// `user`, `admin` or `system`.
+    pub actor_role: String,
+    /// The `x-request-id` of the request that made the change.
+    pub request_id: Option<String>,
+    /// What else changed: a new expiry, or a rescheduled slot.
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct History {
+    pub booking_id: Uuid,
+    pub hold_id: Uuid,
+    /// Oldest first.
+    pub entries: Vec<HistoryEntry>,
+}
+
 pub fn history(booking_id: Uuid, hold_id: Uuid, rows: &[AuditRow]) -> Value {
-    let entries: Vec<Value> = rows
+    let entries = rows
         .iter()
-        .map(|r| {
-            let mut entry = Map::new();
-            entry.insert("at".into(), json!(r.at));
-            entry.insert("entity".into(), json!(r.entity));
-            entry.insert("from".into(), json!(r.from_status));
-            entry.insert("to".into(), json!(r.to_status));
-            entry.insert("actor".into(), json!(r.actor));
-            entry.insert("actor_role".into(), json!(r.actor_role));
-            entry.insert("request_id".into(), json!(r.request_id));
-            entry.insert("detail".into(), r.detail.clone().unwrap_or(Value::Null));
-            Value::Object(entry)
+        .map(|r| HistoryEntry {
+            at: r.at,
+            entity: r.entity.clone(),
+            from: r.from_status.clone(),
+            to: r.to_status.clone(),
+            actor: r.actor.clone(),
+            actor_role: r.actor_role.clone(),
+            request_id: r.request_id.clone(),
+            detail: r.detail.clone(),
         })
         .collect();
-    json!({ "booking_id": booking_id, "hold_id": hold_id, "entries": entries })
+    to_json(History { booking_id, hold_id, entries })
 }

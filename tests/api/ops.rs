@@ -81,3 +81,66 @@ async fn per_user_rate_limits_apply_to_each_user_separately() {
     assert!(alice.contains(&StatusCode::TOO_MANY_REQUESTS), "{alice:?}");
     assert_eq!(app.get("/v1/bookings", Some("bob")).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_route_header_and_problem() {
+    let app = spawn_app().await;
+    let res = app.get("/openapi.json", None).await;
+    assert_eq!(res.status, reqwest::StatusCode::OK);
+    let doc = &res.body;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let expected = [
+        ("/v1/events", "post"),
+        ("/v1/events/{event_id}", "get"),
+        ("/v1/events/{event_id}/seats", "get"),
+        ("/v1/events/{event_id}/holds", "post"),
+        ("/v1/events/{event_id}/bookings", "post"),
+        ("/v1/holds/{hold_id}", "get"),
+        ("/v1/holds/{hold_id}", "delete"),
+        ("/v1/holds/{hold_id}/extend", "post"),
+        ("/v1/holds/{hold_id}/confirm", "post"),
+        ("/v1/bookings", "get"),
+        ("/v1/bookings/{booking_id}", "get"),
+        ("/v1/bookings/{booking_id}/cancel", "post"),
+        ("/v1/bookings/{booking_id}/reschedule", "post"),
+        ("/v1/bookings/{booking_id}/history", "get"),
+        ("/v1/inventories", "post"),
+        ("/v1/inventories/{inventory_id}/nights", "patch"),
+        ("/v1/inventories/{inventory_id}/availability", "get"),
+        ("/v1/inventories/{inventory_id}/holds", "post"),
+        ("/v1/resources", "post"),
+        ("/v1/resources/{resource_id}", "get"),
+        ("/v1/resources/{resource_id}/availability", "get"),
+        ("/v1/resources/{resource_id}/holds", "post"),
+        ("/v1/admin/integrity", "get"),
+        ("/health", "get"),
+        ("/ready", "get"),
+        ("/metrics", "get"),
+        ("/openapi.json", "get"),
+    ];
+    let paths = doc["paths"].as_object().unwrap();
+    let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(documented, expected.len(), "{:?}", paths.keys().collect::<Vec<_>>());
+    for (path, method) in expected {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is documented");
+        if method == "post" && !path.starts_with("/v1/admin") {
+            let params = op["parameters"].as_array().unwrap_or_else(|| panic!("{method} {path} has parameters"));
+            let key = params.iter().find(|p| p["name"] == "Idempotency-Key").expect("Idempotency-Key documented");
+            assert_eq!(key["in"], "header");
+            assert_eq!(key["required"], true, "{method} {path}");
+            let ok = op["responses"].as_object().unwrap().iter().find(|(s, _)| s.starts_with('2')).unwrap().1;
+            assert!(ok["headers"]["Idempotent-Replayed"].is_object(), "{method} {path}");
+        }
+        if op["security"][0].get("bearer").is_some() {
+            assert!(op["responses"]["429"]["headers"]["Retry-After"].is_object(), "{method} {path}");
+            assert!(op["responses"]["401"].is_object(), "{method} {path}");
+        }
+    }
+    let hold = &doc["paths"]["/v1/events/{event_id}/holds"]["post"];
+    assert!(hold["responses"]["409"]["content"]["application/problem+json"].is_object(), "{hold}");
+    assert!(hold["responses"]["503"]["headers"]["Retry-After"].is_object(), "{hold}");
+    assert!(doc["components"]["schemas"]["Problem"]["properties"]["code"].is_object());
+    assert!(doc["components"]["schemas"]["HoldView"].is_object());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}

@@ -1,0 +1,210 @@
+//! The OpenAPI 3.1 document, generated from the code: every route is registered through
+//! `utoipa_axum::routes!` from its handler's `#[utoipa::path]`, so a route cannot be served
+//! without being documented; bodies and responses are the handlers' own types. Served at
+//! `GET /openapi.json`.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
+use uuid::Uuid;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "holdfast",
+        description = "Hold and book seats, rooms per night and time slots: nothing sold twice, a retried \
+request never books twice. Every state-changing POST takes an `Idempotency-Key`; a replayed answer \
+carries `Idempotent-Replayed: true`. Every error is RFC 9457 `application/problem+json` with a stable `code`."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(Problem)),
+    tags(
+        (name = "seats", description = "Events and their seats"),
+        (name = "rooms", description = "Quantity inventory per night"),
+        (name = "slots", description = "Time slots on resources"),
+        (name = "holds", description = "Holds of every kind: confirm, extend, release"),
+        (name = "bookings", description = "Bookings of every kind: read, cancel, reschedule, history"),
+        (name = "operations", description = "Health, readiness, metrics, integrity")
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// The `Idempotency-Key` request header.
+#[derive(Debug, IntoParams)]
+#[into_params(names("Idempotency-Key"), parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyKey(
+    /// 1 to 255 visible ASCII characters, unique per intended operation. A retry with the same key
+    /// and body gets the stored answer; the same key with another body gets 422.
+    String,
+);
+
+/// The `Idempotency-Key` header where it is accepted but not required (the operation is
+/// idempotent by itself).
+#[derive(Debug, IntoParams)]
+#[into_params(names("Idempotency-Key"), parameter_in = Header)]
+#[allow(dead_code)]
+pub struct OptionalIdempotencyKey(
+    /// As for other requests: a retry with the same key gets the stored answer.
+    Option<String>,
+);
+
+/// A slot as `[start, end)`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Interval {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+/// RFC 9457 problem details: the body of every error (`application/problem+json`). `code` is
+/// stable; the fields after it appear with the codes that need them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    #[schema(rename = "type", example = "/problems/seat-unavailable")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[schema(example = "SEAT_UNAVAILABLE")]
+    pub code: String,
+    /// VALIDATION_FAILED: the field at fault.
+    pub field: Option<String>,
+    /// SEAT_UNAVAILABLE / UNKNOWN_SEATS: the seats concerned.
+    pub seat_ids: Option<Vec<Uuid>>,
+    /// HOLD_LIFETIME_EXCEEDED: the latest expiry allowed.
+    pub latest_expiry: Option<DateTime<Utc>>,
+    /// NOT_READY: what is down.
+    #[schema(value_type = Option<Object>)]
+    pub checks: Option<Value>,
+    /// RATE_LIMITED: also in the Retry-After header.
+    pub retry_after_seconds: Option<u64>,
+    /// INSUFFICIENT_INVENTORY: the first night that is short; CAPACITY_BELOW_SOLD: the night.
+    pub night: Option<NaiveDate>,
+    /// INSUFFICIENT_INVENTORY: units left on that night.
+    pub available: Option<i32>,
+    /// INSUFFICIENT_INVENTORY: the night is closed or not on sale.
+    pub closed: Option<bool>,
+    /// CAPACITY_BELOW_SOLD: units held or booked on that night.
+    pub sold: Option<i32>,
+    /// SLOT_UNAVAILABLE: the booked slot it overlaps (with buffers), when known.
+    pub conflict: Option<Interval>,
+    /// OUTSIDE_CANCELLATION_WINDOW: when cancelling closed.
+    pub cancellable_until: Option<DateTime<Utc>>,
+}
+
+/// Errors any authenticated endpoint may answer.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum CommonErrors {
+    /// MALFORMED_REQUEST, IDEMPOTENCY_KEY_MISSING, IDEMPOTENCY_KEY_INVALID.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// UNAUTHENTICATED: no valid bearer token.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthenticated(Problem),
+    /// VALIDATION_FAILED (with `field`), IDEMPOTENCY_KEY_REUSED. Nothing was written.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Problem),
+    /// RATE_LIMITED.
+    #[response(status = 429, content_type = "application/problem+json",
+               headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    RateLimited(Problem),
+    /// INTERNAL: the cause is logged with the request id, never sent.
+    #[response(status = 500, content_type = "application/problem+json")]
+    Internal(Problem),
+    /// LOCK_UNAVAILABLE (no Redis quorum), DATABASE_UNAVAILABLE. Nothing was changed: retry with the same key.
+    #[response(status = 503, content_type = "application/problem+json",
+               headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    Unavailable(Problem),
+    /// TIMEOUT: retry with the same Idempotency-Key to learn the outcome.
+    #[response(status = 504, content_type = "application/problem+json")]
+    Timeout(Problem),
+}
+
+/// Answers of a state-changing request that has an Idempotency-Key.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum KeyErrors {
+    /// IDEMPOTENCY_IN_PROGRESS (retry later with the same key), or the business conflicts listed
+    /// for the endpoint.
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(Problem),
+}
+
+/// Not found, or not yours (others' holds and bookings do not exist for you).
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum NotFound {
+    /// NOT_FOUND.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+}
+
+/// Admin-only endpoints.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum AdminOnly {
+    /// FORBIDDEN: the token has no admin role.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::error::ApiError;
+    use crate::domain::ValidationError;
+    use crate::domain::slots::SlotRefusal;
+
+    /// Every field any error body carries is in the documented Problem schema.
+    #[test]
+    fn every_error_body_fits_the_problem_schema() {
+        let t = Utc::now();
+        let errors = vec![
+            ApiError::Malformed("x".into()),
+            ApiError::NotFound("hold"),
+            ApiError::SeatUnavailable { seat_ids: vec![Uuid::nil()] },
+            ApiError::UnknownSeats { seat_ids: vec![] },
+            ApiError::HoldLifetimeExceeded { latest_expiry: t },
+            ApiError::Validation(ValidationError::new("name", "bad")),
+            ApiError::RateLimited { retry_after_secs: 1 },
+            ApiError::NotReady { checks: serde_json::json!({ "postgres": "down" }) },
+            ApiError::InsufficientInventory { night: Some(t.date_naive()), available: 1, closed: false },
+            ApiError::CapacityBelowSold { night: t.date_naive(), sold: 2 },
+            ApiError::SlotUnavailable { conflict: Some((t, t)) },
+            ApiError::SlotUnavailable { conflict: None },
+            ApiError::SlotRefused(SlotRefusal::InPast),
+            ApiError::OutsideCancellationWindow { deadline: t },
+            ApiError::internal("secret"),
+        ];
+        for error in errors {
+            let body = error.body();
+            let problem: Problem = serde_json::from_value(body.clone()).unwrap_or_else(|e| panic!("{body}: {e}"));
+            assert_eq!(problem.code, error.code());
+        }
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_bearer_auth() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        assert!(doc["components"]["schemas"]["Problem"]["properties"]["code"].is_object());
+    }
+}
