@@ -1,5 +1,6 @@
 -- pgbench: the SQL of one hold request, as holdfast sends it (claim the key, then one
--- transaction: insert the hold, claim the seat, record it, read it back, complete the key).
+-- transaction: who acts (audit), insert the hold, claim the seat, record it, read it back,
+-- complete the key).
 -- The seat lookup in bench_seats is the only extra statement (pgbench has no seat list).
 \set n random(1, :nseats)
 select seat_id, event_id from bench_seats where n = :n \gset
@@ -8,6 +9,8 @@ insert into idempotency_records (user_id, key, fingerprint, state, claim_token, 
   on conflict (user_id, key) do nothing
   returning key \gset
 begin;
+select set_config('holdfast.actor', 'pgbench', true), set_config('holdfast.actor_role', 'user', true),
+       set_config('holdfast.request_id', '', true);
 insert into holds (id, event_id, user_id, status, expires_at)
   values (gen_random_uuid(), :event_id, 'pgbench', 'HELD', now() + 600 * interval '1 second')
   returning id as hold_id, expires_at \gset

@@ -3,9 +3,11 @@
 # machine's ceiling (pgbench running one hold transaction's SQL) measured in the same run.
 #
 #   scripts/bench.sh [scenario] [instances] [clients] [seconds] [seats] [runs]
-#   scenario: spread | spread-holds | spread-recycle | hot-seat | browse      (default spread)
+#   scenario: spread | spread-holds | spread-recycle | hot-seat | browse | rooms | slots  (default spread)
 #   (spread = hold + confirm per seat; spread-holds = spread without the confirm;
-#    spread-recycle = hold then release, wrapping around the seats: for comparing event sizes)
+#    spread-recycle = hold then release, wrapping around the seats: for comparing event sizes;
+#    rooms = hold 1 unit for 1-3 of 30 nights, then confirm, capacity [seats] per night;
+#    slots = hold the next 30-minute slot of one resource, then confirm)
 #   e.g.  scripts/bench.sh spread 1 32 15 10000 3
 #         scripts/bench.sh hot-seat 3 1000 0 1000 3
 #
@@ -23,7 +25,7 @@ export JWT_SECRET=bench-secret-0123456789abcdef
 base_url=${DATABASE_URL%/*}
 psql_admin() { psql "$base_url/postgres" -qAtX -v ON_ERROR_STOP=1 "$@"; }
 
-cargo build --release --bin holdfast -p holdfast -p holdfast-loadgen >&2
+cargo build --release --bins -p holdfast -p holdfast-loadgen >&2
 mkdir -p bench/results
 out="bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$scenario-${instances}x.jsonl"
 
@@ -32,7 +34,25 @@ ceiling_tps=""
 if [ "$scenario" != hot-seat ]; then
   psql_admin -c "drop database if exists holdfast_ceiling with (force)" -c "create database holdfast_ceiling"
   DATABASE_URL="$base_url/holdfast_ceiling" target/release/holdfast migrate >/dev/null
-  psql "$base_url/holdfast_ceiling" -qAtX -v ON_ERROR_STOP=1 <<SQL
+  ceiling_sql=bench/hold.sql
+  case "$scenario" in
+    rooms) ceiling_sql=bench/room_hold.sql
+      psql "$base_url/holdfast_ceiling" -qAtX -v ON_ERROR_STOP=1 <<SQL
+insert into inventories (id, name, created_by) values ('00000000-0000-7000-8000-000000000002', 'ceiling', 'bench');
+insert into inventory_nights (inventory_id, night, capacity, overbooking_allowance)
+  select '00000000-0000-7000-8000-000000000002', d::date, 2000000000, 0
+    from generate_series(date '2030-01-01', date '2030-01-30', interval '1 day') d;
+SQL
+      ;;
+    slots) ceiling_sql=bench/slot_hold.sql
+      psql "$base_url/holdfast_ceiling" -qAtX -v ON_ERROR_STOP=1 <<SQL
+insert into resources (id, name, time_zone, opening_hours, granularity_minutes, created_by)
+  values ('00000000-0000-7000-8000-000000000003', 'ceiling', 'UTC', '{}', 30, 'bench');
+create sequence bench_slot_seq;
+SQL
+      ;;
+    *)
+      psql "$base_url/holdfast_ceiling" -qAtX -v ON_ERROR_STOP=1 <<SQL
 insert into events (id, name, starts_at, created_by) values ('00000000-0000-7000-8000-000000000001', 'ceiling', now(), 'bench');
 insert into seats (id, event_id, section, row_label, number, price_cents)
   select gen_random_uuid(), '00000000-0000-7000-8000-000000000001', 'A', (g / 50)::text, g % 50 + 1, 1000
@@ -40,9 +60,11 @@ insert into seats (id, event_id, section, row_label, number, price_cents)
 create table bench_seats as select row_number() over () as n, id as seat_id, event_id from seats;
 create unique index on bench_seats (n);
 SQL
+      ;;
+  esac
   pg_seconds=$([ "$seconds" -gt 0 ] && echo "$seconds" || echo 10)
   ceiling_tps=$("$HOLDFAST_PG_BINDIR/pgbench" -n -M prepared -c "$clients" -j 2 -T "$pg_seconds" -D nseats="$seats" \
-      -f bench/hold.sql "$base_url/holdfast_ceiling" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+      -f "$ceiling_sql" "$base_url/holdfast_ceiling" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
   echo "pgbench hold-transaction ceiling: $ceiling_tps tps ($clients clients, ${pg_seconds}s)" >&2
 fi
 

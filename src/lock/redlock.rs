@@ -152,8 +152,9 @@ impl Redlock {
     /// After an attempt that found the resources taken, `keep_trying` says whether another
     /// attempt is worth it: the caller may know the resources are gone for good (a seat that is
     /// already sold), and a stampede's losers should hear so at once rather than queue.
-    /// `patience` multiplies the configured retry count, for resources where waiting in line is
-    /// the normal case (every booking of a night takes that night's key).
+    /// `patience` multiplies the configured retry count (and halves the delay between tries),
+    /// for resources where waiting in line is the normal case (every booking of a night takes
+    /// that night's key).
     pub async fn acquire<F, Fut>(
         &self,
         resources: &[String],
@@ -170,7 +171,8 @@ impl Redlock {
         let mut last = LockError::Unavailable;
         for attempt in 0..=self.config.retry_count.saturating_mul(patience.max(1)) {
             if attempt > 0 {
-                let base = self.config.retry_delay;
+                // A patient caller polls more often: its key is busy, not lost.
+                let base = if patience > 1 { self.config.retry_delay / 2 } else { self.config.retry_delay };
                 let jitter = rand::rng().random_range(0..=base.as_millis() as u64);
                 tokio::time::sleep(base + Duration::from_millis(jitter)).await;
             }

@@ -219,12 +219,10 @@ impl Command {
     }
 
     /// How many times the configured lock retries this command may wait: a night's key is taken
-    /// by every booking of that night, so queueing there is normal, not a lost race.
-    pub(super) fn lock_patience(&self) -> u32 {
-        match self {
-            Command::CreateRoomHold { .. } | Command::PatchNights { .. } => 5,
-            _ => 1,
-        }
+    /// by every hold, confirm, release and cancel of that night, so queueing there is normal,
+    /// not a lost race.
+    pub(super) fn lock_patience(&self, plan: &Plan) -> u32 {
+        if plan.resources.iter().any(|r| r.starts_with("night:")) { 5 } else { 1 }
     }
 
     /// When the lock is contended: whether what this command would claim is already gone for

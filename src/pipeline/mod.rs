@@ -170,7 +170,7 @@ async fn plan_lock_apply(
         let gave_up = std::sync::Mutex::new(None);
         let lock = state
             .redlock
-            .acquire(&plan.resources, command.lock_patience(), || async {
+            .acquire(&plan.resources, command.lock_patience(&plan), || async {
                 let why = command.why_give_up(state, &plan).await.unwrap_or_default();
                 let keep_trying = why.is_none();
                 *gave_up.lock().expect("not poisoned") = why;

@@ -8,6 +8,10 @@
 //! - `spread`: each client holds a distinct seat, then confirms it, until the time or the seats
 //!   run out.
 //! - `browse`: 90% reads of a section's seat map, 10% holds on distinct seats.
+//! - `rooms`: each client holds 1 unit for a random stay of 1 to 3 nights among 30 nights of
+//!   one inventory (capacity `--seats` per night), then confirms it. Every hold of a night takes
+//!   that night's lock key, so this measures the per-night serialization.
+//! - `slots`: each client holds the next free 30-minute slot of one resource, then confirms it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +31,8 @@ enum Scenario {
     HotSeat,
     Spread,
     Browse,
+    Rooms,
+    Slots,
 }
 
 #[derive(Parser, Debug)]
@@ -201,6 +207,21 @@ async fn setup_event(client: &Client, admin: &str, seats: u32) -> (Uuid, Vec<Uui
     (id, ids, names.into_iter().collect())
 }
 
+/// Creates an inventory or resource as admin; returns its id.
+async fn create(client: &Client, admin: &str, path: &str, body: &Value) -> Uuid {
+    let response = client
+        .http
+        .post(format!("{}{path}", client.target(0)))
+        .bearer_auth(admin)
+        .header("idempotency-key", Uuid::new_v4().to_string())
+        .json(body)
+        .send()
+        .await
+        .expect("create the inventory or resource");
+    let created: Value = response.json().await.unwrap();
+    created["id"].as_str().unwrap_or_else(|| panic!("not created: {created}")).parse().unwrap()
+}
+
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
@@ -217,7 +238,12 @@ async fn main() {
         .build()
         .unwrap();
     let probe = Client { http: http.clone(), targets: args.targets.clone(), token: admin.clone() };
-    let (event, seats, sections) = setup_event(&probe, &admin, args.seats).await;
+    let seat_scenario = matches!(args.scenario, Scenario::HotSeat | Scenario::Spread | Scenario::Browse);
+    let (event, seats, sections) = if seat_scenario {
+        setup_event(&probe, &admin, args.seats).await
+    } else {
+        (Uuid::nil(), Vec::new(), Vec::new())
+    };
     let seats = Arc::new(seats);
     let next_seat = Arc::new(AtomicUsize::new(0));
     let total = Arc::new(Mutex::new(Recorder::new()));
@@ -292,6 +318,75 @@ async fn main() {
                                 let (took, answer) = client.delete(n, &format!("/v1/holds/{hold}")).await;
                                 rec.record("release", took, &answer);
                             }
+                            if confirm && answer == "201" {
+                                let hold = body["id"].as_str().unwrap().to_owned();
+                                let (took, answer, _) = client
+                                    .post(
+                                        n,
+                                        &format!("/v1/holds/{hold}/confirm"),
+                                        &json!({ "payment_reference": "loadgen" }),
+                                    )
+                                    .await;
+                                rec.record("confirm", took, &answer);
+                            }
+                        }
+                        rec
+                    })
+                })
+                .collect();
+            for task in tasks {
+                let rec = task.await.unwrap();
+                total.lock().await.merge(rec);
+            }
+        }
+        Scenario::Rooms | Scenario::Slots => {
+            let hold_path = match args.scenario {
+                Scenario::Rooms => {
+                    let body = json!({ "name": "Load room", "from": "2030-01-01", "to": "2030-01-31", "capacity": args.seats });
+                    format!("/v1/inventories/{}/holds", create(&probe, &admin, "/v1/inventories", &body).await)
+                }
+                _ => {
+                    let week: serde_json::Map<String, Value> =
+                        ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+                            .iter()
+                            .map(|d| (d.to_string(), json!([{ "open": "00:00", "close": "24:00" }])))
+                            .collect();
+                    let body = json!({ "name": "Load court", "time_zone": "UTC", "opening_hours": week,
+                                       "slot_granularity_minutes": 30 });
+                    format!("/v1/resources/{}/holds", create(&probe, &admin, "/v1/resources", &body).await)
+                }
+            };
+            // Slots from a day after tomorrow on, one after another.
+            let first_slot =
+                (chrono::Utc::now() + chrono::Duration::days(2)).date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+            let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
+            let tasks: Vec<_> = (0..args.clients)
+                .map(|i| {
+                    let client = Client {
+                        http: http.clone(),
+                        targets: args.targets.clone(),
+                        token: keys.mint(&format!("user-{i}"), false, Duration::from_secs(3600)).unwrap(),
+                    };
+                    let (next, hold_path, scenario, confirm) =
+                        (next_seat.clone(), hold_path.clone(), args.scenario, !args.hold_only);
+                    tokio::spawn(async move {
+                        let mut rec = Recorder::new();
+                        let mut n = i;
+                        while Instant::now() < deadline {
+                            n += 1;
+                            let body = if scenario == Scenario::Rooms {
+                                let check_in = chrono::NaiveDate::from_ymd_opt(2030, 1, 1).unwrap()
+                                    + chrono::Duration::days(rand::rng().random_range(0..28));
+                                let nights = rand::rng().random_range(1..=3);
+                                json!({ "check_in": check_in, "check_out": check_in + chrono::Duration::days(nights),
+                                        "quantity": 1 })
+                            } else {
+                                let start = first_slot
+                                    + chrono::Duration::minutes(30 * next.fetch_add(1, Ordering::Relaxed) as i64);
+                                json!({ "start": start, "end": start + chrono::Duration::minutes(30) })
+                            };
+                            let (took, answer, body) = client.post(n, &hold_path, &body).await;
+                            rec.record("hold", took, &answer);
                             if confirm && answer == "201" {
                                 let hold = body["id"].as_str().unwrap().to_owned();
                                 let (took, answer, _) = client
