@@ -118,6 +118,11 @@ struct Client {
 }
 
 impl Client {
+    fn for_user(http: &reqwest::Client, targets: &[String], keys: &JwtKeys, user: &str) -> Self {
+        let token = keys.mint(user, false, Duration::from_secs(3600)).unwrap();
+        Self { http: http.clone(), targets: targets.to_vec(), token }
+    }
+
     fn target(&self, i: usize) -> &str {
         &self.targets[i % self.targets.len()]
     }
@@ -133,6 +138,13 @@ impl Client {
             .send()
             .await;
         Self::finish(started, result).await
+    }
+
+    /// Confirms the hold in a 201 hold answer, recording the outcome.
+    async fn confirm(&self, i: usize, hold: &Value, rec: &mut Recorder) {
+        let path = format!("/v1/holds/{}/confirm", hold["id"].as_str().unwrap());
+        let (took, answer, _) = self.post(i, &path, &json!({ "payment_reference": "loadgen" })).await;
+        rec.record("confirm", took, &answer);
     }
 
     async fn delete(&self, i: usize, path: &str) -> (Duration, String) {
@@ -207,6 +219,13 @@ async fn setup_event(client: &Client, admin: &str, seats: u32) -> (Uuid, Vec<Uui
     (id, ids, names.into_iter().collect())
 }
 
+async fn merge_all(tasks: Vec<tokio::task::JoinHandle<Recorder>>, total: &Mutex<Recorder>) {
+    for task in tasks {
+        let rec = task.await.unwrap();
+        total.lock().await.merge(rec);
+    }
+}
+
 /// Creates an inventory or resource as admin; returns its id.
 async fn create(client: &Client, admin: &str, path: &str, body: &Value) -> Uuid {
     let response = client
@@ -257,11 +276,7 @@ async fn main() {
                 let barrier = Arc::new(Barrier::new(args.clients));
                 let tasks: Vec<_> = (0..args.clients)
                     .map(|i| {
-                        let client = Client {
-                            http: http.clone(),
-                            targets: args.targets.clone(),
-                            token: keys.mint(&format!("fan-{i}"), false, Duration::from_secs(3600)).unwrap(),
-                        };
+                        let client = Client::for_user(&http, &args.targets, &keys, &format!("fan-{i}"));
                         let (barrier, total) = (barrier.clone(), total.clone());
                         tokio::spawn(async move {
                             barrier.wait().await;
@@ -284,11 +299,7 @@ async fn main() {
             let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
             let tasks: Vec<_> = (0..args.clients)
                 .map(|i| {
-                    let client = Client {
-                        http: http.clone(),
-                        targets: args.targets.clone(),
-                        token: keys.mint(&format!("user-{i}"), false, Duration::from_secs(3600)).unwrap(),
-                    };
+                    let client = Client::for_user(&http, &args.targets, &keys, &format!("user-{i}"));
                     let (seats, next_seat, sections, scenario) =
                         (seats.clone(), next_seat.clone(), sections.clone(), args.scenario);
                     let confirm = scenario == Scenario::Spread && !args.hold_only;
@@ -319,25 +330,14 @@ async fn main() {
                                 rec.record("release", took, &answer);
                             }
                             if confirm && answer == "201" {
-                                let hold = body["id"].as_str().unwrap().to_owned();
-                                let (took, answer, _) = client
-                                    .post(
-                                        n,
-                                        &format!("/v1/holds/{hold}/confirm"),
-                                        &json!({ "payment_reference": "loadgen" }),
-                                    )
-                                    .await;
-                                rec.record("confirm", took, &answer);
+                                client.confirm(n, &body, &mut rec).await;
                             }
                         }
                         rec
                     })
                 })
                 .collect();
-            for task in tasks {
-                let rec = task.await.unwrap();
-                total.lock().await.merge(rec);
-            }
+            merge_all(tasks, &total).await;
         }
         Scenario::Rooms | Scenario::Slots => {
             let hold_path = match args.scenario {
@@ -362,11 +362,7 @@ async fn main() {
             let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
             let tasks: Vec<_> = (0..args.clients)
                 .map(|i| {
-                    let client = Client {
-                        http: http.clone(),
-                        targets: args.targets.clone(),
-                        token: keys.mint(&format!("user-{i}"), false, Duration::from_secs(3600)).unwrap(),
-                    };
+                    let client = Client::for_user(&http, &args.targets, &keys, &format!("user-{i}"));
                     let (next, hold_path, scenario, confirm) =
                         (next_seat.clone(), hold_path.clone(), args.scenario, !args.hold_only);
                     tokio::spawn(async move {
@@ -388,25 +384,14 @@ async fn main() {
                             let (took, answer, body) = client.post(n, &hold_path, &body).await;
                             rec.record("hold", took, &answer);
                             if confirm && answer == "201" {
-                                let hold = body["id"].as_str().unwrap().to_owned();
-                                let (took, answer, _) = client
-                                    .post(
-                                        n,
-                                        &format!("/v1/holds/{hold}/confirm"),
-                                        &json!({ "payment_reference": "loadgen" }),
-                                    )
-                                    .await;
-                                rec.record("confirm", took, &answer);
+                                client.confirm(n, &body, &mut rec).await;
                             }
                         }
                         rec
                     })
                 })
                 .collect();
-            for task in tasks {
-                let rec = task.await.unwrap();
-                total.lock().await.merge(rec);
-            }
+            merge_all(tasks, &total).await;
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
