@@ -16,8 +16,8 @@ pub mod resources;
 
 use std::time::Duration;
 
-use sqlx::{Connection, PgPool};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 
 use crate::config::Config;
 
