@@ -474,6 +474,8 @@ impl Command {
                 let inventory =
                     inventories::find(&mut *tx, *inventory_id).await?.ok_or(ApiError::NotFound("inventory"))?;
                 if let Some(capacity) = patch.capacity {
+                    // Dead holds (past their expiry, not yet swept) must not block a lowering.
+                    inventories::expire_stale_holds(tx, *inventory_id, *nights).await?;
                     for row in inventories::lock_nights(tx, *inventory_id, *nights).await? {
                         let sold = row.held + row.booked;
                         if capacity < row.capacity && capacity < sold {

@@ -137,6 +137,13 @@ async fn an_expired_hold_frees_its_units_at_once_even_before_the_sweeper() {
     })
     .await;
     assert_eq!(app.nights(inventory, "2027-03-01", "2027-03-02").await[0].3, 1, "availability ignores the dead hold");
+    // A dead hold does not block a new one, nor lowering the capacity, even before the sweeper.
+    let lower = app.patch_nights(inventory, &json!({ "from": "2027-03-01", "to": "2027-03-02", "capacity": 0 })).await;
+    assert_eq!(lower.status, StatusCode::OK, "{lower:?}");
+    assert_eq!(lower.body["nights"][0]["capacity"], 0);
+    let restore =
+        app.patch_nights(inventory, &json!({ "from": "2027-03-01", "to": "2027-03-02", "capacity": 1 })).await;
+    assert_eq!(restore.status, StatusCode::OK, "{restore:?}");
     let second = app.room_hold("bob", inventory, "2027-03-01", "2027-03-02", 1).await;
     assert_eq!(second.status, StatusCode::CREATED, "{second:?}");
     app.assert_invariants().await;
