@@ -1,14 +1,13 @@
 //! Bookings: confirmed sales, made from a hold or directly, and their cancellation.
 
 use axum::extract::State;
-use axum::http::{Method, Uri};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::auth::Auth;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey, idempotent_request};
+use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey};
 use super::holds::parse_payment_reference;
 use super::reply;
 use crate::db::{audit, bookings};
@@ -36,12 +35,10 @@ pub async fn book_seats(
     State(state): State<AppState>,
     Auth(caller): Auth,
     IdemKey(key): IdemKey,
-    method: Method,
-    uri: Uri,
     ApiPath(event_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<BookSeatsBody>,
 ) -> Result<Response, ApiError> {
-    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    let idem = key.bind(&caller, &body)?;
     let seat_ids = SeatIds::parse(body.seat_ids, state.config.hold_max_seats)?;
     let payment_reference = parse_payment_reference(body.payment_reference)?;
     let command = Command::BookSeats { event_id, seat_ids, payment_reference };
@@ -105,11 +102,9 @@ pub async fn cancel_booking(
     State(state): State<AppState>,
     Auth(caller): Auth,
     IdemKey(key): IdemKey,
-    method: Method,
-    uri: Uri,
     ApiPath(booking_id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &())?;
+    let idem = key.bind(&caller, &())?;
     let reply = pipeline::run(&state, caller, Some(idem), Command::CancelBooking { booking_id }).await?;
     Ok(reply::render(reply))
 }

@@ -1,7 +1,6 @@
 //! Events and their seat maps. Reads are public; creating an event is for admins.
 
 use axum::extract::State;
-use axum::http::{Method, Uri};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -9,7 +8,7 @@ use uuid::Uuid;
 
 use super::auth::Admin;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey, idempotent_request};
+use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey};
 use super::reply;
 use crate::db::events;
 use crate::domain::{EventLayout, NewEvent, SeatSpec};
@@ -39,11 +38,9 @@ pub async fn create_event(
     State(state): State<AppState>,
     Admin(caller): Admin,
     IdemKey(key): IdemKey,
-    method: Method,
-    uri: Uri,
     ApiJson(body): ApiJson<CreateEventBody>,
 ) -> Result<Response, ApiError> {
-    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    let idem = key.bind(&caller, &body)?;
     let event = NewEvent::parse(body.name, body.starts_at, body.seats, body.layout, state.config.event_max_seats)?;
     let reply = pipeline::run(&state, caller, Some(idem), Command::CreateEvent { event }).await?;
     Ok(reply::render(reply))

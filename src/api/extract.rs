@@ -3,9 +3,9 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -78,8 +78,29 @@ where
     }
 }
 
+/// A valid `Idempotency-Key` header and the request it came on (method and path), to be bound
+/// to the caller and the parsed body with [`KeyedRequest::bind`].
+pub struct KeyedRequest {
+    key: IdempotencyKey,
+    method: Method,
+    path: String,
+}
+
+impl KeyedRequest {
+    /// Binds the key to its caller and to exactly this request: method, path and canonical body.
+    /// The body is the parsed request re-serialized, so whitespace and key order do not matter.
+    pub fn bind(&self, caller: &Caller, body: &impl Serialize) -> Result<IdempotentRequest, ApiError> {
+        let canonical = serde_json::to_vec(body).map_err(ApiError::internal)?;
+        Ok(IdempotentRequest {
+            user_id: caller.user_id.clone(),
+            key: self.key.as_str().to_owned(),
+            fingerprint: idempotency::fingerprint(self.method.as_str(), &self.path, &canonical),
+        })
+    }
+}
+
 /// The required `Idempotency-Key` header.
-pub struct IdemKey(pub IdempotencyKey);
+pub struct IdemKey(pub KeyedRequest);
 
 impl<S: Send + Sync> FromRequestParts<S> for IdemKey {
     type Rejection = ApiError;
@@ -93,7 +114,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdemKey {
 }
 
 /// An `Idempotency-Key` header that may be absent (DELETE is idempotent by itself).
-pub struct OptionalIdemKey(pub Option<IdempotencyKey>);
+pub struct OptionalIdemKey(pub Option<KeyedRequest>);
 
 impl<S: Send + Sync> FromRequestParts<S> for OptionalIdemKey {
     type Rejection = ApiError;
@@ -103,23 +124,7 @@ impl<S: Send + Sync> FromRequestParts<S> for OptionalIdemKey {
             return Ok(OptionalIdemKey(None));
         };
         let raw = value.to_str().map_err(|_| ApiError::IdempotencyKeyInvalid("Idempotency-Key must be ASCII"))?;
-        IdempotencyKey::parse(raw).map(|k| OptionalIdemKey(Some(k))).map_err(ApiError::IdempotencyKeyInvalid)
+        let key = IdempotencyKey::parse(raw).map_err(ApiError::IdempotencyKeyInvalid)?;
+        Ok(OptionalIdemKey(Some(KeyedRequest { key, method: parts.method.clone(), path: parts.uri.path().to_owned() })))
     }
-}
-
-/// Binds a key to its caller and to exactly this request: method, path and canonical body.
-/// The body is the parsed request re-serialized, so whitespace and key order do not matter.
-pub fn idempotent_request(
-    caller: &Caller,
-    key: &IdempotencyKey,
-    method: &str,
-    path: &str,
-    body: &impl Serialize,
-) -> Result<IdempotentRequest, ApiError> {
-    let canonical = serde_json::to_vec(body).map_err(ApiError::internal)?;
-    Ok(IdempotentRequest {
-        user_id: caller.user_id.clone(),
-        key: key.as_str().to_owned(),
-        fingerprint: idempotency::fingerprint(method, path, &canonical),
-    })
 }

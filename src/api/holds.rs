@@ -1,14 +1,13 @@
 //! Holds: claim seats for a while, then confirm, extend or release them.
 
 use axum::extract::State;
-use axum::http::{Method, Uri};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::auth::Auth;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, IdemKey, OptionalApiJson, OptionalIdemKey, idempotent_request};
+use super::extract::{ApiJson, ApiPath, IdemKey, OptionalApiJson, OptionalIdemKey};
 use super::reply;
 use crate::domain::{SeatIds, Ttl};
 use crate::pipeline::{self, Command, views};
@@ -34,12 +33,10 @@ pub async fn create_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
     IdemKey(key): IdemKey,
-    method: Method,
-    uri: Uri,
     ApiPath(event_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<CreateHoldBody>,
 ) -> Result<Response, ApiError> {
-    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    let idem = key.bind(&caller, &body)?;
     let config = &state.config;
     let seat_ids = SeatIds::parse(body.seat_ids, config.hold_max_seats)?;
     let ttl = Ttl::parse(body.ttl_seconds, config.hold_default_ttl_seconds, config.hold_max_ttl_seconds)?;
@@ -81,12 +78,10 @@ pub async fn extend_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
     IdemKey(key): IdemKey,
-    method: Method,
-    uri: Uri,
     ApiPath(hold_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<ExtendHoldBody>,
 ) -> Result<Response, ApiError> {
-    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    let idem = key.bind(&caller, &body)?;
     let ttl =
         Ttl::parse(Some(body.ttl_seconds), state.config.hold_default_ttl_seconds, state.config.hold_max_ttl_seconds)?;
     let reply = pipeline::run(&state, caller, Some(idem), Command::ExtendHold { hold_id, ttl }).await?;
@@ -121,14 +116,12 @@ pub async fn confirm_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
     IdemKey(key): IdemKey,
-    method: Method,
-    uri: Uri,
     ApiPath(hold_id): ApiPath<Uuid>,
     OptionalApiJson(body): OptionalApiJson<ConfirmHoldBody>,
 ) -> Result<Response, ApiError> {
     // The body is optional: a bare POST confirms without a payment reference.
     let body = body.unwrap_or_default();
-    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    let idem = key.bind(&caller, &body)?;
     let payment_reference = parse_payment_reference(body.payment_reference)?;
     let reply = pipeline::run(&state, caller, Some(idem), Command::ConfirmHold { hold_id, payment_reference }).await?;
     Ok(reply::render(reply))
@@ -145,11 +138,9 @@ pub async fn release_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
     OptionalIdemKey(key): OptionalIdemKey,
-    method: Method,
-    uri: Uri,
     ApiPath(hold_id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    let idem = key.map(|k| idempotent_request(&caller, &k, method.as_str(), uri.path(), &())).transpose()?;
+    let idem = key.map(|k| k.bind(&caller, &())).transpose()?;
     let reply = pipeline::run(&state, caller, idem, Command::ReleaseHold { hold_id }).await?;
     Ok(reply::render(reply))
 }

@@ -3,7 +3,6 @@
 //! release the hold like any other.
 
 use axum::extract::State;
-use axum::http::{Method, Uri};
 use axum::response::Response;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -11,7 +10,7 @@ use uuid::Uuid;
 
 use super::auth::{Admin, Auth};
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey, OptionalIdemKey, idempotent_request};
+use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey, OptionalIdemKey};
 use super::reply;
 use crate::db::inventories::{self, NightsPatch};
 use crate::domain::{Nights, Ttl, ValidationError, units};
@@ -45,11 +44,9 @@ pub async fn create_inventory(
     State(state): State<AppState>,
     Admin(caller): Admin,
     IdemKey(key): IdemKey,
-    method: Method,
-    uri: Uri,
     ApiJson(body): ApiJson<CreateInventoryBody>,
 ) -> Result<Response, ApiError> {
-    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    let idem = key.bind(&caller, &body)?;
     let name = body.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ValidationError::new("name", "must be 1 to 200 characters").into());
@@ -89,13 +86,11 @@ pub async fn patch_nights(
     State(state): State<AppState>,
     Admin(caller): Admin,
     OptionalIdemKey(key): OptionalIdemKey,
-    method: Method,
-    uri: Uri,
     ApiPath(inventory_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<PatchNightsBody>,
 ) -> Result<Response, ApiError> {
     // Setting absolute values is idempotent already; a key is accepted, not required.
-    let idem = key.map(|k| idempotent_request(&caller, &k, method.as_str(), uri.path(), &body)).transpose()?;
+    let idem = key.map(|k| k.bind(&caller, &body)).transpose()?;
     let patch = NightsPatch {
         capacity: body.capacity.map(|c| units(c, "capacity", 0..=MAX_UNITS)).transpose()?,
         closed: body.closed,
@@ -160,12 +155,10 @@ pub async fn create_room_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
     IdemKey(key): IdemKey,
-    method: Method,
-    uri: Uri,
     ApiPath(inventory_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<CreateRoomHoldBody>,
 ) -> Result<Response, ApiError> {
-    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    let idem = key.bind(&caller, &body)?;
     let config = &state.config;
     let command = Command::CreateRoomHold {
         inventory_id,

@@ -3,7 +3,6 @@
 //! release the hold like any other, and may reschedule the booking.
 
 use axum::extract::State;
-use axum::http::{Method, Uri};
 use axum::response::Response;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -12,7 +11,7 @@ use uuid::Uuid;
 
 use super::auth::{Admin, Auth};
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey, idempotent_request};
+use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey};
 use super::reply;
 use crate::db::resources;
 use crate::domain::slots::{MAX_AVAILABILITY_DAYS, MAX_SLOT_MINUTES, OpeningHoursSpec, slot_minutes};
@@ -52,11 +51,9 @@ pub async fn create_resource(
     State(state): State<AppState>,
     Admin(caller): Admin,
     IdemKey(key): IdemKey,
-    method: Method,
-    uri: Uri,
     ApiJson(body): ApiJson<CreateResourceBody>,
 ) -> Result<Response, ApiError> {
-    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    let idem = key.bind(&caller, &body)?;
     let name = body.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ValidationError::new("name", "must be 1 to 200 characters").into());
@@ -188,12 +185,10 @@ pub async fn create_slot_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
     IdemKey(key): IdemKey,
-    method: Method,
-    uri: Uri,
     ApiPath(resource_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<SlotBody>,
 ) -> Result<Response, ApiError> {
-    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    let idem = key.bind(&caller, &body)?;
     slot_minutes(body.start, body.end)?;
     let config = &state.config;
     let ttl = Ttl::parse(body.ttl_seconds, config.hold_default_ttl_seconds, config.hold_max_ttl_seconds)?;
@@ -221,12 +216,10 @@ pub async fn reschedule_booking(
     State(state): State<AppState>,
     Auth(caller): Auth,
     IdemKey(key): IdemKey,
-    method: Method,
-    uri: Uri,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<RescheduleBody>,
 ) -> Result<Response, ApiError> {
-    let idem = idempotent_request(&caller, &key, method.as_str(), uri.path(), &body)?;
+    let idem = key.bind(&caller, &body)?;
     slot_minutes(body.start, body.end)?;
     let command = Command::RescheduleBooking { booking_id, start: body.start, end: body.end };
     Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
