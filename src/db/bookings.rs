@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use super::holds::{Target, TargetRecord, target_columns};
+use super::holds::{TARGET_COLUMNS, Target, TargetRecord, target_joins};
 
 #[derive(Debug, Clone)]
 pub struct BookingRow {
@@ -18,15 +18,6 @@ pub struct BookingRow {
     pub version: i64,
     /// What was booked: the hold's target.
     pub target: Target,
-}
-
-impl BookingRow {
-    pub fn seat_ids(&self) -> &[Uuid] {
-        match &self.target {
-            Target::Seats { seat_ids, .. } => seat_ids,
-            _ => &[],
-        }
-    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -62,10 +53,11 @@ impl BookingRecord {
 fn select_booking(filter: &str) -> String {
     format!(
         "select b.id, b.hold_id, b.user_id, b.status, b.payment_reference, b.created_at, b.cancelled_at, b.version,
-                b.event_id, b.inventory_id, b.resource_id, {}
+                b.event_id, b.inventory_id, b.resource_id, {TARGET_COLUMNS}
            from bookings b
+           {}
           {filter}",
-        target_columns("b.hold_id")
+        target_joins("b.hold_id")
     )
 }
 

@@ -12,6 +12,16 @@ pub enum Target {
     Slot { resource_id: Uuid, start: DateTime<Utc>, end: DateTime<Utc> },
 }
 
+impl Target {
+    /// The seats targeted (empty for the other kinds).
+    pub fn seat_ids(&self) -> &[Uuid] {
+        match self {
+            Target::Seats { seat_ids, .. } => seat_ids,
+            _ => &[],
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct HoldRow {
     pub id: Uuid,
@@ -54,25 +64,26 @@ impl HoldRow {
 
     /// The seats the hold covers (empty unless it holds seats).
     pub fn seat_ids(&self) -> &[Uuid] {
-        match &self.target {
-            Target::Seats { seat_ids, .. } => seat_ids,
-            _ => &[],
-        }
+        self.target.seat_ids()
     }
 }
 
-/// The target columns every hold and booking read selects, whatever its kind. `$hold` is the
-/// SQL expression for the hold id.
-pub(crate) fn target_columns(hold: &str) -> String {
+/// The target columns every hold and booking read selects, whatever its kind, from the joins
+/// of [`target_joins`].
+pub(crate) const TARGET_COLUMNS: &str =
+    "coalesce(st.seat_ids, '{}') as seat_ids, coalesce(st.total_cents, 0)::int8 as total_cents,
+     hn.check_in, hn.check_out, hn.quantity, lower(sc.span) as slot_start, upper(sc.span) as slot_end";
+
+/// The joins behind [`TARGET_COLUMNS`], for the hold whose id is the SQL expression `hold`:
+/// each detail table is read once (a kind that does not apply finds no rows).
+pub(crate) fn target_joins(hold: &str) -> String {
     format!(
-        "coalesce((select array_agg(hs.seat_id order by hs.seat_id) from hold_seats hs where hs.hold_id = {hold}), '{{}}') as seat_ids,
-         coalesce((select sum(s.price_cents) from hold_seats hs join seats s on s.id = hs.seat_id
-                    where hs.hold_id = {hold}), 0)::int8 as total_cents,
-         (select min(hn.night) from hold_nights hn where hn.hold_id = {hold}) as check_in,
-         (select max(hn.night) + 1 from hold_nights hn where hn.hold_id = {hold}) as check_out,
-         (select max(hn.quantity) from hold_nights hn where hn.hold_id = {hold}) as quantity,
-         (select lower(sc.span) from slot_claims sc where sc.hold_id = {hold}) as slot_start,
-         (select upper(sc.span) from slot_claims sc where sc.hold_id = {hold}) as slot_end"
+        "left join lateral (select array_agg(hs.seat_id order by hs.seat_id) as seat_ids, sum(s.price_cents) as total_cents
+                              from hold_seats hs join seats s on s.id = hs.seat_id
+                             where hs.hold_id = {hold}) st on true
+         left join lateral (select min(night) as check_in, max(night) + 1 as check_out, max(quantity) as quantity
+                              from hold_nights where hold_id = {hold}) hn on true
+         left join slot_claims sc on sc.hold_id = {hold}"
     )
 }
 
@@ -130,10 +141,11 @@ struct HoldRecord {
 static FIND_HOLD: LazyLock<String> = LazyLock::new(|| {
     format!(
         "select h.id, h.user_id, h.status, h.expires_at, h.created_at, h.version, h.expires_at <= now() as expired,
-                h.event_id, h.inventory_id, h.resource_id, {}
+                h.event_id, h.inventory_id, h.resource_id, {TARGET_COLUMNS}
            from holds h
+           {}
           where h.id = $1",
-        target_columns("h.id")
+        target_joins("h.id")
     )
 });
 
