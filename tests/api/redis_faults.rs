@@ -3,7 +3,24 @@
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::helpers::{RedisCluster, eventually, spawn_app_with};
+use holdfast::config::Config;
+
+use crate::helpers::{RedisCluster, TestApp, eventually, spawn_app_with};
+
+/// An app on a private three-node Redis cluster with a key prefix of its own, so a test can
+/// stop nodes and write lock keys itself; `configure` adjusts the rest of the settings.
+async fn app_on_own_redis(configure: impl FnOnce(&mut Config)) -> (RedisCluster, String, TestApp) {
+    let redis = RedisCluster::start(3);
+    let urls = redis.urls();
+    let prefix = format!("t:{}:", Uuid::new_v4().simple());
+    let app = spawn_app_with(|c| {
+        c.redis_urls = urls.parse().unwrap();
+        c.redis_key_prefix = prefix.clone();
+        configure(c);
+    })
+    .await;
+    (redis, prefix, app)
+}
 
 /// Runs one Redis command on every node, as another client would (e.g. a stranger's lock).
 async fn run_on_every_node(redis: &RedisCluster, command: &[&str]) {
@@ -20,9 +37,7 @@ async fn run_on_every_node(redis: &RedisCluster, command: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_one_node_of_three_down_bookings_still_work() {
-    let mut redis = RedisCluster::start(3);
-    let urls = redis.urls();
-    let app = spawn_app_with(|c| c.redis_urls = urls.parse().unwrap()).await;
+    let (mut redis, _, app) = app_on_own_redis(|_| {}).await;
     let event = app.create_event(1, 1, 5).await;
     redis.nodes[1].stop();
 
@@ -36,13 +51,7 @@ async fn with_one_node_of_three_down_bookings_still_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_two_nodes_of_three_down_writes_answer_503_and_change_nothing() {
-    let mut redis = RedisCluster::start(3);
-    let urls = redis.urls();
-    let app = spawn_app_with(|c| {
-        c.redis_urls = urls.parse().unwrap();
-        c.redlock_retry_count = 1;
-    })
-    .await;
+    let (mut redis, _, app) = app_on_own_redis(|c| c.redlock_retry_count = 1).await;
     let event = app.create_event(1, 1, 5).await;
     redis.nodes[0].stop();
     redis.nodes[2].stop();
@@ -78,15 +87,7 @@ async fn with_two_nodes_of_three_down_writes_answer_503_and_change_nothing() {
 /// A contended seat whose lock never frees answers 409 SEAT_LOCKED (retryable, not stored).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_seat_locked_by_someone_else_is_409_seat_locked_and_not_stored() {
-    let redis = RedisCluster::start(3);
-    let urls = redis.urls();
-    let prefix = format!("t:{}:", Uuid::new_v4().simple());
-    let app = spawn_app_with(|c| {
-        c.redis_urls = urls.parse().unwrap();
-        c.redis_key_prefix = prefix.clone();
-        c.redlock_retry_count = 2;
-    })
-    .await;
+    let (redis, prefix, app) = app_on_own_redis(|c| c.redlock_retry_count = 2).await;
     let event = app.create_event(1, 1, 5).await;
     let seat = event.seats[0];
     // Another holder has the seat's lock on every node.
@@ -122,12 +123,7 @@ async fn a_seat_locked_by_someone_else_is_409_seat_locked_and_not_stored() {
 /// waits for the seat's (foreign-held) lock: it stops waiting and answers SEAT_UNAVAILABLE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn waiting_for_a_lock_stops_once_the_seat_is_taken() {
-    let redis = RedisCluster::start(3);
-    let urls = redis.urls();
-    let prefix = format!("t:{}:", Uuid::new_v4().simple());
-    let app = spawn_app_with(|c| {
-        c.redis_urls = urls.parse().unwrap();
-        c.redis_key_prefix = prefix.clone();
+    let (redis, prefix, app) = app_on_own_redis(|c| {
         c.redlock_retry_count = 20;
         c.redlock_retry_delay_ms = 200;
     })
