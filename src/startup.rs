@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, auth::JwtKeys, rate_limit::RateLimits};
 use crate::config::{Config, ConfigError};
+use crate::idempotency::ClaimBatches;
 use crate::lock::{Redlock, RedlockConfig};
 use crate::state::AppState;
 use crate::{db, jobs, telemetry};
@@ -64,12 +65,12 @@ impl Application {
             jwt: Arc::new(JwtKeys::new(config.jwt_secret.expose())),
             rate_limits: Arc::new(RateLimits::new(&config)),
             config: Arc::new(config),
+            claim_batches: Arc::new(ClaimBatches::new(db.clone())),
             db,
             claims_db,
             redlock: Arc::new(redlock),
             metrics: telemetry::metrics_handle(),
             hot_seats: Arc::default(),
-            durability: Arc::default(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         };

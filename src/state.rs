@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::auth::JwtKeys;
 use crate::api::rate_limit::RateLimits;
 use crate::config::Config;
-use crate::idempotency::Durability;
+use crate::idempotency::ClaimBatches;
 use crate::lock::Redlock;
 use crate::pipeline::hot_seats::HotSeats;
 
@@ -26,8 +26,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Seats that recently turned requests away (see `pipeline::hot_seats`).
     pub hot_seats: Arc<HotSeats>,
-    /// Group flushes for answers settled at claim time (see `idempotency::Durability`).
-    pub durability: Arc<Durability>,
+    /// Claims for the same hot seats, sent as one statement (see `idempotency::ClaimBatches`).
+    pub claim_batches: Arc<ClaimBatches>,
     /// Work that must finish even if the client goes away (see `pipeline::run`).
     pub tasks: TaskTracker,
     /// Cancelled when the instance starts shutting down.

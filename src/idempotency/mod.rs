@@ -13,13 +13,18 @@
 //! conditioned on our `claim_token`, so the effect and the stored answer commit together or not
 //! at all, and a takeover while we were paused makes our commit touch nothing.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod batch;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, PgPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
+
+pub use batch::ClaimBatches;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdempotencyError {
@@ -50,22 +55,25 @@ pub enum Claim {
     /// Settled before: replay this answer.
     Replay { status: u16, body: Value },
     /// Settled by this claim itself, because its probe found the outcome already decided (the
-    /// seats are taken). Call [`Durability::flush`] before answering.
+    /// seats are taken). Committed synchronously: durable, ready to be answered.
     Settled { status: u16, body: Value },
 }
 
 /// A question the claim can answer in the same statement: are any of these seats taken
 /// (booked, or under a live hold)? If so the request's outcome is already decided, and the
 /// record is inserted settled with `status` and `body`, its `seat_ids` set to the taken seats.
-/// This is what keeps a stampede cheap: each loser costs one statement, not a lock round.
+/// This is what keeps a stampede cheap: the losers' claims for one seat set share a statement
+/// (see [`ClaimBatches`]), and none of them takes a lock round.
 pub struct SeatProbe<'a> {
     pub event_id: Uuid,
     pub seat_ids: &'a [Uuid],
     pub status: u16,
     pub body: &'a Value,
-    /// Asked once a connection is in hand (in a burst, by then the first losers have spoken):
-    /// whether the probe is worth running, or a plain insert will do.
+    /// Whether the probe is worth running (the seats are contended), or a plain insert will do.
+    /// Asked again once a connection is in hand: in a burst, by then the first losers have spoken.
     pub wanted: &'a (dyn Fn() -> bool + Send + Sync),
+    /// Where probed claims for the same seats are gathered.
+    pub batches: &'a Arc<ClaimBatches>,
 }
 
 /// SHA-256 over method, path and the canonical JSON body, separated so that no two different
@@ -94,8 +102,8 @@ fn outcome(label: &'static str) {
     metrics::counter!("holdfast_idempotency_outcomes_total", "outcome" => label).increment(1);
 }
 
-/// Claims the key, or says why not. A few loops at most: each one either wins a statement
-/// or observes a state another request settled.
+/// Claims the key, or says why not. With a probe that is wanted, the claim goes in a batch
+/// with the others for the same seats; otherwise it is a plain insert.
 #[tracing::instrument(skip_all, fields(key = %req.key), err)]
 pub async fn claim(
     pool: &PgPool,
@@ -103,71 +111,44 @@ pub async fn claim(
     lease: Duration,
     probe: Option<&SeatProbe<'_>>,
 ) -> Result<Claim, IdempotencyError> {
+    let contended = || probe.filter(|p| (p.wanted)());
+    if let Some(probe) = contended() {
+        return probe.batches.claim(pool, req, lease, probe).await;
+    }
+    let conn = pool.acquire().await?;
+    if let Some(probe) = contended() {
+        drop(conn);
+        return probe.batches.claim(pool, req, lease, probe).await;
+    }
+    claim_alone(conn, req, lease).await
+}
+
+/// The plain claim: a few loops at most, each one either wins a statement or observes a
+/// state another request settled.
+async fn claim_alone(
+    mut conn: PoolConnection<Postgres>,
+    req: &IdempotentRequest,
+    lease: Duration,
+) -> Result<Claim, IdempotencyError> {
     let lease_ms = lease.as_millis() as i64;
-    let mut conn = pool.acquire().await?;
-    let probe = probe.filter(|p| (p.wanted)());
     for _ in 0..5 {
         let token = Uuid::new_v4();
-        let inserted: Option<(String, Option<Value>)> = match probe {
-            None => {
-                sqlx::query_as(
-                    "insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until)
-                 values ($1, $2, $3, 'IN_PROGRESS', $4, now() + $5 * interval '1 millisecond')
-                 on conflict (user_id, key) do nothing
-                 returning state, response_body",
-                )
-                .bind(&req.user_id)
-                .bind(&req.key)
-                .bind(&req.fingerprint)
-                .bind(token)
-                .bind(lease_ms)
-                .fetch_optional(&mut *conn)
-                .await?
-            }
-            Some(probe) => {
-                sqlx::query_as(
-                    "with taken as (
-                     select coalesce(array_agg(id order by id), '{}') as ids
-                       from seats
-                      where event_id = $6 and id = any($7)
-                        and (booking_id is not null or (hold_id is not null and hold_expires_at > now()))
-                 )
-                 insert into idempotency_records
-                        (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)
-                 select $1, $2, $3,
-                        case when cardinality(ids) = 0 then 'IN_PROGRESS' else 'SUCCEEDED' end,
-                        $4, now() + $5 * interval '1 millisecond',
-                        case when cardinality(ids) = 0 then null else $8::int2 end,
-                        case when cardinality(ids) = 0 then null
-                             else jsonb_set($9::jsonb, '{seat_ids}', to_jsonb(ids)) end
-                   from taken
-                 on conflict (user_id, key) do nothing
-                 returning state, response_body",
-                )
-                .bind(&req.user_id)
-                .bind(&req.key)
-                .bind(&req.fingerprint)
-                .bind(token)
-                .bind(lease_ms)
-                .bind(probe.event_id)
-                .bind(probe.seat_ids)
-                .bind(probe.status as i16)
-                .bind(probe.body)
-                .fetch_optional(&mut *conn)
-                .await?
-            }
-        };
-        match inserted {
-            Some((state, _)) if state == "IN_PROGRESS" => {
-                outcome("claimed");
-                return Ok(Claim::Owned(ClaimToken(token)));
-            }
-            Some((_, body)) => {
-                outcome("settled_at_claim");
-                let status = probe.map(|p| p.status).unwrap_or(409);
-                return Ok(Claim::Settled { status, body: body.unwrap_or(Value::Null) });
-            }
-            None => {}
+        let inserted = sqlx::query(
+            "insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until)
+             values ($1, $2, $3, 'IN_PROGRESS', $4, now() + $5 * interval '1 millisecond')
+             on conflict (user_id, key) do nothing",
+        )
+        .bind(&req.user_id)
+        .bind(&req.key)
+        .bind(&req.fingerprint)
+        .bind(token)
+        .bind(lease_ms)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            outcome("claimed");
+            return Ok(Claim::Owned(ClaimToken(token)));
         }
 
         let existing: Option<Existing> = sqlx::query_as(
@@ -225,37 +206,6 @@ pub async fn claim(
     // Five rounds of racing for one key means heavy contention on it: behave as in flight.
     outcome("in_progress");
     Err(IdempotencyError::InProgress)
-}
-
-/// Makes asynchronously committed records durable, in groups. A tiny transaction with an xid,
-/// committed synchronously, waits for the WAL flush up to its commit record, which lies after
-/// every record committed before it started. So one flush serves every caller whose claim had
-/// committed when the flush began: in a stampede, 999 losers share a handful of flushes instead
-/// of queueing 999 of them on the main pool. Used after a claim settled an answer on the
-/// claims pool.
-#[derive(Debug, Default)]
-pub struct Durability {
-    /// Generation of the last flush started (bumped just before its statement is sent).
-    started: AtomicU64,
-    /// Generation of the last flush finished; held while a flush runs, so flushes go one at a time.
-    finished: tokio::sync::Mutex<u64>,
-}
-
-impl Durability {
-    pub async fn flush(&self, sync_pool: &PgPool) -> Result<(), sqlx::Error> {
-        // Any flush that starts from now on has at least this generation, and covers our record.
-        let needed = self.started.load(Ordering::SeqCst) + 1;
-        let mut finished = self.finished.lock().await;
-        if *finished >= needed {
-            metrics::counter!("holdfast_durability_flushes_total", "outcome" => "shared").increment(1);
-            return Ok(());
-        }
-        let generation = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-        sqlx::query("select pg_current_xact_id()").execute(sync_pool).await?;
-        *finished = generation;
-        metrics::counter!("holdfast_durability_flushes_total", "outcome" => "flushed").increment(1);
-        Ok(())
-    }
 }
 
 /// Stores the settled answer. Runs inside the business transaction when there is one; returns

@@ -3,7 +3,7 @@
 //! inside the pipeline's transaction, every write guarded by its own predicate.
 
 use std::collections::BTreeSet;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -17,7 +17,7 @@ use crate::db::holds::Target;
 use crate::db::inventories::{self, NightRow, NightsPatch};
 use crate::db::{bookings, events, holds, resources};
 use crate::domain::{NewEvent, Nights, SeatIds, SlotRules, Ttl, ValidationError};
-use crate::idempotency::SeatProbe;
+use crate::idempotency::{ClaimBatches, SeatProbe};
 use crate::state::AppState;
 
 /// The answer a seat-claiming command gets when its seats are already taken (the claim fills
@@ -195,7 +195,11 @@ impl Command {
 
     /// For commands that claim free seats: the probe that lets the idempotency claim settle
     /// the request at once when the seats are already taken.
-    pub(super) fn seat_probe<'a>(&'a self, wanted: &'a (dyn Fn() -> bool + Send + Sync)) -> Option<SeatProbe<'a>> {
+    pub(super) fn seat_probe<'a>(
+        &'a self,
+        wanted: &'a (dyn Fn() -> bool + Send + Sync),
+        batches: &'a Arc<ClaimBatches>,
+    ) -> Option<SeatProbe<'a>> {
         match self {
             Command::CreateHold { event_id, seat_ids, .. } | Command::BookSeats { event_id, seat_ids, .. } => {
                 Some(SeatProbe {
@@ -204,6 +208,7 @@ impl Command {
                     status: 409,
                     body: &SEAT_UNAVAILABLE,
                     wanted,
+                    batches,
                 })
             }
             _ => None,

@@ -1,8 +1,8 @@
 //! Seats that recently turned requests away, remembered per instance for a moment.
 //!
-//! A claim for a hot seat probes it in the claim statement itself, settling the request at once
-//! when it is taken (one statement per stampede loser); a claim for a cold seat stays a plain
-//! insert, so ordinary traffic pays nothing for the probe. Being wrong either way is harmless:
+//! Claims for a hot seat are gathered into batched statements that probe the seat once,
+//! settling every claim in the batch at once when it is taken; a claim for a cold seat stays a
+//! plain insert, so ordinary traffic pays nothing for the probe or the batching. Being wrong either way is harmless:
 //! a cold seat that is taken is refused by the transaction, a hot seat that is free is claimed.
 
 use std::collections::HashMap;

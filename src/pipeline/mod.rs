@@ -86,17 +86,14 @@ async fn execute(
             let started = Instant::now();
             let lease = Duration::from_secs(state.config.idempotency_lease_seconds as u64);
             let is_hot = || state.hot_seats.any_hot(command.requested_seats());
-            let probe = command.seat_probe(&is_hot);
+            let probe = command.seat_probe(&is_hot, &state.claim_batches);
             let claim = idempotency::claim(&state.claims_db, req, lease, probe.as_ref()).await;
             stage("claim", started);
             match claim? {
                 Claim::Owned(token) => Some((req, token)),
                 Claim::Settled { status, body } => {
+                    // Decided at claim time (the seats are taken), and already durable.
                     state.hot_seats.mark(command.requested_seats());
-                    // Decided at claim time (the seats are taken): durable before we say so.
-                    let started = Instant::now();
-                    state.durability.flush(&state.db).await?;
-                    stage("durable", started);
                     return Ok(Reply {
                         status: StatusCode::from_u16(status).map_err(ApiError::internal)?,
                         body,

@@ -194,3 +194,100 @@ async fn the_background_job_recovers_stale_records_and_purges_old_ones() {
     )
     .await;
 }
+
+/// How many batched claim statements the app has sent (`holdfast_claim_batch_rows_count`).
+async fn claim_batches_sent(app: &crate::helpers::TestApp) -> u64 {
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("holdfast_claim_batch_rows_count "))
+        .map(|v| v.trim().parse::<f64>().unwrap() as u64)
+        .unwrap_or(0)
+}
+
+/// Claims for a seat that is turning requests away share one statement per batch. Every
+/// rule of the key still holds inside a batch: the winner's retry replays its 201, a reused
+/// key is 422, duplicates of one key execute once, and each loser hears SEAT_UNAVAILABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_claims_on_a_hot_seat_keep_every_rule_of_the_key() {
+    let app = Arc::new(spawn_app().await);
+    let event = app.create_event(1, 1, 5).await;
+    let (seat, other) = (event.seats[0], event.seats[1]);
+    let won = app.hold("alice", event.id, &[seat], "alice-1").await;
+    assert_eq!(won.status, StatusCode::CREATED, "{won:?}");
+    assert_eq!(app.hold("carol", event.id, &[other], "carol-1").await.status, StatusCode::CREATED);
+    // A refusal makes the seat hot on this instance: later claims for it go in batches.
+    app.hold("bob", event.id, &[seat], "bob-0").await.assert_problem(409, "SEAT_UNAVAILABLE");
+    let batches_before = claim_batches_sent(&app).await;
+
+    let mut sends: Vec<(&str, String)> = (0..30).map(|i| ("fan", format!("fan-{i}"))).collect();
+    sends.extend([("alice", "alice-1".to_owned()), ("alice", "alice-1".to_owned())]);
+    sends.push(("carol", "carol-1".to_owned())); // her key, with a different body
+    sends.extend((0..3).map(|_| ("dave", "dave-1".to_owned())));
+    let responses = join_all(sends.iter().enumerate().map(|(i, (user, key))| {
+        let app = app.clone();
+        let user = if *user == "fan" { format!("fan-{i}") } else { user.to_string() };
+        async move { (user.clone(), app.hold(&user, event.id, &[seat], key).await) }
+    }))
+    .await;
+
+    for (user, response) in &responses {
+        match user.as_str() {
+            "alice" => {
+                assert_eq!(response.status, StatusCode::CREATED, "the winner's retry replays its hold: {response:?}");
+                assert_eq!(response.header("idempotent-replayed"), Some("true"));
+                assert_eq!(response.body, won.body);
+            }
+            "carol" => response.assert_problem(422, "IDEMPOTENCY_KEY_REUSED"),
+            _ => {
+                response.assert_problem(409, "SEAT_UNAVAILABLE");
+                assert_eq!(response.body["seat_ids"], json!([seat]), "{response:?}");
+            }
+        }
+    }
+    let dave: Vec<_> = responses.iter().filter(|(u, _)| u == "dave").map(|(_, r)| &r.body).collect();
+    assert!(dave.iter().all(|b| *b == dave[0]), "one key, one answer: {dave:?}");
+    let records: i64 = sqlx::query_scalar("select count(*) from idempotency_records where key = 'dave-1'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(records, 1);
+    assert_eq!(app.count("select count(*) from holds").await, 2, "nothing but the two first holds");
+    assert!(claim_batches_sent(&app).await > batches_before, "the burst went through batched claims");
+
+    // A stored refusal is replayed later, from the record, like any other answer.
+    let replay = app.hold("fan-0", event.id, &[seat], "fan-0").await;
+    replay.assert_problem(409, "SEAT_UNAVAILABLE");
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    app.assert_invariants().await;
+}
+
+/// A hot seat that frees up is not refused from memory: the batch's probe finds it free, the
+/// claims become ordinary executions, and exactly one of them wins the seat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hot_seat_that_frees_up_is_won_by_exactly_one_batched_claim() {
+    let app = Arc::new(spawn_app().await);
+    let event = app.create_event(1, 1, 5).await;
+    let seat = event.seats[0];
+    let held = app.hold("alice", event.id, &[seat], "alice-1").await;
+    assert_eq!(held.status, StatusCode::CREATED);
+    app.hold("bob", event.id, &[seat], "bob-0").await.assert_problem(409, "SEAT_UNAVAILABLE");
+    let release =
+        app.send(Method::DELETE, &format!("/v1/holds/{}", held.id()), Some(&app.token("alice")), None, None).await;
+    assert_eq!(release.status, StatusCode::NO_CONTENT);
+    let batches_before = claim_batches_sent(&app).await;
+
+    let responses = join_all((0..30).map(|i| {
+        let app = app.clone();
+        async move { app.hold(&format!("fan-{i}"), event.id, &[seat], &format!("fan-{i}")).await }
+    }))
+    .await;
+
+    let winners = responses.iter().filter(|r| r.status == StatusCode::CREATED).count();
+    assert_eq!(winners, 1, "{:?}", responses.iter().map(|r| (r.status, r.code())).collect::<Vec<_>>());
+    for loser in responses.iter().filter(|r| r.status != StatusCode::CREATED) {
+        assert_eq!(loser.status, StatusCode::CONFLICT, "{loser:?}");
+        assert!(["SEAT_UNAVAILABLE", "SEAT_LOCKED"].contains(&loser.code()), "{loser:?}");
+    }
+    assert!(claim_batches_sent(&app).await > batches_before, "the burst went through batched claims");
+    app.assert_invariants().await;
+}
