@@ -97,6 +97,10 @@ pub struct Config {
     /// Pool size per instance.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub database_max_connections: u32,
+    /// Connections each pool keeps open while idle, opened at start-up. Default: the pool's size
+    /// (a fixed-size pool), so that a stampede after a quiet spell finds them ready.
+    #[arg(long, env = "DATABASE_MIN_CONNECTIONS")]
+    pub database_min_connections: Option<u32>,
     /// How long a request waits for a pooled connection before answering 503.
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 2000)]
     pub database_acquire_timeout_ms: u64,

@@ -49,6 +49,8 @@ impl Application {
         let db = db::pool(&config)?;
         let claims_db = db::claims_pool(&config)?;
         migrate(&db).await?;
+        db::warm_up(&db);
+        db::warm_up(&claims_db);
         let redlock = Redlock::new(
             &config.redis_urls.0,
             RedlockConfig {

@@ -16,6 +16,7 @@ pub mod resources;
 
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
@@ -25,6 +26,20 @@ use crate::config::Config;
 /// Every session commits synchronously: a 201 is on disk before it is sent.
 pub fn pool(config: &Config) -> Result<PgPool, sqlx::Error> {
     build_pool(config, config.database_max_connections, "on")
+}
+
+/// Opens the pool's minimum of connections now, in the background, instead of on the first
+/// requests: sqlx keeps that minimum up only once it has been reached. A stampede that meets
+/// a cold pool pays a backend start-up per connection on top of its statements.
+pub fn warm_up(pool: &PgPool) {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let wanted = pool.options().get_min_connections() as usize;
+        let opened = join_all((0..wanted).map(|_| pool.acquire())).await;
+        if let Some(Err(err)) = opened.iter().find(|c| c.is_err()) {
+            tracing::warn!(error = %err, "could not open every pooled connection at start-up");
+        }
+    });
 }
 
 /// A small pool whose sessions commit asynchronously, only for idempotency claims and FAILED
@@ -48,8 +63,10 @@ fn build_pool(config: &Config, size: u32, synchronous_commit: &str) -> Result<Pg
         ("idle_in_transaction_session_timeout", "15s".to_owned()),
         ("synchronous_commit", synchronous_commit.to_owned()),
     ]);
+    let min = config.database_min_connections.unwrap_or(size).min(size);
     Ok(PgPoolOptions::new()
         .max_connections(size)
+        .min_connections(min)
         .acquire_timeout(Duration::from_millis(config.database_acquire_timeout_ms))
         // sqlx pings every connection on every acquire by default: one extra round trip and two
         // process wake-ups per statement, which under a stampede costs as much as the statement.

@@ -45,6 +45,8 @@ pub fn shared_env(database_url: &str, redis_urls: &str, key_prefix: &str) -> Vec
         ("HOLD_SWEEP_INTERVAL_MS", "200"),
         ("IDEMPOTENCY_SWEEP_INTERVAL_MS", "500"),
         ("RUST_LOG", "warn"),
+        // Many instances share the test cluster: do not hold a full pool each while idle.
+        ("DATABASE_MIN_CONNECTIONS", "2"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

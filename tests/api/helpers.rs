@@ -70,6 +70,7 @@ pub fn test_config(database_url: &str) -> Config {
     config.hold_sweep_interval_ms = 100;
     config.idempotency_sweep_interval_ms = 200;
     config.database_max_connections = 30;
+    config.database_min_connections = Some(1);
     config.redis_timeout_ms = 250;
     config
 }
