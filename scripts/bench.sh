@@ -10,6 +10,8 @@
 #    slots = hold the next 30-minute slot of one resource, then confirm)
 #   e.g.  scripts/bench.sh spread 1 32 15 10000 3
 #         scripts/bench.sh hot-seat 3 1000 0 1000 3
+#   HOLDFAST_BIN=path runs that binary as the service (A/B runs); BENCH_ROUNDS: hot-seat rounds;
+#   BENCH_POOL: each instance's main pool size (default 20).
 #
 # Prints each run's report (JSON lines, also saved under bench/results/) and the medians.
 # Everything (service, Postgres, Redis, load generator, pgbench) shares this machine at the
@@ -81,7 +83,7 @@ for run in $(seq 1 "$runs"); do
     port=$((18180 + i))
     RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 LISTEN_ADDR=127.0.0.1:$port RUST_LOG=warn \
       REDIS_KEY_PREFIX="bench:$run:" DATABASE_MAX_CONNECTIONS=${BENCH_POOL:-20} \
-      target/release/holdfast serve >/dev/null 2>&1 &
+      "${HOLDFAST_BIN:-target/release/holdfast}" serve >/dev/null 2>&1 &
     pids+=($!)
     targets="${targets:+$targets,}http://127.0.0.1:$port"
     until curl -fs "http://127.0.0.1:$port/ready" >/dev/null; do sleep 0.1; done

@@ -267,6 +267,7 @@ async fn main() {
     let next_seat = Arc::new(AtomicUsize::new(0));
     let total = Arc::new(Mutex::new(Recorder::new()));
     let mut winners_per_round = Vec::new();
+    let mut p99_per_round = Vec::new();
 
     let started = Instant::now();
     match args.scenario {
@@ -284,15 +285,19 @@ async fn main() {
                                 .post(i, &format!("/v1/events/{event}/holds"), &json!({ "seat_ids": [seat] }))
                                 .await;
                             total.lock().await.record("hold", took, &answer);
-                            answer == "201"
+                            (answer == "201", took)
                         })
                     })
                     .collect();
                 let mut winners = 0;
+                let mut round = Recorder::new();
                 for task in tasks {
-                    winners += task.await.unwrap() as usize;
+                    let (won, took) = task.await.unwrap();
+                    winners += won as usize;
+                    round.record("hold", took, "");
                 }
                 winners_per_round.push(winners);
+                p99_per_round.push(round.latency["hold"].value_at_quantile(0.99) as f64 / 1000.0);
             }
         }
         Scenario::Spread | Scenario::Browse => {
@@ -441,6 +446,7 @@ async fn main() {
         "latency": latency,
         "answers": total.answers,
         "hot_seat_winners_per_round": winners_per_round,
+        "hot_seat_p99_ms_per_round": p99_per_round,
         "ready_after": ready_after,
         "peak_rss_kib": rss.iter().map(|(p, r)| json!({ "pid": p, "vm_hwm_kib": r })).collect::<Vec<_>>(),
         "invariant_violations": violations.as_ref().map(|v| v.iter().map(|(n, c)| json!({ "check": n, "rows": c })).collect::<Vec<_>>()),
@@ -473,6 +479,7 @@ async fn main() {
         }
         if !winners_per_round.is_empty() {
             println!("hot-seat winners per round: {winners_per_round:?}");
+            println!("hot-seat p99 per round (ms): {p99_per_round:?}");
         }
         for (pid, r) in &rss {
             println!("peak RSS of {pid}: {} MiB", r.map(|k| format!("{:.1}", k as f64 / 1024.0)).unwrap_or("?".into()));
