@@ -14,7 +14,7 @@ use crate::api::{self, auth::JwtKeys, rate_limit::RateLimits};
 use crate::config::{Config, ConfigError};
 use crate::idempotency::ClaimBatches;
 use crate::lock::{Redlock, RedlockConfig};
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::{db, jobs, telemetry};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +63,7 @@ impl Application {
             },
         )?;
         let listener = TcpListener::bind(config.listen_addr).await?;
-        let state = AppState {
+        let state = AppState::new(Shared {
             jwt: Arc::new(JwtKeys::new(config.jwt_secret.expose())),
             rate_limits: Arc::new(RateLimits::new(&config)),
             config: Arc::new(config),
@@ -75,7 +75,7 @@ impl Application {
             hot_seats: Arc::default(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
-        };
+        });
         Ok(Self { listener, state })
     }
 

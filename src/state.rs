@@ -14,8 +14,26 @@ use crate::idempotency::ClaimBatches;
 use crate::lock::Redlock;
 use crate::pipeline::hot_seats::HotSeats;
 
+/// Cheap to clone (one reference count): axum clones the state for every extractor and
+/// middleware that asks for it, several times per request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub config: Arc<Config>,
     pub db: PgPool,
     /// Asynchronous-commit sessions for idempotency claims and FAILED marks (see `db::claims_pool`).
