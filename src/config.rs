@@ -167,6 +167,10 @@ pub struct Config {
     /// How long an IN_PROGRESS idempotency record blocks its key before a retry may take it over.
     #[arg(long, env = "IDEMPOTENCY_LEASE_SECONDS", default_value_t = 30)]
     pub idempotency_lease_seconds: i64,
+    /// How long batched claims for contended seats wait, in all, for the holder of those seats'
+    /// lock to finish, before they go on to queue for the lock themselves.
+    #[arg(long, env = "CLAIM_BATCH_MAX_WAIT_MS", default_value_t = 100)]
+    pub claim_batch_max_wait_ms: u64,
     /// How long completed idempotency records are kept for replay.
     #[arg(long, env = "IDEMPOTENCY_RETENTION_SECONDS", default_value_t = 86_400)]
     pub idempotency_retention_seconds: i64,

@@ -66,8 +66,11 @@ impl Application {
         let state = AppState::new(Shared {
             jwt: Arc::new(JwtKeys::new(config.jwt_secret.expose())),
             rate_limits: Arc::new(RateLimits::new(&config)),
+            claim_batches: Arc::new(ClaimBatches::new(
+                db.clone(),
+                Duration::from_millis(config.claim_batch_max_wait_ms),
+            )),
             config: Arc::new(config),
-            claim_batches: Arc::new(ClaimBatches::new(db.clone())),
             db,
             claims_db,
             redlock: Arc::new(redlock),

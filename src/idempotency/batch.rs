@@ -7,6 +7,10 @@
 //! one probe. No claim waits for a batch to fill: the first one goes alone, and batches grow
 //! only as fast as claims arrive while Postgres is busy.
 //!
+//! While the seats' lock is held (the first request of a stampede is inside its critical
+//! section), a batch waits for that outcome, up to `max_wait` in all: the seats are about to be
+//! taken, and sending everyone on to the lock would only queue them there.
+//!
 //! The batch commits synchronously (on the main pool), unlike a plain claim: a settled answer
 //! must be durable before the client hears it, and this way one WAL flush per batch does it.
 //!
@@ -16,17 +20,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{Claim, ClaimToken, IdempotencyError, IdempotentRequest, SeatProbe, outcome};
+use super::{BeingDecided, Claim, ClaimToken, IdempotencyError, IdempotentRequest, SeatProbe, outcome};
 
 /// Rows per statement at most (about 130 bytes of parameters each).
 const MAX_ROWS: usize = 256;
+/// How often a waiting batch asks again.
+const WAIT_STEP: Duration = Duration::from_millis(2);
 
 /// Which claims can share a statement: the same event and the same (sorted) seats.
 type GroupKey = (Uuid, Vec<Uuid>);
@@ -43,11 +49,13 @@ pub struct ClaimBatches {
     queues: Mutex<HashMap<GroupKey, Vec<Waiter>>>,
     /// Synchronous-commit sessions: the batches' settled answers are durable when they return.
     pool: PgPool,
+    /// How long a batch may wait, in all, for the holder of the seats' lock to finish.
+    max_wait: Duration,
 }
 
 impl ClaimBatches {
-    pub fn new(pool: PgPool) -> Self {
-        Self { queues: Mutex::new(HashMap::new()), pool }
+    pub fn new(pool: PgPool, max_wait: Duration) -> Self {
+        Self { queues: Mutex::new(HashMap::new()), pool, max_wait }
     }
 
     /// Claims the key with the probe, in a batch with concurrent claims for the same seats.
@@ -84,6 +92,7 @@ impl ClaimBatches {
                 lease_ms: lease.as_millis() as i64,
                 status: probe.status,
                 body: probe.body.clone(),
+                being_decided: (probe.being_decided)(),
                 done: false,
             };
             tokio::spawn(drain.run());
@@ -103,13 +112,23 @@ struct Drain {
     lease_ms: i64,
     status: u16,
     body: Value,
+    being_decided: BeingDecided,
     /// Set once [`Drain::next_batch`] has removed the key itself.
     done: bool,
 }
 
 impl Drain {
     async fn run(mut self) {
+        let mut waiting_since: Option<Instant> = None;
         while let Some(batch) = self.next_batch() {
+            if waiting_since.get_or_insert_with(Instant::now).elapsed() < self.batches.max_wait
+                && (self.being_decided)().await
+            {
+                self.requeue(batch);
+                tokio::time::sleep(WAIT_STEP).await;
+                continue;
+            }
+            waiting_since = None;
             metrics::histogram!("holdfast_claim_batch_rows").record(batch.len() as f64);
             match self.insert(&batch).await {
                 Ok(mut rows) => {
@@ -146,6 +165,14 @@ impl Drain {
         }
         let n = queue.len().min(MAX_ROWS);
         Some(queue.drain(..n).collect())
+    }
+
+    /// Puts a batch back at the head of the queue, ahead of what arrived meanwhile.
+    fn requeue(&self, mut batch: Vec<Waiter>) {
+        let mut queues = self.batches.queues.lock().expect("not poisoned");
+        let queue = queues.get_mut(&self.group).expect("the key stays while its drain runs");
+        batch.append(queue);
+        *queue = batch;
     }
 
     /// One statement: probe the seats once, insert every claim settled (seats taken) or

@@ -18,6 +18,7 @@ mod batch;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::pool::PoolConnection;
@@ -74,7 +75,14 @@ pub struct SeatProbe<'a> {
     pub wanted: &'a (dyn Fn() -> bool + Send + Sync),
     /// Where probed claims for the same seats are gathered.
     pub batches: &'a Arc<ClaimBatches>,
+    /// Makes the check a batch runs before it inserts (asked once per batch drain).
+    pub being_decided: &'a (dyn Fn() -> BeingDecided + Send + Sync),
 }
+
+/// Whether the probed seats are being decided right now: someone holds their lock, inside
+/// the critical section that may take them. A batch that would find them free waits a moment
+/// for that outcome, instead of sending every claim in it on to queue for the lock.
+pub type BeingDecided = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
 
 /// SHA-256 over method, path and the canonical JSON body, separated so that no two different
 /// requests can produce the same input.

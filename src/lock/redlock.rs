@@ -141,6 +141,23 @@ impl Redlock {
         self.nodes.iter().map(|n| n.label.as_str())
     }
 
+    /// Whether a majority of nodes hold a key on any of these resources right now: someone is
+    /// inside their critical section. A hint for callers that would rather wait for that
+    /// outcome than queue for the lock; a node that fails to answer in time counts as "no".
+    pub async fn is_locked(&self, resources: &[String]) -> bool {
+        let keys = self.keys(resources);
+        let replies = join_all(self.nodes.iter().map(|node| {
+            let mut conn = node.conn.clone();
+            let exists = redis::cmd("EXISTS").arg(&keys).to_owned();
+            async move {
+                let reply = tokio::time::timeout(self.config.node_timeout, exists.query_async::<u64>(&mut conn)).await;
+                matches!(reply, Ok(Ok(n)) if n > 0)
+            }
+        }))
+        .await;
+        replies.into_iter().filter(|held| *held).count() >= self.quorum()
+    }
+
     fn keys(&self, resources: &[String]) -> Vec<String> {
         let mut keys: Vec<String> = resources.iter().map(|r| format!("{}{}", self.config.key_prefix, r)).collect();
         keys.sort();

@@ -17,7 +17,7 @@ use crate::db::holds::Target;
 use crate::db::inventories::{self, NightRow, NightsPatch};
 use crate::db::{bookings, events, holds, resources};
 use crate::domain::{NewEvent, Nights, SeatIds, SlotRules, Ttl, ValidationError};
-use crate::idempotency::{ClaimBatches, SeatProbe};
+use crate::idempotency::{BeingDecided, ClaimBatches, SeatProbe};
 use crate::state::AppState;
 
 /// The answer a seat-claiming command gets when its seats are already taken (the claim fills
@@ -199,6 +199,7 @@ impl Command {
         &'a self,
         wanted: &'a (dyn Fn() -> bool + Send + Sync),
         batches: &'a Arc<ClaimBatches>,
+        being_decided: &'a (dyn Fn() -> BeingDecided + Send + Sync),
     ) -> Option<SeatProbe<'a>> {
         match self {
             Command::CreateHold { event_id, seat_ids, .. } | Command::BookSeats { event_id, seat_ids, .. } => {
@@ -209,10 +210,16 @@ impl Command {
                     body: &SEAT_UNAVAILABLE,
                     wanted,
                     batches,
+                    being_decided,
                 })
             }
             _ => None,
         }
+    }
+
+    /// The lock resources of the seats a seat-claiming command asks for.
+    pub(super) fn requested_seat_resources(&self) -> Vec<String> {
+        seat_resources(self.requested_seats())
     }
 
     /// The seats a seat-claiming command asks for (empty for the others).

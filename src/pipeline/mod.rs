@@ -15,6 +15,7 @@ mod commands;
 pub mod hot_seats;
 pub mod views;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
@@ -25,7 +26,7 @@ pub use commands::{Caller, Command, visible_booking, visible_hold};
 
 use crate::api::error::ApiError;
 use crate::db::audit;
-use crate::idempotency::{self, Claim, ClaimToken, IdempotentRequest};
+use crate::idempotency::{self, BeingDecided, Claim, ClaimToken, IdempotentRequest};
 use crate::lock::{Lock, LockError};
 use crate::state::AppState;
 
@@ -86,7 +87,14 @@ async fn execute(
             let started = Instant::now();
             let lease = Duration::from_secs(state.config.idempotency_lease_seconds as u64);
             let is_hot = || state.hot_seats.any_hot(command.requested_seats());
-            let probe = command.seat_probe(&is_hot, &state.claim_batches);
+            let being_decided = || -> BeingDecided {
+                let (redlock, resources) = (state.redlock.clone(), command.requested_seat_resources());
+                Arc::new(move || {
+                    let (redlock, resources) = (redlock.clone(), resources.clone());
+                    Box::pin(async move { redlock.is_locked(&resources).await })
+                })
+            };
+            let probe = command.seat_probe(&is_hot, &state.claim_batches, &being_decided);
             let claim = idempotency::claim(&state.claims_db, req, lease, probe.as_ref()).await;
             stage("claim", started);
             match claim? {
@@ -168,6 +176,8 @@ async fn plan_lock_apply(
         let lock = state
             .redlock
             .acquire(&plan.resources, command.lock_patience(&plan), || async {
+                // Contended: others want these seats now. The next claims for them go in batches.
+                state.hot_seats.mark(command.requested_seats());
                 let why = command.why_give_up(state, &plan).await.unwrap_or_default();
                 let keep_trying = why.is_none();
                 *gave_up.lock().expect("not poisoned") = why;

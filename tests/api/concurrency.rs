@@ -156,3 +156,61 @@ async fn a_transaction_refuses_to_commit_on_a_lock_with_too_little_validity_left
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("holdfast_commits_refused_total{reason=\"lock_validity\"}"), "{metrics}");
 }
+
+/// Claims that arrive while the first request of a stampede sits inside its critical section
+/// (holding the seat's lock) wait in their batch for its outcome, then settle with it: none of
+/// them becomes an execution that queues for the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_arriving_while_the_winner_holds_the_lock_wait_for_its_outcome() {
+    let app = Arc::new(
+        spawn_app_with(|c| {
+            c.fault_post_lock_delay_ms = 600; // every lock holder lingers inside
+            c.claim_batch_max_wait_ms = 10_000;
+        })
+        .await,
+    );
+    let event = app.create_event(1, 1, 5).await;
+    let seat = event.seats[0];
+    let locks_taken = app.metric("holdfast_lock_acquisitions_total", "outcome=\"acquired\"").await;
+
+    let alice = tokio::spawn({
+        let app = app.clone();
+        async move { app.hold("alice", event.id, &[seat], "alice-1").await }
+    });
+    let deadline = std::time::Duration::from_secs(10);
+    eventually("alice holds the seat's lock", deadline, || async {
+        app.metric("holdfast_lock_acquisitions_total", "outcome=\"acquired\"").await > locks_taken
+    })
+    .await;
+    // Bob's attempt finds the lock taken: the seat is contended from now on.
+    let taken_replies = app.metric("holdfast_lock_node_replies_total", "reply=\"taken\"").await;
+    let bob = tokio::spawn({
+        let app = app.clone();
+        async move { app.hold("bob", event.id, &[seat], "bob-1").await }
+    });
+    eventually("bob's lock attempt is refused", deadline, || async {
+        app.metric("holdfast_lock_node_replies_total", "reply=\"taken\"").await > taken_replies
+    })
+    .await;
+    let claimed = app.metric("holdfast_idempotency_outcomes_total", "outcome=\"claimed\"").await;
+
+    let burst = join_all((0..20).map(|i| {
+        let app = app.clone();
+        async move { app.hold(&format!("fan-{i}"), event.id, &[seat], &format!("fan-{i}")).await }
+    }))
+    .await;
+
+    assert_eq!(alice.await.unwrap().status, StatusCode::CREATED);
+    let bob = bob.await.unwrap();
+    assert_eq!(bob.status, StatusCode::CONFLICT, "{bob:?}");
+    assert!(["SEAT_UNAVAILABLE", "SEAT_LOCKED"].contains(&bob.code()), "bob's retries may run out first: {bob:?}");
+    for response in &burst {
+        response.assert_problem(409, "SEAT_UNAVAILABLE");
+    }
+    assert_eq!(
+        app.metric("holdfast_idempotency_outcomes_total", "outcome=\"claimed\"").await,
+        claimed,
+        "no claim of the burst became an execution"
+    );
+    app.assert_invariants().await;
+}

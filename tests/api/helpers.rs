@@ -294,6 +294,20 @@ impl TestApp {
     pub async fn assert_invariants(&self) {
         assert_invariants(&self.db).await;
     }
+
+    /// The sum of a metric's series on /metrics whose labels contain `labels` (e.g.
+    /// `outcome="claimed"`; empty for all), or 0 when there is none yet.
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let text = self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix(name)?;
+                let (series, value) = rest.rsplit_once(' ')?;
+                (series.is_empty() || series.starts_with('{')).then_some(())?;
+                series.contains(labels).then(|| value.parse::<f64>().unwrap())
+            })
+            .sum()
+    }
 }
 
 /// The booking invariants (`holdfast::db::invariants`), read straight from the database.

@@ -195,15 +195,6 @@ async fn the_background_job_recovers_stale_records_and_purges_old_ones() {
     .await;
 }
 
-/// How many batched claim statements the app has sent (`holdfast_claim_batch_rows_count`).
-async fn claim_batches_sent(app: &crate::helpers::TestApp) -> u64 {
-    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("holdfast_claim_batch_rows_count "))
-        .map(|v| v.trim().parse::<f64>().unwrap() as u64)
-        .unwrap_or(0)
-}
-
 /// Claims for a seat that is turning requests away share one statement per batch. Every
 /// rule of the key still holds inside a batch: the winner's retry replays its 201, a reused
 /// key is 422, duplicates of one key execute once, and each loser hears SEAT_UNAVAILABLE.
@@ -217,7 +208,7 @@ async fn batched_claims_on_a_hot_seat_keep_every_rule_of_the_key() {
     assert_eq!(app.hold("carol", event.id, &[other], "carol-1").await.status, StatusCode::CREATED);
     // A refusal makes the seat hot on this instance: later claims for it go in batches.
     app.hold("bob", event.id, &[seat], "bob-0").await.assert_problem(409, "SEAT_UNAVAILABLE");
-    let batches_before = claim_batches_sent(&app).await;
+    let batches_before = app.metric("holdfast_claim_batch_rows_count", "").await;
 
     let mut sends: Vec<(&str, String)> = (0..30).map(|i| ("fan", format!("fan-{i}"))).collect();
     sends.extend([("alice", "alice-1".to_owned()), ("alice", "alice-1".to_owned())]);
@@ -252,7 +243,10 @@ async fn batched_claims_on_a_hot_seat_keep_every_rule_of_the_key() {
         .unwrap();
     assert_eq!(records, 1);
     assert_eq!(app.count("select count(*) from holds").await, 2, "nothing but the two first holds");
-    assert!(claim_batches_sent(&app).await > batches_before, "the burst went through batched claims");
+    assert!(
+        app.metric("holdfast_claim_batch_rows_count", "").await > batches_before,
+        "the burst went through batched claims"
+    );
 
     // A stored refusal is replayed later, from the record, like any other answer.
     let replay = app.hold("fan-0", event.id, &[seat], "fan-0").await;
@@ -274,7 +268,7 @@ async fn a_hot_seat_that_frees_up_is_won_by_exactly_one_batched_claim() {
     let release =
         app.send(Method::DELETE, &format!("/v1/holds/{}", held.id()), Some(&app.token("alice")), None, None).await;
     assert_eq!(release.status, StatusCode::NO_CONTENT);
-    let batches_before = claim_batches_sent(&app).await;
+    let batches_before = app.metric("holdfast_claim_batch_rows_count", "").await;
 
     let responses = join_all((0..30).map(|i| {
         let app = app.clone();
@@ -288,6 +282,9 @@ async fn a_hot_seat_that_frees_up_is_won_by_exactly_one_batched_claim() {
         assert_eq!(loser.status, StatusCode::CONFLICT, "{loser:?}");
         assert!(["SEAT_UNAVAILABLE", "SEAT_LOCKED"].contains(&loser.code()), "{loser:?}");
     }
-    assert!(claim_batches_sent(&app).await > batches_before, "the burst went through batched claims");
+    assert!(
+        app.metric("holdfast_claim_batch_rows_count", "").await > batches_before,
+        "the burst went through batched claims"
+    );
     app.assert_invariants().await;
 }
