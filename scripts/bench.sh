@@ -119,7 +119,11 @@ answers = {}
 for r in runs:
     for k, v in r['answers'].items(): answers[k] = answers.get(k, 0) + v
 print("  answers (all runs):", ", ".join(f"{k}: {v}" for k, v in sorted(answers.items())))
-if runs[0]['hot_seat_winners_per_round']: print("  winners per round:", [r['hot_seat_winners_per_round'] for r in runs])
+if runs[0]['hot_seat_winners_per_round']:
+    print("  winners per round:", [r['hot_seat_winners_per_round'] for r in runs])
+    per_round = [r['hot_seat_p99_ms_per_round'] for r in runs]
+    print("  p99 per round (ms):", [[round(x) for x in rs] for rs in per_round])
+    print("  median p99 of round n:", [round(med(list(xs))) for xs in zip(*per_round)])
 print("  /ready after each run:", [r['ready_after'] for r in runs])
 bad = [r['invariant_violations'] for r in runs if r['invariant_violations']]
 print("  invariants:", "VIOLATED " + str(bad) if bad else "all hold after every run")
