@@ -42,7 +42,7 @@ pub struct Shared {
     pub jwt: Arc<JwtKeys>,
     pub rate_limits: Arc<RateLimits>,
     pub metrics: PrometheusHandle,
-    /// Seats that recently turned requests away (see `pipeline::hot_seats`).
+    /// Seats that are contended right now (see `pipeline::hot_seats`).
     pub hot_seats: Arc<HotSeats>,
     /// Claims for the same hot seats, sent as one statement (see `idempotency::ClaimBatches`).
     pub claim_batches: Arc<ClaimBatches>,

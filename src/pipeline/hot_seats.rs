@@ -1,9 +1,11 @@
-//! Seats that recently turned requests away, remembered per instance for a moment.
+//! Seats that are contended right now (one of their requests was refused, or found their lock
+//! taken), remembered per instance for a moment.
 //!
 //! Claims for a hot seat are gathered into batched statements that probe the seat once,
 //! settling every claim in the batch at once when it is taken; a claim for a cold seat stays a
-//! plain insert, so ordinary traffic pays nothing for the probe or the batching. Being wrong either way is harmless:
-//! a cold seat that is taken is refused by the transaction, a hot seat that is free is claimed.
+//! plain insert, so ordinary traffic pays nothing for the probe or the batching. Being wrong
+//! either way is harmless: a cold seat that is taken is refused by the transaction, a hot seat
+//! that is free is claimed.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
