@@ -188,8 +188,8 @@ async fn claims_arriving_while_the_winner_holds_the_lock_wait_for_its_outcome() 
         let app = app.clone();
         async move { app.hold("bob", event.id, &[seat], "bob-1").await }
     });
-    eventually("bob's lock attempt is refused", deadline, || async {
-        app.metric("holdfast_lock_node_replies_total", "reply=\"taken\"").await > taken_replies
+    eventually("a majority of nodes refuse bob's lock attempt", deadline, || async {
+        app.metric("holdfast_lock_node_replies_total", "reply=\"taken\"").await >= taken_replies + 2.0
     })
     .await;
     let claimed = app.metric("holdfast_idempotency_outcomes_total", "outcome=\"claimed\"").await;
