@@ -247,6 +247,9 @@ async fn batched_claims_on_a_hot_seat_keep_every_rule_of_the_key() {
         app.metric("holdfast_claim_batch_rows_count", "").await > batches_before,
         "the burst went through batched claims"
     );
+    // Rows per batch have buckets of their own, not the latency buckets.
+    assert!(app.metric("holdfast_claim_batch_rows_bucket", "le=\"256\"").await > 0.0);
+    assert_eq!(app.metric("holdfast_claim_batch_rows_bucket", "le=\"0.001\"").await, 0.0);
 
     // A stored refusal is replayed later, from the record, like any other answer.
     let replay = app.hold("fan-0", event.id, &[seat], "fan-0").await;
