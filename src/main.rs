@@ -2,6 +2,8 @@ use std::process::ExitCode;
 
 // mimalloc instead of glibc malloc: under a burst of concurrent requests, glibc's arena locks
 // showed up in the profile (malloc/free about 15% of holdfast's samples, with lock waits).
+// Built with `no_thp`: mimalloc would otherwise madvise its arenas for transparent huge pages,
+// and every page it reuses after a purge then faults in (and zeroes) 2 MiB at a time.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Duration;
