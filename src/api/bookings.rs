@@ -28,7 +28,7 @@ pub struct BookSeatsBody {
     summary = "Book seats directly, all or none",
     params(("event_id" = Uuid, Path, description = "Event id"), crate::api::openapi::IdempotencyKey),
     request_body = BookSeatsBody,
-    responses((status = 201, description = "Booked", body = crate::pipeline::views::BookingView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "SEAT_UNAVAILABLE, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    responses((status = 201, description = "Booked", body = crate::pipeline::views::BookingView), (status = 409, description = "SEAT_UNAVAILABLE, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn book_seats(
@@ -95,7 +95,7 @@ pub async fn list_bookings(
     post, path = "/v1/bookings/{booking_id}/cancel", tag = "bookings",
     summary = "Cancel a booking and give back what it held",
     params(("booking_id" = Uuid, Path, description = "Booking id"), crate::api::openapi::IdempotencyKey),
-    responses((status = 200, description = "Cancelled (or already cancelled)", body = crate::pipeline::views::BookingView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "OUTSIDE_CANCELLATION_WINDOW (slots; admins may override), CONCURRENT_MODIFICATION, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    responses((status = 200, description = "Cancelled (or already cancelled)", body = crate::pipeline::views::BookingView), (status = 409, description = "OUTSIDE_CANCELLATION_WINDOW (slots; admins may override), CONCURRENT_MODIFICATION, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn cancel_booking(

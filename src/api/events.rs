@@ -31,7 +31,7 @@ pub struct CreateEventBody {
     summary = "Create an event with its seats (admin)",
     params(crate::api::openapi::IdempotencyKey),
     request_body = CreateEventBody,
-    responses((status = 201, description = "Created", body = crate::pipeline::views::EventView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
+    responses((status = 201, description = "Created", body = crate::pipeline::views::EventView), crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn create_event(

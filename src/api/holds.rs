@@ -26,7 +26,7 @@ pub struct CreateHoldBody {
     summary = "Hold seats, all or none",
     params(("event_id" = Uuid, Path, description = "Event id"), crate::api::openapi::IdempotencyKey),
     request_body = CreateHoldBody,
-    responses((status = 201, description = "Held", body = crate::pipeline::views::HoldView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "SEAT_UNAVAILABLE (taken; names the seats), SEAT_LOCKED (retry), IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    responses((status = 201, description = "Held", body = crate::pipeline::views::HoldView), (status = 409, description = "SEAT_UNAVAILABLE (taken; names the seats), SEAT_LOCKED (retry), IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn create_hold(
@@ -71,7 +71,7 @@ pub struct ExtendHoldBody {
     summary = "Extend a live hold",
     params(("hold_id" = Uuid, Path, description = "Hold id"), crate::api::openapi::IdempotencyKey),
     request_body = ExtendHoldBody,
-    responses((status = 200, description = "Extended", body = crate::pipeline::views::HoldView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "HOLD_EXPIRED, HOLD_NOT_ACTIVE, HOLD_LIFETIME_EXCEEDED (with latest_expiry), CONCURRENT_MODIFICATION, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    responses((status = 200, description = "Extended", body = crate::pipeline::views::HoldView), (status = 409, description = "HOLD_EXPIRED, HOLD_NOT_ACTIVE, HOLD_LIFETIME_EXCEEDED (with latest_expiry), CONCURRENT_MODIFICATION, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn extend_hold(
@@ -109,7 +109,7 @@ pub fn parse_payment_reference(reference: Option<String>) -> Result<Option<Strin
     summary = "Confirm a hold into a booking (any kind)",
     params(("hold_id" = Uuid, Path, description = "Hold id"), crate::api::openapi::IdempotencyKey),
     request_body = Option<ConfirmHoldBody>,
-    responses((status = 201, description = "Booked", body = crate::pipeline::views::BookingView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "HOLD_EXPIRED, HOLD_NOT_ACTIVE, CONCURRENT_MODIFICATION, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    responses((status = 201, description = "Booked", body = crate::pipeline::views::BookingView), (status = 409, description = "HOLD_EXPIRED, HOLD_NOT_ACTIVE, CONCURRENT_MODIFICATION, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn confirm_hold(
@@ -131,7 +131,7 @@ pub async fn confirm_hold(
     delete, path = "/v1/holds/{hold_id}", tag = "holds",
     summary = "Release a hold (idempotent; the key is optional)",
     params(("hold_id" = Uuid, Path, description = "Hold id"), crate::api::openapi::OptionalIdempotencyKey),
-    responses((status = 204, description = "Released, or already released or expired", headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "HOLD_NOT_ACTIVE (confirmed), SEAT_LOCKED", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    responses((status = 204, description = "Released, or already released or expired"), (status = 409, description = "HOLD_NOT_ACTIVE (confirmed), SEAT_LOCKED", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn release_hold(

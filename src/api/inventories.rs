@@ -37,7 +37,7 @@ pub struct CreateInventoryBody {
     summary = "Create a quantity inventory with a capacity per night (admin)",
     params(crate::api::openapi::IdempotencyKey),
     request_body = CreateInventoryBody,
-    responses((status = 201, description = "Created", body = crate::pipeline::views::InventoryView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
+    responses((status = 201, description = "Created", body = crate::pipeline::views::InventoryView), crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn create_inventory(
@@ -79,7 +79,7 @@ pub struct PatchNightsBody {
     summary = "Change capacity, stop-sell or allowance for a range of nights (admin)",
     params(("inventory_id" = Uuid, Path, description = "Inventory id"), crate::api::openapi::OptionalIdempotencyKey),
     request_body = PatchNightsBody,
-    responses((status = 200, description = "The nights after the change", body = crate::pipeline::views::NightsView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "CAPACITY_BELOW_SOLD (names the night and what is sold), SEAT_LOCKED", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
+    responses((status = 200, description = "The nights after the change", body = crate::pipeline::views::NightsView), (status = 409, description = "CAPACITY_BELOW_SOLD (names the night and what is sold), SEAT_LOCKED", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn patch_nights(
@@ -148,7 +148,7 @@ pub struct CreateRoomHoldBody {
     summary = "Hold units on every night of a stay, all or none",
     params(("inventory_id" = Uuid, Path, description = "Inventory id"), crate::api::openapi::IdempotencyKey),
     request_body = CreateRoomHoldBody,
-    responses((status = 201, description = "Held", body = crate::pipeline::views::HoldView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "INSUFFICIENT_INVENTORY (names the first short night and how many are left), SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    responses((status = 201, description = "Held", body = crate::pipeline::views::HoldView), (status = 409, description = "INSUFFICIENT_INVENTORY (names the first short night and how many are left), SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn create_room_hold(

@@ -74,7 +74,9 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
 /// The OpenAPI 3.1 document of every route (served at `/openapi.json`).
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     let (v1, ops) = routes();
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(v1).merge(ops).into_openapi()
+    let mut doc = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(v1).merge(ops).into_openapi();
+    openapi::document_replays(&mut doc);
+    doc
 }
 
 pub fn router(state: AppState) -> Router {

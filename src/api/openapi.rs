@@ -6,6 +6,9 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 use uuid::Uuid;
@@ -40,6 +43,31 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
+    }
+}
+
+/// Every operation that takes an `Idempotency-Key` may answer with a stored reply, so its
+/// success responses document the `Idempotent-Replayed` header. Applied once to the merged
+/// document, from the parameter itself, rather than written out on each route.
+pub fn document_replays(doc: &mut utoipa::openapi::OpenApi) {
+    let header = HeaderBuilder::new()
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .description(Some("`true` when this is the stored answer to an earlier request with the same key"))
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for operation in operations.into_iter().flatten() {
+            let keyed =
+                operation.parameters.iter().flatten().any(|p| matches!(p, RefOr::T(p) if p.name == "Idempotency-Key"));
+            if !keyed {
+                continue;
+            }
+            for (status, response) in &mut operation.responses.responses {
+                if let (true, RefOr::T(response)) = (status.starts_with('2'), response) {
+                    response.headers.insert("Idempotent-Replayed".to_owned(), RefOr::T(header.clone()));
+                }
+            }
+        }
     }
 }
 

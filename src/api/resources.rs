@@ -44,7 +44,7 @@ pub struct CreateResourceBody {
     summary = "Create a bookable resource with its rules (admin)",
     params(crate::api::openapi::IdempotencyKey),
     request_body = CreateResourceBody,
-    responses((status = 201, description = "Created", body = crate::pipeline::views::ResourceView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
+    responses((status = 201, description = "Created", body = crate::pipeline::views::ResourceView), crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn create_resource(
@@ -178,7 +178,7 @@ pub struct SlotBody {
     description = "422 codes: SLOT_MISALIGNED, SLOT_IN_PAST, SLOT_INSIDE_NOTICE_PERIOD, SLOT_OUTSIDE_OPENING_HOURS.",
     params(("resource_id" = Uuid, Path, description = "Resource id"), crate::api::openapi::IdempotencyKey),
     request_body = SlotBody,
-    responses((status = 201, description = "Held", body = crate::pipeline::views::HoldView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "SLOT_UNAVAILABLE (with the conflicting interval), SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    responses((status = 201, description = "Held", body = crate::pipeline::views::HoldView), (status = 409, description = "SLOT_UNAVAILABLE (with the conflicting interval), SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn create_slot_hold(
@@ -209,7 +209,7 @@ pub struct RescheduleBody {
     description = "422 codes as for slot holds.",
     params(("booking_id" = Uuid, Path, description = "Booking id"), crate::api::openapi::IdempotencyKey),
     request_body = RescheduleBody,
-    responses((status = 200, description = "Moved", body = crate::pipeline::views::BookingView, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "SLOT_UNAVAILABLE, OUTSIDE_CANCELLATION_WINDOW, BOOKING_NOT_ACTIVE, CONCURRENT_MODIFICATION, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    responses((status = 200, description = "Moved", body = crate::pipeline::views::BookingView), (status = 409, description = "SLOT_UNAVAILABLE, OUTSIDE_CANCELLATION_WINDOW, BOOKING_NOT_ACTIVE, CONCURRENT_MODIFICATION, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn reschedule_booking(
