@@ -75,6 +75,11 @@ struct Args {
     json: bool,
 }
 
+/// Latencies in microseconds, from 1 µs to 60 s, 3 significant digits.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
 struct Recorder {
     latency: BTreeMap<&'static str, Histogram<u64>>,
     answers: BTreeMap<String, u64>,
@@ -86,20 +91,13 @@ impl Recorder {
     }
 
     fn record(&mut self, op: &'static str, took: Duration, answer: &str) {
-        self.latency
-            .entry(op)
-            .or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).unwrap())
-            .saturating_record(took.as_micros() as u64);
+        self.latency.entry(op).or_insert_with(latency_histogram).saturating_record(took.as_micros() as u64);
         *self.answers.entry(format!("{op} {answer}")).or_default() += 1;
     }
 
     fn merge(&mut self, other: Recorder) {
         for (op, h) in other.latency {
-            self.latency
-                .entry(op)
-                .or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).unwrap())
-                .add(h)
-                .unwrap();
+            self.latency.entry(op).or_insert_with(latency_histogram).add(h).unwrap();
         }
         for (k, v) in other.answers {
             *self.answers.entry(k).or_default() += v;
@@ -290,14 +288,14 @@ async fn main() {
                     })
                     .collect();
                 let mut winners = 0;
-                let mut round = Recorder::new();
+                let mut round = latency_histogram();
                 for task in tasks {
                     let (won, took) = task.await.unwrap();
                     winners += won as usize;
-                    round.record("hold", took, "");
+                    round.saturating_record(took.as_micros() as u64);
                 }
                 winners_per_round.push(winners);
-                p99_per_round.push(round.latency["hold"].value_at_quantile(0.99) as f64 / 1000.0);
+                p99_per_round.push(round.value_at_quantile(0.99) as f64 / 1000.0);
             }
         }
         Scenario::Spread | Scenario::Browse => {
