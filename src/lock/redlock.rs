@@ -145,10 +145,9 @@ impl Redlock {
     /// inside their critical section. A hint for callers that would rather wait for that
     /// outcome than queue for the lock; a node that fails to answer in time counts as "no".
     pub async fn is_locked(&self, resources: &[String]) -> bool {
-        let keys = self.keys(resources);
+        let exists = redis::cmd("EXISTS").arg(self.keys(resources)).to_owned();
         let replies = join_all(self.nodes.iter().map(|node| {
-            let mut conn = node.conn.clone();
-            let exists = redis::cmd("EXISTS").arg(&keys).to_owned();
+            let (mut conn, exists) = (node.conn.clone(), &exists);
             async move {
                 let reply = tokio::time::timeout(self.config.node_timeout, exists.query_async::<u64>(&mut conn)).await;
                 matches!(reply, Ok(Ok(n)) if n > 0)
