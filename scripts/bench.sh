@@ -81,7 +81,7 @@ for run in $(seq 1 "$runs"); do
   targets=""
   for i in $(seq 1 "$instances"); do
     port=$((18180 + i))
-    RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 LISTEN_ADDR=127.0.0.1:$port RUST_LOG=warn \
+    RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 HOLD_MAX_LIVE_PER_USER=0 LISTEN_ADDR=127.0.0.1:$port RUST_LOG=warn \
       REDIS_KEY_PREFIX="bench:$run:" DATABASE_MAX_CONNECTIONS=${BENCH_POOL:-20} \
       "${HOLDFAST_BIN:-target/release/holdfast}" serve >/dev/null 2>&1 &
     pids+=($!)

@@ -38,23 +38,40 @@ impl FromStr for Secret {
     }
 }
 
+/// A connection URL with its secrets hidden: the password of `user:password@`, and the value
+/// of a `password=` query parameter (as libpq and sqlx accept it).
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme) = out.find("://") {
+        let authority_end = out[scheme + 3..].find(['/', '?', '#']).map_or(out.len(), |i| scheme + 3 + i);
+        if let Some(at) = out[scheme + 3..authority_end].rfind('@') {
+            let at = scheme + 3 + at;
+            if let Some(colon) = out[scheme + 3..at].find(':') {
+                out.replace_range(scheme + 3 + colon + 1..at, "[redacted]");
+            }
+        }
+    }
+    if let Some(query) = out.find('?') {
+        let (head, tail) = out.split_at(query + 1);
+        let params: Vec<String> = tail
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=[redacted]"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out = format!("{head}{}", params.join("&"));
+    }
+    out
+}
+
 /// Database URL with its password redacted in `Debug`.
 #[derive(Clone)]
 pub struct DatabaseUrl(pub String);
 
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redacted = match (self.0.find("://"), self.0.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                let creds = &self.0[scheme + 3..at];
-                match creds.find(':') {
-                    Some(colon) => format!("{}{}:[redacted]{}", &self.0[..scheme + 3], &creds[..colon], &self.0[at..]),
-                    None => self.0.clone(),
-                }
-            }
-            _ => self.0.clone(),
-        };
-        write!(f, "{redacted:?}")
+        write!(f, "{:?}", redact_url(&self.0))
     }
 }
 
@@ -68,9 +85,16 @@ impl FromStr for DatabaseUrl {
     }
 }
 
-/// Comma-separated list, as used by `REDIS_URLS` and `TRUSTED_PROXIES`.
-#[derive(Clone, Debug, Default)]
+/// Comma-separated list, as used by `REDIS_URLS` and `TRUSTED_PROXIES`. `Debug` redacts any
+/// password an item carries (Redis URLs may).
+#[derive(Clone, Default)]
 pub struct CommaList(pub Vec<String>);
+
+impl fmt::Debug for CommaList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|item| redact_url(item))).finish()
+    }
+}
 
 impl FromStr for CommaList {
     type Err = String;
@@ -137,9 +161,19 @@ pub struct Config {
     #[arg(long, env = "REDLOCK_COMMIT_MARGIN_MS", default_value_t = 1000)]
     pub redlock_commit_margin_ms: u64,
 
-    /// HS256 secret for bearer tokens (at least 16 characters).
+    /// HS256 secret for bearer tokens (at least 16 characters). Required unless JWT_JWKS_PATH is set.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Secret,
+    pub jwt_secret: Option<Secret>,
+    /// A JWKS file (JSON) with the identity provider's public keys: RS256 and ES256 tokens are
+    /// verified with the key their `kid` names.
+    #[arg(long, env = "JWT_JWKS_PATH")]
+    pub jwt_jwks_path: Option<std::path::PathBuf>,
+    /// When set, a token's `iss` must equal it.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// When set, a token's `aud` must contain it.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
 
     /// Upper bound on handling one request; answers 504 TIMEOUT past it.
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10000)]
@@ -211,6 +245,31 @@ pub struct Config {
     /// How long shutdown waits for in-flight work.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
+    /// On SIGTERM, how long the instance keeps serving while `/ready` answers 503, so that load
+    /// balancers take it out of rotation before it stops accepting connections.
+    #[arg(long, env = "SHUTDOWN_DRAIN_SECONDS", default_value_t = 5)]
+    pub shutdown_drain_seconds: u64,
+
+    /// How long a client may take to send a request's headers before its connection is closed
+    /// (a bound on slow-header clients).
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_header_read_timeout_ms: u64,
+    /// Most open client connections per instance; further connections wait in the kernel's
+    /// accept queue until one closes.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub http_max_connections: usize,
+    /// Serve `/metrics` on this separate address as well (for example an internal port that
+    /// the public load balancer does not expose). Unset: only on `LISTEN_ADDR`.
+    #[arg(long, env = "METRICS_LISTEN_ADDR")]
+    pub metrics_listen_addr: Option<SocketAddr>,
+
+    /// Most live (HELD, unexpired) holds one user may have at once, of every kind (0 turns the
+    /// cap off). Past it, a new hold answers 409 TOO_MANY_HOLDS.
+    #[arg(long, env = "HOLD_MAX_LIVE_PER_USER", default_value_t = 5)]
+    pub hold_max_live_per_user: i64,
+    /// How far ahead a slot may be held or booked, in days from now.
+    #[arg(long, env = "RESOURCE_BOOKING_HORIZON_DAYS", default_value_t = 365)]
+    pub resource_booking_horizon_days: i64,
 
     /// Fault injection for tests only: sleep this long after the lock-validity check, just before COMMIT,
     /// to stand for a process paused at the worst moment. Never set in production.
@@ -221,7 +280,17 @@ pub struct Config {
     /// transaction begins, so a test can freeze the process (SIGSTOP) while it holds locks.
     #[arg(long, env = "HOLDFAST_FAULT_POST_LOCK_DELAY_MS", default_value_t = 0, hide = true)]
     pub fault_post_lock_delay_ms: u64,
+
+    /// Fault injection for tests only: the first command of this name (e.g. `create_hold`)
+    /// executed after start-up panics inside its transaction, to stand for a bug. Never set in
+    /// production.
+    #[arg(long, env = "HOLDFAST_FAULT_PANIC_ONCE", hide = true)]
+    pub fault_panic_once: Option<String>,
 }
+
+/// The most seats one hold may ask for, whatever `HOLD_MAX_SEATS` says: with prices bounded
+/// (see [`crate::domain::MAX_PRICE_CENTS`]) no total can overflow.
+pub const MAX_HOLD_SEATS: usize = 1000;
 
 /// `10.0.0.0/8` or a single address (as a /32 or /128).
 pub(crate) fn parse_net(value: &str) -> Option<IpNet> {
@@ -236,6 +305,9 @@ impl Config {
     /// Checks the relations between settings that clap cannot see one at a time.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: &str| Err(ConfigError(m.to_owned()));
+        if self.jwt_secret.is_none() && self.jwt_jwks_path.is_none() {
+            return err("set JWT_SECRET (HS256) or JWT_JWKS_PATH (RS256/ES256 public keys), or both");
+        }
         if self.redis_urls.0.is_empty() {
             return err("REDIS_URLS must name at least one Redis node");
         }
@@ -267,9 +339,38 @@ impl Config {
             return err("DATABASE_MAX_CONNECTIONS and JOB_BATCH_SIZE must be positive");
         }
         for proxy in &self.trusted_proxies.0 {
-            if proxy.parse::<IpAddr>().is_err() {
-                return Err(ConfigError(format!("TRUSTED_PROXIES: {proxy:?} is not an IP address")));
+            if parse_net(proxy).is_none() {
+                return Err(ConfigError(format!(
+                    "TRUSTED_PROXIES: {proxy:?} is neither an IP address nor a CIDR range (e.g. 10.0.0.0/8)"
+                )));
             }
+        }
+        // Settings that would spin a loop or make every call fail at once.
+        let positive = [
+            ("HOLD_SWEEP_INTERVAL_MS", self.hold_sweep_interval_ms),
+            ("IDEMPOTENCY_SWEEP_INTERVAL_MS", self.idempotency_sweep_interval_ms),
+            ("REDIS_TIMEOUT_MS", self.redis_timeout_ms),
+            ("REQUEST_TIMEOUT_MS", self.request_timeout_ms),
+            ("DATABASE_ACQUIRE_TIMEOUT_MS", self.database_acquire_timeout_ms),
+            ("DATABASE_STATEMENT_TIMEOUT_MS", self.database_statement_timeout_ms),
+            ("DATABASE_LOCK_TIMEOUT_MS", self.database_lock_timeout_ms),
+            ("HTTP_HEADER_READ_TIMEOUT_MS", self.http_header_read_timeout_ms),
+            ("MAX_BODY_BYTES", self.max_body_bytes as u64),
+            ("HTTP_MAX_CONNECTIONS", self.http_max_connections as u64),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be positive (0 would spin or refuse everything)")));
+            }
+        }
+        if self.hold_max_seats > MAX_HOLD_SEATS {
+            return Err(ConfigError(format!("HOLD_MAX_SEATS must be at most {MAX_HOLD_SEATS}")));
+        }
+        if self.hold_max_live_per_user < 0 {
+            return err("HOLD_MAX_LIVE_PER_USER must not be negative (0 turns the cap off)");
+        }
+        if !(1..=3660).contains(&self.resource_booking_horizon_days) {
+            return err("RESOURCE_BOOKING_HORIZON_DAYS must be between 1 and 3660");
         }
         Ok(())
     }
@@ -296,10 +397,61 @@ mod tests {
     }
 
     #[test]
+    fn urls_in_the_start_up_log_hide_every_password() {
+        let url: DatabaseUrl = "postgres://app@db:5432/holdfast?sslmode=require&password=hunter2".parse().unwrap();
+        let shown = format!("{url:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("sslmode=require&password=[redacted]"), "{shown}");
+        let redis: CommaList = "redis://:s3cret@r1:6379,redis://user:pw2@r2:6379/0,redis://r3:6379".parse().unwrap();
+        let shown = format!("{redis:?}");
+        assert!(!shown.contains("s3cret") && !shown.contains("pw2"), "{shown}");
+        assert!(shown.contains("redis://r3:6379") && shown.contains("user:[redacted]@r2"), "{shown}");
+        assert_eq!(redact_url("redis://r:1/0?x=@y"), "redis://r:1/0?x=@y");
+    }
+
+    #[test]
     fn secret_debug_hides_the_value() {
         let secret: Secret = "0123456789abcdef-very-secret".parse().unwrap();
         assert!(!format!("{secret:?}").contains("very-secret"));
         assert!("short".parse::<Secret>().is_err());
+    }
+
+    fn parse(extra: &[&str]) -> Config {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: Config,
+        }
+        let mut args = vec![
+            "holdfast",
+            "--database-url",
+            "postgres://app@db/holdfast",
+            "--redis-urls",
+            "redis://r:6379",
+            "--jwt-secret",
+            "0123456789abcdef0123",
+        ];
+        args.extend_from_slice(extra);
+        <Cli as clap::Parser>::try_parse_from(args).expect("parses").config
+    }
+
+    #[test]
+    fn trusted_proxies_take_ranges_and_single_addresses() {
+        let config = parse(&["--trusted-proxies", "10.0.0.0/8, 192.168.1.7,fd00::/8"]);
+        config.validate().expect("ranges and addresses are valid");
+        assert_eq!(config.trusted_proxy_nets().len(), 3);
+        let bad = parse(&["--trusted-proxies", "10.0.0.0/33"]);
+        assert!(bad.validate().unwrap_err().to_string().contains("TRUSTED_PROXIES"));
+    }
+
+    #[test]
+    fn settings_that_would_spin_are_refused() {
+        for flag in ["--hold-sweep-interval-ms", "--idempotency-sweep-interval-ms", "--redis-timeout-ms"] {
+            let err = parse(&[flag, "0"]).validate().unwrap_err().to_string();
+            assert!(err.contains("must be positive"), "{flag}: {err}");
+        }
+        assert!(parse(&["--hold-max-seats", "5000"]).validate().is_err());
+        parse(&[]).validate().expect("the defaults are valid");
     }
 
     #[test]

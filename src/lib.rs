@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod lock;
 pub mod pipeline;
+pub mod serve;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

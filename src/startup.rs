@@ -4,18 +4,20 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, auth::JwtKeys, rate_limit::RateLimits};
-use crate::config::{Config, ConfigError};
+use crate::api::auth::{Expectations, JwtKeys, KeysError};
+use crate::api::{self, rate_limit::RateLimits};
+use crate::config::{Config, ConfigError, Secret};
 use crate::idempotency::ClaimBatches;
 use crate::lock::{Redlock, RedlockConfig};
 use crate::state::{AppState, Shared};
-use crate::{db, jobs, telemetry};
+use crate::{db, jobs, serve, telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -29,6 +31,8 @@ pub enum StartupError {
     Redis(#[from] redis::RedisError),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Keys(#[from] KeysError),
 }
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
@@ -40,6 +44,7 @@ pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateEr
 
 pub struct Application {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     state: AppState,
 }
 
@@ -47,7 +52,13 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         config.validate()?;
         let db = db::pool(&config)?;
+        let jwt = JwtKeys::from_config(
+            config.jwt_secret.as_ref().map(Secret::expose),
+            config.jwt_jwks_path.as_deref(),
+            Expectations { issuer: config.jwt_issuer.clone(), audience: config.jwt_audience.clone() },
+        )?;
         let claims_db = db::claims_pool(&config)?;
+        let probe_db = db::probe_pool(&config)?;
         migrate(&db).await?;
         db::warm_up(&db);
         db::warm_up(&claims_db);
@@ -63,8 +74,12 @@ impl Application {
             },
         )?;
         let listener = TcpListener::bind(config.listen_addr).await?;
+        let metrics_listener = match config.metrics_listen_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         let state = AppState::new(Shared {
-            jwt: Arc::new(JwtKeys::new(config.jwt_secret.expose())),
+            jwt: Arc::new(jwt),
             rate_limits: Arc::new(RateLimits::new(&config)),
             claim_batches: Arc::new(ClaimBatches::new(
                 db.clone(),
@@ -73,41 +88,67 @@ impl Application {
             config: Arc::new(config),
             db,
             claims_db,
+            probe_db,
+            readiness: Default::default(),
             redlock: Arc::new(redlock),
             metrics: telemetry::metrics_handle(),
             hot_seats: Arc::default(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            draining: CancellationToken::new(),
+            fault_panic_armed: AtomicBool::new(true),
         });
-        Ok(Self { listener, state })
+        Ok(Self { listener, metrics_listener, state })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener has an address")
     }
 
+    /// The address of the separate metrics listener, when `METRICS_LISTEN_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests and
-    /// their pipeline tasks finish (their locks are released as they end), stops the
-    /// background loops and closes the pool.
+    /// Serves until `shutdown` resolves. Then it drains: `/ready` answers 503 for
+    /// `SHUTDOWN_DRAIN_SECONDS` while requests are still served, so that load balancers take
+    /// the instance out of rotation before anything is refused. Then it stops accepting, lets
+    /// in-flight requests and their pipeline tasks finish (their locks are released as they
+    /// end), stops the background loops and closes the pools.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Self { listener, state } = self;
+        let Self { listener, metrics_listener, state } = self;
+        let config = state.config.clone();
         let jobs = jobs::spawn_all(&state);
-        let token = state.shutdown.clone();
-        let app = api::router(state.clone());
+        let limits = || serve::Limits {
+            header_read_timeout: Duration::from_millis(config.http_header_read_timeout_ms),
+            max_connections: config.http_max_connections,
+            grace: Duration::from_secs(config.shutdown_grace_seconds),
+        };
+        let metrics_server = metrics_listener.map(|listener| {
+            tracing::info!(addr = ?listener.local_addr().ok(), "metrics listening");
+            let stop = state.shutdown.clone().cancelled_owned();
+            tokio::spawn(serve::serve(listener, api::metrics_router(state.clone()), limits(), stop))
+        });
+        let draining = state.draining.clone();
+        let drain = Duration::from_secs(config.shutdown_drain_seconds);
+        let stop = async move {
+            shutdown.await;
+            tracing::info!(drain_seconds = drain.as_secs(), "shutdown requested: /ready answers 503 while draining");
+            draining.cancel();
+            tokio::time::sleep(drain).await;
+            tracing::info!("drained: no longer accepting connections");
+        };
         tracing::info!(addr = %listener.local_addr()?, "holdfast listening");
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutdown requested: draining");
-                token.cancel();
-            })
-            .await?;
+        serve::serve(listener, api::router(state.clone()), limits(), stop).await;
 
         state.shutdown.cancel();
+        if let Some(server) = metrics_server {
+            let _ = server.await;
+        }
         state.tasks.close();
         let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
         if tokio::time::timeout(grace, state.tasks.wait()).await.is_err() {
@@ -118,6 +159,7 @@ impl Application {
         }
         state.db.close().await;
         state.claims_db.close().await;
+        state.probe_db.close().await;
         tracing::info!("holdfast stopped");
         Ok(())
     }

@@ -38,6 +38,10 @@ pub struct Shared {
     pub db: PgPool,
     /// Asynchronous-commit sessions for idempotency claims and FAILED marks (see `db::claims_pool`).
     pub claims_db: PgPool,
+    /// One connection for `/ready`'s probe, apart from the business pool.
+    pub probe_db: PgPool,
+    /// `/ready`'s last verdict on the dependencies, shared by concurrent callers for a second.
+    pub readiness: crate::api::ops::ReadinessCache,
     pub redlock: Arc<Redlock>,
     pub jwt: Arc<JwtKeys>,
     pub rate_limits: Arc<RateLimits>,
@@ -50,4 +54,8 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// Cancelled when the instance starts shutting down.
     pub shutdown: CancellationToken,
+    /// Set when shutdown begins: `/ready` answers 503 while the instance drains.
+    pub draining: CancellationToken,
+    /// For `HOLDFAST_FAULT_PANIC_ONCE`: true until the one injected panic has happened.
+    pub fault_panic_armed: std::sync::atomic::AtomicBool,
 }

@@ -23,6 +23,61 @@ const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 /// Rows per batched claim statement (at most 256).
 const BATCH_ROW_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
+/// HELP text of every metric family, registered with the recorder at start-up, so that every
+/// family on `/metrics` has `# HELP` (a unit test keeps this list complete).
+pub const DESCRIPTIONS: &[(&str, &str)] = &[
+    ("holdfast_http_requests_total", "HTTP requests by method, matched route and status."),
+    ("holdfast_http_request_duration_seconds", "HTTP request latency by method, matched route and status."),
+    ("holdfast_command_duration_seconds", "Time to execute one state-changing command, by command."),
+    ("holdfast_stage_duration_seconds", "Time spent in each pipeline stage (claim, plan, lock, transaction)."),
+    ("holdfast_lock_acquisitions_total", "Quorum lock acquisitions by outcome."),
+    ("holdfast_lock_acquire_duration_seconds", "Time to acquire (or give up on) a quorum lock, by outcome."),
+    ("holdfast_lock_node_replies_total", "Replies of each Redis node to lock calls, by node and reply."),
+    ("holdfast_lock_extensions_total", "Lock extensions before commit, by outcome."),
+    (
+        "holdfast_commits_refused_total",
+        "Transactions rolled back before commit, by reason (e.g. too little lock validity).",
+    ),
+    (
+        "holdfast_idempotency_outcomes_total",
+        "Idempotency-Key claims by outcome (claimed, replayed, in progress, reused...).",
+    ),
+    ("holdfast_idempotency_purged_total", "Idempotency records deleted after their retention."),
+    ("holdfast_idempotency_recovered_total", "In-flight idempotency records whose lease ran out, marked FAILED."),
+    ("holdfast_claim_batch_rows", "Claims per batched claim statement for contended seats."),
+    ("holdfast_holds_created_total", "Holds created (seats, rooms and slots)."),
+    ("holdfast_holds_confirmed_total", "Holds confirmed into bookings."),
+    ("holdfast_holds_released_total", "Holds released by their owner or an admin."),
+    ("holdfast_holds_extended_total", "Holds extended."),
+    ("holdfast_holds_expired_total", "Holds marked EXPIRED by the sweeper."),
+    ("holdfast_bookings_created_total", "Bookings created (confirmed holds and direct bookings)."),
+    ("holdfast_bookings_cancelled_total", "Bookings cancelled."),
+    ("holdfast_bookings_rescheduled_total", "Slot bookings moved to another slot."),
+    ("holdfast_events_created_total", "Events created."),
+    ("holdfast_rate_limited_total", "Requests refused with 429, by limit (ip or user)."),
+    ("holdfast_readiness_probes_total", "Dependency probes run by /ready (at most one a second per instance)."),
+    ("holdfast_job_runs_total", "Background job ticks that finished, by job."),
+    ("holdfast_job_errors_total", "Background job ticks that failed (and will be retried), by job."),
+    (
+        "holdfast_integrity_checks_skipped_total",
+        "Periodic integrity runs skipped because another instance was running them.",
+    ),
+    (
+        "holdfast_invariant_violations",
+        "Rows violating each booking invariant at the last integrity run (alert above 0).",
+    ),
+    ("holdfast_redis_node_up", "Whether each Redis lock node answers a PING (1) or not (0)."),
+    ("holdfast_redis_nodes_up", "How many Redis lock nodes answer a PING."),
+    ("holdfast_db_pool_connections", "Business pool connections, by state (open, idle)."),
+];
+
+fn describe_all() {
+    for (name, help) in DESCRIPTIONS {
+        // The kind given here is not rendered; the recorder keeps the HELP text by name.
+        metrics::describe_counter!(*name, *help);
+    }
+}
+
 /// The process-wide Prometheus recorder: installed on first use, shared afterwards
 /// (a process can have only one global recorder, and tests build many applications).
 pub fn metrics_handle() -> PrometheusHandle {
@@ -35,7 +90,37 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .set_buckets_for_metric(Matcher::Full("holdfast_claim_batch_rows".into()), BATCH_ROW_BUCKETS)
                 .expect("bucket list is not empty")
                 .install_recorder()
+                .inspect(|_| describe_all())
                 .expect("no other metrics recorder is installed")
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every metric name the code records has HELP text in [`super::DESCRIPTIONS`].
+    #[test]
+    fn every_metric_family_is_described() {
+        let mut missing = Vec::new();
+        let mut stack = vec![std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for piece in text.split('"').skip(1).step_by(2) {
+                    let is_metric = piece.starts_with("holdfast_")
+                        && piece.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        && !piece.starts_with("holdfast_test");
+                    if is_metric && !super::DESCRIPTIONS.iter().any(|(name, _)| *name == piece) {
+                        missing.push(format!("{piece} ({})", path.display()));
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "metrics without HELP text: {missing:?}");
+    }
 }

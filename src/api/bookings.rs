@@ -11,7 +11,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey};
 use super::holds::parse_payment_reference;
 use super::reply;
 use crate::db::{audit, bookings};
-use crate::domain::SeatIds;
+use crate::domain::{SeatIds, ValidationError};
 use crate::pipeline::{self, Command, views};
 use crate::state::AppState;
 
@@ -109,11 +109,26 @@ pub async fn cancel_booking(
     Ok(reply::render(reply))
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// The previous page's `next_cursor`.
+    #[param(minimum = 0)]
+    pub cursor: Option<i64>,
+    /// Entries per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+}
+
+const DEFAULT_HISTORY_PAGE: i64 = 100;
+const MAX_HISTORY_PAGE: i64 = 500;
+
 /// The booking's audit trail: every state change of it and of the hold it came from.
 #[utoipa::path(
     get, path = "/v1/bookings/{booking_id}/history", tag = "bookings",
-    summary = "Audit trail of the booking and its hold",
-    params(("booking_id" = Uuid, Path, description = "Booking id")),
+    summary = "Audit trail of the booking and its hold, a page at a time",
+    params(("booking_id" = Uuid, Path, description = "Booking id"), HistoryQuery),
     responses((status = 200, description = "Every state change, oldest first", body = crate::pipeline::views::History), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
@@ -121,8 +136,17 @@ pub async fn booking_history(
     State(state): State<AppState>,
     Auth(caller): Auth,
     ApiPath(booking_id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Response, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_HISTORY_PAGE);
+    if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
+        return Err(ValidationError::new("limit", format!("must be between 1 and {MAX_HISTORY_PAGE}")).into());
+    }
+    if query.cursor.is_some_and(|c| c < 0) {
+        return Err(ValidationError::new("cursor", "must be a cursor from a previous page").into());
+    }
     let booking = pipeline::visible_booking(&state, &caller, booking_id).await?;
-    let rows = audit::history(&state.db, booking.hold_id).await?;
-    Ok(reply::ok(views::history(booking.id, booking.hold_id, &rows)))
+    let rows = audit::history(&state.db, booking.hold_id, query.cursor, limit).await?;
+    let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id)).flatten();
+    Ok(reply::ok(views::history(booking.id, booking.hold_id, &rows, next_cursor)))
 }

@@ -56,6 +56,12 @@ pub enum ApiError {
     SlotUnavailable { conflict: Option<(DateTime<Utc>, DateTime<Utc>)> },
     #[error(transparent)]
     SlotRefused(#[from] SlotRefusal),
+    #[error("the event has started")]
+    EventStarted { starts_at: DateTime<Utc> },
+    #[error("night in the past")]
+    NightInPast { night: NaiveDate },
+    #[error("too many live holds")]
+    TooManyHolds { limit: i64 },
     #[error("outside the cancellation window")]
     OutsideCancellationWindow { deadline: DateTime<Utc> },
     #[error("a request with this Idempotency-Key is in progress")]
@@ -113,12 +119,17 @@ impl ApiError {
             | InsufficientInventory { .. }
             | CapacityBelowSold { .. }
             | SlotUnavailable { .. }
+            | TooManyHolds { .. }
             | OutsideCancellationWindow { .. } => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Validation(_) | InvalidBody(_) | UnknownSeats { .. } | IdempotencyKeyReused | SlotRefused(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            Validation(_)
+            | InvalidBody(_)
+            | UnknownSeats { .. }
+            | IdempotencyKeyReused
+            | SlotRefused(_)
+            | EventStarted { .. }
+            | NightInPast { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             LockUnavailable | DatabaseUnavailable | NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -148,6 +159,9 @@ impl ApiError {
             SlotUnavailable { .. } => "SLOT_UNAVAILABLE",
             SlotRefused(refusal) => refusal.code(),
             OutsideCancellationWindow { .. } => "OUTSIDE_CANCELLATION_WINDOW",
+            EventStarted { .. } => "EVENT_STARTED",
+            NightInPast { .. } => "NIGHT_IN_PAST",
+            TooManyHolds { .. } => "TOO_MANY_HOLDS",
             IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
             IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             ConcurrentModification => "CONCURRENT_MODIFICATION",
@@ -184,6 +198,9 @@ impl ApiError {
             SlotUnavailable { .. } => "The slot overlaps another booking",
             SlotRefused(_) => "The slot cannot be booked",
             OutsideCancellationWindow { .. } => "The booking can no longer be cancelled",
+            EventStarted { .. } => "The event has already started",
+            NightInPast { .. } => "The stay starts in the past",
+            TooManyHolds { .. } => "You have too many live holds",
             IdempotencyInProgress => "A request with this Idempotency-Key is still in progress",
             IdempotencyKeyReused => "This Idempotency-Key was used for a different request",
             ConcurrentModification => "The resource changed while this request ran",
@@ -223,6 +240,11 @@ impl ApiError {
             SlotRefused(refusal) => refusal.to_string(),
             OutsideCancellationWindow { deadline } => {
                 format!("Cancellation closed at {}.", deadline.to_rfc3339())
+            }
+            EventStarted { starts_at } => format!("The event started at {}.", starts_at.to_rfc3339()),
+            NightInPast { night } => format!("{night} is in the past."),
+            TooManyHolds { limit } => {
+                format!("At most {limit} live holds per user: confirm or release one first.")
             }
             IdempotencyInProgress => "Retry later with the same key to get its outcome.".into(),
             IdempotencyKeyReused => "Use a new Idempotency-Key for a different request.".into(),
@@ -268,6 +290,8 @@ impl ApiError {
                 | SlotUnavailable { .. }
                 | SlotRefused(_)
                 | OutsideCancellationWindow { .. }
+                | EventStarted { .. }
+                | TooManyHolds { .. }
         )
     }
 
@@ -297,6 +321,9 @@ impl ApiError {
                 "conflict": conflict.map(|(start, end)| json!({ "start": start, "end": end })),
             }),
             ApiError::OutsideCancellationWindow { deadline } => json!({ "cancellable_until": deadline }),
+            ApiError::EventStarted { starts_at } => json!({ "starts_at": starts_at }),
+            ApiError::NightInPast { night } => json!({ "night": night }),
+            ApiError::TooManyHolds { limit } => json!({ "limit": limit }),
             ApiError::RateLimited { retry_after_secs } => {
                 json!({ "retry_after_seconds": retry_after_secs })
             }

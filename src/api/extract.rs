@@ -14,18 +14,100 @@ use crate::domain::IdempotencyKey;
 use crate::idempotency::{self, IdempotentRequest};
 use crate::pipeline::Caller;
 
-/// JSON body; unknown fields and wrong types are 422, broken JSON 400, wrong type 415, too big 413.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// JSON body; unknown fields and wrong types are 422, broken JSON 400, wrong type 415, too big
+/// 413, and a string holding a NUL character (which Postgres cannot store) 422.
 pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(body_rejection)?;
+        refuse_nul_in_json(&bytes)?;
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+        Ok(Self(value))
+    }
+}
+
+/// A body that could not be read: too large (413), or cut off (400).
+fn body_rejection(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge
+    } else {
+        ApiError::Malformed(rejection.body_text())
+    }
+}
+
+/// `application/json` or any `application/*+json`, as `axum::Json` accepts.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Raw NUL bytes are not valid JSON; the escape `\u0000` is, and would reach Postgres, whose
+/// text cannot hold it. The scan is a byte search; only a body that has the escape is parsed
+/// twice, to tell a real NUL from an escaped backslash followed by `u0000`.
+fn refuse_nul_in_json(bytes: &[u8]) -> Result<(), ApiError> {
+    const ESCAPE: &[u8] = b"\\u0000";
+    if !bytes.windows(ESCAPE.len()).any(|w| w == ESCAPE) {
+        return Ok(());
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Ok(()); // broken JSON: the typed parse reports it
+    };
+    match nul_path(&value, String::new()) {
+        Some(path) => Err(ApiError::InvalidBody(format!("{path}: must not contain NUL characters (\\u0000)"))),
+        None => Ok(()),
+    }
+}
+
+/// Where a string (value or key) holds a NUL character, as a JSON path like `seats[2].row`.
+fn nul_path(value: &serde_json::Value, at: String) -> Option<String> {
+    use serde_json::Value;
+    let here = || if at.is_empty() { "body".to_owned() } else { at.clone() };
+    match value {
+        Value::String(s) if s.contains('\0') => Some(here()),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| nul_path(v, format!("{}[{i}]", here()))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let path = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+            if k.contains('\0') { Some(here()) } else { nul_path(v, path) }
+        }),
+        _ => None,
+    }
+}
 
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+/// Query parameters; wrong or unknown ones are 422, and so is a NUL character (`%00`).
 pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.uri.query().is_some_and(|q| q.contains("%00")) {
+            return Err(ApiError::InvalidBody("query parameters must not contain NUL characters (%00)".into()));
+        }
+        let axum::extract::Query(value) = axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
+}
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
@@ -67,13 +149,7 @@ where
             let ApiJson(value) = ApiJson::<T>::from_request(request, state).await?;
             return Ok(Self(Some(value)));
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::Malformed(rejection.body_text())
-            }
-        })?;
+        let bytes = Bytes::from_request(request, state).await.map_err(body_rejection)?;
         if bytes.iter().all(u8::is_ascii_whitespace) { Ok(Self(None)) } else { Err(ApiError::UnsupportedMediaType) }
     }
 }

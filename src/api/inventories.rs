@@ -146,6 +146,7 @@ pub struct CreateRoomHoldBody {
 #[utoipa::path(
     post, path = "/v1/inventories/{inventory_id}/holds", tag = "rooms",
     summary = "Hold units on every night of a stay, all or none",
+    description = "422 NIGHT_IN_PAST: `check_in` is before yesterday (UTC; inventories carry no time zone, so yesterday is still tonight somewhere).",
     params(("inventory_id" = Uuid, Path, description = "Inventory id"), crate::api::openapi::IdempotencyKey),
     request_body = CreateRoomHoldBody,
     responses((status = 201, description = "Held", body = crate::pipeline::views::HoldView), (status = 409, description = "INSUFFICIENT_INVENTORY (names the first short night and how many are left), SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
@@ -160,9 +161,15 @@ pub async fn create_room_hold(
 ) -> Result<Response, ApiError> {
     let idem = key.bind(&caller, &body)?;
     let config = &state.config;
+    let stay = Nights::parse(body.check_in, body.check_out, ("check_in", "check_out"))?;
+    // Inventories carry no time zone: yesterday (UTC) is still "tonight" somewhere west of UTC.
+    let earliest = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    if stay.first() < earliest {
+        return Err(ApiError::NightInPast { night: stay.first() });
+    }
     let command = Command::CreateRoomHold {
         inventory_id,
-        stay: Nights::parse(body.check_in, body.check_out, ("check_in", "check_out"))?,
+        stay,
         quantity: units(body.quantity, "quantity", 1..=config.hold_max_seats as i64)?,
         ttl: Ttl::parse(body.ttl_seconds, config.hold_default_ttl_seconds, config.hold_max_ttl_seconds)?,
     };

@@ -45,3 +45,24 @@ pub async fn log_internal_errors(request: Request, next: Next) -> Response {
     }
     response
 }
+
+/// The longest incoming `x-request-id` kept. Longer ones, or ones with anything but visible
+/// ASCII, are dropped and a fresh id is generated: a client must not be able to write
+/// kilobytes of its choosing into every log line and the append-only audit trail.
+pub const MAX_REQUEST_ID: usize = 128;
+
+pub fn acceptable_request_id(value: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&value.len()) && value.iter().all(|b| b.is_ascii_graphic())
+}
+
+/// Drops an incoming `x-request-id` that is not a short visible-ASCII id, so that the
+/// request-id layer after this one generates a new one.
+pub async fn sanitize_request_id(mut request: Request, next: Next) -> Response {
+    let headers = request.headers_mut();
+    let bad = headers.get_all(super::REQUEST_ID).iter().any(|v| !acceptable_request_id(v.as_bytes()))
+        || headers.get_all(super::REQUEST_ID).iter().count() > 1;
+    if bad {
+        headers.remove(super::REQUEST_ID);
+    }
+    next.run(request).await
+}

@@ -35,13 +35,19 @@ use utoipa_axum::routes;
 use self::error::ApiError;
 use crate::state::AppState;
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The largest body of every route but event creation: a hold, a confirm, a night patch or a
+/// resource is a few hundred bytes; 16 KiB leaves room and refuses padding at once.
+pub const SMALL_BODY_BYTES: usize = 16 * 1024;
 
 /// Every route with its documentation: handlers are registered only through `routes!`, which
 /// reads their `#[utoipa::path]`, so what is served and what is documented cannot drift apart.
-fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
-    let v1 = OpenApiRouter::new()
-        .routes(routes!(events::create_event))
+/// Event creation (an explicit seat list may be long) takes up to `MAX_BODY_BYTES`; every
+/// other route at most [`SMALL_BODY_BYTES`] (or `MAX_BODY_BYTES` if that is lower).
+fn routes(max_body: usize) -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
+    let large = OpenApiRouter::new().routes(routes!(events::create_event));
+    let small = OpenApiRouter::new()
         .routes(routes!(events::get_event))
         .routes(routes!(events::list_seats))
         .routes(routes!(holds::create_hold))
@@ -62,7 +68,9 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(resources::get_resource))
         .routes(routes!(resources::availability))
         .routes(routes!(resources::create_slot_hold))
-        .routes(routes!(ops::integrity));
+        .routes(routes!(ops::integrity))
+        .layer(DefaultBodyLimit::max(SMALL_BODY_BYTES.min(max_body)));
+    let v1 = large.merge(small);
     let ops = OpenApiRouter::new()
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))
@@ -73,14 +81,14 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
 
 /// The OpenAPI 3.1 document of every route (served at `/openapi.json`).
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    let (v1, ops) = routes();
+    let (v1, ops) = routes(usize::MAX);
     let mut doc = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(v1).merge(ops).into_openapi();
     openapi::document_replays(&mut doc);
     doc
 }
 
 pub fn router(state: AppState) -> Router {
-    let (v1, ops) = routes();
+    let (v1, ops) = routes(state.config.max_body_bytes);
     let v1: Router<AppState> = Router::from(v1)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::rate_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_timeout));
@@ -101,6 +109,7 @@ pub fn router(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+                .layer(axum::middleware::from_fn(middleware::sanitize_request_id))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
@@ -119,6 +128,11 @@ pub fn router(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(axum::middleware::from_fn(middleware::log_internal_errors)),
         )
+}
+
+/// `/metrics` alone, for `METRICS_LISTEN_ADDR`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", axum::routing::get(ops::metrics)).with_state(state)
 }
 
 fn method_not_allowed() -> Response {

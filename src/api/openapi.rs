@@ -122,7 +122,7 @@ pub struct Problem {
     pub checks: Option<Value>,
     /// RATE_LIMITED: also in the Retry-After header.
     pub retry_after_seconds: Option<u64>,
-    /// INSUFFICIENT_INVENTORY: the first night that is short; CAPACITY_BELOW_SOLD: the night.
+    /// INSUFFICIENT_INVENTORY: the first night that is short; CAPACITY_BELOW_SOLD, NIGHT_IN_PAST: the night.
     pub night: Option<NaiveDate>,
     /// INSUFFICIENT_INVENTORY: units left on that night.
     pub available: Option<i32>,
@@ -134,6 +134,10 @@ pub struct Problem {
     pub conflict: Option<Interval>,
     /// OUTSIDE_CANCELLATION_WINDOW: when cancelling closed.
     pub cancellable_until: Option<DateTime<Utc>>,
+    /// EVENT_STARTED: when the event started.
+    pub starts_at: Option<DateTime<Utc>>,
+    /// TOO_MANY_HOLDS: the most live holds a user may have.
+    pub limit: Option<i64>,
 }
 
 /// Errors any authenticated endpoint may answer.
@@ -219,6 +223,10 @@ mod tests {
             ApiError::SlotUnavailable { conflict: None },
             ApiError::SlotRefused(SlotRefusal::InPast),
             ApiError::OutsideCancellationWindow { deadline: t },
+            ApiError::EventStarted { starts_at: t },
+            ApiError::NightInPast { night: t.date_naive() },
+            ApiError::TooManyHolds { limit: 5 },
+            ApiError::SlotRefused(SlotRefusal::BeyondHorizon { days: 365 }),
             ApiError::internal("secret"),
         ];
         for error in errors {

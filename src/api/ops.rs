@@ -2,7 +2,7 @@
 //! integrity check.
 
 use std::sync::LazyLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -23,31 +23,63 @@ pub async fn health() -> Response {
     reply::ok(json!({ "status": "ok" }))
 }
 
+/// `/ready`'s verdict on Postgres and the Redis quorum, computed at most once per
+/// [`READINESS_TTL`]: concurrent callers wait for the one probe in flight and share its answer,
+/// so `/ready` cannot be used to multiply load on the dependencies.
+#[derive(Default)]
+pub struct ReadinessCache(tokio::sync::Mutex<Option<(Instant, Readiness)>>);
+
+#[derive(Clone, Copy)]
+struct Readiness {
+    postgres: bool,
+    redis_up: usize,
+    redis_nodes: usize,
+}
+
+pub const READINESS_TTL: Duration = Duration::from_secs(1);
+
+impl ReadinessCache {
+    async fn get(&self, state: &AppState) -> Readiness {
+        let mut cached = self.0.lock().await;
+        if let Some((at, verdict)) = *cached
+            && at.elapsed() < READINESS_TTL
+        {
+            return verdict;
+        }
+        let db = async {
+            matches!(
+                tokio::time::timeout(Duration::from_secs(1), sqlx::query("select 1").execute(&state.probe_db)).await,
+                Ok(Ok(_))
+            )
+        };
+        let (postgres, nodes) = tokio::join!(db, state.redlock.ping_all());
+        metrics::counter!("holdfast_readiness_probes_total").increment(1);
+        let verdict =
+            Readiness { postgres, redis_up: nodes.iter().filter(|ok| **ok).count(), redis_nodes: nodes.len() };
+        *cached = Some((Instant::now(), verdict));
+        verdict
+    }
+}
+
 /// Readiness for load balancers: Postgres answers and a Redis quorum is up, and the instance
 /// is not shutting down.
 #[utoipa::path(get, path = "/ready", tag = "operations", summary = "Readiness for load balancers",
+    description = "The verdict on the dependencies is computed at most once a second per instance and shared.",
     responses(
         (status = 200, description = "Postgres answers and a Redis quorum is up", body = Object),
-        (status = 503, description = "NOT_READY, with `checks`; also while shutting down",
+        (status = 503, description = "NOT_READY, with `checks`; also while draining for shutdown",
          body = crate::api::openapi::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let db = async {
-        matches!(
-            tokio::time::timeout(Duration::from_secs(1), sqlx::query("select 1").execute(&state.db)).await,
-            Ok(Ok(_))
-        )
-    };
-    let (postgres, nodes) = tokio::join!(db, state.redlock.ping_all());
-    let up = nodes.iter().filter(|ok| **ok).count();
+    let verdict = state.readiness.get(&state).await;
     let quorum = state.redlock.quorum();
-    let shutting_down = state.shutdown.is_cancelled();
+    let shutting_down = state.draining.is_cancelled() || state.shutdown.is_cancelled();
     let checks = json!({
-        "postgres": if postgres { "up" } else { "down" },
-        "redis": { "up": up, "nodes": nodes.len(), "quorum": quorum },
+        "postgres": if verdict.postgres { "up" } else { "down" },
+        "redis": { "up": verdict.redis_up, "nodes": verdict.redis_nodes, "quorum": quorum },
         "shutting_down": shutting_down,
     });
-    if postgres && up >= quorum && !shutting_down {
+    if verdict.postgres && verdict.redis_up >= quorum && !shutting_down {
         reply::ok(json!({ "status": "ready", "checks": checks }))
     } else {
         ApiError::NotReady { checks }.into_response()

@@ -15,7 +15,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey};
 use super::reply;
 use crate::db::resources;
 use crate::domain::slots::{MAX_AVAILABILITY_DAYS, MAX_SLOT_MINUTES, OpeningHoursSpec, slot_minutes};
-use crate::domain::{SlotRules, Ttl, ValidationError};
+use crate::domain::{SlotRules, Ttl, ValidationError, bounded_date, bounded_instant};
 use crate::pipeline::views::{SlotAvailability, SlotView};
 use crate::pipeline::{self, Command, views};
 use crate::state::AppState;
@@ -94,16 +94,26 @@ pub struct AvailabilityQuery {
     pub from: String,
     /// Exclusive; an instant or a date, as `from`.
     pub to: String,
+    #[param(minimum = 1, maximum = 1440)]
     pub duration_minutes: i64,
+    /// The previous page's `next_cursor`: the first free start to list.
+    pub cursor: Option<DateTime<Utc>>,
+    /// Free starts per page, 1 to 1000 (default 500).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
 }
+
+const DEFAULT_SLOT_PAGE: i64 = 500;
+const MAX_SLOT_PAGE: i64 = 1000;
 
 /// An RFC 3339 instant, or a calendar date taken as local midnight in `tz`.
 fn instant_or_date(value: &str, field: &'static str, tz: Tz) -> Result<DateTime<Utc>, ValidationError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(value) {
-        return Ok(t.with_timezone(&Utc));
+        return bounded_instant(t.with_timezone(&Utc), field);
     }
     let date: NaiveDate =
         value.parse().map_err(|_| ValidationError::new(field, "must be an RFC 3339 instant or a YYYY-MM-DD date"))?;
+    let date = bounded_date(date, field)?;
     let midnight = date.and_hms_opt(0, 0, 0).expect("midnight exists");
     // Midnight may fall in a DST gap in a few zones: take the first instant after it.
     (0..=180)
@@ -142,10 +152,17 @@ pub async fn availability(
         )
         .into());
     }
+    let limit = query.limit.unwrap_or(DEFAULT_SLOT_PAGE);
+    if !(1..=MAX_SLOT_PAGE).contains(&limit) {
+        return Err(ValidationError::new("limit", format!("must be between 1 and {MAX_SLOT_PAGE}")).into());
+    }
     let margin = Duration::minutes(rules.buffer_before + rules.buffer_after + duration);
     let taken = resources::live_blocked(&state.db, resource_id, from - margin, to + margin).await?;
     let starts = rules.free_starts(from, to, duration, Utc::now(), &taken);
-    let slots = starts
+    let mut page: Vec<DateTime<Utc>> =
+        starts.into_iter().filter(|s| query.cursor.is_none_or(|c| *s >= c)).take(limit as usize + 1).collect();
+    let next_cursor = (page.len() as i64 > limit).then(|| page.pop()).flatten();
+    let slots = page
         .iter()
         .map(|s| SlotView {
             start: s.with_timezone(&rules.tz).to_rfc3339(),
@@ -159,6 +176,7 @@ pub async fn availability(
         from,
         to,
         slots,
+        next_cursor,
     };
     Ok(reply::ok(views::slot_availability(availability)))
 }

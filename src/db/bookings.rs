@@ -197,6 +197,7 @@ pub async fn sell_free_seats(
           where event_id = $1 and id = any($3)
             and booking_id is null
             and (hold_id is null or hold_expires_at <= now())
+            and exists (select 1 from events e where e.id = $1 and e.starts_at > now())
          returning id",
     )
     .bind(event_id)

@@ -140,6 +140,15 @@ pub async fn list_seats(
         .await
 }
 
+/// When the event started, if it has (by the database clock); None if it has not started or
+/// does not exist.
+pub async fn started_at<'e>(db: impl PgExecutor<'e>, event_id: Uuid) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("select starts_at from events where id = $1 and starts_at <= now()")
+        .bind(event_id)
+        .fetch_optional(db)
+        .await
+}
+
 /// Which of `seat_ids` exist in the event; used to tell unknown seats from taken ones.
 pub async fn existing_seats(
     conn: &mut PgConnection,

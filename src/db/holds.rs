@@ -202,6 +202,7 @@ pub async fn create(
               where event_id = $2 and id = any($5)
                 and booking_id is null
                 and (hold_id is null or hold_expires_at <= now())
+                and exists (select 1 from events e where e.id = $2 and e.starts_at > now())
              returning id, price_cents
          ), recorded as (
              insert into hold_seats (hold_id, seat_id) select $1, id from claimed returning seat_id
@@ -218,6 +219,17 @@ pub async fn create(
     .bind(seat_ids)
     .fetch_one(conn)
     .await
+}
+
+/// How many live holds (HELD and unexpired, of every kind) the user has. Exact only inside a
+/// transaction that took the actor's advisory lock in an earlier statement
+/// ([`super::audit::set_actor`]): under READ COMMITTED this statement's snapshot then sees every
+/// hold the user's other transactions committed before we got the lock.
+pub async fn live_holds_of(conn: &mut PgConnection, user_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select count(*) from holds where user_id = $1 and status = 'HELD' and expires_at > now()")
+        .bind(user_id)
+        .fetch_one(conn)
+        .await
 }
 
 /// Inserts a hold row in `status` with `expires_at = now() + ttl`; returns the expiry.
@@ -300,19 +312,33 @@ pub async fn end_claims(conn: &mut PgConnection, hold_ids: &[Uuid]) -> Result<()
     Ok(())
 }
 
+/// What [`extend`] did.
+pub enum Extended {
+    /// The hold now expires at this instant, and so does every one of its seats.
+    To(DateTime<Utc>),
+    /// A guard failed: the hold changed, ended, expired, or would outlive its lifetime cap.
+    Refused,
+    /// The hold was extended but owns fewer seats than it was granted: the caller must roll back.
+    LostSeats,
+}
+
 /// Extends a live hold at the version we read, within its lifetime cap, and moves its seats'
-/// expiry with it. Returns the new expiry, or None when a guard failed.
+/// expiry with it. The decisions use `statement_timestamp()`, not the transaction's start
+/// (`now()`): a transaction that waited for a row lock must not extend a hold that expired
+/// meanwhile. Every seat the hold was granted (`seat_count`) must still be its own.
 pub async fn extend(
     conn: &mut PgConnection,
     hold_id: Uuid,
     seen_version: i64,
     ttl_seconds: i64,
     max_lifetime_seconds: i64,
-) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    seat_count: usize,
+) -> Result<Extended, sqlx::Error> {
     let expires_at: Option<DateTime<Utc>> = sqlx::query_scalar(
-        "update holds set expires_at = now() + $3 * interval '1 second', version = version + 1, updated_at = now()
-          where id = $1 and version = $2 and status = 'HELD' and expires_at > now()
-            and now() + $3 * interval '1 second' <= created_at + $4 * interval '1 second'
+        "update holds set expires_at = statement_timestamp() + $3 * interval '1 second', version = version + 1,
+                          updated_at = statement_timestamp()
+          where id = $1 and version = $2 and status = 'HELD' and expires_at > statement_timestamp()
+            and statement_timestamp() + $3 * interval '1 second' <= created_at + $4 * interval '1 second'
          returning expires_at",
     )
     .bind(hold_id)
@@ -321,14 +347,19 @@ pub async fn extend(
     .bind(max_lifetime_seconds)
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some(expires_at) = expires_at {
-        sqlx::query("update seats set hold_expires_at = $2, version = version + 1 where hold_id = $1")
-            .bind(hold_id)
-            .bind(expires_at)
-            .execute(conn)
-            .await?;
+    let Some(expires_at) = expires_at else {
+        return Ok(Extended::Refused);
+    };
+    if seat_count == 0 {
+        return Ok(Extended::To(expires_at));
     }
-    Ok(expires_at)
+    let moved = sqlx::query("update seats set hold_expires_at = $2, version = version + 1 where hold_id = $1")
+        .bind(hold_id)
+        .bind(expires_at)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(if moved as usize == seat_count { Extended::To(expires_at) } else { Extended::LostSeats })
 }
 
 /// Marks EXPIRED those of `hold_ids` that are HELD past their expiry, and gives back what they

@@ -1,7 +1,7 @@
 //! The booking invariants, for every kind of inventory, as queries that must each return zero. Tests, the load generator
 //! and operators all check the same definitions.
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 /// (name, query returning the number of violations).
 pub const CHECKS: &[(&str, &str)] = &[
@@ -48,14 +48,38 @@ pub const CHECKS: &[(&str, &str)] = &[
 
 /// Every invariant that does not hold, with its count of offending rows.
 pub async fn violations(db: &PgPool) -> Result<Vec<(&'static str, i64)>, sqlx::Error> {
+    let mut conn = db.acquire().await?;
+    run_checks(&mut conn).await
+}
+
+async fn run_checks(conn: &mut PgConnection) -> Result<Vec<(&'static str, i64)>, sqlx::Error> {
     let mut found = Vec::new();
     for (name, sql) in CHECKS {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(*sql)).fetch_one(db).await?;
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(*sql)).fetch_one(&mut *conn).await?;
         if n > 0 {
             found.push((*name, n));
         }
     }
     Ok(found)
+}
+
+/// The advisory lock key that lets one instance at a time run the periodic checks.
+const CHECK_LOCK: i64 = 0x686f_6c64_6661_7374; // "holdfast"
+
+/// The periodic run: every check in one read-only REPEATABLE READ transaction (one snapshot, so
+/// the checks agree with each other), but only if no other instance is running them now
+/// (`pg_try_advisory_xact_lock`): N instances cost the database one run per interval, not N.
+/// None when another instance has the lock.
+pub async fn violations_if_first(db: &PgPool) -> Result<Option<Vec<(&'static str, i64)>>, sqlx::Error> {
+    let mut tx = db.begin_with("begin isolation level repeatable read, read only").await?;
+    let first: bool =
+        sqlx::query_scalar("select pg_try_advisory_xact_lock($1)").bind(CHECK_LOCK).fetch_one(&mut *tx).await?;
+    if !first {
+        return Ok(None);
+    }
+    let found = run_checks(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Some(found))
 }
 
 /// Publishes a check's results as `holdfast_invariant_violations{check}` (0 for every check

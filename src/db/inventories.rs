@@ -178,6 +178,21 @@ pub struct NightsPatch {
     pub overbooking_allowance: Option<i32>,
 }
 
+impl NightsPatch {
+    /// When this patch would lower what a night may sell below what is already held or booked
+    /// there: the units sold. Lowering the capacity below what is sold is refused even where the
+    /// allowance would still cover it; so is lowering capacity + allowance below it.
+    pub fn would_undersell(&self, row: &NightRow) -> Option<i32> {
+        let sold = row.held + row.booked;
+        let capacity = self.capacity.unwrap_or(row.capacity);
+        let allowance = self.overbooking_allowance.unwrap_or(row.overbooking_allowance);
+        let lowers_capacity = self.capacity.is_some() && capacity < row.capacity && capacity < sold;
+        let limit = capacity + allowance;
+        let lowers_limit = limit < row.capacity + row.overbooking_allowance && limit < sold;
+        (lowers_capacity || lowers_limit).then_some(sold)
+    }
+}
+
 /// Applies a PATCH to every night in the range, all or nothing (the caller's transaction). With
 /// a capacity, nights not yet on sale are created (with the inventory's allowance).
 pub async fn patch_nights(

@@ -51,6 +51,19 @@ pub fn claims_pool(config: &Config) -> Result<PgPool, sqlx::Error> {
     build_pool(config, (config.database_max_connections / 2).max(2), "off")
 }
 
+/// One connection of its own for `/ready`'s probe: a flood of readiness checks can never take
+/// a connection from the business pool, and a broken database is seen within the acquire
+/// timeout.
+pub fn probe_pool(config: &Config) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = config.database_url.0.parse()?;
+    Ok(PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(1))
+        .test_before_acquire(false)
+        .connect_lazy_with(options.application_name("holdfast-probe")))
+}
+
 /// Connections idle this long are pinged before use.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::ValidationError;
+use super::{MAX_PRICE_CENTS, ValidationError};
 
 /// One explicitly listed seat in an event-creation request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -41,6 +41,9 @@ pub struct NewEvent {
 
 const MAX_LABEL: usize = 32;
 
+static PRICE_RANGE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("price_cents must be between 0 and {MAX_PRICE_CENTS}"));
+
 /// Section names for a layout: A..Z, then AA, AB, ... (spreadsheet columns).
 fn section_name(mut index: u32) -> String {
     let mut name = Vec::new();
@@ -67,6 +70,7 @@ impl NewEvent {
         if name.is_empty() || name.chars().count() > 200 {
             return Err(ValidationError::new("name", "must be 1 to 200 characters"));
         }
+        super::bounded_instant(starts_at, "starts_at")?;
         let seats = match (seats, layout) {
             (Some(_), Some(_)) | (None, None) => {
                 return Err(ValidationError::new("seats", "give exactly one of `seats` and `layout`"));
@@ -89,8 +93,8 @@ impl NewEvent {
                     if spec.number < 1 {
                         return Err(ValidationError::new("seats", "seat numbers start at 1"));
                     }
-                    if spec.price_cents < 0 {
-                        return Err(ValidationError::new("seats", "price_cents must not be negative"));
+                    if !(0..=MAX_PRICE_CENTS).contains(&spec.price_cents) {
+                        return Err(ValidationError::new("seats", PRICE_RANGE.as_str()));
                     }
                     if !seen.insert((section.clone(), row.clone(), spec.number)) {
                         return Err(ValidationError::new(
@@ -107,8 +111,8 @@ impl NewEvent {
                 if total == 0 || total > max_seats as u64 {
                     return Err(ValidationError::new("layout", format!("must describe 1 to {max_seats} seats")));
                 }
-                if layout.price_cents < 0 {
-                    return Err(ValidationError::new("layout", "price_cents must not be negative"));
+                if !(0..=MAX_PRICE_CENTS).contains(&layout.price_cents) {
+                    return Err(ValidationError::new("layout", PRICE_RANGE.as_str()));
                 }
                 let mut seats = Vec::with_capacity(total as usize);
                 for s in 0..layout.sections {
@@ -164,5 +168,8 @@ mod tests {
         assert!(NewEvent::parse("x".into(), Utc::now(), None, layout(10, 10, 10), 999).is_err());
         assert!(NewEvent::parse("x".into(), Utc::now(), Some(vec![seat.clone(), seat]), None, 10).is_err());
         assert!(NewEvent::parse("  ".into(), Utc::now(), None, layout(1, 1, 1), 10).is_err());
+        let priced = |cents| Some(EventLayout { sections: 1, rows: 1, seats_per_row: 2, price_cents: cents });
+        assert!(NewEvent::parse("x".into(), Utc::now(), None, priced(i64::MAX - 1), 10).is_err());
+        assert!(NewEvent::parse("x".into(), Utc::now(), None, priced(MAX_PRICE_CENTS), 10).is_ok());
     }
 }

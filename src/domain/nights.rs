@@ -21,6 +21,8 @@ impl Nights {
         end: NaiveDate,
         fields: (&'static str, &'static str),
     ) -> Result<Self, ValidationError> {
+        super::bounded_date(first, fields.0)?;
+        super::bounded_date(end, fields.1)?;
         let n = (end - first).num_days();
         if n < 1 {
             return Err(ValidationError::new(fields.1, format!("must be after {}", fields.0)));

@@ -74,6 +74,8 @@ pub enum SlotRefusal {
     InsideNotice { minutes: i64 },
     #[error("the slot is not within the resource's opening hours ({time_zone})")]
     OutsideOpeningHours { time_zone: String },
+    #[error("the slot starts more than {days} days from now (the booking horizon)")]
+    BeyondHorizon { days: i64 },
 }
 
 impl SlotRefusal {
@@ -83,6 +85,7 @@ impl SlotRefusal {
             SlotRefusal::InPast => "SLOT_IN_PAST",
             SlotRefusal::InsideNotice { .. } => "SLOT_INSIDE_NOTICE_PERIOD",
             SlotRefusal::OutsideOpeningHours { .. } => "SLOT_OUTSIDE_OPENING_HOURS",
+            SlotRefusal::BeyondHorizon { .. } => "SLOT_BEYOND_HORIZON",
         }
     }
 }
@@ -299,6 +302,8 @@ impl SlotRules {
 
 /// A requested slot's duration, in minutes, bounded.
 pub fn slot_minutes(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<i64, ValidationError> {
+    super::bounded_instant(start, "start")?;
+    super::bounded_instant(end, "end")?;
     let minutes = (end - start).num_minutes();
     if end <= start {
         return Err(ValidationError::new("end", "must be after start"));

@@ -16,6 +16,7 @@ use crate::api::error::ApiError;
 use crate::db::holds::Target;
 use crate::db::inventories::{self, NightRow, NightsPatch};
 use crate::db::{bookings, events, holds, resources};
+use crate::domain::slots::SlotRefusal;
 use crate::domain::{NewEvent, Nights, SeatIds, SlotRules, Ttl, ValidationError};
 use crate::idempotency::{BeingDecided, ClaimBatches, SeatProbe};
 use crate::state::AppState;
@@ -217,6 +218,11 @@ impl Command {
         }
     }
 
+    /// Whether the command creates a HELD hold (and so counts against `HOLD_MAX_LIVE_PER_USER`).
+    pub(super) fn creates_live_hold(&self) -> bool {
+        matches!(self, Command::CreateHold { .. } | Command::CreateRoomHold { .. } | Command::CreateSlotHold { .. })
+    }
+
     /// The lock resources of the seats a seat-claiming command asks for.
     pub(super) fn requested_seat_resources(&self) -> Vec<String> {
         seat_resources(self.requested_seats())
@@ -276,7 +282,7 @@ impl Command {
             }
             Command::CreateSlotHold { resource_id, start, end, .. } => {
                 let rules = load_rules(state, *resource_id).await?;
-                rules.check(*start, *end, Utc::now())?;
+                check_slot(state, &rules, *start, *end)?;
                 let blocked = rules.blocked(*start, *end);
                 write(slot_resources(*resource_id, &rules, blocked), Seen::Slot { blocked })
             }
@@ -315,7 +321,7 @@ impl Command {
                 let rules = load_rules(state, resource_id).await?;
                 // Moving a booking gives up its slot: the same window as cancelling applies.
                 check_cancellation_window(&rules, caller, old_start)?;
-                rules.check(*start, *end, Utc::now())?;
+                check_slot(state, &rules, *start, *end)?;
                 let blocked = rules.blocked(*start, *end);
                 let mut keys = slot_resources(resource_id, &rules, rules.blocked(old_start, old_end));
                 keys.extend(slot_resources(resource_id, &rules, blocked));
@@ -359,12 +365,17 @@ impl Command {
 
             (Command::ExtendHold { hold_id, ttl }, Seen::Hold(seen)) => {
                 let max_life = state.config.hold_max_lifetime_seconds;
-                match holds::extend(tx, *hold_id, seen.version, ttl.seconds(), max_life).await? {
-                    Some(_) => {
+                let seats = seen.seat_ids().len();
+                match holds::extend(tx, *hold_id, seen.version, ttl.seconds(), max_life, seats).await? {
+                    holds::Extended::To(_) => {
                         let hold = holds::find(&mut *tx, *hold_id).await?.ok_or(ApiError::NotFound("hold"))?;
                         Ok(Reply::new(StatusCode::OK, views::hold(&hold)))
                     }
-                    None => Err(why_hold_refused(tx, *hold_id, seen.version, Some(max_life)).await),
+                    holds::Extended::Refused => Err(why_hold_refused(tx, *hold_id, seen.version, Some(max_life)).await),
+                    holds::Extended::LostSeats => {
+                        tracing::error!(%hold_id, "a live hold no longer owns every seat it was granted");
+                        Err(ApiError::ConcurrentModification)
+                    }
                 }
             }
 
@@ -453,7 +464,7 @@ impl Command {
                 .await?;
                 let sold = bookings::sell_free_seats(tx, *event_id, booking_id, seat_ids.as_slice()).await?;
                 if sold.len() < seat_ids.len() {
-                    return Err(ApiError::SeatUnavailable { seat_ids: missing(seat_ids.as_slice(), &sold) });
+                    return Err(unclaimable(tx, *event_id, seat_ids.as_slice(), &sold).await);
                 }
                 bookings::record_seats(tx, booking_id, seat_ids.as_slice()).await?;
                 let booking = bookings::find(&mut *tx, booking_id)
@@ -485,12 +496,11 @@ impl Command {
             (Command::PatchNights { inventory_id, nights, patch }, _) => {
                 let inventory =
                     inventories::find(&mut *tx, *inventory_id).await?.ok_or(ApiError::NotFound("inventory"))?;
-                if let Some(capacity) = patch.capacity {
+                if patch.capacity.is_some() || patch.overbooking_allowance.is_some() {
                     // Dead holds (past their expiry, not yet swept) must not block a lowering.
                     inventories::expire_stale_holds(tx, *inventory_id, *nights).await?;
                     for row in inventories::lock_nights(tx, *inventory_id, *nights).await? {
-                        let sold = row.held + row.booked;
-                        if capacity < row.capacity && capacity < sold {
+                        if let Some(sold) = patch.would_undersell(&row) {
                             return Err(ApiError::CapacityBelowSold { night: row.night, sold });
                         }
                     }
@@ -608,6 +618,17 @@ pub async fn visible_booking(
         .ok_or(ApiError::NotFound("booking"))
 }
 
+/// A requested slot against the resource's rules and the booking horizon, now.
+fn check_slot(state: &AppState, rules: &SlotRules, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<(), ApiError> {
+    let now = Utc::now();
+    rules.check(start, end, now)?;
+    let days = state.config.resource_booking_horizon_days;
+    if start > now + chrono::Duration::days(days) {
+        return Err(SlotRefusal::BeyondHorizon { days }.into());
+    }
+    Ok(())
+}
+
 /// Refuses an owner's cancellation (or move) of a slot inside the resource's cancellation
 /// window; admins may override.
 fn check_cancellation_window(rules: &SlotRules, caller: &Caller, start: DateTime<Utc>) -> Result<(), ApiError> {
@@ -617,8 +638,14 @@ fn check_cancellation_window(rules: &SlotRules, caller: &Caller, start: DateTime
     Err(ApiError::OutsideCancellationWindow { deadline: start - chrono::Duration::minutes(rules.cancellation_window) })
 }
 
-/// Why some requested seats could not be claimed: unknown in this event (422), or taken (409).
+/// Why some requested seats could not be claimed: the event has started (422), unknown seats in
+/// this event (422), or taken (409).
 async fn unclaimable(tx: &mut PgConnection, event_id: Uuid, requested: &[Uuid], claimed: &[Uuid]) -> ApiError {
+    match events::started_at(&mut *tx, event_id).await {
+        Ok(Some(starts_at)) => return ApiError::EventStarted { starts_at },
+        Ok(None) => {}
+        Err(err) => return err.into(),
+    }
     match events::existing_seats(tx, event_id, requested).await {
         Ok(existing) if existing.len() < requested.len() => {
             if existing.is_empty() && matches!(events::find_event(&mut *tx, event_id).await, Ok(None)) {

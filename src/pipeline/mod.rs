@@ -15,8 +15,12 @@ mod commands;
 pub mod hot_seats;
 pub mod views;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
 
 use axum::http::StatusCode;
 use serde_json::Value;
@@ -25,7 +29,7 @@ use tracing::Instrument;
 pub use commands::{Caller, Command, visible_booking, visible_hold};
 
 use crate::api::error::ApiError;
-use crate::db::audit;
+use crate::db::{audit, holds};
 use crate::idempotency::{self, BeingDecided, Claim, ClaimToken, IdempotentRequest};
 use crate::lock::{Lock, LockError};
 use crate::state::AppState;
@@ -120,7 +124,12 @@ async fn execute(
         None => None,
     };
 
-    let result = plan_lock_apply(state, caller, claimed, command).await;
+    // A panic (a bug) must not strand the key IN_PROGRESS for its whole lease: it becomes a
+    // 500 here, and the record is marked FAILED below, so the client's retry runs again.
+    let result = AssertUnwindSafe(plan_lock_apply(state, caller, claimed, command))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(panicked(command, panic)));
     if matches!(result, Err(ApiError::SeatUnavailable { .. } | ApiError::SeatLocked)) {
         // Others want these seats too: the next claims for them probe first.
         state.hot_seats.mark(command.requested_seats());
@@ -140,6 +149,16 @@ async fn execute(
         }
     }
     result.map(|(reply, _)| reply)
+}
+
+/// A panic caught in a command, as the 500 it answers (the message goes to the log only).
+fn panicked(command: &Command, panic: Box<dyn std::any::Any + Send>) -> ApiError {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    ApiError::internal(format!("{} panicked: {what}", command.name()))
 }
 
 async fn store(
@@ -221,8 +240,18 @@ async fn transact(
         // READ COMMITTED (Postgres's default): every write below carries its own guard, and
         // blocked writers re-check those guards against the winner's row.
         let mut tx = state.db.begin().await?;
-        audit::set_actor(&mut tx, &caller.user_id, caller.role(), caller.request_id.as_deref()).await?;
+        let cap = state.config.hold_max_live_per_user;
+        let capped = cap > 0 && command.creates_live_hold();
+        audit::set_actor(&mut tx, &caller.user_id, caller.role(), caller.request_id.as_deref(), capped).await?;
+        if capped && holds::live_holds_of(&mut tx, &caller.user_id).await? >= cap {
+            return Err(ApiError::TooManyHolds { limit: cap });
+        }
         let reply = command.apply(&mut tx, state, caller, plan).await?;
+        if state.config.fault_panic_once.as_deref() == Some(command.name())
+            && state.fault_panic_armed.swap(false, Ordering::SeqCst)
+        {
+            panic!("HOLDFAST_FAULT_PANIC_ONCE: a bug inside the transaction");
+        }
         if let Some((req, token)) = claimed
             && !idempotency::complete(&mut tx, req, token, reply.status.as_u16(), &reply.body).await?
         {
@@ -237,8 +266,9 @@ async fn transact(
         }
         tx.commit().await?;
         Ok(reply)
-    }
-    .await;
+    };
+    // Caught here too, so that a panic inside the transaction still releases the lock below.
+    let outcome = AssertUnwindSafe(outcome).catch_unwind().await.unwrap_or_else(|panic| Err(panicked(command, panic)));
     match outcome {
         Ok(reply) => Ok((reply, lock)),
         Err(err) => {

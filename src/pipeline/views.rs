@@ -220,8 +220,10 @@ pub struct SlotAvailability {
     pub duration_minutes: i64,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
-    /// Free start times, in time order.
+    /// Free start times, in time order: at most `limit` of them.
     pub slots: Vec<SlotView>,
+    /// Pass as `cursor` for the next page (the next free start, UTC); null on the last page.
+    pub next_cursor: Option<DateTime<Utc>>,
 }
 
 pub fn slot_availability(availability: SlotAvailability) -> Value {
@@ -254,9 +256,11 @@ pub struct History {
     pub hold_id: Uuid,
     /// Oldest first.
     pub entries: Vec<HistoryEntry>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<i64>,
 }
 
-pub fn history(booking_id: Uuid, hold_id: Uuid, rows: &[AuditRow]) -> Value {
+pub fn history(booking_id: Uuid, hold_id: Uuid, rows: &[AuditRow], next_cursor: Option<i64>) -> Value {
     let entries = rows
         .iter()
         .map(|r| HistoryEntry {
@@ -270,5 +274,5 @@ pub fn history(booking_id: Uuid, hold_id: Uuid, rows: &[AuditRow]) -> Value {
             detail: r.detail.clone(),
         })
         .collect();
-    to_json(History { booking_id, hold_id, entries })
+    to_json(History { booking_id, hold_id, entries, next_cursor })
 }

@@ -36,6 +36,8 @@ fn admin_url() -> String {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The separate `/metrics` listener, when the test set `METRICS_LISTEN_ADDR`.
+    pub metrics_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     /// A pool on the test database, for arranging state and checking invariants directly.
     pub db: PgPool,
@@ -67,6 +69,8 @@ pub fn test_config(database_url: &str) -> Config {
     let mut config = args.config;
     config.rate_limit_per_ip = 0;
     config.rate_limit_per_user = 0;
+    config.hold_max_live_per_user = 0;
+    config.shutdown_drain_seconds = 0;
     config.hold_sweep_interval_ms = 100;
     config.idempotency_sweep_interval_ms = 200;
     config.database_max_connections = 30;
@@ -121,6 +125,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     configure(&mut config);
     let app = Application::build(config).await.expect("application builds");
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until(async {
@@ -132,6 +137,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let db = PgPool::connect(&database.url).await.unwrap();
     TestApp {
         addr,
+        metrics_addr,
         client: reqwest::Client::builder().pool_max_idle_per_host(200).build().unwrap(),
         db,
         jwt: JwtKeys::new(JWT_SECRET),

@@ -28,6 +28,7 @@ async fn sigterm_lets_an_in_flight_booking_finish_then_exits_cleanly() {
         .env("RUST_LOG", "info")
         .env("RATE_LIMIT_PER_IP", "0")
         .env("RATE_LIMIT_PER_USER", "0")
+        .env("HOLD_MAX_LIVE_PER_USER", "0")
         // Every commit waits 1.5 s: a request is surely in flight when SIGTERM arrives.
         .env("HOLDFAST_FAULT_PRE_COMMIT_DELAY_MS", "1500")
         .stdout(Stdio::piped())
