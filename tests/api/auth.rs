@@ -70,3 +70,70 @@ async fn writes_need_a_valid_token_and_events_need_an_admin() {
     assert_eq!(app.get(&format!("/v1/events/{}", event.id), None).await.status, StatusCode::OK);
     assert_eq!(app.get(&format!("/v1/events/{}/seats", event.id), None).await.status, StatusCode::OK);
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt").join(name)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Signs `claims` with a fixture key (RS256 or ES256) or the HS256 test secret, under `kid`.
+fn sign(alg: jsonwebtoken::Algorithm, kid: Option<&str>, claims: &serde_json::Value) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let key = match alg {
+        Algorithm::RS256 => EncodingKey::from_rsa_der(&std::fs::read(fixture("rsa-private.der")).unwrap()),
+        Algorithm::ES256 => EncodingKey::from_ec_der(&std::fs::read(fixture("ec-private.der")).unwrap()),
+        _ => EncodingKey::from_secret(crate::helpers::JWT_SECRET.as_bytes()),
+    };
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+#[tokio::test]
+async fn identity_provider_tokens_rs256_and_es256_are_verified_with_the_jwks_and_iss_aud_nbf_hold() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.jwt_jwks_path = Some(fixture("jwks.json"));
+        c.jwt_issuer = Some("https://id.example.test/".into());
+        c.jwt_audience = Some("holdfast".into());
+    })
+    .await;
+    let good =
+        |sub: &str| json!({ "sub": sub, "exp": now() + 600, "iss": "https://id.example.test/", "aud": "holdfast" });
+    let bookings = |token: String| {
+        let app = &app;
+        async move { app.send(Method::GET, "/v1/bookings", Some(&token), None, None).await }
+    };
+    use jsonwebtoken::Algorithm::{ES256, HS256, RS256};
+    assert_eq!(bookings(sign(RS256, Some("test-rsa"), &good("alice"))).await.status, StatusCode::OK);
+    assert_eq!(bookings(sign(ES256, Some("test-ec"), &good("bob"))).await.status, StatusCode::OK);
+    assert_eq!(bookings(sign(HS256, None, &good("carol"))).await.status, StatusCode::OK, "HS256 stays for development");
+
+    let mut refused = vec![
+        ("unknown kid", sign(RS256, Some("nope"), &good("alice"))),
+        ("no kid", sign(RS256, None, &good("alice"))),
+        ("key of another algorithm", sign(ES256, Some("test-rsa"), &good("alice"))),
+    ];
+    let mut wrong = |what: &'static str, change: &dyn Fn(&mut serde_json::Value)| {
+        let mut claims = good("alice");
+        change(&mut claims);
+        refused.push((what, sign(RS256, Some("test-rsa"), &claims)));
+    };
+    wrong("other issuer", &|c| c["iss"] = json!("https://evil.example.test/"));
+    wrong("no issuer", &|c| drop(c.as_object_mut().unwrap().remove("iss")));
+    wrong("other audience", &|c| c["aud"] = json!("someone-else"));
+    wrong("no audience", &|c| drop(c.as_object_mut().unwrap().remove("aud")));
+    wrong("not valid yet", &|c| c["nbf"] = json!(now() + 3600));
+    wrong("expired", &|c| c["exp"] = json!(now() - 3600));
+    for (what, token) in refused {
+        let res = bookings(token).await;
+        assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{what}: {res:?}");
+        res.assert_problem(401, "UNAUTHENTICATED");
+    }
+    // A token valid from a minute ago passes.
+    let mut recent = good("alice");
+    recent["nbf"] = json!(now() - 60);
+    assert_eq!(bookings(sign(RS256, Some("test-rsa"), &recent)).await.status, StatusCode::OK);
+}
