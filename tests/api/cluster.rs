@@ -57,7 +57,11 @@ pub fn shared_env(database_url: &str, redis_urls: &str, key_prefix: &str) -> Vec
 
 impl Instance {
     pub async fn spawn(env: &[(String, String)], extra: &[(&str, &str)]) -> Self {
-        let port = free_port();
+        Self::spawn_on(free_port(), env, extra).await
+    }
+
+    /// Starts on a given port (a restarted instance keeps its place behind the balancer).
+    pub async fn spawn_on(port: u16, env: &[(String, String)], extra: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_holdfast"));
         command
             .arg("serve")
@@ -92,6 +96,25 @@ impl Instance {
 
     pub fn resume(&self) {
         signal(self.pid(), "-CONT");
+    }
+
+    /// SIGTERM: a graceful stop (drain, then finish in-flight work).
+    pub fn terminate(&self) {
+        signal(self.pid(), "-TERM");
+    }
+
+    /// Waits for the process to exit by itself; panics after `deadline`.
+    pub async fn wait_for_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            let child = self.child.as_mut().expect("instance is running");
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(started.elapsed() < deadline, "the instance did not exit within {deadline:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// SIGKILL: no cleanup of any kind.
@@ -330,33 +353,69 @@ pub struct Haproxy {
     pub base: String,
     child: Child,
     config: PathBuf,
+    stats: PathBuf,
 }
 
 impl Haproxy {
+    /// A balancer for the fault suite: retries and redispatch on, so a killed instance's
+    /// refused connections are tried elsewhere.
     pub async fn start(backends: &[u16]) -> Self {
-        let port = free_port();
         let servers: String =
             backends.iter().enumerate().map(|(i, p)| format!("    server s{i} 127.0.0.1:{p} check\n")).collect();
-        let config = std::env::temp_dir().join(format!("holdfast-haproxy-{}.cfg", Uuid::new_v4().simple()));
-        std::fs::write(
-            &config,
+        Self::start_with(|port, stats| {
             format!(
-                "global\n    maxconn 4096\n\
+                "global\n    maxconn 4096\n    stats socket {stats} level admin\n\
                  defaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    timeout server 15s\n    \
                  retries 3\n    option redispatch\n\
                  frontend http\n    bind 127.0.0.1:{port}\n    default_backend holdfast\n\
                  backend holdfast\n    balance roundrobin\n    option httpchk GET /ready\n    \
                  http-check expect status 200\n    default-server inter 300ms fall 2 rise 2\n{servers}"
-            ),
-        )
-        .unwrap();
+            )
+        })
+        .await
+    }
+
+    /// The shipped `deploy/haproxy.cfg`, as it is, but bound to loopback and pointing at
+    /// `backends` (named s0, s1, ...), with a stats socket for the test to read.
+    pub async fn start_shipped(backends: &[u16]) -> Self {
+        let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy.cfg")).unwrap();
+        Self::start_with(|port, stats| {
+            let mut config = String::new();
+            for line in shipped.lines() {
+                let trimmed = line.trim_start();
+                if trimmed.starts_with("server ") {
+                    continue; // replaced below
+                } else if trimmed.starts_with("bind ") {
+                    config.push_str(&format!("    bind 127.0.0.1:{port}\n"));
+                } else {
+                    config.push_str(line);
+                    config.push('\n');
+                }
+                if trimmed == "global" {
+                    config.push_str(&format!("    stats socket {stats} level admin\n"));
+                }
+            }
+            for (i, p) in backends.iter().enumerate() {
+                config.push_str(&format!("    server s{i} 127.0.0.1:{p} check\n"));
+            }
+            config
+        })
+        .await
+    }
+
+    async fn start_with(config_for: impl FnOnce(u16, &str) -> String) -> Self {
+        let port = free_port();
+        let name = Uuid::new_v4().simple();
+        let config = std::env::temp_dir().join(format!("holdfast-haproxy-{name}.cfg"));
+        let stats = std::env::temp_dir().join(format!("holdfast-haproxy-{name}.sock"));
+        std::fs::write(&config, config_for(port, stats.to_str().unwrap())).unwrap();
         let child = Command::new("haproxy")
             .args(["-f", config.to_str().unwrap(), "-db"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("haproxy is installed (scripts/dev-env.sh installs it)");
-        let proxy = Self { base: format!("http://127.0.0.1:{port}"), child, config };
+        let proxy = Self { base: format!("http://127.0.0.1:{port}"), child, config, stats };
         let client = reqwest::Client::new();
         let health = format!("{}/health", proxy.base);
         eventually("haproxy forwards /health", Duration::from_secs(15), || async {
@@ -372,6 +431,26 @@ impl Drop for Haproxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
+        let _ = std::fs::remove_file(&self.stats);
+    }
+}
+
+impl Haproxy {
+    /// The balancer's view of backend server `s{index}`: "UP", "DOWN", "UP 1/2"...
+    pub async fn server_status(&self, index: usize) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut socket) = tokio::net::UnixStream::connect(&self.stats).await else {
+            return String::new();
+        };
+        socket.write_all(b"show stat\n").await.unwrap();
+        let mut csv = String::new();
+        socket.read_to_string(&mut csv).await.unwrap();
+        let server = format!("s{index}");
+        csv.lines()
+            .map(|line| line.split(',').collect::<Vec<_>>())
+            .find(|fields| fields.first() == Some(&"holdfast") && fields.get(1) == Some(&server.as_str()))
+            .and_then(|fields| fields.get(17).map(|s| (*s).to_owned()))
+            .unwrap_or_default()
     }
 }
 
@@ -473,6 +552,10 @@ impl Fleet {
 
     pub async fn spawn(&self, extra: &[(&str, &str)]) -> Instance {
         Instance::spawn(&self.env, extra).await
+    }
+
+    pub async fn spawn_on(&self, port: u16, extra: &[(&str, &str)]) -> Instance {
+        Instance::spawn_on(port, &self.env, extra).await
     }
 
     pub async fn spawn_many(&self, n: usize, extra: &[(&str, &str)]) -> Vec<Instance> {

@@ -220,6 +220,7 @@ pub fn seat_ids(page: &Value) -> Vec<Uuid> {
     page["seats"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().parse().unwrap()).collect()
 }
 
+#[derive(Clone)]
 pub struct Event {
     pub id: Uuid,
     pub seats: Vec<Uuid>,

@@ -12,6 +12,7 @@ mod lifecycle;
 mod limits;
 mod ops;
 mod redis_faults;
+mod rolling;
 mod rooms;
 mod shutdown;
 mod slots;

@@ -102,3 +102,38 @@ async fn sigterm_lets_an_in_flight_booking_finish_then_exits_cleanly() {
     assert!(parsed.iter().any(|l| l["fields"]["message"] == "holdfast stopped"), "{lines:?}");
     db.close().await;
 }
+
+/// On SIGTERM the instance first drains: `/ready` answers 503 at once so the balancer takes it
+/// out, while requests are still served for SHUTDOWN_DRAIN_SECONDS; only then does it stop
+/// accepting and exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_first_answers_ready_503_while_still_serving_then_exits() {
+    let database = TestDatabase::create().await;
+    let redis_urls = std::env::var("REDIS_URLS").unwrap();
+    let env = crate::cluster::shared_env(&database.url, &redis_urls, &format!("drain:{}:", Uuid::new_v4().simple()));
+    let mut instance = crate::cluster::Instance::spawn(&env, &[("SHUTDOWN_DRAIN_SECONDS", "3")]).await;
+    let base = instance.base.clone();
+    let client = reqwest::Client::new();
+    let ready = || async { client.get(format!("{base}/ready")).send().await.map(|r| r.status()).ok() };
+    eventually("the instance is ready", Duration::from_secs(10), || async { ready().await == Some(StatusCode::OK) })
+        .await;
+    let clients = Clients::new();
+    let event = clients.create_event(&base, 4).await;
+
+    let signalled = Instant::now();
+    instance.terminate();
+    eventually("/ready answers 503 while draining", Duration::from_secs(2), || async {
+        ready().await == Some(StatusCode::SERVICE_UNAVAILABLE)
+    })
+    .await;
+    // Still serving: health, reads and a booking.
+    assert_eq!(client.get(format!("{base}/health")).send().await.unwrap().status(), StatusCode::OK);
+    let hold = clients.hold(&base, "alice", event.id, &event.seats[..1], "during-drain").await.unwrap();
+    assert_eq!(hold.status, StatusCode::CREATED, "{hold:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(3), "all of that happened inside the drain");
+
+    let status = instance.wait_for_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "exit status {status:?}");
+    assert!(signalled.elapsed() >= Duration::from_secs(3), "it kept serving for the whole drain");
+    assert!(client.get(format!("{base}/health")).send().await.is_err(), "no longer accepting");
+}
