@@ -45,6 +45,12 @@ enum Command {
     },
     /// Print the OpenAPI 3.1 document (the one served at /openapi.json) and exit.
     Openapi,
+    /// Exit 0 if the local instance answers `GET /health` with 200 (for container HEALTHCHECKs,
+    /// so the image needs no curl).
+    Healthcheck {
+        #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+        listen_addr: std::net::SocketAddr,
+    },
 }
 
 #[tokio::main]
@@ -96,6 +102,13 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Healthcheck { listen_addr } => match healthcheck(listen_addr).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("unhealthy: {err}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Token { sub, admin, ttl_seconds, jwt_secret } => {
             match JwtKeys::new(jwt_secret.expose()).mint(&sub, admin, Duration::from_secs(ttl_seconds)) {
                 Ok(token) => {
@@ -109,4 +122,24 @@ async fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `GET /health` over plain HTTP/1.1 on the loopback side of `listen_addr`, within 2 s.
+async fn healthcheck(listen_addr: std::net::SocketAddr) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut addr = listen_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    let check = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.map_err(|e| e.to_string())?;
+        if &head[9..12] == b"200" { Ok(()) } else { Err(String::from_utf8_lossy(&head).into_owned()) }
+    };
+    tokio::time::timeout(Duration::from_secs(2), check).await.map_err(|_| "timed out".to_owned())?
 }
