@@ -14,6 +14,12 @@ export LISTEN_ADDR=${LISTEN_ADDR:-127.0.0.1:8080}
 profile=${HOLDFAST_PROFILE:-release}
 flag=$([ "$profile" = release ] && echo --release || true)
 
+# The README's quick start reads ids out of the answers with jq.
+if ! command -v jq >/dev/null 2>&1; then
+  echo "[run] installing jq with apt-get" >&2
+  if [ "$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq jq >/dev/null; else sudo apt-get update -qq && sudo apt-get install -y -qq jq >/dev/null; fi
+fi
+
 cargo build $flag --bin holdfast
 bin=target/$profile/holdfast
 "$bin" migrate
@@ -22,6 +28,7 @@ cat <<MSG
 
 holdfast is starting on http://$LISTEN_ADDR
   mint a dev token:   JWT_SECRET=$JWT_SECRET $bin token --sub alice [--admin]
+  try it:             the README's quick start (create an event, hold a seat, confirm it)
   health / readiness: curl http://$LISTEN_ADDR/health ; curl http://$LISTEN_ADDR/ready
   stop:               Ctrl-C (the Postgres and Redis processes keep running; scripts/dev-env.sh down stops them)
 

@@ -92,7 +92,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Openapi => match holdfast::api::openapi_document().to_pretty_json() {
+        Command::Openapi => match serde_json::to_string_pretty(&holdfast::api::openapi_document()) {
             Ok(json) => {
                 println!("{json}");
                 ExitCode::SUCCESS

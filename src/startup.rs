@@ -97,6 +97,7 @@ impl Application {
             shutdown: CancellationToken::new(),
             draining: CancellationToken::new(),
             fault_panic_armed: AtomicBool::new(true),
+            openapi: Default::default(),
         });
         Ok(Self { listener, metrics_listener, state })
     }

@@ -56,6 +56,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Set when shutdown begins: `/ready` answers 503 while the instance drains.
     pub draining: CancellationToken,
+    /// `/openapi.json`, rendered once with this instance's limits.
+    pub openapi: std::sync::OnceLock<String>,
     /// For `HOLDFAST_FAULT_PANIC_ONCE`: true until the one injected panic has happened.
     pub fault_panic_armed: std::sync::atomic::AtomicBool,
 }

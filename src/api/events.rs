@@ -84,13 +84,16 @@ pub async fn list_seats(
     ApiPath(event_id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<SeatQuery>,
 ) -> Result<Response, ApiError> {
-    let status = match query.status.as_deref().map(str::to_ascii_uppercase).as_deref() {
+    let status = match query.status.as_deref() {
         None => None,
-        Some(s @ ("AVAILABLE" | "HELD" | "BOOKED")) => Some(s.to_owned()),
+        Some(s @ ("available" | "held" | "booked")) => Some(s.to_ascii_uppercase()),
         Some(_) => {
             return Err(crate::domain::ValidationError::new("status", "must be available, held or booked").into());
         }
     };
+    if query.section.as_ref().is_some_and(|s| s.chars().count() > 255) {
+        return Err(crate::domain::ValidationError::new("section", "at most 255 characters").into());
+    }
     let limit = query.limit.unwrap_or(DEFAULT_SEAT_PAGE);
     if !(1..=MAX_SEAT_PAGE).contains(&limit) {
         return Err(

@@ -30,9 +30,42 @@ where
             return Err(ApiError::UnsupportedMediaType);
         }
         let bytes = Bytes::from_request(request, state).await.map_err(body_rejection)?;
-        refuse_nul_in_json(&bytes)?;
-        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
-        Ok(Self(value))
+        parse_json(&bytes).map(Self)
+    }
+}
+
+/// A JSON body into `T`: NUL characters refused, and integers written with a zero fraction
+/// (`3.0`, `1e3`) accepted as JSON Schema counts them integers. That second reading runs only
+/// when the plain one failed on a floating-point number, so ordinary bodies are parsed once.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    refuse_nul_in_json(bytes)?;
+    match axum::Json::<T>::from_bytes(bytes) {
+        Ok(axum::Json(value)) => Ok(value),
+        Err(JsonRejection::JsonDataError(err)) if err.body_text().contains("floating point") => {
+            let mut value: serde_json::Value =
+                serde_json::from_slice(bytes).map_err(|e| ApiError::Malformed(e.to_string()))?;
+            integral_floats_to_integers(&mut value);
+            serde_json::from_value(value).map_err(|e| {
+                ApiError::InvalidBody(format!("Failed to deserialize the JSON body into the target type: {e}"))
+            })
+        }
+        Err(rejection) => Err(rejection.into()),
+    }
+}
+
+fn integral_floats_to_integers(value: &mut serde_json::Value) {
+    use serde_json::{Number, Value};
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Within ±2^53 every integral f64 is exact; beyond that leave it (an int64 out of range).
+            if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+                *value = Value::Number(Number::from(f as i64));
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
     }
 }
 
@@ -145,12 +178,19 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if request.headers().contains_key(CONTENT_TYPE) {
-            let ApiJson(value) = ApiJson::<T>::from_request(request, state).await?;
-            return Ok(Self(Some(value)));
+        let typed = request.headers().contains_key(CONTENT_TYPE);
+        if typed && !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
         }
         let bytes = Bytes::from_request(request, state).await.map_err(body_rejection)?;
-        if bytes.iter().all(u8::is_ascii_whitespace) { Ok(Self(None)) } else { Err(ApiError::UnsupportedMediaType) }
+        let blank = bytes.iter().all(u8::is_ascii_whitespace);
+        match (typed, blank) {
+            (_, true) => Ok(Self(None)),
+            // JSON `null` is "no body" too, as the document's `oneOf: [body, null]` says.
+            (true, false) if bytes.trim_ascii() == b"null" => Ok(Self(None)),
+            (true, false) => parse_json(&bytes).map(|v| Self(Some(v))),
+            (false, false) => Err(ApiError::UnsupportedMediaType),
+        }
     }
 }
 

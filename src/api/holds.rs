@@ -97,7 +97,7 @@ pub struct ConfirmHoldBody {
 
 pub fn parse_payment_reference(reference: Option<String>) -> Result<Option<String>, ApiError> {
     match reference {
-        Some(r) if r.is_empty() || r.len() > 255 => {
+        Some(r) if r.is_empty() || r.chars().count() > 255 => {
             Err(crate::domain::ValidationError::new("payment_reference", "must be 1 to 255 characters").into())
         }
         other => Ok(other),

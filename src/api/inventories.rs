@@ -47,10 +47,7 @@ pub async fn create_inventory(
     ApiJson(body): ApiJson<CreateInventoryBody>,
 ) -> Result<Response, ApiError> {
     let idem = key.bind(&caller, &body)?;
-    let name = body.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ValidationError::new("name", "must be 1 to 200 characters").into());
-    }
+    let name = crate::domain::parse_name(&body.name, "name", 200)?;
     let command = Command::CreateInventory {
         name,
         nights: Nights::parse(body.from, body.to, ("from", "to"))?,
@@ -116,7 +113,7 @@ pub struct AvailabilityQuery {
 }
 
 #[utoipa::path(
-    get, path = "/v1/inventories/{inventory_id}/availability", tag = "rooms",
+    get, path = "/v1/inventories/{inventory_id}/availability", tag = "rooms", operation_id = "inventory_availability",
     summary = "Remaining units per night",
     params(("inventory_id" = Uuid, Path, description = "Inventory id"), AvailabilityQuery),
     responses((status = 200, description = "Nights from `from` to the night before `to`", body = crate::pipeline::views::NightsView), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),

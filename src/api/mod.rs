@@ -11,6 +11,7 @@ pub mod holds;
 pub mod inventories;
 pub mod middleware;
 pub mod openapi;
+pub mod openapi_limits;
 pub mod ops;
 pub mod rate_limit;
 pub mod reply;
@@ -79,11 +80,20 @@ fn routes(max_body: usize) -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>)
     (v1, ops)
 }
 
-/// The OpenAPI 3.1 document of every route (served at `/openapi.json`).
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
+/// The OpenAPI 3.1 document of every route, with the default limits (`holdfast openapi`).
+pub fn openapi_document() -> serde_json::Value {
+    openapi_document_with(&openapi_limits::Limits::default())
+}
+
+/// The OpenAPI 3.1 document of every route, stating `limits` (served at `/openapi.json` with the
+/// running instance's).
+pub fn openapi_document_with(limits: &openapi_limits::Limits) -> serde_json::Value {
     let (v1, ops) = routes(usize::MAX);
     let mut doc = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(v1).merge(ops).into_openapi();
     openapi::document_replays(&mut doc);
+    openapi::document_links(&mut doc);
+    let mut doc = serde_json::to_value(doc).expect("the OpenAPI document serializes");
+    openapi_limits::apply(&mut doc, limits);
     doc
 }
 

@@ -71,6 +71,69 @@ pub fn document_replays(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// What a response's id lets a client (or a stateful fuzzer) do next: (operation, status, path
+/// parameter the id fills, the operations it leads to).
+const LINKS: &[(&str, &str, &str, &[&str])] = &[
+    ("create_event", "201", "event_id", &["get_event", "list_seats", "create_hold", "book_seats"]),
+    ("get_event", "200", "event_id", &["list_seats", "create_hold", "book_seats"]),
+    ("create_hold", "201", "hold_id", &["get_hold", "extend_hold", "confirm_hold", "release_hold"]),
+    ("create_room_hold", "201", "hold_id", &["get_hold", "extend_hold", "confirm_hold", "release_hold"]),
+    ("create_slot_hold", "201", "hold_id", &["get_hold", "extend_hold", "confirm_hold", "release_hold"]),
+    ("get_hold", "200", "hold_id", &["extend_hold", "confirm_hold", "release_hold"]),
+    ("confirm_hold", "201", "booking_id", &["get_booking", "cancel_booking", "booking_history", "reschedule_booking"]),
+    ("book_seats", "201", "booking_id", &["get_booking", "cancel_booking", "booking_history"]),
+    ("get_booking", "200", "booking_id", &["cancel_booking", "booking_history", "reschedule_booking"]),
+    ("create_inventory", "201", "inventory_id", &["inventory_availability", "create_room_hold", "patch_nights"]),
+    ("create_resource", "201", "resource_id", &["get_resource", "slot_availability", "create_slot_hold"]),
+    ("get_resource", "200", "resource_id", &["slot_availability", "create_slot_hold"]),
+];
+
+/// OpenAPI links from every response that names a new or read object to the operations that
+/// take its id, so that generated clients document the flow and schemathesis's stateful phase
+/// reaches every operation (event → seats and holds; hold → get, extend, confirm, release;
+/// booking → get, cancel, history, reschedule; inventory and resource → availability and holds).
+pub fn document_links(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::link::LinkBuilder;
+    for (source, status, parameter, targets) in LINKS {
+        let operation = doc
+            .paths
+            .paths
+            .values_mut()
+            .flat_map(|item| [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete])
+            .flatten()
+            .find(|op| op.operation_id.as_deref() == Some(*source));
+        let Some(RefOr::T(response)) = operation.and_then(|op| op.responses.responses.get_mut(*status)) else {
+            panic!("OpenAPI links: {source} has no {status} response");
+        };
+        for target in *targets {
+            let link = LinkBuilder::new()
+                .operation_id(*target)
+                .parameter(*parameter, "$response.body#/id")
+                .description(format!("The `id` of this response is the `{parameter}` of `{target}`."))
+                .build();
+            response.links.insert((*target).to_owned(), RefOr::T(link));
+        }
+    }
+    // A page of the seat map names seats that a hold or a booking can take.
+    let seats = doc
+        .paths
+        .paths
+        .get_mut("/v1/events/{event_id}/seats")
+        .and_then(|item| item.get.as_mut())
+        .and_then(|op| op.responses.responses.get_mut("200"));
+    if let Some(RefOr::T(response)) = seats {
+        for target in ["create_hold", "book_seats"] {
+            let link = LinkBuilder::new()
+                .operation_id(target)
+                .parameter("event_id", "$request.path.event_id")
+                .request_body(Some(serde_json::json!({ "seat_ids": ["$response.body#/seats/0/id"] })))
+                .description("The first seat of this page, held or booked.")
+                .build();
+            response.links.insert(target.to_owned(), RefOr::T(link));
+        }
+    }
+}
+
 /// The `Idempotency-Key` request header.
 #[derive(Debug, IntoParams)]
 #[into_params(names("Idempotency-Key"), parameter_in = Header)]
@@ -150,6 +213,12 @@ pub enum CommonErrors {
     /// UNAUTHENTICATED: no valid bearer token.
     #[response(status = 401, content_type = "application/problem+json")]
     Unauthenticated(Problem),
+    /// PAYLOAD_TOO_LARGE: the body is above the route's limit.
+    #[response(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Problem),
+    /// UNSUPPORTED_MEDIA_TYPE: the body is not `application/json`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Problem),
     /// VALIDATION_FAILED (with `field`), IDEMPOTENCY_KEY_REUSED. Nothing was written.
     #[response(status = 422, content_type = "application/problem+json")]
     Unprocessable(Problem),
@@ -233,6 +302,30 @@ mod tests {
             let body = error.body();
             let problem: Problem = serde_json::from_value(body.clone()).unwrap_or_else(|e| panic!("{body}: {e}"));
             assert_eq!(problem.code, error.code());
+        }
+    }
+
+    /// Every link names an operation that exists, and every operation id is unique.
+    #[test]
+    fn links_point_at_operations_that_exist_and_operation_ids_are_unique() {
+        let doc = crate::api::openapi_document();
+        let mut ids = Vec::new();
+        let mut links = Vec::new();
+        for item in doc["paths"].as_object().unwrap().values() {
+            for operation in item.as_object().unwrap().values() {
+                ids.push(operation["operationId"].as_str().unwrap().to_owned());
+                for response in operation["responses"].as_object().unwrap().values() {
+                    if let Some(found) = response["links"].as_object() {
+                        links.extend(found.values().map(|l| l["operationId"].as_str().unwrap().to_owned()));
+                    }
+                }
+            }
+        }
+        let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "operation ids repeat: {ids:?}");
+        assert!(!links.is_empty());
+        for target in &links {
+            assert!(ids.contains(target), "a link points at {target}, which does not exist");
         }
     }
 

@@ -1,7 +1,6 @@
 //! Liveness, readiness and metrics: never rate limited, never authenticated. And the admin's
 //! integrity check.
 
-use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -110,9 +109,16 @@ pub async fn integrity(State(state): State<AppState>, Admin(_admin): Admin) -> R
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", summary = "This OpenAPI 3.1 document",
-    responses((status = 200, description = "The document", body = Object)))]
-pub async fn openapi() -> Response {
-    static DOCUMENT: LazyLock<String> =
-        LazyLock::new(|| super::openapi_document().to_json().expect("the OpenAPI document serializes"));
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], DOCUMENT.as_str()).into_response()
+    responses((status = 200, description = "The document, with this instance's limits", body = Object)))]
+pub async fn openapi(State(state): State<AppState>) -> Response {
+    let document = state.openapi.get_or_init(|| {
+        let config = &state.config;
+        let limits = crate::api::openapi_limits::Limits {
+            max_seats: config.hold_max_seats,
+            max_event_seats: config.event_max_seats,
+            max_ttl: config.hold_max_ttl_seconds,
+        };
+        super::openapi_document_with(&limits).to_string()
+    });
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], document.clone()).into_response()
 }

@@ -54,10 +54,7 @@ pub async fn create_resource(
     ApiJson(body): ApiJson<CreateResourceBody>,
 ) -> Result<Response, ApiError> {
     let idem = key.bind(&caller, &body)?;
-    let name = body.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ValidationError::new("name", "must be 1 to 200 characters").into());
-    }
+    let name = crate::domain::parse_name(&body.name, "name", 200)?;
     let rules = SlotRules::parse(
         &body.time_zone,
         &body.opening_hours,
@@ -123,7 +120,7 @@ fn instant_or_date(value: &str, field: &'static str, tz: Tz) -> Result<DateTime<
 }
 
 #[utoipa::path(
-    get, path = "/v1/resources/{resource_id}/availability", tag = "slots",
+    get, path = "/v1/resources/{resource_id}/availability", tag = "slots", operation_id = "slot_availability",
     summary = "Free start times",
     params(("resource_id" = Uuid, Path, description = "Resource id"), AvailabilityQuery),
     responses((status = 200, description = "Free starts for slots of `duration_minutes`", body = crate::pipeline::views::SlotAvailability), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),

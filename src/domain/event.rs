@@ -66,10 +66,7 @@ impl NewEvent {
         layout: Option<EventLayout>,
         max_seats: usize,
     ) -> Result<Self, ValidationError> {
-        let name = name.trim().to_owned();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(ValidationError::new("name", "must be 1 to 200 characters"));
-        }
+        let name = super::parse_name(&name, "name", 200)?;
         super::bounded_instant(starts_at, "starts_at")?;
         let seats = match (seats, layout) {
             (Some(_), Some(_)) | (None, None) => {
@@ -82,14 +79,15 @@ impl NewEvent {
                 let mut seen = std::collections::HashSet::with_capacity(list.len());
                 let mut seats = Vec::with_capacity(list.len());
                 for spec in list {
-                    let section = spec.section.trim().to_owned();
-                    let row = spec.row.trim().to_owned();
-                    if section.is_empty() || section.len() > MAX_LABEL || row.is_empty() || row.len() > MAX_LABEL {
-                        return Err(ValidationError::new(
-                            "seats",
-                            format!("section and row must be 1 to {MAX_LABEL} characters"),
-                        ));
-                    }
+                    let label = |value: &str| {
+                        super::parse_name(value, "seats", MAX_LABEL).map_err(|_| {
+                            ValidationError::new(
+                                "seats",
+                                format!("section and row must be 1 to {MAX_LABEL} characters"),
+                            )
+                        })
+                    };
+                    let (section, row) = (label(&spec.section)?, label(&spec.row)?);
                     if spec.number < 1 {
                         return Err(ValidationError::new("seats", "seat numbers start at 1"));
                     }

@@ -19,6 +19,18 @@ pub use time::{MAX_YEAR, MIN_YEAR, bounded_date, bounded_instant};
 /// [`crate::config::MAX_HOLD_SEATS`] seats per hold, no total comes near `i64::MAX`.
 pub const MAX_PRICE_CENTS: i64 = 10_000_000_000;
 
+/// A name or label as the OpenAPI document states it: at most `max` characters as sent, and at
+/// least one that is not ASCII white space; stored without leading and trailing ASCII white space.
+/// (ASCII only, so that the server, the document's regular expression and every client agree on
+/// what "blank" means.)
+pub fn parse_name(value: &str, field: &'static str, max: usize) -> Result<String, ValidationError> {
+    let trimmed = value.trim_matches(|c: char| c.is_ascii_whitespace() || c == '\u{b}');
+    if trimmed.is_empty() || value.chars().count() > max {
+        return Err(ValidationError::new(field, format!("must be 1 to {max} characters, not all blank")));
+    }
+    Ok(trimmed.to_owned())
+}
+
 /// A request that is well-formed JSON but asks for something invalid (422 `VALIDATION_FAILED`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]

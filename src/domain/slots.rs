@@ -90,9 +90,14 @@ impl SlotRefusal {
     }
 }
 
+/// Minutes after midnight of `HH:MM` (exactly two digits each, 00:00 to 24:00).
 fn minutes_of(s: &str) -> Option<i64> {
     if s == "24:00" {
         return Some(24 * 60);
+    }
+    let b = s.as_bytes();
+    if b.len() != 5 || b[2] != b':' || !b.iter().enumerate().all(|(i, c)| i == 2 || c.is_ascii_digit()) {
+        return None;
     }
     let t = NaiveTime::parse_from_str(s, "%H:%M").ok()?;
     Some(i64::from(t.hour()) * 60 + i64::from(t.minute()))
