@@ -8,18 +8,49 @@ between values and across requests, stated in the operations' descriptions and t
   draws keys from a small alphabet reuses them all the time, so each valid key it generates is
   made unique here (invalid ones are left as drawn, and must still be refused).
 - Ranges go forwards (`to` after `from`, `check_out` after `check_in`, `end` after `start`)
-  and are bounded (366 nights, 31 days of slots, a slot of at most a day); a layout has at
-  most EVENT_MAX_SEATS seats; a night patch changes something. Positive test cases that break
-  these are dropped: they are not valid requests.
+  and are bounded (366 nights, 31 days of slots, a slot of at most a day): in positive test
+  cases the end of a range is redrawn a little after its start (map_case).
+- A layout has at most EVENT_MAX_SEATS seats, a seat list names each seat once, opening
+  intervals go forwards without overlapping on the granularity's grid, a night patch changes
+  something: positive cases that break these are dropped (filter_case).
 """
 
+import random
 import re
 import uuid
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import schemathesis
 
 VALID_KEY = re.compile(r"^[!-~]{1,255}$")
+
+
+def _negative(case):
+    generation = getattr(getattr(case, "meta", None), "generation", None)
+    return generation is not None and "negative" in str(getattr(generation, "mode", "")).lower()
+
+
+def _shift(value, days=0, minutes=0):
+    """`value` (a date or an instant, as text) moved forwards, in the same form; None past 9999."""
+    day, instant = _day(value), _instant(value)
+    try:
+        if len(value) > 10 and instant is not None:
+            moved = instant + timedelta(days=days, minutes=minutes)
+            return moved.isoformat().replace("+00:00", "Z") if moved.year <= 9999 else None
+        if day is not None:
+            return (day + timedelta(days=max(days, 1))).isoformat()
+    except OverflowError:
+        return None
+    return None
+
+
+# (path test, where, first field, last field, the longest span in days)
+RANGES = [
+    (lambda p: p == "/v1/inventories" or p.endswith("/nights"), "body", "from", "to", 366),
+    (lambda p: p.startswith("/v1/inventories/") and p.endswith("/holds"), "body", "check_in", "check_out", 366),
+    (lambda p: p.startswith("/v1/inventories/") and p.endswith("/availability"), "query", "from", "to", 366),
+    (lambda p: p.startswith("/v1/resources/") and p.endswith("/availability"), "query", "from", "to", 31),
+]
 
 
 @schemathesis.hook
@@ -29,6 +60,29 @@ def map_case(ctx, case):
         for name in list(headers):
             if name.lower() == "idempotency-key" and isinstance(headers[name], str) and VALID_KEY.match(headers[name]):
                 headers[name] = str(uuid.uuid4())
+    if _negative(case):
+        return case
+    # Ranges go forwards and are bounded: a drawn `to` is replaced by `from` plus a few days.
+    path = case.operation.path
+    for applies, where, first, last, days in RANGES:
+        values = case.body if where == "body" else case.query
+        if applies(path) and isinstance(values, dict) and isinstance(values.get(first), str) and last in values:
+            span = random.randint(1, min(days, 7))
+            moved = _shift(values[first], days=span)
+            if moved is None:  # too close to 9999: start in 2028 (a leap year) instead
+                values[first] = "2028" + values[first][4:]
+                moved = _shift(values[first], days=span)
+            if moved is not None:
+                values[last] = moved
+    # A slot lasts at most a day: `end` is `start` plus whole hours.
+    if (path.startswith("/v1/resources/") and path.endswith("/holds")) or path.endswith("/reschedule"):
+        if isinstance(case.body, dict) and isinstance(case.body.get("start"), str) and "end" in case.body:
+            moved = _shift(case.body["start"], minutes=60 * random.randint(1, 4))
+            if moved is None:
+                case.body["start"] = "2028" + case.body["start"][4:]
+                moved = _shift(case.body["start"], minutes=60 * random.randint(1, 4))
+            if moved is not None:
+                case.body["end"] = moved
     return case
 
 
@@ -47,12 +101,6 @@ def _instant(value):
     if t is not None and t.tzinfo is None:
         t = t.replace(tzinfo=timezone.utc)
     return t
-
-
-def _forwards(first, last, max_days):
-    if first is None or last is None:
-        return True  # not this hook's business: the schema decides
-    return first < last and (last - first).days <= max_days
 
 
 def _valid_body(path, body):
@@ -74,14 +122,6 @@ def _valid_body(path, body):
     if path.endswith("/nights"):
         if all(body.get(k) is None for k in ("capacity", "closed", "overbooking_allowance")):
             return False
-        return _forwards(_day(body.get("from")), _day(body.get("to")), 366)
-    if path == "/v1/inventories":
-        return _forwards(_day(body.get("from")), _day(body.get("to")), 366)
-    if path.startswith("/v1/inventories/") and path.endswith("/holds"):
-        return _forwards(_day(body.get("check_in")), _day(body.get("check_out")), 366)
-    if path.startswith("/v1/resources/") and path.endswith("/holds") or path.endswith("/reschedule"):
-        start, end = _instant(body.get("start")), _instant(body.get("end"))
-        return start is None or end is None or (start < end and (end - start).total_seconds() <= 86400)
     if path == "/v1/resources":
         hours = body.get("opening_hours")
         if isinstance(hours, dict):
@@ -106,25 +146,10 @@ def _valid_body(path, body):
     return True
 
 
-def _valid_query(path, query):
-    if not isinstance(query, dict):
-        return True
-    if path.endswith("/availability") and path.startswith("/v1/inventories/"):
-        return _forwards(_day(query.get("from")), _day(query.get("to")), 366)
-    if path.endswith("/availability") and path.startswith("/v1/resources/"):
-        first, last = _instant(query.get("from")) or _day(query.get("from")), _instant(query.get("to")) or _day(query.get("to"))
-        if isinstance(first, datetime) != isinstance(last, datetime):
-            return True
-        if not _forwards(first, last, 31):
-            return False
-    return True
-
-
 @schemathesis.hook
 def filter_case(ctx, case):
     # Only drop cases that are meant to be valid: negative cases must still be refused.
-    generation = getattr(getattr(case, "meta", None), "generation", None)
-    if generation is not None and "negative" in str(getattr(generation, "mode", "")).lower():
+    if _negative(case):
         return True
     path = case.operation.path
-    return _valid_body(path, case.body) and _valid_query(path, case.query)
+    return _valid_body(path, case.body)
