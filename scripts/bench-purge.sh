@@ -26,8 +26,7 @@ for run in $(seq 1 "$runs"); do
            (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body, updated_at)
     select 'old-' || (i % 1000), 'key-' || i, '\\x00', 'SUCCEEDED', gen_random_uuid(), now() - interval '3 days',
            201, '{\"id\": \"00000000-0000-0000-0000-000000000000\", \"status\": \"HELD\"}', now() - interval '3 days'
-      from generate_series(1, $records) i;
-    vacuum analyze idempotency_records;"
+      from generate_series(1, $records) i;" -c "vacuum analyze idempotency_records"
   RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 HOLD_MAX_LIVE_PER_USER=0 LISTEN_ADDR=127.0.0.1:$port RUST_LOG=warn \
     REDIS_KEY_PREFIX="purge:$run:" IDEMPOTENCY_SWEEP_INTERVAL_MS=2000 target/release/holdfast serve >/dev/null 2>&1 &
   pid=$!
