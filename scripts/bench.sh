@@ -10,6 +10,9 @@
 #    slots = hold the next 30-minute slot of one resource, then confirm)
 #   e.g.  scripts/bench.sh spread 1 32 15 10000 3
 #         scripts/bench.sh hot-seat 3 1000 0 1000 3
+#   Also per request (issue 10): CPU of holdfast, Postgres, Redis and the load generator (/proc),
+#   WAL bytes and records (pg_stat_wal) and commits (pg_stat_database); and a second ceiling,
+#   bench/minimal_hold.sql (the least work a hold needs), beside the scenario's own.
 #   HOLDFAST_BIN=path runs that binary as the service (A/B runs); BENCH_ROUNDS: hot-seat rounds;
 #   BENCH_POOL: each instance's main pool size (default 20).
 #
@@ -68,7 +71,19 @@ SQL
   ceiling_tps=$("$HOLDFAST_PG_BINDIR/pgbench" -n -M prepared -c "$clients" -j 2 -T "$pg_seconds" -D nseats="$seats" \
       -f "$ceiling_sql" "$base_url/holdfast_ceiling" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
   echo "pgbench hold-transaction ceiling: $ceiling_tps tps ($clients clients, ${pg_seconds}s)" >&2
+  # The second ceiling, independent of holdfast's SQL: the least work a hold needs
+  # (bench/minimal_hold.sql: lock the seat, insert the hold, update the seat, commit).
+  if [ "$ceiling_sql" = bench/hold.sql ]; then
+    psql "$base_url/holdfast_ceiling" -qAtX -c "update seats set hold_id = null, hold_expires_at = null" \
+      -c "delete from hold_seats" >/dev/null
+    minimal_tps=$("$HOLDFAST_PG_BINDIR/pgbench" -n -M prepared -c "$clients" -j 2 -T "$pg_seconds" -D nseats="$seats" \
+        -f bench/minimal_hold.sql "$base_url/holdfast_ceiling" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+    echo "pgbench minimal-hold ceiling: $minimal_tps tps ($clients clients, ${pg_seconds}s)" >&2
+  fi
 fi
+# Where the work goes (issue 10): CPU per request of each process, WAL and commits per request.
+postmaster=$(head -1 "$(psql_admin -c 'show data_directory')/postmaster.pid")
+redis_pids=$(for u in ${REDIS_URLS//,/ }; do p=${u##*:}; redis-cli -p "$p" info server | sed -n 's/^process_id:\([0-9]*\).*/\1/p'; done | paste -sd,)
 
 pids=()
 stop_instances() { for pid in "${pids[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done; pids=(); }
@@ -91,12 +106,26 @@ for run in $(seq 1 "$runs"); do
   mode=(--scenario "$scenario")
   [ "$scenario" = spread-holds ] && mode=(--scenario spread --hold-only)
   [ "$scenario" = spread-recycle ] && mode=(--scenario spread --hold-only --recycle)
-  target/release/holdfast-loadgen --json "${mode[@]}" --targets "$targets" --clients "$clients" \
+  holdfast_pids=$(IFS=,; echo "${pids[*]}")
+  python3 scripts/bench_cost.py snapshot "$holdfast_pids" "$postmaster" "$redis_pids" "$DATABASE_URL" > /tmp/holdfast-bench-before.json
+  # The load generator's own CPU, from the rusage of a child it is the only one of.
+  python3 -c "
+import resource, subprocess, sys
+out = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, check=True).stdout
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+open('/tmp/holdfast-bench-loadgen-cpu', 'w').write(str(u.ru_utime + u.ru_stime))
+sys.stdout.buffer.write(out)" target/release/holdfast-loadgen --json "${mode[@]}" --targets "$targets" --clients "$clients" \
     --duration-secs "$seconds" --seats "$seats" --rounds "${BENCH_ROUNDS:-3}" \
-    --pids "$(IFS=,; echo "${pids[*]}")" | python3 -c "
+    --pids "$holdfast_pids" > /tmp/holdfast-bench-report.json
+  python3 scripts/bench_cost.py snapshot "$holdfast_pids" "$postmaster" "$redis_pids" "$DATABASE_URL" > /tmp/holdfast-bench-after.json
+  requests=$(python3 -c "import json; print(json.load(open('/tmp/holdfast-bench-report.json'))['requests'])")
+  cost=$(python3 scripts/bench_cost.py delta /tmp/holdfast-bench-before.json /tmp/holdfast-bench-after.json \
+    "$requests" "$(cat /tmp/holdfast-bench-loadgen-cpu)")
+  python3 -c "
 import json, sys
-r = json.loads(sys.stdin.read()); r['run'] = $run; r['ceiling_tps'] = float('${ceiling_tps:-0}' or 0)
-print(json.dumps(r))" | tee -a "$out"
+r = json.load(open('/tmp/holdfast-bench-report.json')); r['run'] = $run; r['ceiling_tps'] = float('${ceiling_tps:-0}' or 0)
+r['minimal_ceiling_tps'] = float('${minimal_tps:-0}' or 0); r['cost'] = json.loads(sys.argv[1])
+print(json.dumps(r))" "$cost" | tee -a "$out"
   stop_instances
 done
 
@@ -110,6 +139,14 @@ print(f"\nmedians over {len(runs)} runs ({runs[0]['scenario']}, {runs[0]['target
 print(f"  requests/s {med([r['requests_per_s'] for r in runs]):.0f}  holds/s {holds:.0f}  flows/s {flows:.0f}")
 if ceiling:
     print(f"  pgbench ceiling {ceiling:.0f} tps: holds {100*holds/ceiling:.0f}% of it, hold+confirm flows {100*flows/ceiling:.0f}%")
+minimal = runs[0].get('minimal_ceiling_tps') or 0
+if minimal:
+    print(f"  pgbench minimal-hold ceiling {minimal:.0f} tps: holds {100*holds/minimal:.0f}% of it, hold+confirm flows {100*flows/minimal:.0f}%")
+costs = [r['cost'] for r in runs if r.get('cost')]
+if costs:
+    cpu = lambda k: med([c['cpu_ms_per_request'][k] for c in costs if c['cpu_ms_per_request'][k] is not None])
+    print(f"  CPU ms per request: holdfast {cpu('holdfast'):.3f}  postgres {cpu('postgres'):.3f}  redis {cpu('redis'):.3f}  loadgen {cpu('loadgen'):.3f}")
+    print(f"  per request: WAL {med([c['wal_bytes_per_request'] for c in costs]):.0f} bytes ({med([c['wal_records_per_request'] for c in costs]):.1f} records), {med([c['commits_per_request'] for c in costs]):.2f} commits")
 for op in sorted({op for r in runs for op in r['latency']}):
     p = lambda k: med([r['latency'][op][k] for r in runs if op in r['latency']])
     print(f"  {op:>8}: p50 {p('p50_ms'):.1f} ms  p95 {p('p95_ms'):.1f} ms  p99 {p('p99_ms'):.1f} ms  max {p('max_ms'):.1f} ms")

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Per-process CPU and Postgres counters for scripts/bench.sh (issue 10: where the work goes).
+
+  bench_cost.py snapshot HOLDFAST_PIDS POSTMASTER_PID REDIS_PIDS DATABASE_URL > before.json
+  bench_cost.py delta before.json after.json REQUESTS LOADGEN_CPU_SECONDS
+
+CPU is utime + stime from /proc, in seconds: for Postgres, the postmaster with every child it has
+reaped (cutime, cstime) plus every live child (backends, walwriter, checkpointer...), so short-lived
+backends are counted too. WAL bytes (pg_stat_wal) and commits (pg_stat_database) are the whole
+cluster's: run nothing else on it meanwhile.
+"""
+import json
+import os
+import subprocess
+import sys
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def stat(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # after the ")": state ppid ... utime(12) stime(13) cutime(14) cstime(15), 0-based from state
+    return {"ppid": int(fields[1]), "self": (int(fields[11]) + int(fields[12])) / TICK,
+            "reaped": (int(fields[13]) + int(fields[14])) / TICK}
+
+
+def postgres_cpu(postmaster):
+    root = stat(postmaster)
+    if root is None:
+        return 0.0
+    total = root["self"] + root["reaped"]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            s = stat(int(entry))
+            if s and s["ppid"] == postmaster:
+                total += s["self"]
+    return total
+
+
+def pids(arg):
+    return [int(p) for p in arg.split(",") if p]
+
+
+def snapshot(holdfast, postmaster, redis, url):
+    counters = subprocess.run(
+        ["psql", url, "-AtX", "-c",
+         "select (select wal_bytes from pg_stat_wal), (select wal_records from pg_stat_wal),"
+         " (select sum(xact_commit) from pg_stat_database)"],
+        capture_output=True, text=True, check=True).stdout.strip().split("|")
+    return {
+        "holdfast": sum((stat(p) or {"self": 0})["self"] for p in pids(holdfast)),
+        "postgres": postgres_cpu(int(postmaster)),
+        "redis": sum((stat(p) or {"self": 0})["self"] for p in pids(redis)),
+        "wal_bytes": float(counters[0]), "wal_records": float(counters[1]), "commits": float(counters[2]),
+    }
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "snapshot":
+        print(json.dumps(snapshot(*sys.argv[2:6])))
+    else:
+        before, after = json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
+        requests, loadgen = float(sys.argv[4]), float(sys.argv[5])
+        d = {k: after[k] - before[k] for k in before}
+        per = lambda v, scale=1.0: round(v * scale / requests, 3) if requests else None
+        print(json.dumps({
+            "requests": int(requests),
+            "cpu_ms_per_request": {"holdfast": per(d["holdfast"], 1000), "postgres": per(d["postgres"], 1000),
+                                    "redis": per(d["redis"], 1000), "loadgen": per(loadgen, 1000)},
+            "wal_bytes_per_request": per(d["wal_bytes"]), "wal_records_per_request": per(d["wal_records"]),
+            "commits_per_request": per(d["commits"]),
+        }))
