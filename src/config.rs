@@ -251,7 +251,8 @@ pub struct Config {
     pub shutdown_drain_seconds: u64,
 
     /// How long a client may take to send a request's headers before its connection is closed
-    /// (a bound on slow-header clients).
+    /// (a bound on slow-header clients). The same timer closes a keep-alive connection idle that
+    /// long: keep a balancer's or a client pool's idle timeout below it.
     #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub http_header_read_timeout_ms: u64,
     /// Most open client connections per instance; further connections wait in the kernel's
