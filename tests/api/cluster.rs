@@ -464,7 +464,11 @@ pub struct Clients {
 impl Clients {
     pub fn new() -> Self {
         Self {
-            http: reqwest::Client::builder().pool_max_idle_per_host(1024).build().unwrap(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(1024)
+                .pool_idle_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap(),
             jwt: Arc::new(JwtKeys::new(JWT_SECRET)),
         }
     }

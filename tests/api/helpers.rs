@@ -138,7 +138,13 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     TestApp {
         addr,
         metrics_addr,
-        client: reqwest::Client::builder().pool_max_idle_per_host(200).build().unwrap(),
+        // Below the server's 10 s idle keep-alive limit (HTTP_HEADER_READ_TIMEOUT_MS), so a pooled
+        // connection is never reused just as the server closes it.
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(200)
+            .pool_idle_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap(),
         db,
         jwt: JwtKeys::new(JWT_SECRET),
         database,

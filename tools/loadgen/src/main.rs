@@ -251,6 +251,8 @@ async fn main() {
     let admin = keys.mint("loadgen-admin", true, Duration::from_secs(3600)).unwrap();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients.max(16))
+        // Below holdfast's 10 s idle keep-alive limit (HTTP_HEADER_READ_TIMEOUT_MS).
+        .pool_idle_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
