@@ -88,8 +88,7 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.2; done
-export HOLDFAST_USER_TOKEN HOLDFAST_ADMIN_TOKEN
-HOLDFAST_USER_TOKEN=$(JWT_SECRET=$SECRET "$BIN" token --sub fuzzer)
+export HOLDFAST_ADMIN_TOKEN
 HOLDFAST_ADMIN_TOKEN=$(JWT_SECRET=$SECRET "$BIN" token --sub fuzz-admin --admin)
 # One worker: hypothesis describes strategies by parsing source with `ast`, which is not safe to
 # run from several threads at once (seen here as "AST constructor recursion depth mismatch").

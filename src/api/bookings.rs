@@ -70,6 +70,8 @@ pub struct ListQuery {
     pub limit: Option<i64>,
 }
 
+pub const MAX_BOOKING_PAGE: i64 = 100;
+
 #[utoipa::path(
     get, path = "/v1/bookings", tag = "bookings",
     summary = "Your bookings, newest first",
@@ -83,8 +85,8 @@ pub async fn list_bookings(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(crate::domain::ValidationError::new("limit", "must be between 1 and 100").into());
+    if !(1..=MAX_BOOKING_PAGE).contains(&limit) {
+        return Err(ValidationError::new("limit", format!("must be between 1 and {MAX_BOOKING_PAGE}")).into());
     }
     let rows = bookings::list_for_user(&state.db, &caller.user_id, query.cursor, limit).await?;
     let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|b| b.id)).flatten();

@@ -70,7 +70,7 @@ pub struct SeatQuery {
 }
 
 const DEFAULT_SEAT_PAGE: i64 = 1000;
-const MAX_SEAT_PAGE: i64 = 10_000;
+pub const MAX_SEAT_PAGE: i64 = 10_000;
 
 #[utoipa::path(
     get, path = "/v1/events/{event_id}/seats", tag = "seats",

@@ -9,7 +9,7 @@ use super::auth::Auth;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, IdemKey, OptionalApiJson, OptionalIdemKey};
 use super::reply;
-use crate::domain::{SeatIds, Ttl};
+use crate::domain::{MAX_PAYMENT_REFERENCE, SeatIds, Ttl};
 use crate::pipeline::{self, Command, views};
 use crate::state::AppState;
 
@@ -97,8 +97,12 @@ pub struct ConfirmHoldBody {
 
 pub fn parse_payment_reference(reference: Option<String>) -> Result<Option<String>, ApiError> {
     match reference {
-        Some(r) if r.is_empty() || r.chars().count() > 255 => {
-            Err(crate::domain::ValidationError::new("payment_reference", "must be 1 to 255 characters").into())
+        Some(r) if r.is_empty() || r.chars().count() > MAX_PAYMENT_REFERENCE => {
+            Err(crate::domain::ValidationError::new(
+                "payment_reference",
+                format!("must be 1 to {MAX_PAYMENT_REFERENCE} characters"),
+            )
+            .into())
         }
         other => Ok(other),
     }

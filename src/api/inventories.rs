@@ -13,11 +13,9 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey, OptionalIdemKey};
 use super::reply;
 use crate::db::inventories::{self, NightsPatch};
-use crate::domain::{Nights, Ttl, ValidationError, units};
+use crate::domain::{MAX_UNITS, Nights, Ttl, ValidationError, units};
 use crate::pipeline::{self, Command, views};
 use crate::state::AppState;
-
-const MAX_UNITS: i64 = 1_000_000;
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -47,7 +45,7 @@ pub async fn create_inventory(
     ApiJson(body): ApiJson<CreateInventoryBody>,
 ) -> Result<Response, ApiError> {
     let idem = key.bind(&caller, &body)?;
-    let name = crate::domain::parse_name(&body.name, "name", 200)?;
+    let name = crate::domain::parse_name(&body.name, "name", crate::domain::MAX_NAME)?;
     let command = Command::CreateInventory {
         name,
         nights: Nights::parse(body.from, body.to, ("from", "to"))?,

@@ -9,7 +9,10 @@
 
 use serde_json::{Value, json};
 
-use crate::domain::MAX_PRICE_CENTS;
+use super::bookings::MAX_BOOKING_PAGE;
+use super::events::MAX_SEAT_PAGE;
+use crate::domain::slots::{MAX_SLOT_MINUTES, MAX_WINDOW_MINUTES};
+use crate::domain::{MAX_LABEL, MAX_NAME, MAX_PAYMENT_REFERENCE, MAX_PRICE_CENTS, MAX_UNITS};
 
 /// No NUL character (Postgres text cannot hold it).
 pub const NO_NUL: &str = r"^[^\u0000]*$";
@@ -25,13 +28,7 @@ pub const CLOCK: &str = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$";
 /// An `Idempotency-Key`: 1 to 255 visible ASCII characters.
 pub const IDEMPOTENCY_KEY: &str = r"^[!-~]{1,255}$";
 
-pub const MAX_NAME: u64 = 200;
-pub const MAX_LABEL: u64 = 32;
-pub const MAX_PAYMENT_REFERENCE: u64 = 255;
-pub const MAX_UNITS: i64 = 1_000_000;
-pub const MAX_WINDOW_MINUTES: i64 = 366 * 24 * 60;
-
-fn name(max: u64) -> Value {
+fn name(max: usize) -> Value {
     json!({ "minLength": 1, "maxLength": max, "pattern": NAME })
 }
 
@@ -92,9 +89,9 @@ fn body_limits(limits: &Limits) -> Vec<(&'static str, &'static str, Value)> {
         ("CreateRoomHoldBody", "ttl_seconds", ttl.clone()),
         ("CreateResourceBody", "name", name(MAX_NAME)),
         ("CreateResourceBody", "time_zone", json!({ "enum": time_zones() })),
-        ("CreateResourceBody", "slot_granularity_minutes", range(1, 1440)),
-        ("CreateResourceBody", "buffer_before_minutes", range(0, 1440)),
-        ("CreateResourceBody", "buffer_after_minutes", range(0, 1440)),
+        ("CreateResourceBody", "slot_granularity_minutes", range(1, MAX_SLOT_MINUTES)),
+        ("CreateResourceBody", "buffer_before_minutes", range(0, MAX_SLOT_MINUTES)),
+        ("CreateResourceBody", "buffer_after_minutes", range(0, MAX_SLOT_MINUTES)),
         ("CreateResourceBody", "min_notice_minutes", range(0, MAX_WINDOW_MINUTES)),
         ("CreateResourceBody", "cancellation_window_minutes", range(0, MAX_WINDOW_MINUTES)),
         ("SlotBody", "start", instant()),
@@ -110,8 +107,8 @@ fn parameter_limits() -> Vec<(&'static str, &'static str, Value)> {
     vec![
         ("list_seats", "status", json!({ "enum": ["available", "held", "booked"] })),
         ("list_seats", "section", json!({ "maxLength": 255, "pattern": NO_NUL })),
-        ("list_seats", "limit", range(1, 10_000)),
-        ("list_bookings", "limit", range(1, 100)),
+        ("list_seats", "limit", range(1, MAX_SEAT_PAGE)),
+        ("list_bookings", "limit", range(1, MAX_BOOKING_PAGE)),
         ("inventory_availability", "from", date()),
         ("inventory_availability", "to", date()),
         ("slot_availability", "from", instant_or_date()),

@@ -54,7 +54,7 @@ pub async fn create_resource(
     ApiJson(body): ApiJson<CreateResourceBody>,
 ) -> Result<Response, ApiError> {
     let idem = key.bind(&caller, &body)?;
-    let name = crate::domain::parse_name(&body.name, "name", 200)?;
+    let name = crate::domain::parse_name(&body.name, "name", crate::domain::MAX_NAME)?;
     let rules = SlotRules::parse(
         &body.time_zone,
         &body.opening_hours,

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{MAX_PRICE_CENTS, ValidationError};
+use super::{MAX_LABEL, MAX_NAME, MAX_PRICE_CENTS, ValidationError};
 
 /// One explicitly listed seat in an event-creation request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -39,8 +39,6 @@ pub struct NewEvent {
     pub seats: Vec<NewSeat>,
 }
 
-const MAX_LABEL: usize = 32;
-
 static PRICE_RANGE: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| format!("price_cents must be between 0 and {MAX_PRICE_CENTS}"));
 
@@ -66,7 +64,7 @@ impl NewEvent {
         layout: Option<EventLayout>,
         max_seats: usize,
     ) -> Result<Self, ValidationError> {
-        let name = super::parse_name(&name, "name", 200)?;
+        let name = super::parse_name(&name, "name", MAX_NAME)?;
         super::bounded_instant(starts_at, "starts_at")?;
         let seats = match (seats, layout) {
             (Some(_), Some(_)) | (None, None) => {

@@ -19,6 +19,15 @@ pub use time::{MAX_YEAR, MIN_YEAR, bounded_date, bounded_instant};
 /// [`crate::config::MAX_HOLD_SEATS`] seats per hold, no total comes near `i64::MAX`.
 pub const MAX_PRICE_CENTS: i64 = 10_000_000_000;
 
+/// The longest name (event, inventory, resource), in characters.
+pub const MAX_NAME: usize = 200;
+/// The longest seat section or row label, in characters.
+pub const MAX_LABEL: usize = 32;
+/// The longest payment reference, in characters.
+pub const MAX_PAYMENT_REFERENCE: usize = 255;
+/// The most units (capacity, allowance) of one night.
+pub const MAX_UNITS: i64 = 1_000_000;
+
 /// A name or label as the OpenAPI document states it: at most `max` characters as sent, and at
 /// least one that is not ASCII white space; stored without leading and trailing ASCII white space.
 /// (ASCII only, so that the server, the document's regular expression and every client agree on

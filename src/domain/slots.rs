@@ -18,6 +18,8 @@ use super::ValidationError;
 
 /// The longest slot a hold may ask for, and the longest availability window one read may cover.
 pub const MAX_SLOT_MINUTES: i64 = 24 * 60;
+/// The longest notice period or cancellation window, in minutes (366 days).
+pub const MAX_WINDOW_MINUTES: i64 = 366 * 24 * 60;
 pub const MAX_AVAILABILITY_DAYS: i64 = 31;
 /// Lock cells are at least this long, so a long booking takes a bounded number of lock keys.
 const MIN_LOCK_CELL_MINUTES: i64 = 15;
@@ -131,8 +133,11 @@ impl SlotRules {
         }
         for (field, value) in [("min_notice_minutes", min_notice), ("cancellation_window_minutes", cancellation_window)]
         {
-            if !(0..=366 * 24 * 60).contains(&value) {
-                return Err(ValidationError::new(field, "must be between 0 and 527040 (366 days)"));
+            if !(0..=MAX_WINDOW_MINUTES).contains(&value) {
+                return Err(ValidationError::new(
+                    field,
+                    format!("must be between 0 and {MAX_WINDOW_MINUTES} (366 days)"),
+                ));
             }
         }
         let mut hours: [Vec<(i64, i64)>; 7] = Default::default();
