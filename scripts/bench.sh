@@ -92,7 +92,10 @@ trap stop_instances EXIT
 for run in $(seq 1 "$runs"); do
   psql_admin -c "drop database if exists holdfast_bench with (force)" -c "create database holdfast_bench"
   export DATABASE_URL="$base_url/holdfast_bench"
-  target/release/holdfast migrate >/dev/null
+  # Statements, rows and buffers per request (needs the library dev-env.sh preloads).
+  psql "$DATABASE_URL" -qAtX -c "create extension if not exists pg_stat_statements" >/dev/null 2>&1 || true
+  # Each binary brings its own migrations (A/B runs compare schemas too).
+  "${HOLDFAST_BIN:-target/release/holdfast}" migrate >/dev/null
   targets=""
   for i in $(seq 1 "$instances"); do
     port=$((18180 + i))
@@ -147,6 +150,13 @@ if costs:
     cpu = lambda k: med([c['cpu_ms_per_request'][k] for c in costs if c['cpu_ms_per_request'][k] is not None])
     print(f"  CPU ms per request: holdfast {cpu('holdfast'):.3f}  postgres {cpu('postgres'):.3f}  redis {cpu('redis'):.3f}  loadgen {cpu('loadgen'):.3f}")
     print(f"  per request: WAL {med([c['wal_bytes_per_request'] for c in costs]):.0f} bytes ({med([c['wal_records_per_request'] for c in costs]):.1f} records), {med([c['commits_per_request'] for c in costs]):.2f} commits")
+    st = [c['statements'] for c in costs if c.get('statements')]
+    if st:
+        s = lambda k: med([x[k] for x in st])
+        print(f"  per request (pg_stat_statements): {s('calls'):.2f} statements, {s('rows'):.2f} rows, {s('exec_ms'):.3f} ms executing, {s('buffers'):.1f} buffers ({s('dirtied'):.2f} dirtied), {s('wal_bytes'):.0f} WAL bytes")
+        print("  costliest statements in the last run, per request:")
+        for t in st[-1]['top']:
+            print(f"    {t['exec_ms']:.4f} ms ({t['calls']:.2f} calls, {t['ms_per_call']:.3f} ms each, {t['wal_bytes']} WAL B, {t['rows']:.2f} rows): {t['query'][:110]}")
 for op in sorted({op for r in runs for op in r['latency']}):
     p = lambda k: med([r['latency'][op][k] for r in runs if op in r['latency']])
     print(f"  {op:>8}: p50 {p('p50_ms'):.1f} ms  p95 {p('p95_ms'):.1f} ms  p99 {p('p99_ms'):.1f} ms  max {p('max_ms'):.1f} ms")

@@ -7,7 +7,9 @@
 CPU is utime + stime from /proc, in seconds: for Postgres, the postmaster with every child it has
 reaped (cutime, cstime) plus every live child (backends, walwriter, checkpointer...), so short-lived
 backends are counted too. WAL bytes (pg_stat_wal) and commits (pg_stat_database) are the whole
-cluster's: run nothing else on it meanwhile.
+cluster's: run nothing else on it meanwhile. Statements, rows and buffers come from
+pg_stat_statements (loaded by scripts/dev-env.sh), for the benchmark's database only; the delta
+also lists the statements that cost the most execution time, per request.
 """
 import json
 import os
@@ -51,11 +53,42 @@ def snapshot(holdfast, postmaster, redis, url):
          "select (select wal_bytes from pg_stat_wal), (select wal_records from pg_stat_wal),"
          " (select sum(xact_commit) from pg_stat_database)"],
         capture_output=True, text=True, check=True).stdout.strip().split("|")
+    statements = subprocess.run(
+        ["psql", url, "-AtX", "-c",
+         "select coalesce(json_agg(json_build_object('id', queryid::text, 'q', left(regexp_replace(query, '\\s+', ' ', 'g'), 160),"
+         " 'calls', calls, 'rows', rows, 'ms', total_exec_time,"
+         " 'blks', shared_blks_hit + shared_blks_read, 'dirtied', shared_blks_dirtied, 'wal', wal_bytes)), '[]')"
+         " from pg_stat_statements where dbid = (select oid from pg_database where datname = current_database())"],
+        capture_output=True, text=True)
     return {
+        "statements": json.loads(statements.stdout) if statements.returncode == 0 else None,
         "holdfast": sum((stat(p) or {"self": 0})["self"] for p in pids(holdfast)),
         "postgres": postgres_cpu(int(postmaster)),
         "redis": sum((stat(p) or {"self": 0})["self"] for p in pids(redis)),
         "wal_bytes": float(counters[0]), "wal_records": float(counters[1]), "commits": float(counters[2]),
+    }
+
+
+def statements_delta(before, after, requests):
+    """Per request: statements, rows and buffers (pg_stat_statements), and the costliest statements."""
+    if before is None or after is None or not requests:
+        return None
+    seen = {}
+    for s in before:
+        seen[s["id"]] = s
+    rows = []
+    for s in after:
+        b = seen.get(s["id"], {})
+        rows.append({k: (s[k] - b.get(k, 0)) if k not in ("id", "q") else s[k] for k in s})
+    rows = [r for r in rows if r["calls"] > 0]
+    total = lambda k: round(sum(r[k] for r in rows) / requests, 3)
+    top = sorted(rows, key=lambda r: -r["ms"])[:8]
+    return {
+        "calls": total("calls"), "rows": total("rows"), "exec_ms": total("ms"), "buffers": total("blks"),
+        "dirtied": total("dirtied"), "wal_bytes": total("wal"),
+        "top": [{"query": r["q"], "calls": round(r["calls"] / requests, 3), "exec_ms": round(r["ms"] / requests, 4),
+                 "ms_per_call": round(r["ms"] / r["calls"], 4), "wal_bytes": round(r["wal"] / requests),
+                 "rows": round(r["rows"] / requests, 3)} for r in top],
     }
 
 
@@ -65,7 +98,7 @@ if __name__ == "__main__":
     else:
         before, after = json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
         requests, loadgen = float(sys.argv[4]), float(sys.argv[5])
-        d = {k: after[k] - before[k] for k in before}
+        d = {k: after[k] - before[k] for k in before if k != "statements"}
         per = lambda v, scale=1.0: round(v * scale / requests, 3) if requests else None
         print(json.dumps({
             "requests": int(requests),
@@ -73,4 +106,5 @@ if __name__ == "__main__":
                                     "redis": per(d["redis"], 1000), "loadgen": per(loadgen, 1000)},
             "wal_bytes_per_request": per(d["wal_bytes"]), "wal_records_per_request": per(d["wal_records"]),
             "commits_per_request": per(d["commits"]),
+            "statements": statements_delta(before.get("statements"), after.get("statements"), requests),
         }))

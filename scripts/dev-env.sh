@@ -106,6 +106,7 @@ pg_up() {
     as_pg "$bin/pg_ctl" -D "$data/data" -l "$data/postgres.log" -w -t 60 start \
       -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $run -c max_connections=400 \
           -c shared_buffers=256MB -c fsync=${HOLDFAST_PG_FSYNC:-on} -c synchronous_commit=${HOLDFAST_PG_SYNC_COMMIT:-on} \
+          -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=top \
           -c log_min_messages=warning" >/dev/null || {
       log "Postgres did not start; the end of $data/postgres.log:"
       tail -n 20 "$data/postgres.log" >&2 || true

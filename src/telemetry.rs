@@ -40,7 +40,7 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     ),
     (
         "holdfast_idempotency_outcomes_total",
-        "Idempotency-Key claims by outcome (claimed, replayed, in progress, reused...).",
+        "Idempotency-Key outcomes: executed_at_once (no claim first, record written with the effect), claimed, replayed, in_progress, key_reused, taken_over, settled_at_claim.",
     ),
     ("holdfast_idempotency_purged_total", "Idempotency records deleted after their retention."),
     ("holdfast_idempotency_recovered_total", "In-flight idempotency records whose lease ran out, marked FAILED."),

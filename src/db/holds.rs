@@ -287,12 +287,14 @@ pub async fn transition(
 
 /// Gives back everything holds that have just left HELD (released or expired, in this same
 /// transaction) still claim: their seats, their units on each night, their slot. One round trip.
-/// Seats claimed since by someone else are untouched.
+/// Seats claimed since by someone else are untouched. A hold's seats are found through
+/// `hold_seats`: `seats.hold_id` carries no index, so that claiming and freeing a seat are HOT
+/// updates (see the migration `lean_write_path`).
 pub async fn end_claims(conn: &mut PgConnection, hold_ids: &[Uuid]) -> Result<(), sqlx::Error> {
     sqlx::query(
         "with freed_seats as (
              update seats set hold_id = null, hold_expires_at = null, version = version + 1
-              where hold_id = any($1)
+              where id in (select seat_id from hold_seats where hold_id = any($1)) and hold_id = any($1)
              returning 1
          ), released_nights as (
              update inventory_nights n set held = n.held - x.quantity, version = n.version + 1
@@ -353,7 +355,10 @@ pub async fn extend(
     if seat_count == 0 {
         return Ok(Extended::To(expires_at));
     }
-    let moved = sqlx::query("update seats set hold_expires_at = $2, version = version + 1 where hold_id = $1")
+    let moved = sqlx::query(
+        "update seats set hold_expires_at = $2, version = version + 1
+          where id in (select seat_id from hold_seats where hold_id = $1) and hold_id = $1",
+    )
         .bind(hold_id)
         .bind(expires_at)
         .execute(conn)

@@ -12,6 +12,14 @@
 //! statement (plus a read on conflict), and [`complete`] runs inside the business transaction,
 //! conditioned on our `claim_token`, so the effect and the stored answer commit together or not
 //! at all, and a takeover while we were paused makes our commit touch nothing.
+//!
+//! Most requests need no IN_PROGRESS record at all: a new key whose lock is free at once is
+//! executed first and its record written once, settled, by [`record`] inside the business
+//! transaction (one commit per request). The primary key is the fence: if another execution
+//! owns the key, or takes it while we run, our insert finds its row and we roll back; the claim
+//! above then says what that execution answered. A crash before our commit leaves no record,
+//! so a retry simply runs. Requests that must wait (a contended lock, hot seats) claim first,
+//! as above, so that a retry meanwhile hears IDEMPOTENCY_IN_PROGRESS.
 
 mod batch;
 
@@ -239,6 +247,60 @@ pub async fn complete(
     .await?
     .rows_affected();
     Ok(done == 1)
+}
+
+/// Writes a new key's record once, settled, for an execution that claimed nothing first (see
+/// the module notes). A FAILED record, or an IN_PROGRESS one whose lease ran out, is taken over
+/// in the same statement (the same request, by its fingerprint). Returns false when the key is
+/// someone else's (a live claim, a settled answer, a different request): roll back, then claim.
+pub async fn record(
+    conn: &mut PgConnection,
+    req: &IdempotentRequest,
+    status: u16,
+    body: &Value,
+) -> Result<bool, sqlx::Error> {
+    let written = sqlx::query(
+        "insert into idempotency_records
+                (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)
+         values ($1, $2, $3, 'SUCCEEDED', $4, now(), $5, $6)
+         on conflict (user_id, key) do update
+            set state = 'SUCCEEDED', claim_token = excluded.claim_token, lease_until = excluded.lease_until,
+                response_status = excluded.response_status, response_body = excluded.response_body,
+                updated_at = now()
+          where idempotency_records.fingerprint = excluded.fingerprint
+            and (idempotency_records.state = 'FAILED'
+                 or (idempotency_records.state = 'IN_PROGRESS' and idempotency_records.lease_until <= now()))",
+    )
+    .bind(&req.user_id)
+    .bind(&req.key)
+    .bind(&req.fingerprint)
+    .bind(Uuid::new_v4())
+    .bind(status as i16)
+    .bind(body)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    if written == 1 {
+        outcome("executed_at_once");
+    }
+    Ok(written == 1)
+}
+
+/// Records that an execution which claimed nothing first failed transiently: nothing happened,
+/// and the next request with the key runs again (as [`fail`] does for a claimed key).
+pub async fn record_failed(pool: &PgPool, req: &IdempotentRequest) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until)
+         values ($1, $2, $3, 'FAILED', $4, now())
+         on conflict (user_id, key) do nothing",
+    )
+    .bind(&req.user_id)
+    .bind(&req.key)
+    .bind(&req.fingerprint)
+    .bind(Uuid::new_v4())
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Marks a transient failure: nothing happened, and the next request with the key runs again.

@@ -8,6 +8,11 @@
 //!    then a check that enough lock validity is left, then COMMIT,
 //! 6. release the lock; settle the idempotency record (store a final answer, or mark FAILED).
 //!
+//! Most requests take a shorter way through steps 2 and 5 ([`execute_at_once`]): a key that
+//! is not hot and whose lock is free at once is not claimed first; its record is written once,
+//! settled, inside the transaction, so the request costs one commit. Whoever else holds the key
+//! makes that insert fail, and the request then goes the whole way above, from the claim.
+//!
 //! The work runs in a tracked task, so a client that disconnects cannot cancel it half-way:
 //! the record always ends SUCCEEDED or FAILED, and shutdown waits for it.
 
@@ -80,12 +85,29 @@ fn stage(name: &'static str, started: Instant) {
     metrics::histogram!("holdfast_stage_duration_seconds", "stage" => name).record(started.elapsed().as_secs_f64());
 }
 
+/// How the transaction deals with the request's key.
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    /// No `Idempotency-Key` (only commands that need none).
+    None,
+    /// Claimed IN_PROGRESS with this token: the transaction completes the record.
+    Claimed(&'a IdempotentRequest, ClaimToken),
+    /// Not claimed: the transaction writes the record, settled, or finds it someone else's.
+    AtOnce(&'a IdempotentRequest),
+}
+
 async fn execute(
     state: &AppState,
     caller: &Caller,
     idem: Option<&IdempotentRequest>,
     command: &Command,
 ) -> Result<Reply, ApiError> {
+    if let Some(req) = idem
+        && !state.hot_seats.any_hot(command.requested_seats())
+        && let Some(result) = execute_at_once(state, caller, req, command).await
+    {
+        return result;
+    }
     let claimed = match idem {
         Some(req) => {
             let started = Instant::now();
@@ -126,7 +148,11 @@ async fn execute(
 
     // A panic (a bug) must not strand the key IN_PROGRESS for its whole lease: it becomes a
     // 500 here, and the record is marked FAILED below, so the client's retry runs again.
-    let result = AssertUnwindSafe(plan_lock_apply(state, caller, claimed, command))
+    let key = match claimed {
+        Some((req, token)) => Key::Claimed(req, token),
+        None => Key::None,
+    };
+    let result = AssertUnwindSafe(plan_lock_apply(state, caller, key, command))
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| Err(panicked(command, panic)));
@@ -149,6 +175,55 @@ async fn execute(
         }
     }
     result.map(|(reply, _)| reply)
+}
+
+/// The short way: execute without claiming the key first, and write its record once, settled,
+/// in the same transaction. None when the key turns out to be someone else's, or the lock is
+/// contended (others want these seats: a retry meanwhile must hear IDEMPOTENCY_IN_PROGRESS):
+/// nothing was written, and the caller goes the whole way, from the claim.
+async fn execute_at_once(
+    state: &AppState,
+    caller: &Caller,
+    req: &IdempotentRequest,
+    command: &Command,
+) -> Option<Result<Reply, ApiError>> {
+    let result = AssertUnwindSafe(plan_lock_apply(state, caller, Key::AtOnce(req), command))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(panicked(command, panic)));
+    let (status, body) = match &result {
+        Ok((_, true)) => return Some(result.map(|(reply, _)| reply)),
+        // The key is someone else's, or the lock is taken: claim, and wait or hear why not.
+        Err(ApiError::IdempotencyInProgress | ApiError::SeatLocked) => {
+            state.hot_seats.mark(command.requested_seats());
+            return None;
+        }
+        Ok((reply, false)) => (reply.status, reply.body.clone()),
+        Err(err) if err.is_final_outcome() => (err.status(), err.body()),
+        Err(_) => {
+            if let Err(db) = idempotency::record_failed(&state.claims_db, req).await {
+                tracing::warn!(error = %db, "could not mark the idempotency record FAILED");
+            }
+            return Some(result.map(|(reply, _)| reply));
+        }
+    };
+    if matches!(result, Err(ApiError::SeatUnavailable { .. })) {
+        state.hot_seats.mark(command.requested_seats());
+    }
+    // Settled without a write of ours (nothing to do, or refused): store the answer on its own.
+    let stored = async {
+        let mut conn = state.db.acquire().await?;
+        idempotency::record(&mut conn, req, status.as_u16(), &body).await
+    };
+    match stored.await {
+        Ok(true) => Some(result.map(|(reply, _)| reply)),
+        Ok(false) => None,
+        Err(db) => {
+            // Nothing of ours was written either way: a retry runs again and answers the same.
+            tracing::warn!(error = %db, "could not store the idempotency record");
+            Some(result.map(|(reply, _)| reply))
+        }
+    }
 }
 
 /// A panic caught in a command, as the 500 it answers (the message goes to the log only).
@@ -176,7 +251,7 @@ async fn store(
 async fn plan_lock_apply(
     state: &AppState,
     caller: &Caller,
-    claimed: Option<(&IdempotentRequest, ClaimToken)>,
+    key: Key<'_>,
     command: &Command,
 ) -> Result<(Reply, bool), ApiError> {
     let started = Instant::now();
@@ -197,6 +272,9 @@ async fn plan_lock_apply(
             .acquire(&plan.resources, command.lock_patience(&plan), || async {
                 // Contended: others want these seats now. The next claims for them go in batches.
                 state.hot_seats.mark(command.requested_seats());
+                if matches!(key, Key::AtOnce(_)) {
+                    return false; // claim the key first, then wait
+                }
                 let why = command.why_give_up(state, &plan).await.unwrap_or_default();
                 let keep_trying = why.is_none();
                 *gave_up.lock().expect("not poisoned") = why;
@@ -215,7 +293,7 @@ async fn plan_lock_apply(
     }
 
     let started = Instant::now();
-    let result = transact(state, caller, claimed, command, plan, lock).await;
+    let result = transact(state, caller, key, command, plan, lock).await;
     stage("transaction", started);
     let (reply, lock) = result?;
     if let Some(lock) = lock {
@@ -225,13 +303,13 @@ async fn plan_lock_apply(
         state.tasks.spawn(async move { redlock.release(lock).await });
     }
     command.count_success();
-    Ok((reply, claimed.is_some()))
+    Ok((reply, !matches!(key, Key::None)))
 }
 
 async fn transact(
     state: &AppState,
     caller: &Caller,
-    claimed: Option<(&IdempotentRequest, ClaimToken)>,
+    key: Key<'_>,
     command: &Command,
     plan: commands::Plan,
     mut lock: Option<Lock>,
@@ -239,10 +317,10 @@ async fn transact(
     let outcome = async {
         // READ COMMITTED (Postgres's default): every write below carries its own guard, and
         // blocked writers re-check those guards against the winner's row.
-        let mut tx = state.db.begin().await?;
         let cap = state.config.hold_max_live_per_user;
         let capped = cap > 0 && command.creates_live_hold();
-        audit::set_actor(&mut tx, &caller.user_id, caller.role(), caller.request_id.as_deref(), capped).await?;
+        let mut tx =
+            audit::begin_as(&state.db, &caller.user_id, caller.role(), caller.request_id.as_deref(), capped).await?;
         if capped && holds::live_holds_of(&mut tx, &caller.user_id).await? >= cap {
             return Err(ApiError::TooManyHolds { limit: cap });
         }
@@ -252,10 +330,16 @@ async fn transact(
         {
             panic!("HOLDFAST_FAULT_PANIC_ONCE: a bug inside the transaction");
         }
-        if let Some((req, token)) = claimed
-            && !idempotency::complete(&mut tx, req, token, reply.status.as_u16(), &reply.body).await?
-        {
-            // Our key was taken over while we were paused: the other execution owns the outcome.
+        let ours = match key {
+            Key::None => true,
+            Key::Claimed(req, token) => {
+                idempotency::complete(&mut tx, req, token, reply.status.as_u16(), &reply.body).await?
+            }
+            Key::AtOnce(req) => idempotency::record(&mut tx, req, reply.status.as_u16(), &reply.body).await?,
+        };
+        if !ours {
+            // Our key was taken over while we were paused, or another execution has it: that
+            // execution owns the outcome.
             return Err(ApiError::IdempotencyInProgress);
         }
         if let Some(lock) = lock.as_mut() {

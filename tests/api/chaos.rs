@@ -96,12 +96,16 @@ async fn requests_cut_off_by_a_crash_complete_once_when_retried_elsewhere() {
                 )
             })
             .collect();
-        eventually("all ten are claimed and in flight", Duration::from_secs(10), || async {
-            count(&db, "select count(*) from idempotency_records where key like 'crash-%' and state = 'IN_PROGRESS'")
-                .await
-                == 10
+        // In flight: each has taken its seat's lock and sits in the fault's delay, after the lock
+        // or inside its transaction. (A new key whose lock is free is not claimed IN_PROGRESS
+        // first: its record is written with its effect, so there is no record to wait for.)
+        let scrape = format!("{}/metrics", doomed.base);
+        eventually("all ten hold their locks and are in flight", Duration::from_secs(10), || async {
+            let text = clients.http.get(&scrape).send().await.unwrap().text().await.unwrap();
+            text.lines().any(|l| l == "holdfast_lock_acquisitions_total{outcome=\"acquired\"} 10")
         })
         .await;
+        assert_eq!(count(&db, "select count(*) from holds").await, 0, "{fault}: nothing committed yet");
         doomed.kill();
         for request in in_flight {
             assert!(request.await.unwrap().is_err(), "{fault}: a killed instance cannot have answered");

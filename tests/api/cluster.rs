@@ -457,7 +457,7 @@ impl Haproxy {
 /// A client for several instances at once.
 #[derive(Clone)]
 pub struct Clients {
-    http: reqwest::Client,
+    pub http: reqwest::Client,
     jwt: Arc<JwtKeys>,
 }
 

@@ -36,7 +36,8 @@ async fn metrics_expose_requests_locks_idempotency_and_holds() {
         "holdfast_http_request_duration_seconds_bucket",
         "holdfast_lock_acquisitions_total{outcome=\"acquired\"}",
         "holdfast_lock_acquire_duration_seconds_bucket",
-        "holdfast_idempotency_outcomes_total{outcome=\"claimed\"}",
+        // A new key whose lock is free is executed at once, its record written with the effect.
+        "holdfast_idempotency_outcomes_total{outcome=\"executed_at_once\"}",
         "holdfast_holds_created_total",
         "holdfast_holds_confirmed_total",
         "holdfast_bookings_created_total",
