@@ -59,3 +59,22 @@ create trigger bookings_audit_insert after insert on bookings for each row execu
 create trigger bookings_audit_update after update on bookings for each row
     when (new.status is distinct from old.status)
     execute function bookings_audit();
+
+-- Holds, bookings and slot claims keep no foreign key to their event, inventory or resource.
+-- Each such key made every hold and booking take a KEY SHARE lock on its one parent row, and
+-- with many requests at once Postgres records the lockers of that row in a new MultiXact each
+-- time: about one MultiXact (plus a row-lock record) per request in the spread benchmark, all on
+-- one hot row. What the keys guarded still holds by construction: events, inventories and
+-- resources are never deleted (no route or job deletes one); a seat hold or sale takes only
+-- seats of its event (seats.event_id keeps its key); a room hold's nights reference
+-- inventory_nights (that key stays); a slot hold is planned from its resource's row. The
+-- integrity check counts any hold, booking or slot claim whose target is unknown.
+alter table holds
+    drop constraint holds_event_id_fkey,
+    drop constraint holds_inventory_id_fkey,
+    drop constraint holds_resource_id_fkey;
+alter table bookings
+    drop constraint bookings_event_id_fkey,
+    drop constraint bookings_inventory_id_fkey,
+    drop constraint bookings_resource_id_fkey;
+alter table slot_claims drop constraint slot_claims_resource_id_fkey;

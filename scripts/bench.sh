@@ -38,7 +38,7 @@ out="bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$scenario-${instances}x.jsonl"
 ceiling_tps=""
 if [ "$scenario" != hot-seat ]; then
   psql_admin -c "drop database if exists holdfast_ceiling with (force)" -c "create database holdfast_ceiling"
-  DATABASE_URL="$base_url/holdfast_ceiling" target/release/holdfast migrate >/dev/null
+  DATABASE_URL="$base_url/holdfast_ceiling" "${HOLDFAST_BIN:-target/release/holdfast}" migrate >/dev/null
   ceiling_sql=bench/hold.sql
   case "$scenario" in
     rooms) ceiling_sql=bench/room_hold.sql
@@ -71,18 +71,21 @@ SQL
   ceiling_tps=$("$HOLDFAST_PG_BINDIR/pgbench" -n -M prepared -c "$clients" -j 2 -T "$pg_seconds" -D nseats="$seats" \
       -f "$ceiling_sql" "$base_url/holdfast_ceiling" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
   echo "pgbench hold-transaction ceiling: $ceiling_tps tps ($clients clients, ${pg_seconds}s)" >&2
-  # The second ceiling, independent of holdfast's SQL: the least work a hold needs
-  # (bench/minimal_hold.sql: lock the seat, insert the hold, update the seat, commit).
+  # The second ceiling, independent of holdfast's SQL and schema: the least work a hold needs
+  # (bench/minimal_hold.sql: lock the seat, insert the hold, update the seat, commit), on two
+  # plain tables (bench/minimal_schema.sql).
   if [ "$ceiling_sql" = bench/hold.sql ]; then
-    psql "$base_url/holdfast_ceiling" -qAtX -c "update seats set hold_id = null, hold_expires_at = null" \
-      -c "delete from hold_seats" >/dev/null
+    psql "$base_url/holdfast_ceiling" -qAtX -v ON_ERROR_STOP=1 -f bench/minimal_schema.sql >/dev/null
     minimal_tps=$("$HOLDFAST_PG_BINDIR/pgbench" -n -M prepared -c "$clients" -j 2 -T "$pg_seconds" -D nseats="$seats" \
         -f bench/minimal_hold.sql "$base_url/holdfast_ceiling" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
     echo "pgbench minimal-hold ceiling: $minimal_tps tps ($clients clients, ${pg_seconds}s)" >&2
   fi
 fi
 # Where the work goes (issue 10): CPU per request of each process, WAL and commits per request.
-postmaster=$(head -1 "$(psql_admin -c 'show data_directory')/postmaster.pid")
+pg_data=$(psql_admin -c 'show data_directory')
+postmaster=$(head -1 "$pg_data/postmaster.pid")
+# WAL records by type per request (pg_waldump reads the cluster's pg_wal folder).
+export BENCH_PG_WAL="$pg_data/pg_wal" BENCH_PG_BINDIR="$HOLDFAST_PG_BINDIR"
 redis_pids=$(for u in ${REDIS_URLS//,/ }; do p=${u##*:}; redis-cli -p "$p" info server | sed -n 's/^process_id:\([0-9]*\).*/\1/p'; done | paste -sd,)
 
 pids=()
@@ -110,7 +113,8 @@ for run in $(seq 1 "$runs"); do
   [ "$scenario" = spread-holds ] && mode=(--scenario spread --hold-only)
   [ "$scenario" = spread-recycle ] && mode=(--scenario spread --hold-only --recycle)
   holdfast_pids=$(IFS=,; echo "${pids[*]}")
-  python3 scripts/bench_cost.py snapshot "$holdfast_pids" "$postmaster" "$redis_pids" "$DATABASE_URL" > /tmp/holdfast-bench-before.json
+  # The "before" counters are taken by the load generator once its event is set up.
+  snapshot_before="python3 scripts/bench_cost.py snapshot $holdfast_pids $postmaster $redis_pids $DATABASE_URL > /tmp/holdfast-bench-before.json"
   # The load generator's own CPU, from the rusage of a child it is the only one of.
   python3 -c "
 import resource, subprocess, sys
@@ -119,7 +123,7 @@ u = resource.getrusage(resource.RUSAGE_CHILDREN)
 open('/tmp/holdfast-bench-loadgen-cpu', 'w').write(str(u.ru_utime + u.ru_stime))
 sys.stdout.buffer.write(out)" target/release/holdfast-loadgen --json "${mode[@]}" --targets "$targets" --clients "$clients" \
     --duration-secs "$seconds" --seats "$seats" --rounds "${BENCH_ROUNDS:-3}" \
-    --pids "$holdfast_pids" > /tmp/holdfast-bench-report.json
+    --pids "$holdfast_pids" --after-setup "$snapshot_before" > /tmp/holdfast-bench-report.json
   python3 scripts/bench_cost.py snapshot "$holdfast_pids" "$postmaster" "$redis_pids" "$DATABASE_URL" > /tmp/holdfast-bench-after.json
   requests=$(python3 -c "import json; print(json.load(open('/tmp/holdfast-bench-report.json'))['requests'])")
   cost=$(python3 scripts/bench_cost.py delta /tmp/holdfast-bench-before.json /tmp/holdfast-bench-after.json \
@@ -149,7 +153,12 @@ costs = [r['cost'] for r in runs if r.get('cost')]
 if costs:
     cpu = lambda k: med([c['cpu_ms_per_request'][k] for c in costs if c['cpu_ms_per_request'][k] is not None])
     print(f"  CPU ms per request: holdfast {cpu('holdfast'):.3f}  postgres {cpu('postgres'):.3f}  redis {cpu('redis'):.3f}  loadgen {cpu('loadgen'):.3f}")
-    print(f"  per request: WAL {med([c['wal_bytes_per_request'] for c in costs]):.0f} bytes ({med([c['wal_records_per_request'] for c in costs]):.1f} records), {med([c['commits_per_request'] for c in costs]):.2f} commits")
+    print(f"  per request: WAL {med([c['wal_bytes_per_request'] for c in costs]):.0f} bytes ({med([c['wal_records_per_request'] for c in costs]):.1f} records), {med([c['commits_per_request'] for c in costs]):.2f} commits (all transactions, read-only ones too)")
+    wc = [c['write_commits_per_request'] for c in costs if c.get('write_commits_per_request') is not None]
+    if wc:
+        print(f"  per request: {med(wc):.2f} commit records in the WAL (transactions that wrote)")
+        kinds = costs[-1]['wal_records_by_type_per_request']
+        print("  WAL records per request in the last run:", ", ".join(f"{k} {v}" for k, v in list(kinds.items())[:14]))
     st = [c['statements'] for c in costs if c.get('statements')]
     if st:
         s = lambda k: med([x[k] for x in st])

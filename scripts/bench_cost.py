@@ -51,7 +51,7 @@ def snapshot(holdfast, postmaster, redis, url):
     counters = subprocess.run(
         ["psql", url, "-AtX", "-c",
          "select (select wal_bytes from pg_stat_wal), (select wal_records from pg_stat_wal),"
-         " (select sum(xact_commit) from pg_stat_database)"],
+         " (select sum(xact_commit) from pg_stat_database), pg_current_wal_insert_lsn()"],
         capture_output=True, text=True, check=True).stdout.strip().split("|")
     statements = subprocess.run(
         ["psql", url, "-AtX", "-c",
@@ -66,7 +66,25 @@ def snapshot(holdfast, postmaster, redis, url):
         "postgres": postgres_cpu(int(postmaster)),
         "redis": sum((stat(p) or {"self": 0})["self"] for p in pids(redis)),
         "wal_bytes": float(counters[0]), "wal_records": float(counters[1]), "commits": float(counters[2]),
+        "lsn": counters[3],
     }
+
+
+def wal_records(start, end, requests):
+    """WAL records per request by type (pg_waldump --stats=record), when BENCH_PG_WAL names the
+    cluster's pg_wal folder and pg_waldump is in BENCH_PG_BINDIR."""
+    wal_dir, bindir = os.environ.get("BENCH_PG_WAL"), os.environ.get("BENCH_PG_BINDIR")
+    if not (start and end and wal_dir and bindir and requests):
+        return None
+    out = subprocess.run([f"{bindir}/pg_waldump", "--stats=record", "-p", wal_dir, "-s", start, "-e", end],
+                         capture_output=True, text=True)
+    counts = {}
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        # "Heap/HOT_UPDATE    123 ( 4.56) ..." ; skip the header and the total
+        if len(parts) > 2 and "/" in parts[0] and parts[1].isdigit():
+            counts[parts[0]] = round(int(parts[1]) / requests, 3)
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1])) or None
 
 
 def statements_delta(before, after, requests):
@@ -98,7 +116,8 @@ if __name__ == "__main__":
     else:
         before, after = json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
         requests, loadgen = float(sys.argv[4]), float(sys.argv[5])
-        d = {k: after[k] - before[k] for k in before if k != "statements"}
+        d = {k: after[k] - before[k] for k in before if k not in ("statements", "lsn")}
+        wal = wal_records(before.get("lsn"), after.get("lsn"), requests)
         per = lambda v, scale=1.0: round(v * scale / requests, 3) if requests else None
         print(json.dumps({
             "requests": int(requests),
@@ -106,5 +125,8 @@ if __name__ == "__main__":
                                     "redis": per(d["redis"], 1000), "loadgen": per(loadgen, 1000)},
             "wal_bytes_per_request": per(d["wal_bytes"]), "wal_records_per_request": per(d["wal_records"]),
             "commits_per_request": per(d["commits"]),
+            # Commit records in the WAL: transactions that wrote something (read-only ones write none).
+            "write_commits_per_request": wal.get("Transaction/COMMIT") if wal else None,
+            "wal_records_by_type_per_request": wal,
             "statements": statements_delta(before.get("statements"), after.get("statements"), requests),
         }))

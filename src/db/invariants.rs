@@ -40,6 +40,19 @@ pub const CHECKS: &[(&str, &str)] = &[
           where c.active <> (h.status = 'HELD' or (h.status = 'CONFIRMED' and b.status = 'CONFIRMED'))",
     ),
     (
+        // Kept by construction since the hot-path foreign keys went (migration lean_write_path).
+        "hold, booking or slot claim of an unknown event, inventory or resource",
+        "select (select count(*) from holds t
+                  where (t.event_id is not null and not exists (select 1 from events p where p.id = t.event_id))
+                     or (t.inventory_id is not null and not exists (select 1 from inventories p where p.id = t.inventory_id))
+                     or (t.resource_id is not null and not exists (select 1 from resources p where p.id = t.resource_id)))
+              + (select count(*) from bookings t
+                  where (t.event_id is not null and not exists (select 1 from events p where p.id = t.event_id))
+                     or (t.inventory_id is not null and not exists (select 1 from inventories p where p.id = t.inventory_id))
+                     or (t.resource_id is not null and not exists (select 1 from resources p where p.id = t.resource_id)))
+              + (select count(*) from slot_claims t where not exists (select 1 from resources p where p.id = t.resource_id))",
+    ),
+    (
         // The recovery job marks these FAILED within a sweep interval; 5 s of slack.
         "idempotency record stuck IN_PROGRESS past its lease",
         "select count(*) from idempotency_records where state = 'IN_PROGRESS' and lease_until < now() - interval '5 seconds'",

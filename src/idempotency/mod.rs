@@ -250,9 +250,10 @@ pub async fn complete(
 }
 
 /// Writes a new key's record once, settled, for an execution that claimed nothing first (see
-/// the module notes). A FAILED record, or an IN_PROGRESS one whose lease ran out, is taken over
-/// in the same statement (the same request, by its fingerprint). Returns false when the key is
-/// someone else's (a live claim, a settled answer, a different request): roll back, then claim.
+/// the module notes). A plain insert: if the key exists (whatever its state: a live claim, a
+/// settled answer, a FAILED attempt, another request) or another transaction is inserting it,
+/// the primary key refuses ours once that one commits, and this returns false: roll back, then
+/// claim, which says what the key holds (and takes a FAILED or lapsed record over).
 pub async fn record(
     conn: &mut PgConnection,
     req: &IdempotentRequest,
@@ -262,14 +263,7 @@ pub async fn record(
     let written = sqlx::query(
         "insert into idempotency_records
                 (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)
-         values ($1, $2, $3, 'SUCCEEDED', $4, now(), $5, $6)
-         on conflict (user_id, key) do update
-            set state = 'SUCCEEDED', claim_token = excluded.claim_token, lease_until = excluded.lease_until,
-                response_status = excluded.response_status, response_body = excluded.response_body,
-                updated_at = now()
-          where idempotency_records.fingerprint = excluded.fingerprint
-            and (idempotency_records.state = 'FAILED'
-                 or (idempotency_records.state = 'IN_PROGRESS' and idempotency_records.lease_until <= now()))",
+         values ($1, $2, $3, 'SUCCEEDED', $4, now(), $5, $6)",
     )
     .bind(&req.user_id)
     .bind(&req.key)
@@ -278,12 +272,15 @@ pub async fn record(
     .bind(status as i16)
     .bind(body)
     .execute(conn)
-    .await?
-    .rows_affected();
-    if written == 1 {
-        outcome("executed_at_once");
+    .await;
+    match written {
+        Ok(_) => {
+            outcome("executed_at_once");
+            Ok(true)
+        }
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("idempotency_records_pkey") => Ok(false),
+        Err(err) => Err(err),
     }
-    Ok(written == 1)
 }
 
 /// Records that an execution which claimed nothing first failed transiently: nothing happened,

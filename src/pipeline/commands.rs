@@ -147,14 +147,6 @@ fn missing(requested: &[Uuid], got: &[Uuid]) -> Vec<Uuid> {
     requested.iter().filter(|id| !got.contains(id)).copied().collect()
 }
 
-/// Maps an insert's foreign-key violation on `constraint` to a 404 for `what`.
-fn fk_not_found(err: sqlx::Error, constraint: &str, what: &'static str) -> ApiError {
-    match &err {
-        sqlx::Error::Database(db) if db.constraint() == Some(constraint) => ApiError::NotFound(what),
-        _ => err.into(),
-    }
-}
-
 impl Command {
     pub fn name(&self) -> &'static str {
         match self {
@@ -349,10 +341,9 @@ impl Command {
 
             (Command::CreateHold { event_id, seat_ids, ttl }, _) => {
                 let hold_id = Uuid::now_v7();
+                // An unknown event claims no seats: `unclaimable` then answers 404.
                 let created =
-                    holds::create(tx, hold_id, *event_id, &caller.user_id, ttl.seconds(), seat_ids.as_slice())
-                        .await
-                        .map_err(|e| fk_not_found(e, "holds_event_id_fkey", "event"))?;
+                    holds::create(tx, hold_id, *event_id, &caller.user_id, ttl.seconds(), seat_ids.as_slice()).await?;
                 if created.claimed.len() < seat_ids.len() {
                     return Err(unclaimable(tx, *event_id, seat_ids.as_slice(), &created.claimed).await);
                 }
