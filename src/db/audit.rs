@@ -1,45 +1,12 @@
 //! The audit trail. Rows are written by triggers on `holds`, `bookings` and `slot_claims`, in the
 //! same transaction as the change; `audit_log` refuses updates and deletes. The service only
-//! says who is acting, per transaction, with [`set_actor`].
+//! says who is acting, per transaction: with the BEGIN ([`super::write_tx`]), or with
+//! [`set_actor`].
 
 use chrono::{DateTime, Utc};
-use postgres_protocol::escape::escape_literal;
 use serde_json::Value;
-use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
-
-/// Begins a transaction in which `actor` acts, in one round trip: the settings travel with the
-/// BEGIN, in the same simple query, instead of in a statement of their own after it. A simple
-/// query takes no parameters, so the values go in as literals, quoted by `postgres-protocol`'s
-/// port of libpq's `PQescapeLiteral` (safe whatever `standard_conforming_strings` says). A value
-/// holding NUL (which no literal can carry) takes the two-statement way, and Postgres refuses it
-/// there as it always did. With `serialize_actor`, see [`set_actor`]: that path is kept, because a
-/// lock wait that times out must reach the caller as the error it is.
-pub async fn begin_as(
-    pool: &PgPool,
-    actor: &str,
-    role: &str,
-    request_id: Option<&str>,
-    serialize_actor: bool,
-) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let request_id = request_id.unwrap_or("");
-    if serialize_actor || [actor, role, request_id].iter().any(|v| v.contains('\0')) {
-        let mut tx = pool.begin().await?;
-        set_actor(&mut tx, actor, role, Some(request_id), serialize_actor).await?;
-        return Ok(tx);
-    }
-    pool.begin_with(sqlx::AssertSqlSafe(begin_as_sql(actor, role, request_id))).await
-}
-
-fn begin_as_sql(actor: &str, role: &str, request_id: &str) -> String {
-    format!(
-        "begin; select set_config('holdfast.actor', {}, true), set_config('holdfast.actor_role', {}, true), \
-         set_config('holdfast.request_id', {}, true)",
-        escape_literal(actor),
-        escape_literal(role),
-        escape_literal(request_id)
-    )
-}
 
 /// Who acts in the current transaction, and for which request (transaction-local settings the
 /// audit triggers read). With `serialize_actor`, the same statement also takes a transaction
@@ -99,14 +66,3 @@ pub async fn history<'e>(
     .await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_actor_travels_as_quoted_literals() {
-        let sql = begin_as_sql("o'brien\\'; drop table holds; --", "user", "");
-        assert!(sql.contains(r"E'o''brien\\''; drop table holds; --'"), "{sql}");
-        assert!(sql.ends_with("set_config('holdfast.request_id', '', true)"), "{sql}");
-    }
-}

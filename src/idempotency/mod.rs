@@ -274,13 +274,16 @@ pub async fn record(
     .execute(conn)
     .await;
     match written {
-        Ok(_) => {
-            outcome("executed_at_once");
-            Ok(true)
-        }
+        Ok(_) => Ok(true),
         Err(sqlx::Error::Database(db)) if db.constraint() == Some("idempotency_records_pkey") => Ok(false),
         Err(err) => Err(err),
     }
+}
+
+/// Counts a request executed without a claim, its record written with its effect (call once
+/// that commit succeeded).
+pub fn executed_at_once() {
+    outcome("executed_at_once");
 }
 
 /// Records that an execution which claimed nothing first failed transiently: nothing happened,

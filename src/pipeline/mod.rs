@@ -34,7 +34,8 @@ use tracing::Instrument;
 pub use commands::{Caller, Command, visible_booking, visible_hold};
 
 use crate::api::error::ApiError;
-use crate::db::{audit, holds};
+use crate::db::holds;
+use crate::db::write_tx::{Committed, Settle, WriteTx};
 use crate::idempotency::{self, BeingDecided, Claim, ClaimToken, IdempotentRequest};
 use crate::lock::{Lock, LockError};
 use crate::state::AppState;
@@ -216,7 +217,10 @@ async fn execute_at_once(
         idempotency::record(&mut conn, req, status.as_u16(), &body).await
     };
     match stored.await {
-        Ok(true) => Some(result.map(|(reply, _)| reply)),
+        Ok(true) => {
+            idempotency::executed_at_once();
+            Some(result.map(|(reply, _)| reply))
+        }
         Ok(false) => None,
         Err(db) => {
             // Nothing of ours was written either way: a retry runs again and answers the same.
@@ -317,39 +321,25 @@ async fn transact(
     let outcome = async {
         // READ COMMITTED (Postgres's default): every write below carries its own guard, and
         // blocked writers re-check those guards against the winner's row.
-        let cap = state.config.hold_max_live_per_user;
-        let capped = cap > 0 && command.creates_live_hold();
+        let capped = state.config.hold_max_live_per_user > 0 && command.creates_live_hold();
         let mut tx =
-            audit::begin_as(&state.db, &caller.user_id, caller.role(), caller.request_id.as_deref(), capped).await?;
-        if capped && holds::live_holds_of(&mut tx, &caller.user_id).await? >= cap {
-            return Err(ApiError::TooManyHolds { limit: cap });
-        }
-        let reply = command.apply(&mut tx, state, caller, plan).await?;
-        if state.config.fault_panic_once.as_deref() == Some(command.name())
-            && state.fault_panic_armed.swap(false, Ordering::SeqCst)
-        {
-            panic!("HOLDFAST_FAULT_PANIC_ONCE: a bug inside the transaction");
-        }
-        let ours = match key {
-            Key::None => true,
-            Key::Claimed(req, token) => {
-                idempotency::complete(&mut tx, req, token, reply.status.as_u16(), &reply.body).await?
+            WriteTx::begin_as(&state.db, &caller.user_id, caller.role(), caller.request_id.as_deref(), capped).await?;
+        let reply = match before_commit(&mut tx, state, caller, key, command, plan, lock.as_mut()).await {
+            Ok(reply) => reply,
+            Err(err) => {
+                tx.rollback().await;
+                return Err(err);
             }
-            Key::AtOnce(req) => idempotency::record(&mut tx, req, reply.status.as_u16(), &reply.body).await?,
         };
-        if !ours {
-            // Our key was taken over while we were paused, or another execution has it: that
-            // execution owns the outcome.
-            return Err(ApiError::IdempotencyInProgress);
+        let settle = match key {
+            Key::AtOnce(req) => Settle::Record { req, status: reply.status.as_u16(), body: &reply.body },
+            Key::None | Key::Claimed(..) => Settle::Nothing,
+        };
+        match tx.commit(settle).await? {
+            Committed::Yes => Ok(reply),
+            // Another execution has the key: it owns the outcome.
+            Committed::KeyTaken => Err(ApiError::IdempotencyInProgress),
         }
-        if let Some(lock) = lock.as_mut() {
-            ensure_validity(state, lock).await?;
-        }
-        if state.config.fault_pre_commit_delay_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(state.config.fault_pre_commit_delay_ms)).await;
-        }
-        tx.commit().await?;
-        Ok(reply)
     };
     // Caught here too, so that a panic inside the transaction still releases the lock below.
     let outcome = AssertUnwindSafe(outcome).catch_unwind().await.unwrap_or_else(|panic| Err(panicked(command, panic)));
@@ -362,6 +352,42 @@ async fn transact(
             Err(err)
         }
     }
+}
+
+/// Everything in the transaction up to its COMMIT: the per-user cap, the command's writes, the
+/// completion of a claimed key, and the lock's validity. An error rolls back.
+async fn before_commit(
+    tx: &mut WriteTx,
+    state: &AppState,
+    caller: &Caller,
+    key: Key<'_>,
+    command: &Command,
+    plan: commands::Plan,
+    lock: Option<&mut Lock>,
+) -> Result<Reply, ApiError> {
+    let cap = state.config.hold_max_live_per_user;
+    if cap > 0 && command.creates_live_hold() && holds::live_holds_of(tx.conn(), &caller.user_id).await? >= cap {
+        return Err(ApiError::TooManyHolds { limit: cap });
+    }
+    let reply = command.apply(tx.conn(), state, caller, plan).await?;
+    if state.config.fault_panic_once.as_deref() == Some(command.name())
+        && state.fault_panic_armed.swap(false, Ordering::SeqCst)
+    {
+        panic!("HOLDFAST_FAULT_PANIC_ONCE: a bug inside the transaction");
+    }
+    if let Key::Claimed(req, token) = key
+        && !idempotency::complete(tx.conn(), req, token, reply.status.as_u16(), &reply.body).await?
+    {
+        // Our key was taken over while we were paused: the other execution owns the outcome.
+        return Err(ApiError::IdempotencyInProgress);
+    }
+    if let Some(lock) = lock {
+        ensure_validity(state, lock).await?;
+    }
+    if state.config.fault_pre_commit_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(state.config.fault_pre_commit_delay_ms)).await;
+    }
+    Ok(reply)
 }
 
 /// Refuses to commit on a lock that is about to lapse, unless it can be extended in time.

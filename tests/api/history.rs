@@ -110,3 +110,32 @@ async fn expiry_and_reschedule_are_recorded_too() {
     let from = chrono::DateTime::parse_from_rfc3339(last["detail"]["rescheduled_from"]["start"].as_str().unwrap());
     assert_eq!(from.unwrap(), start, "{last}");
 }
+
+/// Who acts travels with the transaction's BEGIN as quoted literals: quotes, backslashes and
+/// SQL in a user id or request id are recorded verbatim and never run.
+#[tokio::test]
+async fn an_actor_and_request_id_full_of_quotes_are_recorded_verbatim() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 2).await;
+    let user = r#"o'brien\'); delete from holds; -- "x""#;
+    let request_id = r"req'\';--";
+    let res = app
+        .client
+        .post(app.url(&format!("/v1/events/{}/holds", event.id)))
+        .bearer_auth(app.token(user))
+        .header("idempotency-key", "quoted")
+        .header("x-request-id", request_id)
+        .json(&json!({ "seat_ids": [event.seats[0]] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let (actor, recorded_request): (String, Option<String>) =
+        sqlx::query_as("select actor, request_id from audit_log where entity = 'hold'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(actor, user);
+    assert_eq!(recorded_request.as_deref(), Some(request_id));
+    assert_eq!(app.count("select count(*) from holds").await, 1, "nothing else ran");
+}
