@@ -194,8 +194,9 @@ async fn execute_at_once(
         .unwrap_or_else(|panic| Err(panicked(command, panic)));
     let (status, body) = match &result {
         Ok((_, true)) => return Some(result.map(|(reply, _)| reply)),
-        // The key is someone else's, or the lock is taken: claim, and wait or hear why not.
-        Err(ApiError::IdempotencyInProgress | ApiError::SeatLocked) => {
+        // The key is someone else's, or the seats' lock is taken (plan_lock_apply says so with
+        // this same error): claim, and then wait or hear why not.
+        Err(ApiError::IdempotencyInProgress) => {
             state.hot_seats.mark(command.requested_seats());
             return None;
         }
@@ -276,8 +277,12 @@ async fn plan_lock_apply(
             .acquire(&plan.resources, command.lock_patience(&plan), || async {
                 // Contended: others want these seats now. The next claims for them go in batches.
                 state.hot_seats.mark(command.requested_seats());
-                if matches!(key, Key::AtOnce(_)) {
-                    return false; // claim the key first, then wait
+                if matches!(key, Key::AtOnce(_)) && command.lock_patience(&plan) == 1 {
+                    // A seat or slot someone else is deciding: claim the key first, then wait,
+                    // so that a retry meanwhile hears IDEMPOTENCY_IN_PROGRESS. (A night's key is
+                    // a queue every request of that night joins: waiting there at once is normal.)
+                    *gave_up.lock().expect("not poisoned") = Some(ApiError::IdempotencyInProgress);
+                    return false;
                 }
                 let why = command.why_give_up(state, &plan).await.unwrap_or_default();
                 let keep_trying = why.is_none();
