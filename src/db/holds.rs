@@ -221,12 +221,17 @@ pub async fn create(
     .await
 }
 
+/// The count of [`live_holds_of`]; `super::write_tx` also sends it with the BEGIN, the user id
+/// quoted in place of `$1`.
+pub(crate) const LIVE_HOLDS_OF: &str =
+    "select count(*) from holds where user_id = $1 and status = 'HELD' and expires_at > now()";
+
 /// How many live holds (HELD and unexpired, of every kind) the user has. Exact only inside a
 /// transaction that took the actor's advisory lock in an earlier statement
 /// ([`super::audit::set_actor`]): under READ COMMITTED this statement's snapshot then sees every
 /// hold the user's other transactions committed before we got the lock.
 pub async fn live_holds_of(conn: &mut PgConnection, user_id: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("select count(*) from holds where user_id = $1 and status = 'HELD' and expires_at > now()")
+    sqlx::query_scalar(LIVE_HOLDS_OF)
         .bind(user_id)
         .fetch_one(conn)
         .await

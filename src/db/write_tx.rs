@@ -16,7 +16,11 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Executor, PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
-use super::audit;
+use futures_util::TryStreamExt;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use super::{audit, holds};
 use crate::idempotency::IdempotentRequest;
 
 pub struct WriteTx {
@@ -41,28 +45,40 @@ pub enum Committed {
 
 impl WriteTx {
     /// Begins a transaction in which `actor` acts. With `serialize_actor`, the same round trip
-    /// takes a transaction advisory lock on the actor (see `audit::set_actor`), in a statement
-    /// of its own, so that the next statement's snapshot sees every hold the actor committed.
+    /// also takes a transaction advisory lock on the actor (see `audit::set_actor`) and then
+    /// counts the actor's live holds, each in a statement of its own: under READ COMMITTED each
+    /// statement of a simple query takes a fresh snapshot, so the count sees every hold the
+    /// actor's other transactions committed before we got the lock. Returns that count.
     pub async fn begin_as(
         pool: &PgPool,
         actor: &str,
         role: &str,
         request_id: Option<&str>,
         serialize_actor: bool,
-    ) -> Result<Self, sqlx::Error> {
+    ) -> Result<(Self, Option<i64>), sqlx::Error> {
         let request_id = request_id.unwrap_or("");
         let mut tx = WriteTx { conn: Some(pool.acquire().await?) };
         let result = if [actor, role, request_id].iter().any(|v| v.contains('\0')) {
-            match tx.conn().execute("begin").await {
-                Ok(_) => audit::set_actor(tx.conn(), actor, role, Some(request_id), serialize_actor).await,
-                Err(err) => Err(err),
+            async {
+                tx.conn().execute("begin").await?;
+                audit::set_actor(tx.conn(), actor, role, Some(request_id), serialize_actor).await?;
+                match serialize_actor {
+                    true => holds::live_holds_of(tx.conn(), actor).await.map(Some),
+                    false => Ok(None),
+                }
             }
+            .await
+        } else if serialize_actor {
+            let sql = begin_sql(actor, role, request_id, true);
+            let rows: Result<Vec<PgRow>, _> = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch(tx.conn()).try_collect().await;
+            // The count is the last statement's single row.
+            rows.and_then(|rows| rows.last().ok_or(sqlx::Error::RowNotFound)?.try_get::<i64, _>(0)).map(Some)
         } else {
-            let sql = begin_sql(actor, role, request_id, serialize_actor);
-            tx.conn().execute(sqlx::AssertSqlSafe(sql)).await.map(|_| ())
+            let sql = begin_sql(actor, role, request_id, false);
+            tx.conn().execute(sqlx::AssertSqlSafe(sql)).await.map(|_| None)
         };
         match result {
-            Ok(()) => Ok(tx),
+            Ok(live_holds) => Ok((tx, live_holds)),
             Err(err) => {
                 tx.rollback().await;
                 Err(err)
@@ -145,7 +161,10 @@ fn begin_sql(actor: &str, role: &str, request_id: &str, serialize_actor: bool) -
         escape_literal(request_id)
     );
     if serialize_actor {
-        sql.push_str(&format!("; select pg_advisory_xact_lock(hashtextextended('holdfast:actor:' || {actor}, 0))"));
+        sql.push_str(&format!(
+            "; select pg_advisory_xact_lock(hashtextextended('holdfast:actor:' || {actor}, 0)); {}",
+            holds::LIVE_HOLDS_OF.replace("$1", &actor)
+        ));
     }
     sql
 }
@@ -178,7 +197,8 @@ mod tests {
         assert!(sql.contains(r"E'o''brien\\''; drop table holds; --'"), "{sql}");
         assert!(sql.ends_with("set_config('holdfast.request_id', '', true)"), "{sql}");
         let serialized = begin_sql("a'b", "user", "r", true);
-        assert!(serialized.ends_with("hashtextextended('holdfast:actor:' || 'a''b', 0))"), "{serialized}");
+        assert!(serialized.contains("hashtextextended('holdfast:actor:' || 'a''b', 0)); select count(*)"), "{serialized}");
+        assert!(serialized.ends_with("where user_id = 'a''b' and status = 'HELD' and expires_at > now()"), "{serialized}");
     }
 
     #[test]

@@ -34,7 +34,6 @@ use tracing::Instrument;
 pub use commands::{Caller, Command, visible_booking, visible_hold};
 
 use crate::api::error::ApiError;
-use crate::db::holds;
 use crate::db::write_tx::{Committed, Settle, WriteTx};
 use crate::idempotency::{self, BeingDecided, Claim, ClaimToken, IdempotentRequest};
 use crate::lock::{Lock, LockError};
@@ -327,8 +326,13 @@ async fn transact(
         // READ COMMITTED (Postgres's default): every write below carries its own guard, and
         // blocked writers re-check those guards against the winner's row.
         let capped = state.config.hold_max_live_per_user > 0 && command.creates_live_hold();
-        let mut tx =
+        let (mut tx, live_holds) =
             WriteTx::begin_as(&state.db, &caller.user_id, caller.role(), caller.request_id.as_deref(), capped).await?;
+        let cap = state.config.hold_max_live_per_user;
+        if live_holds.is_some_and(|n| n >= cap) {
+            tx.rollback().await;
+            return Err(ApiError::TooManyHolds { limit: cap });
+        }
         let reply = match before_commit(&mut tx, state, caller, key, command, plan, lock.as_mut()).await {
             Ok(reply) => reply,
             Err(err) => {
@@ -359,8 +363,8 @@ async fn transact(
     }
 }
 
-/// Everything in the transaction up to its COMMIT: the per-user cap, the command's writes, the
-/// completion of a claimed key, and the lock's validity. An error rolls back.
+/// Everything in the transaction up to its COMMIT: the command's writes, the completion of a
+/// claimed key, and the lock's validity. An error rolls back.
 async fn before_commit(
     tx: &mut WriteTx,
     state: &AppState,
@@ -370,10 +374,6 @@ async fn before_commit(
     plan: commands::Plan,
     lock: Option<&mut Lock>,
 ) -> Result<Reply, ApiError> {
-    let cap = state.config.hold_max_live_per_user;
-    if cap > 0 && command.creates_live_hold() && holds::live_holds_of(tx.conn(), &caller.user_id).await? >= cap {
-        return Err(ApiError::TooManyHolds { limit: cap });
-    }
     let reply = command.apply(tx.conn(), state, caller, plan).await?;
     if state.config.fault_panic_once.as_deref() == Some(command.name())
         && state.fault_panic_armed.swap(false, Ordering::SeqCst)
