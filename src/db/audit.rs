@@ -65,4 +65,3 @@ pub async fn history<'e>(
     .fetch_all(db)
     .await
 }
-

@@ -231,10 +231,7 @@ pub(crate) const LIVE_HOLDS_OF: &str =
 /// ([`super::audit::set_actor`]): under READ COMMITTED this statement's snapshot then sees every
 /// hold the user's other transactions committed before we got the lock.
 pub async fn live_holds_of(conn: &mut PgConnection, user_id: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(LIVE_HOLDS_OF)
-        .bind(user_id)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar(LIVE_HOLDS_OF).bind(user_id).fetch_one(conn).await
 }
 
 /// Inserts a hold row in `status` with `expires_at = now() + ttl`; returns the expiry.
@@ -364,11 +361,11 @@ pub async fn extend(
         "update seats set hold_expires_at = $2, version = version + 1
           where id in (select seat_id from hold_seats where hold_id = $1) and hold_id = $1",
     )
-        .bind(hold_id)
-        .bind(expires_at)
-        .execute(conn)
-        .await?
-        .rows_affected();
+    .bind(hold_id)
+    .bind(expires_at)
+    .execute(conn)
+    .await?
+    .rows_affected();
     Ok(if moved as usize == seat_count { Extended::To(expires_at) } else { Extended::LostSeats })
 }
 

@@ -70,7 +70,8 @@ impl WriteTx {
             .await
         } else if serialize_actor {
             let sql = begin_sql(actor, role, request_id, true);
-            let rows: Result<Vec<PgRow>, _> = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch(tx.conn()).try_collect().await;
+            let rows: Result<Vec<PgRow>, _> =
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch(tx.conn()).try_collect().await;
             // The count is the last statement's single row.
             rows.and_then(|rows| rows.last().ok_or(sqlx::Error::RowNotFound)?.try_get::<i64, _>(0)).map(Some)
         } else {
@@ -197,8 +198,14 @@ mod tests {
         assert!(sql.contains(r"E'o''brien\\''; drop table holds; --'"), "{sql}");
         assert!(sql.ends_with("set_config('holdfast.request_id', '', true)"), "{sql}");
         let serialized = begin_sql("a'b", "user", "r", true);
-        assert!(serialized.contains("hashtextextended('holdfast:actor:' || 'a''b', 0)); select count(*)"), "{serialized}");
-        assert!(serialized.ends_with("where user_id = 'a''b' and status = 'HELD' and expires_at > now()"), "{serialized}");
+        assert!(
+            serialized.contains("hashtextextended('holdfast:actor:' || 'a''b', 0)); select count(*)"),
+            "{serialized}"
+        );
+        assert!(
+            serialized.ends_with("where user_id = 'a''b' and status = 'HELD' and expires_at > now()"),
+            "{serialized}"
+        );
     }
 
     #[test]
