@@ -2,6 +2,7 @@
 # The checks from outside, run by scripts/test.sh after the Rust suites (and alone:
 # `scripts/checks.sh`). Each tool is installed here when missing, pinned, under .dev/tools/:
 #
+#   rustfmt              `cargo fmt --all --check` (the component is added with rustup if missing)
 #   hadolint             the Dockerfile, no finding
 #   kubernetes-validate  deploy/kubernetes/ against current Kubernetes schemas (strict)
 #   deploy_check.py      the binary started with docker-compose.yml's and the manifests' settings
@@ -58,6 +59,11 @@ check() { # name, command...
   fi
 }
 
+rustfmt_check() {
+  cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+  cargo fmt --all --check
+}
+check rustfmt rustfmt_check
 check hadolint "$VENV/bin/hadolint" Dockerfile
 check kubernetes-validate "$VENV/bin/kubernetes-validate" -k 1.35.0 --strict deploy/kubernetes/*.yaml
 check compose-starts "$VENV/bin/python" scripts/deploy_check.py compose "$BIN"

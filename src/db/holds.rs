@@ -221,18 +221,12 @@ pub async fn create(
     .await
 }
 
-/// The count of [`live_holds_of`]; `super::write_tx` also sends it with the BEGIN, the user id
-/// quoted in place of `$1`.
+/// How many live holds (HELD and unexpired, of every kind) the user `$1` has: `super::write_tx`
+/// sends it with the BEGIN, the user id quoted in place of `$1`, after the statement that takes
+/// the user's advisory lock, so that under READ COMMITTED its snapshot sees every hold the user's
+/// other transactions committed before we got the lock.
 pub(crate) const LIVE_HOLDS_OF: &str =
     "select count(*) from holds where user_id = $1 and status = 'HELD' and expires_at > now()";
-
-/// How many live holds (HELD and unexpired, of every kind) the user has. Exact only inside a
-/// transaction that took the actor's advisory lock in an earlier statement
-/// ([`super::audit::set_actor`]): under READ COMMITTED this statement's snapshot then sees every
-/// hold the user's other transactions committed before we got the lock.
-pub async fn live_holds_of(conn: &mut PgConnection, user_id: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(LIVE_HOLDS_OF).bind(user_id).fetch_one(conn).await
-}
 
 /// Inserts a hold row in `status` with `expires_at = now() + ttl`; returns the expiry.
 pub async fn insert(

@@ -3,25 +3,23 @@
 //! pair in one simple query. A simple query takes no parameters, so those values go in as
 //! literals, quoted by `postgres-protocol`'s port of libpq's `PQescapeLiteral` (a maintained
 //! crate rather than quoting code of our own; safe whatever `standard_conforming_strings` says).
-//! Values that no literal can carry (NUL) take parameterised statements of their own instead,
-//! and Postgres refuses them there as it always did.
+//! No literal can carry NUL, and none reaches here: the edge refuses it in a JWT subject, keys and
+//! request ids are visible ASCII, and JSON escapes it. A value holding one anyway is an error,
+//! never a truncated query.
 //!
 //! sqlx's `Transaction` cannot commit through a statement of ours, so this type keeps the
 //! transaction itself: [`WriteTx::rollback`] on every error path, and a connection dropped with
 //! its transaction still open (a panic) is closed, never returned to the pool.
 
+use futures_util::TryStreamExt;
 use postgres_protocol::escape::escape_literal;
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
-use sqlx::{Executor, PgConnection, PgPool, Postgres};
-use uuid::Uuid;
-
-use futures_util::TryStreamExt;
-use sqlx::Row;
 use sqlx::postgres::PgRow;
+use sqlx::{Executor, PgConnection, PgPool, Postgres, Row};
 
-use super::{audit, holds};
-use crate::idempotency::IdempotentRequest;
+use super::holds;
+use crate::idempotency::{self, IdempotentRequest};
 
 pub struct WriteTx {
     conn: Option<PoolConnection<Postgres>>,
@@ -45,7 +43,7 @@ pub enum Committed {
 
 impl WriteTx {
     /// Begins a transaction in which `actor` acts. With `serialize_actor`, the same round trip
-    /// also takes a transaction advisory lock on the actor (see `audit::set_actor`) and then
+    /// also takes a transaction advisory lock on the actor (`HOLD_MAX_LIVE_PER_USER`) and then
     /// counts the actor's live holds, each in a statement of its own: under READ COMMITTED each
     /// statement of a simple query takes a fresh snapshot, so the count sees every hold the
     /// actor's other transactions committed before we got the lock. Returns that count.
@@ -57,25 +55,15 @@ impl WriteTx {
         serialize_actor: bool,
     ) -> Result<(Self, Option<i64>), sqlx::Error> {
         let request_id = request_id.unwrap_or("");
+        no_nul(&[actor, role, request_id])?;
         let mut tx = WriteTx { conn: Some(pool.acquire().await?) };
-        let result = if [actor, role, request_id].iter().any(|v| v.contains('\0')) {
-            async {
-                tx.conn().execute("begin").await?;
-                audit::set_actor(tx.conn(), actor, role, Some(request_id), serialize_actor).await?;
-                match serialize_actor {
-                    true => holds::live_holds_of(tx.conn(), actor).await.map(Some),
-                    false => Ok(None),
-                }
-            }
-            .await
-        } else if serialize_actor {
-            let sql = begin_sql(actor, role, request_id, true);
+        let sql = begin_sql(actor, role, request_id, serialize_actor);
+        let result = if serialize_actor {
             let rows: Result<Vec<PgRow>, _> =
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch(tx.conn()).try_collect().await;
             // The count is the last statement's single row.
             rows.and_then(|rows| rows.last().ok_or(sqlx::Error::RowNotFound)?.try_get::<i64, _>(0)).map(Some)
         } else {
-            let sql = begin_sql(actor, role, request_id, false);
             tx.conn().execute(sqlx::AssertSqlSafe(sql)).await.map(|_| None)
         };
         match result {
@@ -96,21 +84,11 @@ impl WriteTx {
         let recorded = matches!(settle, Settle::Record { .. });
         let sql = match settle {
             Settle::Nothing => "commit".to_owned(),
-            Settle::Record { req, status, body } => match record_sql(req, status, body) {
-                Some(insert) => format!("{insert}; commit"),
-                None => {
-                    // Not expressible as literals: the parameterised insert, then COMMIT.
-                    match crate::idempotency::record(self.conn(), req, status, body).await {
-                        Ok(true) => "commit".to_owned(),
-                        Ok(false) => {
-                            self.rollback().await;
-                            return Ok(Committed::KeyTaken);
-                        }
-                        Err(err) => {
-                            self.rollback().await;
-                            return Err(err);
-                        }
-                    }
+            Settle::Record { req, status, body } => match idempotency::record_sql(req, status, body) {
+                Ok(insert) => format!("{insert}; commit"),
+                Err(err) => {
+                    self.rollback().await;
+                    return Err(err);
                 }
             },
         };
@@ -118,11 +96,11 @@ impl WriteTx {
             Ok(_) => {
                 self.conn.take(); // committed: back to the pool
                 if recorded {
-                    crate::idempotency::executed_at_once();
+                    idempotency::executed_at_once();
                 }
                 Ok(Committed::Yes)
             }
-            Err(sqlx::Error::Database(db)) if db.constraint() == Some("idempotency_records_pkey") => {
+            Err(err) if idempotency::key_taken(&err) => {
                 self.rollback().await;
                 Ok(Committed::KeyTaken)
             }
@@ -170,22 +148,12 @@ fn begin_sql(actor: &str, role: &str, request_id: &str, serialize_actor: bool) -
     sql
 }
 
-/// The settled record's insert as literals, or None when a value cannot be one (NUL).
-fn record_sql(req: &IdempotentRequest, status: u16, body: &Value) -> Option<String> {
-    let body = body.to_string();
-    if [req.user_id.as_str(), req.key.as_str(), body.as_str()].iter().any(|v| v.contains('\0')) {
-        return None;
+/// Refuses a value no literal can carry.
+pub(crate) fn no_nul(values: &[&str]) -> Result<(), sqlx::Error> {
+    match values.iter().any(|v| v.contains('\0')) {
+        true => Err(sqlx::Error::Protocol("a value holding NUL cannot travel as a literal".into())),
+        false => Ok(()),
     }
-    let fingerprint: String = req.fingerprint.iter().map(|b| format!("{b:02x}")).collect();
-    Some(format!(
-        "insert into idempotency_records
-                (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)
-         values ({}, {}, decode('{fingerprint}', 'hex'), 'SUCCEEDED', '{}', now(), {status}, {}::jsonb)",
-        escape_literal(&req.user_id),
-        escape_literal(&req.key),
-        Uuid::new_v4(),
-        escape_literal(&body),
-    ))
 }
 
 #[cfg(test)]
@@ -206,15 +174,5 @@ mod tests {
             serialized.ends_with("where user_id = 'a''b' and status = 'HELD' and expires_at > now()"),
             "{serialized}"
         );
-    }
-
-    #[test]
-    fn the_record_travels_as_literals_or_not_at_all() {
-        let req = IdempotentRequest { user_id: "u'1".into(), key: "k\\".into(), fingerprint: vec![0, 255] };
-        let sql = record_sql(&req, 201, &serde_json::json!({ "a": "it's \\ \u{1}" })).unwrap();
-        assert!(sql.contains("values ('u''1',  E'k\\\\', decode('00ff', 'hex')"), "{sql}");
-        assert!(sql.contains(r#"201,  E'{"a":"it''s \\\\ \\u0001"}'::jsonb"#), "{sql}");
-        let nul = IdempotentRequest { user_id: "u\0".into(), key: "k".into(), fingerprint: vec![] };
-        assert!(record_sql(&nul, 201, &Value::Null).is_none());
     }
 }

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use postgres_protocol::escape::escape_literal;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::pool::PoolConnection;
@@ -253,31 +254,45 @@ pub async fn complete(
 /// the module notes). A plain insert: if the key exists (whatever its state: a live claim, a
 /// settled answer, a FAILED attempt, another request) or another transaction is inserting it,
 /// the primary key refuses ours once that one commits, and this returns false: roll back, then
-/// claim, which says what the key holds (and takes a FAILED or lapsed record over).
+/// claim, which says what the key holds (and takes a FAILED or lapsed record over). Inside the
+/// pipeline's transaction the same insert travels with the COMMIT, as [`record_sql`].
 pub async fn record(
     conn: &mut PgConnection,
     req: &IdempotentRequest,
     status: u16,
     body: &Value,
 ) -> Result<bool, sqlx::Error> {
-    let written = sqlx::query(
-        "insert into idempotency_records
-                (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)
-         values ($1, $2, $3, 'SUCCEEDED', $4, now(), $5, $6)",
-    )
-    .bind(&req.user_id)
-    .bind(&req.key)
-    .bind(&req.fingerprint)
-    .bind(Uuid::new_v4())
-    .bind(status as i16)
-    .bind(body)
-    .execute(conn)
-    .await;
-    match written {
+    let sql = record_sql(req, status, body)?;
+    match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(conn).await {
         Ok(_) => Ok(true),
-        Err(sqlx::Error::Database(db)) if db.constraint() == Some("idempotency_records_pkey") => Ok(false),
+        Err(err) if key_taken(&err) => Ok(false),
         Err(err) => Err(err),
     }
+}
+
+/// [`record`]'s insert as one statement of literals (see `db::write_tx`).
+pub(crate) fn record_sql(req: &IdempotentRequest, status: u16, body: &Value) -> Result<String, sqlx::Error> {
+    use std::fmt::Write;
+    let body = body.to_string();
+    crate::db::write_tx::no_nul(&[&req.user_id, &req.key, &body])?;
+    let mut fingerprint = String::with_capacity(2 * req.fingerprint.len());
+    for byte in &req.fingerprint {
+        let _ = write!(fingerprint, "{byte:02x}");
+    }
+    Ok(format!(
+        "insert into idempotency_records
+                (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)
+         values ({}, {}, decode('{fingerprint}', 'hex'), 'SUCCEEDED', '{}', now(), {status}, {}::jsonb)",
+        escape_literal(&req.user_id),
+        escape_literal(&req.key),
+        Uuid::new_v4(),
+        escape_literal(&body),
+    ))
+}
+
+/// Whether an insert of a record failed because the key exists already.
+pub(crate) fn key_taken(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.constraint() == Some("idempotency_records_pkey"))
 }
 
 /// Counts a request executed without a claim, its record written with its effect (call once
@@ -368,5 +383,15 @@ mod tests {
         assert_ne!(a, fingerprint("POST", "/v1/holds{}", b""));
         assert_ne!(a, fingerprint("PUT", "/v1/holds", b"{}"));
         assert_ne!(a, fingerprint("POST", "/v1/holds", b"{ }"));
+    }
+
+    #[test]
+    fn the_record_travels_as_literals_or_not_at_all() {
+        let req = IdempotentRequest { user_id: "u'1".into(), key: "k\\".into(), fingerprint: vec![0, 255] };
+        let sql = record_sql(&req, 201, &serde_json::json!({ "a": "it's \\ \u{1}" })).unwrap();
+        assert!(sql.contains("values ('u''1',  E'k\\\\', decode('00ff', 'hex')"), "{sql}");
+        assert!(sql.contains(r#"201,  E'{"a":"it''s \\\\ \\u0001"}'::jsonb"#), "{sql}");
+        let nul = IdempotentRequest { user_id: "u\0".into(), key: "k".into(), fingerprint: vec![] };
+        assert!(record_sql(&nul, 201, &Value::Null).is_err());
     }
 }
