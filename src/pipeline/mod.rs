@@ -194,8 +194,9 @@ async fn execute_at_once(
     let (status, body) = match &result {
         Ok((_, true)) => return Some(result.map(|(reply, _)| reply)),
         // The key is someone else's, or the seats' lock is taken (plan_lock_apply says so with
-        // this same error): claim, and then wait or hear why not.
-        Err(ApiError::IdempotencyInProgress) => {
+        // this same error), or a night's lock stayed taken for all the patient wait: claim, and
+        // then wait (again) or hear why not.
+        Err(ApiError::IdempotencyInProgress | ApiError::SeatLocked) => {
             state.hot_seats.mark(command.requested_seats());
             return None;
         }
