@@ -6,13 +6,17 @@
 //! [`pipeline`] is the one place that strings those stages together.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod error;
 pub mod idempotency;
 pub mod jobs;
 pub mod lock;
 pub mod pipeline;
+pub mod rate_limit;
+pub mod readiness;
 pub mod serve;
 pub mod startup;
 pub mod state;

@@ -9,7 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use holdfast::api::auth::JwtKeys;
+use holdfast::auth::JwtKeys;
 use holdfast::config::{Config, DatabaseUrl, LogFormat, Secret};
 use holdfast::startup::{Application, migrate, shutdown_signal};
 use holdfast::telemetry;

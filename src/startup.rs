@@ -11,11 +11,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::auth::{Expectations, JwtKeys, KeysError};
-use crate::api::{self, rate_limit::RateLimits};
+use crate::api;
+use crate::auth::{Expectations, JwtKeys, KeysError};
 use crate::config::{Config, ConfigError, Secret};
 use crate::idempotency::ClaimBatches;
 use crate::lock::{Redlock, RedlockConfig};
+use crate::rate_limit::RateLimits;
 use crate::state::{AppState, Shared};
 use crate::{db, jobs, serve, telemetry};
 

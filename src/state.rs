@@ -7,12 +7,12 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::auth::JwtKeys;
-use crate::api::rate_limit::RateLimits;
+use crate::auth::JwtKeys;
 use crate::config::Config;
 use crate::idempotency::ClaimBatches;
+use crate::idempotency::HotSeats;
 use crate::lock::Redlock;
-use crate::pipeline::hot_seats::HotSeats;
+use crate::rate_limit::RateLimits;
 
 /// Cheap to clone (one reference count): axum clones the state for every extractor and
 /// middleware that asks for it, several times per request.
@@ -41,12 +41,12 @@ pub struct Shared {
     /// One connection for `/ready`'s probe, apart from the business pool.
     pub probe_db: PgPool,
     /// `/ready`'s last verdict on the dependencies, shared by concurrent callers for a second.
-    pub readiness: crate::api::ops::ReadinessCache,
+    pub readiness: crate::readiness::ReadinessCache,
     pub redlock: Arc<Redlock>,
     pub jwt: Arc<JwtKeys>,
     pub rate_limits: Arc<RateLimits>,
     pub metrics: PrometheusHandle,
-    /// Seats that are contended right now (see `pipeline::hot_seats`).
+    /// Seats that are contended right now (see `idempotency::HotSeats`).
     pub hot_seats: Arc<HotSeats>,
     /// Claims for the same hot seats, sent as one statement (see `idempotency::ClaimBatches`).
     pub claim_batches: Arc<ClaimBatches>,

@@ -6,12 +6,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::auth::Auth;
-use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey};
 use super::holds::parse_payment_reference;
 use super::reply;
 use crate::db::{audit, bookings};
 use crate::domain::{SeatIds, ValidationError};
+use crate::error::Error;
 use crate::pipeline::{self, Command, views};
 use crate::state::AppState;
 
@@ -37,7 +37,7 @@ pub async fn book_seats(
     IdemKey(key): IdemKey,
     ApiPath(event_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<BookSeatsBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
     let seat_ids = SeatIds::parse(body.seat_ids, state.config.hold_max_seats)?;
     let payment_reference = parse_payment_reference(body.payment_reference)?;
@@ -57,7 +57,7 @@ pub async fn get_booking(
     State(state): State<AppState>,
     Auth(caller): Auth,
     ApiPath(booking_id): ApiPath<Uuid>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let booking = pipeline::visible_booking(&state, &caller, booking_id).await?;
     Ok(reply::ok(views::booking(&booking)))
 }
@@ -83,7 +83,7 @@ pub async fn list_bookings(
     State(state): State<AppState>,
     Auth(caller): Auth,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let limit = query.limit.unwrap_or(20);
     if !(1..=MAX_BOOKING_PAGE).contains(&limit) {
         return Err(ValidationError::new("limit", format!("must be between 1 and {MAX_BOOKING_PAGE}")).into());
@@ -105,7 +105,7 @@ pub async fn cancel_booking(
     Auth(caller): Auth,
     IdemKey(key): IdemKey,
     ApiPath(booking_id): ApiPath<Uuid>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let idem = key.bind(&caller, &())?;
     let reply = pipeline::run(&state, caller, Some(idem), Command::CancelBooking { booking_id }).await?;
     Ok(reply::render(reply))
@@ -139,7 +139,7 @@ pub async fn booking_history(
     Auth(caller): Auth,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<HistoryQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let limit = query.limit.unwrap_or(DEFAULT_HISTORY_PAGE);
     if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
         return Err(ValidationError::new("limit", format!("must be between 1 and {MAX_HISTORY_PAGE}")).into());

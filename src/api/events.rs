@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::auth::Admin;
-use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey};
 use super::reply;
 use crate::db::events;
 use crate::domain::{EventLayout, NewEvent, SeatSpec};
+use crate::error::Error;
 use crate::pipeline::{self, Command, views};
 use crate::state::AppState;
 
@@ -39,7 +39,7 @@ pub async fn create_event(
     Admin(caller): Admin,
     IdemKey(key): IdemKey,
     ApiJson(body): ApiJson<CreateEventBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
     let event = NewEvent::parse(body.name, body.starts_at, body.seats, body.layout, state.config.event_max_seats)?;
     let reply = pipeline::run(&state, caller, Some(idem), Command::CreateEvent { event }).await?;
@@ -53,8 +53,8 @@ pub async fn create_event(
     responses((status = 200, description = "The event", body = crate::pipeline::views::EventView), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(())
 )]
-pub async fn get_event(State(state): State<AppState>, ApiPath(event_id): ApiPath<Uuid>) -> Result<Response, ApiError> {
-    let event = events::find_event(&state.db, event_id).await?.ok_or(ApiError::NotFound("event"))?;
+pub async fn get_event(State(state): State<AppState>, ApiPath(event_id): ApiPath<Uuid>) -> Result<Response, Error> {
+    let event = events::find_event(&state.db, event_id).await?.ok_or(Error::NotFound("event"))?;
     let counts = events::seat_counts(&state.db, event_id).await?;
     Ok(reply::ok(views::event(&event, &counts)))
 }
@@ -83,7 +83,7 @@ pub async fn list_seats(
     State(state): State<AppState>,
     ApiPath(event_id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<SeatQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let status = match query.status.as_deref() {
         None => None,
         Some(s @ ("available" | "held" | "booked")) => Some(s.to_ascii_uppercase()),
@@ -100,7 +100,7 @@ pub async fn list_seats(
             crate::domain::ValidationError::new("limit", format!("must be between 1 and {MAX_SEAT_PAGE}")).into()
         );
     }
-    events::find_event(&state.db, event_id).await?.ok_or(ApiError::NotFound("event"))?;
+    events::find_event(&state.db, event_id).await?.ok_or(Error::NotFound("event"))?;
     let seats =
         events::list_seats(&state.db, event_id, status.as_deref(), query.section.as_deref(), query.cursor, limit)
             .await?;

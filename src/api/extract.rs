@@ -9,10 +9,10 @@ use axum::http::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
+use crate::domain::Caller;
 use crate::domain::IdempotencyKey;
+use crate::error::Error;
 use crate::idempotency::{self, IdempotentRequest};
-use crate::pipeline::Caller;
 
 /// JSON body; unknown fields and wrong types are 422, broken JSON 400, wrong type 415, too big
 /// 413, and a string holding a NUL character (which Postgres cannot store) 422.
@@ -23,11 +23,11 @@ where
     S: Send + Sync,
     T: DeserializeOwned,
 {
-    type Rejection = ApiError;
+    type Rejection = Error;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(request.headers()) {
-            return Err(ApiError::UnsupportedMediaType);
+            return Err(Error::UnsupportedMediaType);
         }
         let bytes = Bytes::from_request(request, state).await.map_err(body_rejection)?;
         parse_json(&bytes).map(Self)
@@ -37,16 +37,16 @@ where
 /// A JSON body into `T`: NUL characters refused, and integers written with a zero fraction
 /// (`3.0`, `1e3`) accepted as JSON Schema counts them integers. That second reading runs only
 /// when the plain one failed on a floating-point number, so ordinary bodies are parsed once.
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     refuse_nul_in_json(bytes)?;
     match axum::Json::<T>::from_bytes(bytes) {
         Ok(axum::Json(value)) => Ok(value),
         Err(JsonRejection::JsonDataError(err)) if err.body_text().contains("floating point") => {
             let mut value: serde_json::Value =
-                serde_json::from_slice(bytes).map_err(|e| ApiError::Malformed(e.to_string()))?;
+                serde_json::from_slice(bytes).map_err(|e| Error::Malformed(e.to_string()))?;
             integral_floats_to_integers(&mut value);
             serde_json::from_value(value).map_err(|e| {
-                ApiError::InvalidBody(format!("Failed to deserialize the JSON body into the target type: {e}"))
+                Error::InvalidBody(format!("Failed to deserialize the JSON body into the target type: {e}"))
             })
         }
         Err(rejection) => Err(rejection.into()),
@@ -70,11 +70,11 @@ fn integral_floats_to_integers(value: &mut serde_json::Value) {
 }
 
 /// A body that could not be read: too large (413), or cut off (400).
-fn body_rejection(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+fn body_rejection(rejection: axum::extract::rejection::BytesRejection) -> Error {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge
+        Error::PayloadTooLarge
     } else {
-        ApiError::Malformed(rejection.body_text())
+        Error::Malformed(rejection.body_text())
     }
 }
 
@@ -90,7 +90,7 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
 /// Raw NUL bytes are not valid JSON; the escape `\u0000` is, and would reach Postgres, whose
 /// text cannot hold it. The scan is a byte search; only a body that has the escape is parsed
 /// twice, to tell a real NUL from an escaped backslash followed by `u0000`.
-fn refuse_nul_in_json(bytes: &[u8]) -> Result<(), ApiError> {
+fn refuse_nul_in_json(bytes: &[u8]) -> Result<(), Error> {
     const ESCAPE: &[u8] = b"\\u0000";
     if !bytes.windows(ESCAPE.len()).any(|w| w == ESCAPE) {
         return Ok(());
@@ -99,7 +99,7 @@ fn refuse_nul_in_json(bytes: &[u8]) -> Result<(), ApiError> {
         return Ok(()); // broken JSON: the typed parse reports it
     };
     match nul_path(&value, String::new()) {
-        Some(path) => Err(ApiError::InvalidBody(format!("{path}: must not contain NUL characters (\\u0000)"))),
+        Some(path) => Err(Error::InvalidBody(format!("{path}: must not contain NUL characters (\\u0000)"))),
         None => Ok(()),
     }
 }
@@ -120,7 +120,7 @@ fn nul_path(value: &serde_json::Value, at: String) -> Option<String> {
 }
 
 #[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
+#[from_request(via(axum::extract::Path), rejection(Error))]
 pub struct ApiPath<T>(pub T);
 
 /// Query parameters; wrong or unknown ones are 422, and so is a NUL character (`%00`).
@@ -131,39 +131,39 @@ where
     S: Send + Sync,
     T: DeserializeOwned,
 {
-    type Rejection = ApiError;
+    type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         if parts.uri.query().is_some_and(|q| q.contains("%00")) {
-            return Err(ApiError::InvalidBody("query parameters must not contain NUL characters (%00)".into()));
+            return Err(Error::InvalidBody("query parameters must not contain NUL characters (%00)".into()));
         }
         let axum::extract::Query(value) = axum::extract::Query::<T>::from_request_parts(parts, state).await?;
         Ok(Self(value))
     }
 }
 
-impl From<JsonRejection> for ApiError {
+impl From<JsonRejection> for Error {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            JsonRejection::JsonDataError(err) => ApiError::InvalidBody(err.body_text()),
-            JsonRejection::JsonSyntaxError(err) => ApiError::Malformed(err.body_text()),
-            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
-            other => ApiError::Malformed(other.body_text()),
+            JsonRejection::JsonDataError(err) => Error::InvalidBody(err.body_text()),
+            JsonRejection::JsonSyntaxError(err) => Error::Malformed(err.body_text()),
+            JsonRejection::MissingJsonContentType(_) => Error::UnsupportedMediaType,
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge,
+            other => Error::Malformed(other.body_text()),
         }
     }
 }
 
-impl From<PathRejection> for ApiError {
+impl From<PathRejection> for Error {
     fn from(_: PathRejection) -> Self {
         // A path id that is not a UUID names nothing that exists.
-        ApiError::NotFound("resource")
+        Error::NotFound("resource")
     }
 }
 
-impl From<QueryRejection> for ApiError {
+impl From<QueryRejection> for Error {
     fn from(rejection: QueryRejection) -> Self {
-        ApiError::InvalidBody(rejection.body_text())
+        Error::InvalidBody(rejection.body_text())
     }
 }
 
@@ -175,12 +175,12 @@ where
     S: Send + Sync,
     T: DeserializeOwned,
 {
-    type Rejection = ApiError;
+    type Rejection = Error;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let typed = request.headers().contains_key(CONTENT_TYPE);
         if typed && !is_json(request.headers()) {
-            return Err(ApiError::UnsupportedMediaType);
+            return Err(Error::UnsupportedMediaType);
         }
         let bytes = Bytes::from_request(request, state).await.map_err(body_rejection)?;
         let blank = bytes.iter().all(u8::is_ascii_whitespace);
@@ -189,7 +189,7 @@ where
             // JSON `null` is "no body" too, as the document's `oneOf: [body, null]` says.
             (true, false) if bytes.trim_ascii() == b"null" => Ok(Self(None)),
             (true, false) => parse_json(&bytes).map(|v| Self(Some(v))),
-            (false, false) => Err(ApiError::UnsupportedMediaType),
+            (false, false) => Err(Error::UnsupportedMediaType),
         }
     }
 }
@@ -205,8 +205,8 @@ pub struct KeyedRequest {
 impl KeyedRequest {
     /// Binds the key to its caller and to exactly this request: method, path and canonical body.
     /// The body is the parsed request re-serialized, so whitespace and key order do not matter.
-    pub fn bind(&self, caller: &Caller, body: &impl Serialize) -> Result<IdempotentRequest, ApiError> {
-        let canonical = serde_json::to_vec(body).map_err(ApiError::internal)?;
+    pub fn bind(&self, caller: &Caller, body: &impl Serialize) -> Result<IdempotentRequest, Error> {
+        let canonical = serde_json::to_vec(body).map_err(Error::internal)?;
         Ok(IdempotentRequest {
             user_id: caller.user_id.clone(),
             key: self.key.as_str().to_owned(),
@@ -219,12 +219,12 @@ impl KeyedRequest {
 pub struct IdemKey(pub KeyedRequest);
 
 impl<S: Send + Sync> FromRequestParts<S> for IdemKey {
-    type Rejection = ApiError;
+    type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         match OptionalIdemKey::from_request_parts(parts, &()).await?.0 {
             Some(key) => Ok(IdemKey(key)),
-            None => Err(ApiError::IdempotencyKeyMissing),
+            None => Err(Error::IdempotencyKeyMissing),
         }
     }
 }
@@ -233,14 +233,14 @@ impl<S: Send + Sync> FromRequestParts<S> for IdemKey {
 pub struct OptionalIdemKey(pub Option<KeyedRequest>);
 
 impl<S: Send + Sync> FromRequestParts<S> for OptionalIdemKey {
-    type Rejection = ApiError;
+    type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let Some(value) = parts.headers.get("idempotency-key") else {
             return Ok(OptionalIdemKey(None));
         };
-        let raw = value.to_str().map_err(|_| ApiError::IdempotencyKeyInvalid("Idempotency-Key must be ASCII"))?;
-        let key = IdempotencyKey::parse(raw).map_err(ApiError::IdempotencyKeyInvalid)?;
+        let raw = value.to_str().map_err(|_| Error::IdempotencyKeyInvalid("Idempotency-Key must be ASCII"))?;
+        let key = IdempotencyKey::parse(raw).map_err(Error::IdempotencyKeyInvalid)?;
         Ok(OptionalIdemKey(Some(KeyedRequest { key, method: parts.method.clone(), path: parts.uri.path().to_owned() })))
     }
 }

@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::auth::Auth;
-use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, IdemKey, OptionalApiJson, OptionalIdemKey};
 use super::reply;
 use crate::domain::{MAX_PAYMENT_REFERENCE, SeatIds, Ttl};
+use crate::error::Error;
 use crate::pipeline::{self, Command, views};
 use crate::state::AppState;
 
@@ -35,7 +35,7 @@ pub async fn create_hold(
     IdemKey(key): IdemKey,
     ApiPath(event_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<CreateHoldBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
     let config = &state.config;
     let seat_ids = SeatIds::parse(body.seat_ids, config.hold_max_seats)?;
@@ -55,7 +55,7 @@ pub async fn get_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
     ApiPath(hold_id): ApiPath<Uuid>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let hold = pipeline::visible_hold(&state, &caller, hold_id).await?;
     Ok(reply::ok(views::hold(&hold)))
 }
@@ -80,7 +80,7 @@ pub async fn extend_hold(
     IdemKey(key): IdemKey,
     ApiPath(hold_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<ExtendHoldBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
     let ttl =
         Ttl::parse(Some(body.ttl_seconds), state.config.hold_default_ttl_seconds, state.config.hold_max_ttl_seconds)?;
@@ -95,7 +95,7 @@ pub struct ConfirmHoldBody {
     pub payment_reference: Option<String>,
 }
 
-pub fn parse_payment_reference(reference: Option<String>) -> Result<Option<String>, ApiError> {
+pub fn parse_payment_reference(reference: Option<String>) -> Result<Option<String>, Error> {
     match reference {
         Some(r) if r.is_empty() || r.chars().count() > MAX_PAYMENT_REFERENCE => {
             Err(crate::domain::ValidationError::new(
@@ -122,7 +122,7 @@ pub async fn confirm_hold(
     IdemKey(key): IdemKey,
     ApiPath(hold_id): ApiPath<Uuid>,
     OptionalApiJson(body): OptionalApiJson<ConfirmHoldBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     // The body is optional: a bare POST confirms without a payment reference.
     let body = body.unwrap_or_default();
     let idem = key.bind(&caller, &body)?;
@@ -143,7 +143,7 @@ pub async fn release_hold(
     Auth(caller): Auth,
     OptionalIdemKey(key): OptionalIdemKey,
     ApiPath(hold_id): ApiPath<Uuid>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let idem = key.map(|k| k.bind(&caller, &())).transpose()?;
     let reply = pipeline::run(&state, caller, idem, Command::ReleaseHold { hold_id }).await?;
     Ok(reply::render(reply))

@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::auth::{Admin, Auth};
-use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey, OptionalIdemKey};
 use super::reply;
 use crate::db::inventories::{self, NightsPatch};
 use crate::domain::{MAX_UNITS, Nights, Ttl, ValidationError, units};
+use crate::error::Error;
 use crate::pipeline::{self, Command, views};
 use crate::state::AppState;
 
@@ -43,7 +43,7 @@ pub async fn create_inventory(
     Admin(caller): Admin,
     IdemKey(key): IdemKey,
     ApiJson(body): ApiJson<CreateInventoryBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
     let name = crate::domain::parse_name(&body.name, "name", crate::domain::MAX_NAME)?;
     let command = Command::CreateInventory {
@@ -83,7 +83,7 @@ pub async fn patch_nights(
     OptionalIdemKey(key): OptionalIdemKey,
     ApiPath(inventory_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<PatchNightsBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     // Setting absolute values is idempotent already; a key is accepted, not required.
     let idem = key.map(|k| k.bind(&caller, &body)).transpose()?;
     let patch = NightsPatch {
@@ -121,9 +121,9 @@ pub async fn availability(
     State(state): State<AppState>,
     ApiPath(inventory_id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<AvailabilityQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let range = Nights::parse(query.from, query.to, ("from", "to"))?;
-    let inventory = inventories::find(&state.db, inventory_id).await?.ok_or(ApiError::NotFound("inventory"))?;
+    let inventory = inventories::find(&state.db, inventory_id).await?.ok_or(Error::NotFound("inventory"))?;
     let rows = inventories::nights(&state.db, inventory.id, range).await?;
     Ok(reply::ok(views::nights(inventory.id, &rows)))
 }
@@ -153,14 +153,14 @@ pub async fn create_room_hold(
     IdemKey(key): IdemKey,
     ApiPath(inventory_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<CreateRoomHoldBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
     let config = &state.config;
     let stay = Nights::parse(body.check_in, body.check_out, ("check_in", "check_out"))?;
     // Inventories carry no time zone: yesterday (UTC) is still "tonight" somewhere west of UTC.
     let earliest = chrono::Utc::now().date_naive() - chrono::Days::new(1);
     if stay.first() < earliest {
-        return Err(ApiError::NightInPast { night: stay.first() });
+        return Err(Error::NightInPast { night: stay.first() });
     }
     let command = Command::CreateRoomHold {
         inventory_id,

@@ -7,7 +7,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::{ApiError, InternalErrorDetail};
+use super::problem::InternalErrorDetail;
+use crate::error::Error;
 use crate::state::AppState;
 
 /// Counts and times requests by method, *matched* route and status (never the raw path,
@@ -33,7 +34,7 @@ pub async fn request_timeout(State(state): State<AppState>, request: Request, ne
     let limit = Duration::from_millis(state.config.request_timeout_ms);
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ApiError::Timeout.into_response(),
+        Err(_) => Error::Timeout.into_response(),
     }
 }
 

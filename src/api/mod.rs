@@ -4,7 +4,6 @@
 
 pub mod auth;
 pub mod bookings;
-pub mod error;
 pub mod events;
 pub mod extract;
 pub mod holds;
@@ -13,6 +12,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod openapi_limits;
 pub mod ops;
+pub mod problem;
 pub mod rate_limit;
 pub mod reply;
 pub mod resources;
@@ -33,7 +33,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use self::error::ApiError;
+use crate::error::Error;
 use crate::state::AppState;
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -109,7 +109,7 @@ pub fn router(state: AppState) -> Router {
         .merge(v1)
         .merge(ops)
         .route_layer(axum::middleware::from_fn(middleware::track_metrics))
-        .fallback(|| async { ApiError::NotFound("route") })
+        .fallback(|| async { Error::NotFound("route") })
         .method_not_allowed_fallback(|| async { method_not_allowed() })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -146,16 +146,9 @@ pub fn metrics_router(state: AppState) -> Router {
 }
 
 fn method_not_allowed() -> Response {
-    let body = serde_json::json!({
-        "type": "/problems/method-not-allowed",
-        "title": "Method not allowed",
-        "status": 405,
-        "detail": "This method is not allowed on this resource.",
-        "code": "METHOD_NOT_ALLOWED",
-    });
-    error::json_response(axum::http::StatusCode::METHOD_NOT_ALLOWED, &body)
+    Error::MethodNotAllowed.into_response()
 }
 
 fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
-    ApiError::internal("handler panicked").into_response()
+    Error::internal("handler panicked").into_response()
 }

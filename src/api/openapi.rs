@@ -269,34 +269,34 @@ pub enum AdminOnly {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::error::ApiError;
     use crate::domain::ValidationError;
     use crate::domain::slots::SlotRefusal;
+    use crate::error::Error;
 
     /// Every field any error body carries is in the documented Problem schema.
     #[test]
     fn every_error_body_fits_the_problem_schema() {
         let t = Utc::now();
         let errors = vec![
-            ApiError::Malformed("x".into()),
-            ApiError::NotFound("hold"),
-            ApiError::SeatUnavailable { seat_ids: vec![Uuid::nil()] },
-            ApiError::UnknownSeats { seat_ids: vec![] },
-            ApiError::HoldLifetimeExceeded { latest_expiry: t },
-            ApiError::Validation(ValidationError::new("name", "bad")),
-            ApiError::RateLimited { retry_after_secs: 1 },
-            ApiError::NotReady { checks: serde_json::json!({ "postgres": "down" }) },
-            ApiError::InsufficientInventory { night: Some(t.date_naive()), available: 1, closed: false },
-            ApiError::CapacityBelowSold { night: t.date_naive(), sold: 2 },
-            ApiError::SlotUnavailable { conflict: Some((t, t)) },
-            ApiError::SlotUnavailable { conflict: None },
-            ApiError::SlotRefused(SlotRefusal::InPast),
-            ApiError::OutsideCancellationWindow { deadline: t },
-            ApiError::EventStarted { starts_at: t },
-            ApiError::NightInPast { night: t.date_naive() },
-            ApiError::TooManyHolds { limit: 5 },
-            ApiError::SlotRefused(SlotRefusal::BeyondHorizon { days: 365 }),
-            ApiError::internal("secret"),
+            Error::Malformed("x".into()),
+            Error::NotFound("hold"),
+            Error::SeatUnavailable { seat_ids: vec![Uuid::nil()] },
+            Error::UnknownSeats { seat_ids: vec![] },
+            Error::HoldLifetimeExceeded { latest_expiry: t },
+            Error::Validation(ValidationError::new("name", "bad")),
+            Error::RateLimited { retry_after_secs: 1 },
+            Error::NotReady { checks: serde_json::json!({ "postgres": "down" }) },
+            Error::InsufficientInventory { night: Some(t.date_naive()), available: 1, closed: false },
+            Error::CapacityBelowSold { night: t.date_naive(), sold: 2 },
+            Error::SlotUnavailable { conflict: Some((t, t)) },
+            Error::SlotUnavailable { conflict: None },
+            Error::SlotRefused(SlotRefusal::InPast),
+            Error::OutsideCancellationWindow { deadline: t },
+            Error::EventStarted { starts_at: t },
+            Error::NightInPast { night: t.date_naive() },
+            Error::TooManyHolds { limit: 5 },
+            Error::SlotRefused(SlotRefusal::BeyondHorizon { days: 365 }),
+            Error::internal("secret"),
         ];
         for error in errors {
             let body = error.body();

@@ -1,17 +1,15 @@
 //! Liveness, readiness and metrics: never rate limited, never authenticated. And the admin's
 //! integrity check.
 
-use std::time::{Duration, Instant};
-
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::auth::Admin;
-use super::error::ApiError;
 use super::reply;
 use crate::db::invariants;
+use crate::error::Error;
 use crate::state::AppState;
 
 /// Liveness: the process answers. Touches no dependency, so a database outage never gets
@@ -20,44 +18,6 @@ use crate::state::AppState;
     responses((status = 200, description = "The process answers", body = Object, example = json!({ "status": "ok" }))))]
 pub async fn health() -> Response {
     reply::ok(json!({ "status": "ok" }))
-}
-
-/// `/ready`'s verdict on Postgres and the Redis quorum, computed at most once per
-/// [`READINESS_TTL`]: concurrent callers wait for the one probe in flight and share its answer,
-/// so `/ready` cannot be used to multiply load on the dependencies.
-#[derive(Default)]
-pub struct ReadinessCache(tokio::sync::Mutex<Option<(Instant, Readiness)>>);
-
-#[derive(Clone, Copy)]
-struct Readiness {
-    postgres: bool,
-    redis_up: usize,
-    redis_nodes: usize,
-}
-
-pub const READINESS_TTL: Duration = Duration::from_secs(1);
-
-impl ReadinessCache {
-    async fn get(&self, state: &AppState) -> Readiness {
-        let mut cached = self.0.lock().await;
-        if let Some((at, verdict)) = *cached
-            && at.elapsed() < READINESS_TTL
-        {
-            return verdict;
-        }
-        let db = async {
-            matches!(
-                tokio::time::timeout(Duration::from_secs(1), sqlx::query("select 1").execute(&state.probe_db)).await,
-                Ok(Ok(_))
-            )
-        };
-        let (postgres, nodes) = tokio::join!(db, state.redlock.ping_all());
-        metrics::counter!("holdfast_readiness_probes_total").increment(1);
-        let verdict =
-            Readiness { postgres, redis_up: nodes.iter().filter(|ok| **ok).count(), redis_nodes: nodes.len() };
-        *cached = Some((Instant::now(), verdict));
-        verdict
-    }
 }
 
 /// Readiness for load balancers: Postgres answers and a Redis quorum is up, and the instance
@@ -70,7 +30,7 @@ impl ReadinessCache {
          body = crate::api::openapi::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let verdict = state.readiness.get(&state).await;
+    let verdict = state.readiness.get(&state.probe_db, &state.redlock).await;
     let quorum = state.redlock.quorum();
     let shutting_down = state.draining.is_cancelled() || state.shutdown.is_cancelled();
     let checks = json!({
@@ -81,7 +41,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     if verdict.postgres && verdict.redis_up >= quorum && !shutting_down {
         reply::ok(json!({ "status": "ready", "checks": checks }))
     } else {
-        ApiError::NotReady { checks }.into_response()
+        Error::NotReady { checks }.into_response()
     }
 }
 
@@ -101,7 +61,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "`ok`, and each violated check with its count", body = Object), crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
-pub async fn integrity(State(state): State<AppState>, Admin(_admin): Admin) -> Result<Response, ApiError> {
+pub async fn integrity(State(state): State<AppState>, Admin(_admin): Admin) -> Result<Response, Error> {
     let violations = invariants::violations(&state.db).await?;
     invariants::report(&violations);
     let found: Vec<_> = violations.iter().map(|(check, count)| json!({ "check": check, "count": count })).collect();

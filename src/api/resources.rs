@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::auth::{Admin, Auth};
-use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey};
 use super::reply;
 use crate::db::resources;
 use crate::domain::slots::{MAX_AVAILABILITY_DAYS, MAX_SLOT_MINUTES, OpeningHoursSpec, slot_minutes};
 use crate::domain::{SlotRules, Ttl, ValidationError, bounded_date, bounded_instant};
+use crate::error::Error;
 use crate::pipeline::views::{SlotAvailability, SlotView};
 use crate::pipeline::{self, Command, views};
 use crate::state::AppState;
@@ -52,7 +52,7 @@ pub async fn create_resource(
     Admin(caller): Admin,
     IdemKey(key): IdemKey,
     ApiJson(body): ApiJson<CreateResourceBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
     let name = crate::domain::parse_name(&body.name, "name", crate::domain::MAX_NAME)?;
     let rules = SlotRules::parse(
@@ -78,8 +78,8 @@ pub async fn create_resource(
 pub async fn get_resource(
     State(state): State<AppState>,
     ApiPath(resource_id): ApiPath<Uuid>,
-) -> Result<Response, ApiError> {
-    let row = resources::find(&state.db, resource_id).await?.ok_or(ApiError::NotFound("resource"))?;
+) -> Result<Response, Error> {
+    let row = resources::find(&state.db, resource_id).await?.ok_or(Error::NotFound("resource"))?;
     Ok(reply::ok(views::resource(&row)))
 }
 
@@ -130,9 +130,9 @@ pub async fn availability(
     State(state): State<AppState>,
     ApiPath(resource_id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<AvailabilityQuery>,
-) -> Result<Response, ApiError> {
-    let row = resources::find(&state.db, resource_id).await?.ok_or(ApiError::NotFound("resource"))?;
-    let rules = row.rules().map_err(ApiError::internal)?;
+) -> Result<Response, Error> {
+    let row = resources::find(&state.db, resource_id).await?.ok_or(Error::NotFound("resource"))?;
+    let rules = row.rules().map_err(Error::internal)?;
     let from = instant_or_date(&query.from, "from", rules.tz)?;
     let to = instant_or_date(&query.to, "to", rules.tz)?;
     if to <= from {
@@ -202,7 +202,7 @@ pub async fn create_slot_hold(
     IdemKey(key): IdemKey,
     ApiPath(resource_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<SlotBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
     slot_minutes(body.start, body.end)?;
     let config = &state.config;
@@ -233,7 +233,7 @@ pub async fn reschedule_booking(
     IdemKey(key): IdemKey,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<RescheduleBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
     slot_minutes(body.start, body.end)?;
     let command = Command::RescheduleBooking { booking_id, start: body.start, end: body.end };

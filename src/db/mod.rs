@@ -22,6 +22,22 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
 use crate::config::Config;
+use crate::error::Error;
+
+/// The one place a named constraint becomes a client's answer: the constraints that stand for
+/// "someone else has it" (the final fence behind the locks). Others are not a refusal of ours.
+pub fn on_constraint(constraint: &str) -> Option<Error> {
+    match constraint {
+        "booking_seats_one_live_sale" | "seats_single_claim" | "bookings_one_per_hold" => {
+            Some(Error::SeatUnavailable { seat_ids: Vec::new() })
+        }
+        "inventory_nights_not_oversold" => {
+            Some(Error::InsufficientInventory { night: None, available: 0, closed: false })
+        }
+        "slot_claims_no_overlap" => Some(Error::SlotUnavailable { conflict: None }),
+        _ => None,
+    }
+}
 
 /// A lazily connecting pool: the service starts (and answers /health) while Postgres is down.
 /// Every session commits synchronously: a 201 is on disk before it is sent.

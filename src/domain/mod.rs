@@ -1,6 +1,7 @@
 //! Types that parse, don't validate. Nothing here knows about HTTP or SQL: a value of one of
 //! these types is valid by construction, so the layers below never re-check it.
 
+mod caller;
 mod event;
 mod hold;
 mod idempotency_key;
@@ -8,6 +9,7 @@ mod nights;
 pub mod slots;
 mod time;
 
+pub use caller::Caller;
 pub use event::{EventLayout, NewEvent, NewSeat, SeatSpec};
 pub use hold::{SeatIds, Ttl};
 pub use idempotency_key::IdempotencyKey;

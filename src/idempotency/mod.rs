@@ -22,6 +22,7 @@
 //! as above, so that a retry meanwhile hears IDEMPOTENCY_IN_PROGRESS.
 
 mod batch;
+mod hot_seats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,7 @@ use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
 pub use batch::ClaimBatches;
+pub use hot_seats::HotSeats;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdempotencyError {

@@ -5,45 +5,24 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
 
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Reply, Step, views};
-use crate::api::error::ApiError;
 use crate::db::holds::Target;
 use crate::db::inventories::{self, NightRow, NightsPatch};
 use crate::db::{bookings, events, holds, resources};
 use crate::domain::slots::SlotRefusal;
-use crate::domain::{NewEvent, Nights, SeatIds, SlotRules, Ttl, ValidationError};
+use crate::domain::{Caller, NewEvent, Nights, SeatIds, SlotRules, Ttl, ValidationError};
+use crate::error::Error;
 use crate::idempotency::{BeingDecided, ClaimBatches, SeatProbe};
 use crate::state::AppState;
 
 /// The answer a seat-claiming command gets when its seats are already taken (the claim fills
 /// in `seat_ids`). Built once: it is the same for every request.
-static SEAT_UNAVAILABLE: LazyLock<Value> = LazyLock::new(|| ApiError::SeatUnavailable { seat_ids: Vec::new() }.body());
-
-/// The authenticated caller.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub user_id: String,
-    pub admin: bool,
-    /// The request's `x-request-id`, for the audit trail.
-    pub request_id: Option<String>,
-}
-
-impl Caller {
-    /// Owners see their own holds and bookings; admins see all. Anyone else gets 404.
-    pub fn may_access(&self, owner: &str) -> bool {
-        self.admin || self.user_id == owner
-    }
-
-    pub fn role(&self) -> &'static str {
-        if self.admin { "admin" } else { "user" }
-    }
-}
+static SEAT_UNAVAILABLE: LazyLock<Value> = LazyLock::new(|| Error::SeatUnavailable { seat_ids: Vec::new() }.body());
 
 #[derive(Debug)]
 pub enum Command {
@@ -99,17 +78,17 @@ fn slot_resources(resource_id: Uuid, rules: &SlotRules, blocked: Range) -> Vec<S
     rules.lock_cells(blocked).into_iter().map(|cell| format!("slot:{resource_id}:{cell}")).collect()
 }
 
-async fn load_rules(state: &AppState, resource_id: Uuid) -> Result<SlotRules, ApiError> {
-    let resource = resources::find(&state.db, resource_id).await?.ok_or(ApiError::NotFound("resource"))?;
-    resource.rules().map_err(ApiError::internal)
+async fn load_rules(state: &AppState, resource_id: Uuid) -> Result<SlotRules, Error> {
+    let resource = resources::find(&state.db, resource_id).await?.ok_or(Error::NotFound("resource"))?;
+    resource.rules().map_err(Error::internal)
 }
 
-fn stay_of(check_in: chrono::NaiveDate, check_out: chrono::NaiveDate) -> Result<Nights, ApiError> {
-    Nights::parse(check_in, check_out, ("check_in", "check_out")).map_err(ApiError::internal)
+fn stay_of(check_in: chrono::NaiveDate, check_out: chrono::NaiveDate) -> Result<Nights, Error> {
+    Nights::parse(check_in, check_out, ("check_in", "check_out")).map_err(Error::internal)
 }
 
 /// The lock keys an existing hold or booking covers.
-async fn target_resources(state: &AppState, target: &Target) -> Result<Vec<String>, ApiError> {
+async fn target_resources(state: &AppState, target: &Target) -> Result<Vec<String>, Error> {
     Ok(match target {
         Target::Seats { seat_ids, .. } => seat_resources(seat_ids),
         Target::Rooms { inventory_id, check_in, check_out, .. } => {
@@ -124,13 +103,13 @@ async fn target_resources(state: &AppState, target: &Target) -> Result<Vec<Strin
 
 /// The first night of a stay that cannot take `quantity` more units, if any. `nights` are the
 /// rows on sale in the stay, in order; a night missing from them is not on sale.
-fn first_short_night(stay: Nights, nights: &[NightRow], quantity: i32) -> Option<ApiError> {
+fn first_short_night(stay: Nights, nights: &[NightRow], quantity: i32) -> Option<Error> {
     let mut rows = nights.iter().peekable();
     for night in stay.iter() {
         match rows.next_if(|r| r.night == night) {
-            None => return Some(ApiError::InsufficientInventory { night: Some(night), available: 0, closed: true }),
+            None => return Some(Error::InsufficientInventory { night: Some(night), available: 0, closed: true }),
             Some(row) if row.closed || row.available() < quantity => {
-                return Some(ApiError::InsufficientInventory {
+                return Some(Error::InsufficientInventory {
                     night: Some(night),
                     available: row.available(),
                     closed: row.closed,
@@ -238,11 +217,11 @@ impl Command {
     /// When the lock is contended: whether what this command would claim is already gone for
     /// good (seats taken, a night sold out, the slot booked), and so waiting is pointless.
     /// None for commands that act on a hold or booking of their own.
-    pub(super) async fn why_give_up(&self, state: &AppState, plan: &Plan) -> Result<Option<ApiError>, ApiError> {
+    pub(super) async fn why_give_up(&self, state: &AppState, plan: &Plan) -> Result<Option<Error>, Error> {
         match (self, &plan.seen) {
             (Command::CreateHold { event_id, seat_ids, .. } | Command::BookSeats { event_id, seat_ids, .. }, _) => {
                 let taken = events::taken_seats(&state.db, *event_id, seat_ids.as_slice()).await?;
-                Ok((!taken.is_empty()).then_some(ApiError::SeatUnavailable { seat_ids: taken }))
+                Ok((!taken.is_empty()).then_some(Error::SeatUnavailable { seat_ids: taken }))
             }
             (Command::CreateRoomHold { inventory_id, stay, quantity, .. }, _) => {
                 let nights = inventories::nights(&state.db, *inventory_id, *stay).await?;
@@ -250,14 +229,14 @@ impl Command {
             }
             (Command::CreateSlotHold { resource_id, .. }, Seen::Slot { blocked }) => {
                 let live = resources::live_blocked(&state.db, *resource_id, blocked.0, blocked.1).await?;
-                Ok((!live.is_empty()).then_some(ApiError::SlotUnavailable { conflict: None }))
+                Ok((!live.is_empty()).then_some(Error::SlotUnavailable { conflict: None }))
             }
             _ => Ok(None),
         }
     }
 
     /// Reads (autocommit, no lock) what the command will act on.
-    pub(super) async fn plan(&self, state: &AppState, caller: &Caller) -> Result<Step, ApiError> {
+    pub(super) async fn plan(&self, state: &AppState, caller: &Caller) -> Result<Step, Error> {
         let write = |resources, seen| Ok(Step::Write(Plan { resources, seen }));
         match self {
             Command::CreateEvent { .. } | Command::CreateInventory { .. } | Command::CreateResource { .. } => {
@@ -285,17 +264,15 @@ impl Command {
                 match (self, hold.effective_status()) {
                     (_, "HELD") => write(target_resources(state, &hold.target).await?, Seen::Hold(hold)),
                     // Releasing what is already gone is a harmless repeat.
-                    (Command::ReleaseHold { .. }, "RELEASED" | "EXPIRED") => {
-                        Ok(Step::Done(Reply::new(StatusCode::NO_CONTENT, Value::Null)))
-                    }
-                    (_, "EXPIRED") => Err(ApiError::HoldExpired),
-                    (_, status) => Err(ApiError::HoldNotActive { status: status.to_owned() }),
+                    (Command::ReleaseHold { .. }, "RELEASED" | "EXPIRED") => Ok(Step::Done(Reply::no_content())),
+                    (_, "EXPIRED") => Err(Error::HoldExpired),
+                    (_, status) => Err(Error::HoldNotActive { status: status.to_owned() }),
                 }
             }
             Command::CancelBooking { booking_id } => {
                 let booking = visible_booking(state, caller, *booking_id).await?;
                 if booking.status == "CANCELLED" {
-                    return Ok(Step::Done(Reply::new(StatusCode::OK, views::booking(&booking))));
+                    return Ok(Step::Done(Reply::ok(views::booking(&booking))));
                 }
                 if let Target::Slot { resource_id, start, .. } = &booking.target {
                     check_cancellation_window(&load_rules(state, *resource_id).await?, caller, *start)?;
@@ -308,7 +285,7 @@ impl Command {
                     return Err(ValidationError::new("booking", "only slot bookings can be rescheduled").into());
                 };
                 if booking.status != "CONFIRMED" {
-                    return Err(ApiError::BookingNotActive { status: booking.status.clone() });
+                    return Err(Error::BookingNotActive { status: booking.status.clone() });
                 }
                 let rules = load_rules(state, resource_id).await?;
                 // Moving a booking gives up its slot: the same window as cancelling applies.
@@ -329,14 +306,14 @@ impl Command {
         state: &AppState,
         caller: &Caller,
         plan: Plan,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Reply, Error> {
         match (self, plan.seen) {
             (Command::CreateEvent { event }, _) => {
                 let id = Uuid::now_v7();
                 let row = events::insert_event(tx, id, event, &caller.user_id).await?;
                 let n = event.seats.len() as i64;
                 let counts = events::SeatCounts { total: n, available: n, held: 0, booked: 0 };
-                Ok(Reply::new(StatusCode::CREATED, views::event(&row, &counts)))
+                Ok(Reply::created(views::event(&row, &counts)))
             }
 
             (Command::CreateHold { event_id, seat_ids, ttl }, _) => {
@@ -351,7 +328,7 @@ impl Command {
                     Target::Seats { event_id: *event_id, seat_ids: created.claimed, total_cents: created.total_cents };
                 let hold =
                     holds::HoldRow::created(hold_id, &caller.user_id, created.expires_at, created.created_at, target);
-                Ok(Reply::new(StatusCode::CREATED, views::hold(&hold)))
+                Ok(Reply::created(views::hold(&hold)))
             }
 
             (Command::ExtendHold { hold_id, ttl }, Seen::Hold(seen)) => {
@@ -359,13 +336,13 @@ impl Command {
                 let seats = seen.seat_ids().len();
                 match holds::extend(tx, *hold_id, seen.version, ttl.seconds(), max_life, seats).await? {
                     holds::Extended::To(_) => {
-                        let hold = holds::find(&mut *tx, *hold_id).await?.ok_or(ApiError::NotFound("hold"))?;
-                        Ok(Reply::new(StatusCode::OK, views::hold(&hold)))
+                        let hold = holds::find(&mut *tx, *hold_id).await?.ok_or(Error::NotFound("hold"))?;
+                        Ok(Reply::ok(views::hold(&hold)))
                     }
                     holds::Extended::Refused => Err(why_hold_refused(tx, *hold_id, seen.version, Some(max_life)).await),
                     holds::Extended::LostSeats => {
                         tracing::error!(%hold_id, "a live hold no longer owns every seat it was granted");
-                        Err(ApiError::ConcurrentModification)
+                        Err(Error::ConcurrentModification)
                     }
                 }
             }
@@ -392,12 +369,12 @@ impl Command {
                 }
                 if confirmed.sold.len() < seen.seat_ids().len() {
                     // Cannot happen while the hold row said HELD and unexpired; refuse rather than sell part.
-                    return Err(ApiError::SeatUnavailable { seat_ids: missing(seen.seat_ids(), &confirmed.sold) });
+                    return Err(Error::SeatUnavailable { seat_ids: missing(seen.seat_ids(), &confirmed.sold) });
                 }
                 if let Target::Rooms { check_in, check_out, .. } = &seen.target
                     && confirmed.nights_moved != (*check_out - *check_in).num_days()
                 {
-                    return Err(ApiError::internal("a confirmed hold's nights did not all move to booked"));
+                    return Err(Error::internal("a confirmed hold's nights did not all move to booked"));
                 }
                 let booking = bookings::BookingRow {
                     id: booking_id,
@@ -405,7 +382,7 @@ impl Command {
                     user_id: seen.user_id.clone(),
                     status: "CONFIRMED".into(),
                     payment_reference: payment_reference.clone(),
-                    created_at: confirmed.created_at.ok_or_else(|| ApiError::internal("booking has no created_at"))?,
+                    created_at: confirmed.created_at.ok_or_else(|| Error::internal("booking has no created_at"))?,
                     cancelled_at: None,
                     version: 0,
                     target: match seen.target {
@@ -415,22 +392,22 @@ impl Command {
                         other => other,
                     },
                 };
-                Ok(Reply::new(StatusCode::CREATED, views::booking(&booking)))
+                Ok(Reply::created(views::booking(&booking)))
             }
 
             (Command::ReleaseHold { hold_id }, Seen::Hold(seen)) => {
                 if !holds::transition(tx, *hold_id, seen.version, "RELEASED").await? {
                     return match why_hold_refused(tx, *hold_id, seen.version, None).await {
                         // Gone meanwhile (released by a concurrent call, or expired): same result.
-                        ApiError::HoldExpired => Ok(Reply::new(StatusCode::NO_CONTENT, Value::Null)),
-                        ApiError::HoldNotActive { status } if status == "RELEASED" || status == "EXPIRED" => {
-                            Ok(Reply::new(StatusCode::NO_CONTENT, Value::Null))
+                        Error::HoldExpired => Ok(Reply::no_content()),
+                        Error::HoldNotActive { status } if status == "RELEASED" || status == "EXPIRED" => {
+                            Ok(Reply::no_content())
                         }
                         err => Err(err),
                     };
                 }
                 holds::end_claims(tx, &[*hold_id]).await?;
-                Ok(Reply::new(StatusCode::NO_CONTENT, Value::Null))
+                Ok(Reply::no_content())
             }
 
             (Command::BookSeats { event_id, seat_ids, payment_reference }, _) => {
@@ -460,19 +437,19 @@ impl Command {
                 bookings::record_seats(tx, booking_id, seat_ids.as_slice()).await?;
                 let booking = bookings::find(&mut *tx, booking_id)
                     .await?
-                    .ok_or_else(|| ApiError::internal("new booking vanished"))?;
-                Ok(Reply::new(StatusCode::CREATED, views::booking(&booking)))
+                    .ok_or_else(|| Error::internal("new booking vanished"))?;
+                Ok(Reply::created(views::booking(&booking)))
             }
 
             (Command::CancelBooking { booking_id }, Seen::Booking(seen)) => {
                 if !bookings::cancel(tx, *booking_id, seen.version).await? {
-                    let now = bookings::find(&mut *tx, *booking_id).await?.ok_or(ApiError::NotFound("booking"))?;
+                    let now = bookings::find(&mut *tx, *booking_id).await?.ok_or(Error::NotFound("booking"))?;
                     if now.status != "CANCELLED" {
-                        return Err(ApiError::ConcurrentModification);
+                        return Err(Error::ConcurrentModification);
                     }
                 }
-                let booking = bookings::find(&mut *tx, *booking_id).await?.ok_or(ApiError::NotFound("booking"))?;
-                Ok(Reply::new(StatusCode::OK, views::booking(&booking)))
+                let booking = bookings::find(&mut *tx, *booking_id).await?.ok_or(Error::NotFound("booking"))?;
+                Ok(Reply::ok(views::booking(&booking)))
             }
 
             (Command::CreateInventory { name, nights, capacity, overbooking_allowance }, _) => {
@@ -481,31 +458,31 @@ impl Command {
                     inventories::insert(tx, id, name, *overbooking_allowance, *nights, *capacity, &caller.user_id)
                         .await?;
                 let rows = inventories::nights(&mut *tx, id, *nights).await?;
-                Ok(Reply::new(StatusCode::CREATED, views::inventory(&row, &rows)))
+                Ok(Reply::created(views::inventory(&row, &rows)))
             }
 
             (Command::PatchNights { inventory_id, nights, patch }, _) => {
                 let inventory =
-                    inventories::find(&mut *tx, *inventory_id).await?.ok_or(ApiError::NotFound("inventory"))?;
+                    inventories::find(&mut *tx, *inventory_id).await?.ok_or(Error::NotFound("inventory"))?;
                 if patch.capacity.is_some() || patch.overbooking_allowance.is_some() {
                     // Dead holds (past their expiry, not yet swept) must not block a lowering.
                     inventories::expire_stale_holds(tx, *inventory_id, *nights).await?;
                     for row in inventories::lock_nights(tx, *inventory_id, *nights).await? {
                         if let Some(sold) = patch.would_undersell(&row) {
-                            return Err(ApiError::CapacityBelowSold { night: row.night, sold });
+                            return Err(Error::CapacityBelowSold { night: row.night, sold });
                         }
                     }
                 }
                 inventories::patch_nights(tx, *inventory_id, *nights, *patch, inventory.overbooking_allowance).await?;
                 let rows = inventories::nights(&mut *tx, *inventory_id, *nights).await?;
-                Ok(Reply::new(StatusCode::OK, views::nights(*inventory_id, &rows)))
+                Ok(Reply::ok(views::nights(*inventory_id, &rows)))
             }
 
             (Command::CreateRoomHold { inventory_id, stay, quantity, ttl }, _) => {
                 // Row locks on the stay's nights, in order: the counts read are the counts written.
                 let mut nights = inventories::lock_nights(tx, *inventory_id, *stay).await?;
                 if nights.is_empty() && inventories::find(&mut *tx, *inventory_id).await?.is_none() {
-                    return Err(ApiError::NotFound("inventory"));
+                    return Err(Error::NotFound("inventory"));
                 }
                 if first_short_night(*stay, &nights, *quantity).is_some()
                     && inventories::expire_stale_holds(tx, *inventory_id, *stay).await? > 0
@@ -527,7 +504,7 @@ impl Command {
                 )
                 .await?;
                 if taken != stay.count() {
-                    return Err(ApiError::internal("room hold took fewer nights than it had locked"));
+                    return Err(Error::internal("room hold took fewer nights than it had locked"));
                 }
                 let target = Target::Rooms {
                     inventory_id: *inventory_id,
@@ -536,17 +513,17 @@ impl Command {
                     quantity: *quantity,
                 };
                 let hold = holds::HoldRow::created(hold_id, &caller.user_id, expires_at, created_at, target);
-                Ok(Reply::new(StatusCode::CREATED, views::hold(&hold)))
+                Ok(Reply::created(views::hold(&hold)))
             }
 
             (Command::CreateResource { name, rules }, _) => {
                 let row = resources::insert(tx, Uuid::now_v7(), name, rules, &caller.user_id).await?;
-                Ok(Reply::new(StatusCode::CREATED, views::resource(&row)))
+                Ok(Reply::created(views::resource(&row)))
             }
 
             (Command::CreateSlotHold { resource_id, start, end, ttl }, Seen::Slot { blocked }) => {
                 if let Some(conflict) = resources::clear_for_claim(tx, *resource_id, blocked, None).await? {
-                    return Err(ApiError::SlotUnavailable { conflict: Some(conflict) });
+                    return Err(Error::SlotUnavailable { conflict: Some(conflict) });
                 }
                 let hold_id = Uuid::now_v7();
                 let (expires_at, created_at) = resources::create_hold(
@@ -561,40 +538,40 @@ impl Command {
                 .await?;
                 let target = Target::Slot { resource_id: *resource_id, start: *start, end: *end };
                 let hold = holds::HoldRow::created(hold_id, &caller.user_id, expires_at, created_at, target);
-                Ok(Reply::new(StatusCode::CREATED, views::hold(&hold)))
+                Ok(Reply::created(views::hold(&hold)))
             }
 
             (Command::RescheduleBooking { booking_id, start, end }, Seen::Reschedule { booking, blocked }) => {
                 let Target::Slot { resource_id, .. } = booking.target else {
-                    return Err(ApiError::internal("reschedule planned for a booking without a slot"));
+                    return Err(Error::internal("reschedule planned for a booking without a slot"));
                 };
                 if !bookings::touch(tx, *booking_id, booking.version).await? {
-                    let now = bookings::find(&mut *tx, *booking_id).await?.ok_or(ApiError::NotFound("booking"))?;
+                    let now = bookings::find(&mut *tx, *booking_id).await?.ok_or(Error::NotFound("booking"))?;
                     return Err(match now.status.as_str() {
-                        "CONFIRMED" => ApiError::ConcurrentModification,
-                        status => ApiError::BookingNotActive { status: status.to_owned() },
+                        "CONFIRMED" => Error::ConcurrentModification,
+                        status => Error::BookingNotActive { status: status.to_owned() },
                     });
                 }
                 if let Some(conflict) =
                     resources::clear_for_claim(tx, resource_id, blocked, Some(booking.hold_id)).await?
                 {
-                    return Err(ApiError::SlotUnavailable { conflict: Some(conflict) });
+                    return Err(Error::SlotUnavailable { conflict: Some(conflict) });
                 }
                 if !resources::move_claim(tx, booking.hold_id, (*start, *end), blocked).await? {
-                    return Err(ApiError::ConcurrentModification);
+                    return Err(Error::ConcurrentModification);
                 }
-                let moved = bookings::find(&mut *tx, *booking_id).await?.ok_or(ApiError::NotFound("booking"))?;
-                Ok(Reply::new(StatusCode::OK, views::booking(&moved)))
+                let moved = bookings::find(&mut *tx, *booking_id).await?.ok_or(Error::NotFound("booking"))?;
+                Ok(Reply::ok(views::booking(&moved)))
             }
 
-            (command, _) => Err(ApiError::internal(format!("{} planned without what it acts on", command.name()))),
+            (command, _) => Err(Error::internal(format!("{} planned without what it acts on", command.name()))),
         }
     }
 }
 
 /// A hold the caller may see (their own; any for admins), or 404: others' holds do not exist for them.
-pub async fn visible_hold(state: &AppState, caller: &Caller, hold_id: Uuid) -> Result<holds::HoldRow, ApiError> {
-    holds::find(&state.db, hold_id).await?.filter(|h| caller.may_access(&h.user_id)).ok_or(ApiError::NotFound("hold"))
+pub async fn visible_hold(state: &AppState, caller: &Caller, hold_id: Uuid) -> Result<holds::HoldRow, Error> {
+    holds::find(&state.db, hold_id).await?.filter(|h| caller.may_access(&h.user_id)).ok_or(Error::NotFound("hold"))
 }
 
 /// A booking the caller may see, or 404 (as [`visible_hold`]).
@@ -602,15 +579,15 @@ pub async fn visible_booking(
     state: &AppState,
     caller: &Caller,
     booking_id: Uuid,
-) -> Result<bookings::BookingRow, ApiError> {
+) -> Result<bookings::BookingRow, Error> {
     bookings::find(&state.db, booking_id)
         .await?
         .filter(|b| caller.may_access(&b.user_id))
-        .ok_or(ApiError::NotFound("booking"))
+        .ok_or(Error::NotFound("booking"))
 }
 
 /// A requested slot against the resource's rules and the booking horizon, now.
-fn check_slot(state: &AppState, rules: &SlotRules, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<(), ApiError> {
+fn check_slot(state: &AppState, rules: &SlotRules, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<(), Error> {
     let now = Utc::now();
     rules.check(start, end, now)?;
     let days = state.config.resource_booking_horizon_days;
@@ -622,54 +599,49 @@ fn check_slot(state: &AppState, rules: &SlotRules, start: DateTime<Utc>, end: Da
 
 /// Refuses an owner's cancellation (or move) of a slot inside the resource's cancellation
 /// window; admins may override.
-fn check_cancellation_window(rules: &SlotRules, caller: &Caller, start: DateTime<Utc>) -> Result<(), ApiError> {
+fn check_cancellation_window(rules: &SlotRules, caller: &Caller, start: DateTime<Utc>) -> Result<(), Error> {
     if caller.admin || rules.may_cancel(start, Utc::now()) {
         return Ok(());
     }
-    Err(ApiError::OutsideCancellationWindow { deadline: start - chrono::Duration::minutes(rules.cancellation_window) })
+    Err(Error::OutsideCancellationWindow { deadline: start - chrono::Duration::minutes(rules.cancellation_window) })
 }
 
 /// Why some requested seats could not be claimed: the event has started (422), unknown seats in
 /// this event (422), or taken (409).
-async fn unclaimable(tx: &mut PgConnection, event_id: Uuid, requested: &[Uuid], claimed: &[Uuid]) -> ApiError {
+async fn unclaimable(tx: &mut PgConnection, event_id: Uuid, requested: &[Uuid], claimed: &[Uuid]) -> Error {
     match events::started_at(&mut *tx, event_id).await {
-        Ok(Some(starts_at)) => return ApiError::EventStarted { starts_at },
+        Ok(Some(starts_at)) => return Error::EventStarted { starts_at },
         Ok(None) => {}
         Err(err) => return err.into(),
     }
     match events::existing_seats(tx, event_id, requested).await {
         Ok(existing) if existing.len() < requested.len() => {
             if existing.is_empty() && matches!(events::find_event(&mut *tx, event_id).await, Ok(None)) {
-                return ApiError::NotFound("event");
+                return Error::NotFound("event");
             }
-            ApiError::UnknownSeats { seat_ids: missing(requested, &existing) }
+            Error::UnknownSeats { seat_ids: missing(requested, &existing) }
         }
-        Ok(_) => ApiError::SeatUnavailable { seat_ids: missing(requested, claimed) },
+        Ok(_) => Error::SeatUnavailable { seat_ids: missing(requested, claimed) },
         Err(err) => err.into(),
     }
 }
 
 /// Why a guarded update of a hold touched nothing, from a fresh read.
-async fn why_hold_refused(
-    tx: &mut PgConnection,
-    hold_id: Uuid,
-    seen_version: i64,
-    max_lifetime: Option<i64>,
-) -> ApiError {
+async fn why_hold_refused(tx: &mut PgConnection, hold_id: Uuid, seen_version: i64, max_lifetime: Option<i64>) -> Error {
     let hold = match holds::find(&mut *tx, hold_id).await {
         Ok(Some(hold)) => hold,
-        Ok(None) => return ApiError::NotFound("hold"),
+        Ok(None) => return Error::NotFound("hold"),
         Err(err) => return err.into(),
     };
     match hold.effective_status() {
-        "EXPIRED" => ApiError::HoldExpired,
+        "EXPIRED" => Error::HoldExpired,
         "HELD" if hold.version == seen_version => match max_lifetime {
             Some(secs) => {
-                ApiError::HoldLifetimeExceeded { latest_expiry: hold.created_at + chrono::Duration::seconds(secs) }
+                Error::HoldLifetimeExceeded { latest_expiry: hold.created_at + chrono::Duration::seconds(secs) }
             }
-            None => ApiError::ConcurrentModification,
+            None => Error::ConcurrentModification,
         },
-        "HELD" => ApiError::ConcurrentModification,
-        status => ApiError::HoldNotActive { status: status.to_owned() },
+        "HELD" => Error::ConcurrentModification,
+        status => Error::HoldNotActive { status: status.to_owned() },
     }
 }

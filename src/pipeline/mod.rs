@@ -17,7 +17,7 @@
 //! the record always ends SUCCEEDED or FAILED, and shutdown waits for it.
 
 mod commands;
-pub mod hot_seats;
+
 pub mod views;
 
 use std::panic::AssertUnwindSafe;
@@ -27,30 +27,43 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 
-use axum::http::StatusCode;
 use serde_json::Value;
 use tracing::Instrument;
 
-pub use commands::{Caller, Command, visible_booking, visible_hold};
+pub use commands::{Command, visible_booking, visible_hold};
 
-use crate::api::error::ApiError;
 use crate::db::write_tx::{Committed, Settle, WriteTx};
+use crate::domain::Caller;
+use crate::error::Error;
 use crate::idempotency::{self, BeingDecided, Claim, ClaimToken, IdempotentRequest};
 use crate::lock::{Lock, LockError};
 use crate::state::AppState;
 
-/// The answer to a command, as stored for replay.
+/// The answer to a command, as stored for replay: the status is part of what an idempotency
+/// record replays, so it is decided here (a number; `api` renders it).
 #[derive(Debug, Clone)]
 pub struct Reply {
-    pub status: StatusCode,
+    pub status: u16,
     pub body: Value,
     /// True when this answer is a replay of a stored one.
     pub replayed: bool,
 }
 
 impl Reply {
-    pub fn new(status: StatusCode, body: Value) -> Self {
+    fn new(status: u16, body: Value) -> Self {
         Self { status, body, replayed: false }
+    }
+
+    pub fn created(body: Value) -> Self {
+        Self::new(201, body)
+    }
+
+    pub fn ok(body: Value) -> Self {
+        Self::new(200, body)
+    }
+
+    pub fn no_content() -> Self {
+        Self::new(204, Value::Null)
     }
 }
 
@@ -65,7 +78,7 @@ pub async fn run(
     caller: Caller,
     idem: Option<IdempotentRequest>,
     command: Command,
-) -> Result<Reply, ApiError> {
+) -> Result<Reply, Error> {
     let state = state.clone();
     let tasks = state.tasks.clone();
     let task = tasks.spawn(
@@ -78,7 +91,7 @@ pub async fn run(
         }
         .in_current_span(),
     );
-    task.await.map_err(ApiError::internal)?
+    task.await.map_err(Error::internal)?
 }
 
 fn stage(name: &'static str, started: Instant) {
@@ -101,7 +114,7 @@ async fn execute(
     caller: &Caller,
     idem: Option<&IdempotentRequest>,
     command: &Command,
-) -> Result<Reply, ApiError> {
+) -> Result<Reply, Error> {
     if let Some(req) = idem
         && !state.hot_seats.any_hot(command.requested_seats())
         && let Some(result) = execute_at_once(state, caller, req, command).await
@@ -128,18 +141,10 @@ async fn execute(
                 Claim::Settled { status, body } => {
                     // Decided at claim time (the seats are taken), and already durable.
                     state.hot_seats.mark(command.requested_seats());
-                    return Ok(Reply {
-                        status: StatusCode::from_u16(status).map_err(ApiError::internal)?,
-                        body,
-                        replayed: false,
-                    });
+                    return Ok(Reply { status, body, replayed: false });
                 }
                 Claim::Replay { status, body } => {
-                    return Ok(Reply {
-                        status: StatusCode::from_u16(status).map_err(ApiError::internal)?,
-                        body,
-                        replayed: true,
-                    });
+                    return Ok(Reply { status, body, replayed: true });
                 }
             }
         }
@@ -156,7 +161,7 @@ async fn execute(
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| Err(panicked(command, panic)));
-    if matches!(result, Err(ApiError::SeatUnavailable { .. } | ApiError::SeatLocked)) {
+    if matches!(result, Err(Error::SeatUnavailable { .. } | Error::SeatLocked)) {
         // Others want these seats too: the next claims for them probe first.
         state.hot_seats.mark(command.requested_seats());
     }
@@ -186,7 +191,7 @@ async fn execute_at_once(
     caller: &Caller,
     req: &IdempotentRequest,
     command: &Command,
-) -> Option<Result<Reply, ApiError>> {
+) -> Option<Result<Reply, Error>> {
     let result = AssertUnwindSafe(plan_lock_apply(state, caller, Key::AtOnce(req), command))
         .catch_unwind()
         .await
@@ -196,7 +201,7 @@ async fn execute_at_once(
         // The key is someone else's, or the seats' lock is taken (plan_lock_apply says so with
         // this same error), or a night's lock stayed taken for all the patient wait: claim, and
         // then wait (again) or hear why not.
-        Err(ApiError::IdempotencyInProgress | ApiError::SeatLocked) => {
+        Err(Error::IdempotencyInProgress | Error::SeatLocked) => {
             state.hot_seats.mark(command.requested_seats());
             return None;
         }
@@ -209,13 +214,13 @@ async fn execute_at_once(
             return Some(result.map(|(reply, _)| reply));
         }
     };
-    if matches!(result, Err(ApiError::SeatUnavailable { .. })) {
+    if matches!(result, Err(Error::SeatUnavailable { .. })) {
         state.hot_seats.mark(command.requested_seats());
     }
     // Settled without a write of ours (nothing to do, or refused): store the answer on its own.
     let stored = async {
         let mut conn = state.db.acquire().await?;
-        idempotency::record(&mut conn, req, status.as_u16(), &body).await
+        idempotency::record(&mut conn, req, status, &body).await
     };
     match stored.await {
         Ok(true) => {
@@ -232,24 +237,24 @@ async fn execute_at_once(
 }
 
 /// A panic caught in a command, as the 500 it answers (the message goes to the log only).
-fn panicked(command: &Command, panic: Box<dyn std::any::Any + Send>) -> ApiError {
+fn panicked(command: &Command, panic: Box<dyn std::any::Any + Send>) -> Error {
     let what = panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_default();
-    ApiError::internal(format!("{} panicked: {what}", command.name()))
+    Error::internal(format!("{} panicked: {what}", command.name()))
 }
 
 async fn store(
     state: &AppState,
     req: &IdempotentRequest,
     token: ClaimToken,
-    status: StatusCode,
+    status: u16,
     body: &Value,
 ) -> Result<(), sqlx::Error> {
     let mut conn = state.db.acquire().await?;
-    idempotency::complete(&mut conn, req, token, status.as_u16(), body).await.map(|_| ())
+    idempotency::complete(&mut conn, req, token, status, body).await.map(|_| ())
 }
 
 /// Returns the reply and whether the idempotency record was completed inside the transaction.
@@ -258,7 +263,7 @@ async fn plan_lock_apply(
     caller: &Caller,
     key: Key<'_>,
     command: &Command,
-) -> Result<(Reply, bool), ApiError> {
+) -> Result<(Reply, bool), Error> {
     let started = Instant::now();
     let plan = match command.plan(state, caller).await? {
         Step::Done(reply) => return Ok((reply, false)),
@@ -281,7 +286,7 @@ async fn plan_lock_apply(
                     // A seat or slot someone else is deciding: claim the key first, then wait,
                     // so that a retry meanwhile hears IDEMPOTENCY_IN_PROGRESS. (A night's key is
                     // a queue every request of that night joins: waiting there at once is normal.)
-                    *gave_up.lock().expect("not poisoned") = Some(ApiError::IdempotencyInProgress);
+                    *gave_up.lock().expect("not poisoned") = Some(Error::IdempotencyInProgress);
                     return false;
                 }
                 let why = command.why_give_up(state, &plan).await.unwrap_or_default();
@@ -322,7 +327,7 @@ async fn transact(
     command: &Command,
     plan: commands::Plan,
     mut lock: Option<Lock>,
-) -> Result<(Reply, Option<Lock>), ApiError> {
+) -> Result<(Reply, Option<Lock>), Error> {
     let outcome = async {
         // READ COMMITTED (Postgres's default): every write below carries its own guard, and
         // blocked writers re-check those guards against the winner's row.
@@ -332,7 +337,7 @@ async fn transact(
         let cap = state.config.hold_max_live_per_user;
         if live_holds.is_some_and(|n| n >= cap) {
             tx.rollback().await;
-            return Err(ApiError::TooManyHolds { limit: cap });
+            return Err(Error::TooManyHolds { limit: cap });
         }
         let reply = match before_commit(&mut tx, state, caller, key, command, plan, lock.as_mut()).await {
             Ok(reply) => reply,
@@ -342,13 +347,13 @@ async fn transact(
             }
         };
         let settle = match key {
-            Key::AtOnce(req) => Settle::Record { req, status: reply.status.as_u16(), body: &reply.body },
+            Key::AtOnce(req) => Settle::Record { req, status: reply.status, body: &reply.body },
             Key::None | Key::Claimed(..) => Settle::Nothing,
         };
         match tx.commit(settle).await? {
             Committed::Yes => Ok(reply),
             // Another execution has the key: it owns the outcome.
-            Committed::KeyTaken => Err(ApiError::IdempotencyInProgress),
+            Committed::KeyTaken => Err(Error::IdempotencyInProgress),
         }
     };
     // Caught here too, so that a panic inside the transaction still releases the lock below.
@@ -374,7 +379,7 @@ async fn before_commit(
     command: &Command,
     plan: commands::Plan,
     lock: Option<&mut Lock>,
-) -> Result<Reply, ApiError> {
+) -> Result<Reply, Error> {
     let reply = command.apply(tx.conn(), state, caller, plan).await?;
     if state.config.fault_panic_once.as_deref() == Some(command.name())
         && state.fault_panic_armed.swap(false, Ordering::SeqCst)
@@ -382,10 +387,10 @@ async fn before_commit(
         panic!("HOLDFAST_FAULT_PANIC_ONCE: a bug inside the transaction");
     }
     if let Key::Claimed(req, token) = key
-        && !idempotency::complete(tx.conn(), req, token, reply.status.as_u16(), &reply.body).await?
+        && !idempotency::complete(tx.conn(), req, token, reply.status, &reply.body).await?
     {
         // Our key was taken over while we were paused: the other execution owns the outcome.
-        return Err(ApiError::IdempotencyInProgress);
+        return Err(Error::IdempotencyInProgress);
     }
     if let Some(lock) = lock {
         ensure_validity(state, lock).await?;
@@ -399,7 +404,7 @@ async fn before_commit(
 /// Refuses to commit on a lock that is about to lapse, unless it can be extended in time.
 /// This closes most of the window in which a paused process commits on an expired lock;
 /// the SQL guards close the rest.
-async fn ensure_validity(state: &AppState, lock: &mut Lock) -> Result<(), ApiError> {
+async fn ensure_validity(state: &AppState, lock: &mut Lock) -> Result<(), Error> {
     let margin = Duration::from_millis(state.config.redlock_commit_margin_ms);
     if lock.remaining() >= margin {
         return Ok(());
@@ -409,5 +414,5 @@ async fn ensure_validity(state: &AppState, lock: &mut Lock) -> Result<(), ApiErr
     }
     metrics::counter!("holdfast_commits_refused_total", "reason" => "lock_validity").increment(1);
     tracing::warn!("refusing to commit: too little lock validity left");
-    Err(ApiError::LockUnavailable)
+    Err(Error::LockUnavailable)
 }

@@ -45,13 +45,13 @@ async fn writes_need_a_valid_token_and_events_need_an_admin() {
     app.send(Method::POST, &path, Some("not-a-jwt"), Some("k"), Some(&body))
         .await
         .assert_problem(401, "UNAUTHENTICATED");
-    let forged = holdfast::api::auth::JwtKeys::new("another-secret-entirely-0000")
+    let forged = holdfast::auth::JwtKeys::new("another-secret-entirely-0000")
         .mint("alice", true, std::time::Duration::from_secs(60))
         .unwrap();
     app.send(Method::POST, &path, Some(&forged), Some("k"), Some(&body)).await.assert_problem(401, "UNAUTHENTICATED");
     // Leeway is 5 s; a token that expired in 1970 is plainly expired.
     let old = {
-        let claims = holdfast::api::auth::Claims { sub: "alice".into(), role: None, exp: 1_000_000 };
+        let claims = holdfast::auth::Claims { sub: "alice".into(), role: None, exp: 1_000_000 };
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
             &claims,

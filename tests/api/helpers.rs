@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use holdfast::api::auth::JwtKeys;
+use holdfast::auth::JwtKeys;
 use holdfast::config::Config;
 use holdfast::startup::Application;
 use reqwest::{Method, StatusCode};

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
-use holdfast::api::auth::JwtKeys;
+use holdfast::auth::JwtKeys;
 use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::{Barrier, Mutex};
