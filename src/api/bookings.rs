@@ -12,7 +12,7 @@ use super::reply;
 use crate::db::{audit, bookings};
 use crate::domain::{SeatIds, ValidationError};
 use crate::error::Error;
-use crate::pipeline::{self, Command, views};
+use crate::pipeline::{self, views};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -41,7 +41,7 @@ pub async fn book_seats(
     let idem = key.bind(&caller, &body)?;
     let seat_ids = SeatIds::parse(body.seat_ids, state.config.hold_max_seats)?;
     let payment_reference = parse_payment_reference(body.payment_reference)?;
-    let command = Command::BookSeats { event_id, seat_ids, payment_reference };
+    let command = pipeline::BookSeats { event_id, seat_ids, payment_reference };
     let reply = pipeline::run(&state, caller, Some(idem), command).await?;
     Ok(reply::render(reply))
 }
@@ -107,7 +107,7 @@ pub async fn cancel_booking(
     ApiPath(booking_id): ApiPath<Uuid>,
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &())?;
-    let reply = pipeline::run(&state, caller, Some(idem), Command::CancelBooking { booking_id }).await?;
+    let reply = pipeline::run(&state, caller, Some(idem), pipeline::CancelBooking { booking_id }).await?;
     Ok(reply::render(reply))
 }
 

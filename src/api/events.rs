@@ -12,7 +12,7 @@ use super::reply;
 use crate::db::events;
 use crate::domain::{EventLayout, NewEvent, SeatSpec};
 use crate::error::Error;
-use crate::pipeline::{self, Command, views};
+use crate::pipeline::{self, views};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -42,7 +42,7 @@ pub async fn create_event(
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
     let event = NewEvent::parse(body.name, body.starts_at, body.seats, body.layout, state.config.event_max_seats)?;
-    let reply = pipeline::run(&state, caller, Some(idem), Command::CreateEvent { event }).await?;
+    let reply = pipeline::run(&state, caller, Some(idem), pipeline::CreateEvent { event }).await?;
     Ok(reply::render(reply))
 }
 

@@ -10,7 +10,7 @@ use super::extract::{ApiJson, ApiPath, IdemKey, OptionalApiJson, OptionalIdemKey
 use super::reply;
 use crate::domain::{MAX_PAYMENT_REFERENCE, SeatIds, Ttl};
 use crate::error::Error;
-use crate::pipeline::{self, Command, views};
+use crate::pipeline::{self, views};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -40,7 +40,7 @@ pub async fn create_hold(
     let config = &state.config;
     let seat_ids = SeatIds::parse(body.seat_ids, config.hold_max_seats)?;
     let ttl = Ttl::parse(body.ttl_seconds, config.hold_default_ttl_seconds, config.hold_max_ttl_seconds)?;
-    let reply = pipeline::run(&state, caller, Some(idem), Command::CreateHold { event_id, seat_ids, ttl }).await?;
+    let reply = pipeline::run(&state, caller, Some(idem), pipeline::CreateHold { event_id, seat_ids, ttl }).await?;
     Ok(reply::render(reply))
 }
 
@@ -84,7 +84,7 @@ pub async fn extend_hold(
     let idem = key.bind(&caller, &body)?;
     let ttl =
         Ttl::parse(Some(body.ttl_seconds), state.config.hold_default_ttl_seconds, state.config.hold_max_ttl_seconds)?;
-    let reply = pipeline::run(&state, caller, Some(idem), Command::ExtendHold { hold_id, ttl }).await?;
+    let reply = pipeline::run(&state, caller, Some(idem), pipeline::ExtendHold { hold_id, ttl }).await?;
     Ok(reply::render(reply))
 }
 
@@ -127,7 +127,7 @@ pub async fn confirm_hold(
     let body = body.unwrap_or_default();
     let idem = key.bind(&caller, &body)?;
     let payment_reference = parse_payment_reference(body.payment_reference)?;
-    let reply = pipeline::run(&state, caller, Some(idem), Command::ConfirmHold { hold_id, payment_reference }).await?;
+    let reply = pipeline::run(&state, caller, Some(idem), pipeline::ConfirmHold { hold_id, payment_reference }).await?;
     Ok(reply::render(reply))
 }
 
@@ -145,6 +145,6 @@ pub async fn release_hold(
     ApiPath(hold_id): ApiPath<Uuid>,
 ) -> Result<Response, Error> {
     let idem = key.map(|k| k.bind(&caller, &())).transpose()?;
-    let reply = pipeline::run(&state, caller, idem, Command::ReleaseHold { hold_id }).await?;
+    let reply = pipeline::run(&state, caller, idem, pipeline::ReleaseHold { hold_id }).await?;
     Ok(reply::render(reply))
 }

@@ -14,7 +14,7 @@ use super::reply;
 use crate::db::inventories::{self, NightsPatch};
 use crate::domain::{MAX_UNITS, Nights, Ttl, ValidationError, units};
 use crate::error::Error;
-use crate::pipeline::{self, Command, views};
+use crate::pipeline::{self, views};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -46,7 +46,7 @@ pub async fn create_inventory(
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
     let name = crate::domain::parse_name(&body.name, "name", crate::domain::MAX_NAME)?;
-    let command = Command::CreateInventory {
+    let command = pipeline::CreateInventory {
         name,
         nights: Nights::parse(body.from, body.to, ("from", "to"))?,
         capacity: units(body.capacity, "capacity", 0..=MAX_UNITS)?,
@@ -98,7 +98,7 @@ pub async fn patch_nights(
         return Err(ValidationError::new("capacity", "give capacity, closed or overbooking_allowance").into());
     }
     let nights = Nights::parse(body.from, body.to, ("from", "to"))?;
-    let command = Command::PatchNights { inventory_id, nights, patch };
+    let command = pipeline::PatchNights { inventory_id, nights, patch };
     Ok(reply::render(pipeline::run(&state, caller, idem, command).await?))
 }
 
@@ -162,7 +162,7 @@ pub async fn create_room_hold(
     if stay.first() < earliest {
         return Err(Error::NightInPast { night: stay.first() });
     }
-    let command = Command::CreateRoomHold {
+    let command = pipeline::CreateRoomHold {
         inventory_id,
         stay,
         quantity: units(body.quantity, "quantity", 1..=config.hold_max_seats as i64)?,

@@ -17,7 +17,7 @@ use crate::domain::slots::{MAX_AVAILABILITY_DAYS, MAX_SLOT_MINUTES, OpeningHours
 use crate::domain::{SlotRules, Ttl, ValidationError, bounded_date, bounded_instant};
 use crate::error::Error;
 use crate::pipeline::views::{SlotAvailability, SlotView};
-use crate::pipeline::{self, Command, views};
+use crate::pipeline::{self, views};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -64,7 +64,7 @@ pub async fn create_resource(
         body.min_notice_minutes.unwrap_or(0),
         body.cancellation_window_minutes.unwrap_or(0),
     )?;
-    let command = Command::CreateResource { name, rules };
+    let command = pipeline::CreateResource { name, rules };
     Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
 }
 
@@ -207,7 +207,7 @@ pub async fn create_slot_hold(
     slot_minutes(body.start, body.end)?;
     let config = &state.config;
     let ttl = Ttl::parse(body.ttl_seconds, config.hold_default_ttl_seconds, config.hold_max_ttl_seconds)?;
-    let command = Command::CreateSlotHold { resource_id, start: body.start, end: body.end, ttl };
+    let command = pipeline::CreateSlotHold { resource_id, start: body.start, end: body.end, ttl };
     Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
 }
 
@@ -236,6 +236,6 @@ pub async fn reschedule_booking(
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
     slot_minutes(body.start, body.end)?;
-    let command = Command::RescheduleBooking { booking_id, start: body.start, end: body.end };
+    let command = pipeline::RescheduleBooking { booking_id, start: body.start, end: body.end };
     Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
 }

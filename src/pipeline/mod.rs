@@ -30,7 +30,11 @@ use futures_util::FutureExt;
 use serde_json::Value;
 use tracing::Instrument;
 
-pub use commands::{Command, visible_booking, visible_hold};
+pub use commands::{
+    BookSeats, CancelBooking, Command, ConfirmHold, CreateEvent, CreateHold, CreateInventory, CreateResource,
+    CreateRoomHold, CreateSlotHold, ExtendHold, PatchNights, ReleaseHold, RescheduleBooking, visible_booking,
+    visible_hold,
+};
 
 use crate::db::write_tx::{Committed, Settle, WriteTx};
 use crate::domain::Caller;
@@ -77,8 +81,9 @@ pub async fn run(
     state: &AppState,
     caller: Caller,
     idem: Option<IdempotentRequest>,
-    command: Command,
+    command: impl Into<Command>,
 ) -> Result<Reply, Error> {
+    let command = command.into();
     let state = state.clone();
     let tasks = state.tasks.clone();
     let task = tasks.spawn(

@@ -1,0 +1,209 @@
+//! Holds on seats: take, extend, confirm into a booking, release. (Holds on nights and slots
+//! are taken in `rooms` and `slots`; extending, confirming and releasing are the same for all.)
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Execute, Plan, Seen, missing, planned_without, seat_resources, seats, target_resources, write};
+use crate::db::holds::Target;
+use crate::db::{bookings, holds};
+use crate::domain::{Caller, SeatIds, Ttl};
+use crate::error::Error;
+use crate::pipeline::{Reply, Step, views};
+use crate::state::AppState;
+
+#[derive(Debug)]
+pub struct CreateHold {
+    pub event_id: Uuid,
+    pub seat_ids: SeatIds,
+    pub ttl: Ttl,
+}
+
+impl Execute for CreateHold {
+    const NAME: &'static str = "create_hold";
+    const COUNTERS: &'static [&'static str] = &["holdfast_holds_created_total"];
+    const CREATES_LIVE_HOLD: bool = true;
+
+    fn seat_claim(&self) -> Option<(Uuid, &[Uuid])> {
+        Some((self.event_id, self.seat_ids.as_slice()))
+    }
+
+    async fn plan(&self, _state: &AppState, _caller: &Caller) -> Result<Step, Error> {
+        write(seat_resources(self.seat_ids.as_slice()), Seen::Nothing)
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, _: &AppState, caller: &Caller, _: Plan) -> Result<Reply, Error> {
+        let (event_id, seat_ids) = (self.event_id, self.seat_ids.as_slice());
+        let hold_id = Uuid::now_v7();
+        // An unknown event claims no seats: `unclaimable` then answers 404.
+        let created = holds::create(tx, hold_id, event_id, &caller.user_id, self.ttl.seconds(), seat_ids).await?;
+        if created.claimed.len() < seat_ids.len() {
+            return Err(seats::unclaimable(tx, event_id, seat_ids, &created.claimed).await);
+        }
+        let target = Target::Seats { event_id, seat_ids: created.claimed, total_cents: created.total_cents };
+        let hold = holds::HoldRow::created(hold_id, &caller.user_id, created.expires_at, created.created_at, target);
+        Ok(Reply::created(views::hold(&hold)))
+    }
+}
+
+/// The plan of a command on an existing hold: the hold as seen, locked by what it covers, if
+/// it is still HELD.
+async fn plan_on_hold(state: &AppState, caller: &Caller, hold_id: Uuid, releasing: bool) -> Result<Step, Error> {
+    let hold = super::visible_hold(state, caller, hold_id).await?;
+    match hold.effective_status() {
+        "HELD" => write(target_resources(state, &hold.target).await?, Seen::Hold(hold)),
+        // Releasing what is already gone is a harmless repeat.
+        "RELEASED" | "EXPIRED" if releasing => Ok(Step::Done(Reply::no_content())),
+        "EXPIRED" => Err(Error::HoldExpired),
+        status => Err(Error::HoldNotActive { status: status.to_owned() }),
+    }
+}
+
+#[derive(Debug)]
+pub struct ExtendHold {
+    pub hold_id: Uuid,
+    pub ttl: Ttl,
+}
+
+impl Execute for ExtendHold {
+    const NAME: &'static str = "extend_hold";
+    const COUNTERS: &'static [&'static str] = &["holdfast_holds_extended_total"];
+
+    async fn plan(&self, state: &AppState, caller: &Caller) -> Result<Step, Error> {
+        plan_on_hold(state, caller, self.hold_id, false).await
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, state: &AppState, _: &Caller, plan: Plan) -> Result<Reply, Error> {
+        let Seen::Hold(seen) = plan.seen else { return Err(planned_without::<Self>()) };
+        let hold_id = self.hold_id;
+        let max_life = state.config.hold_max_lifetime_seconds;
+        let seats = seen.seat_ids().len();
+        match holds::extend(tx, hold_id, seen.version, self.ttl.seconds(), max_life, seats).await? {
+            holds::Extended::To(_) => {
+                let hold = holds::find(&mut *tx, hold_id).await?.ok_or(Error::NotFound("hold"))?;
+                Ok(Reply::ok(views::hold(&hold)))
+            }
+            holds::Extended::Refused => Err(why_hold_refused(tx, hold_id, seen.version, Some(max_life)).await),
+            holds::Extended::LostSeats => {
+                tracing::error!(%hold_id, "a live hold no longer owns every seat it was granted");
+                Err(Error::ConcurrentModification)
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ConfirmHold {
+    pub hold_id: Uuid,
+    pub payment_reference: Option<String>,
+}
+
+impl Execute for ConfirmHold {
+    const NAME: &'static str = "confirm_hold";
+    const COUNTERS: &'static [&'static str] = &["holdfast_holds_confirmed_total", "holdfast_bookings_created_total"];
+
+    async fn plan(&self, state: &AppState, caller: &Caller) -> Result<Step, Error> {
+        plan_on_hold(state, caller, self.hold_id, false).await
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, _: &AppState, _: &Caller, plan: Plan) -> Result<Reply, Error> {
+        let Seen::Hold(seen) = plan.seen else { return Err(planned_without::<Self>()) };
+        let hold_id = self.hold_id;
+        let booking_id = Uuid::now_v7();
+        let total_cents = match &seen.target {
+            Target::Seats { total_cents, .. } => *total_cents,
+            _ => 0,
+        };
+        let confirmed = bookings::confirm_hold(
+            tx,
+            hold_id,
+            seen.version,
+            booking_id,
+            &seen.user_id,
+            self.payment_reference.as_deref(),
+            total_cents,
+            seen.seat_ids(),
+        )
+        .await?;
+        if !confirmed.moved {
+            return Err(why_hold_refused(tx, hold_id, seen.version, None).await);
+        }
+        if confirmed.sold.len() < seen.seat_ids().len() {
+            // Cannot happen while the hold row said HELD and unexpired; refuse rather than sell part.
+            return Err(Error::SeatUnavailable { seat_ids: missing(seen.seat_ids(), &confirmed.sold) });
+        }
+        if let Target::Rooms { check_in, check_out, .. } = &seen.target
+            && confirmed.nights_moved != (*check_out - *check_in).num_days()
+        {
+            return Err(Error::internal("a confirmed hold's nights did not all move to booked"));
+        }
+        let booking = bookings::BookingRow {
+            id: booking_id,
+            hold_id,
+            user_id: seen.user_id.clone(),
+            status: "CONFIRMED".into(),
+            payment_reference: self.payment_reference.clone(),
+            created_at: confirmed.created_at.ok_or_else(|| Error::internal("booking has no created_at"))?,
+            cancelled_at: None,
+            version: 0,
+            target: match seen.target {
+                Target::Seats { event_id, total_cents, .. } => {
+                    Target::Seats { event_id, seat_ids: confirmed.sold, total_cents }
+                }
+                other => other,
+            },
+        };
+        Ok(Reply::created(views::booking(&booking)))
+    }
+}
+
+#[derive(Debug)]
+pub struct ReleaseHold {
+    pub hold_id: Uuid,
+}
+
+impl Execute for ReleaseHold {
+    const NAME: &'static str = "release_hold";
+    const COUNTERS: &'static [&'static str] = &["holdfast_holds_released_total"];
+
+    async fn plan(&self, state: &AppState, caller: &Caller) -> Result<Step, Error> {
+        plan_on_hold(state, caller, self.hold_id, true).await
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, _: &AppState, _: &Caller, plan: Plan) -> Result<Reply, Error> {
+        let Seen::Hold(seen) = plan.seen else { return Err(planned_without::<Self>()) };
+        let hold_id = self.hold_id;
+        if !holds::transition(tx, hold_id, seen.version, "RELEASED").await? {
+            return match why_hold_refused(tx, hold_id, seen.version, None).await {
+                // Gone meanwhile (released by a concurrent call, or expired): same result.
+                Error::HoldExpired => Ok(Reply::no_content()),
+                Error::HoldNotActive { status } if status == "RELEASED" || status == "EXPIRED" => {
+                    Ok(Reply::no_content())
+                }
+                err => Err(err),
+            };
+        }
+        holds::end_claims(tx, &[hold_id]).await?;
+        Ok(Reply::no_content())
+    }
+}
+
+/// Why a guarded update of a hold touched nothing, from a fresh read.
+async fn why_hold_refused(tx: &mut PgConnection, hold_id: Uuid, seen_version: i64, max_lifetime: Option<i64>) -> Error {
+    let hold = match holds::find(&mut *tx, hold_id).await {
+        Ok(Some(hold)) => hold,
+        Ok(None) => return Error::NotFound("hold"),
+        Err(err) => return err.into(),
+    };
+    match hold.effective_status() {
+        "EXPIRED" => Error::HoldExpired,
+        "HELD" if hold.version == seen_version => match max_lifetime {
+            Some(secs) => {
+                Error::HoldLifetimeExceeded { latest_expiry: hold.created_at + chrono::Duration::seconds(secs) }
+            }
+            None => Error::ConcurrentModification,
+        },
+        "HELD" => Error::ConcurrentModification,
+        status => Error::HoldNotActive { status: status.to_owned() },
+    }
+}

@@ -1,0 +1,142 @@
+//! Rooms per night: inventories, their nights, and holds on a stay.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Execute, Plan, Seen, night_resources, write};
+use crate::db::holds::{self, Target};
+use crate::db::inventories::{self, NightRow, NightsPatch};
+use crate::domain::{Caller, Nights, Ttl};
+use crate::error::Error;
+use crate::pipeline::{Reply, Step, views};
+use crate::state::AppState;
+
+#[derive(Debug)]
+pub struct CreateInventory {
+    pub name: String,
+    pub nights: Nights,
+    pub capacity: i32,
+    pub overbooking_allowance: i32,
+}
+
+impl Execute for CreateInventory {
+    const NAME: &'static str = "create_inventory";
+
+    async fn plan(&self, _state: &AppState, _caller: &Caller) -> Result<Step, Error> {
+        write(Vec::new(), Seen::Nothing)
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, _: &AppState, caller: &Caller, _: Plan) -> Result<Reply, Error> {
+        let id = Uuid::now_v7();
+        let (allowance, nights) = (self.overbooking_allowance, self.nights);
+        let row = inventories::insert(tx, id, &self.name, allowance, nights, self.capacity, &caller.user_id).await?;
+        let rows = inventories::nights(&mut *tx, id, nights).await?;
+        Ok(Reply::created(views::inventory(&row, &rows)))
+    }
+}
+
+#[derive(Debug)]
+pub struct PatchNights {
+    pub inventory_id: Uuid,
+    pub nights: Nights,
+    pub patch: NightsPatch,
+}
+
+impl Execute for PatchNights {
+    const NAME: &'static str = "patch_nights";
+
+    async fn plan(&self, _state: &AppState, _caller: &Caller) -> Result<Step, Error> {
+        write(night_resources(self.inventory_id, self.nights), Seen::Nothing)
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, _: &AppState, _: &Caller, _: Plan) -> Result<Reply, Error> {
+        let Self { inventory_id, nights, patch } = *self;
+        let inventory = inventories::find(&mut *tx, inventory_id).await?.ok_or(Error::NotFound("inventory"))?;
+        if patch.capacity.is_some() || patch.overbooking_allowance.is_some() {
+            // Dead holds (past their expiry, not yet swept) must not block a lowering.
+            inventories::expire_stale_holds(tx, inventory_id, nights).await?;
+            for row in inventories::lock_nights(tx, inventory_id, nights).await? {
+                if let Some(sold) = patch.would_undersell(&row) {
+                    return Err(Error::CapacityBelowSold { night: row.night, sold });
+                }
+            }
+        }
+        inventories::patch_nights(tx, inventory_id, nights, patch, inventory.overbooking_allowance).await?;
+        let rows = inventories::nights(&mut *tx, inventory_id, nights).await?;
+        Ok(Reply::ok(views::nights(inventory_id, &rows)))
+    }
+}
+
+#[derive(Debug)]
+pub struct CreateRoomHold {
+    pub inventory_id: Uuid,
+    pub stay: Nights,
+    pub quantity: i32,
+    pub ttl: Ttl,
+}
+
+impl Execute for CreateRoomHold {
+    const NAME: &'static str = "create_room_hold";
+    const COUNTERS: &'static [&'static str] = &["holdfast_holds_created_total"];
+    const CREATES_LIVE_HOLD: bool = true;
+
+    async fn plan(&self, _state: &AppState, _caller: &Caller) -> Result<Step, Error> {
+        write(night_resources(self.inventory_id, self.stay), Seen::Nothing)
+    }
+
+    async fn why_give_up(&self, state: &AppState, _plan: &Plan) -> Result<Option<Error>, Error> {
+        let nights = inventories::nights(&state.db, self.inventory_id, self.stay).await?;
+        Ok(first_short_night(self.stay, &nights, self.quantity))
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, _: &AppState, caller: &Caller, _: Plan) -> Result<Reply, Error> {
+        let Self { inventory_id, stay, quantity, ttl } = *self;
+        // Row locks on the stay's nights, in order: the counts read are the counts written.
+        let mut nights = inventories::lock_nights(tx, inventory_id, stay).await?;
+        if nights.is_empty() && inventories::find(&mut *tx, inventory_id).await?.is_none() {
+            return Err(Error::NotFound("inventory"));
+        }
+        if first_short_night(stay, &nights, quantity).is_some()
+            && inventories::expire_stale_holds(tx, inventory_id, stay).await? > 0
+        {
+            nights = inventories::lock_nights(tx, inventory_id, stay).await?;
+        }
+        if let Some(short) = first_short_night(stay, &nights, quantity) {
+            return Err(short);
+        }
+        let hold_id = Uuid::now_v7();
+        let (taken, expires_at, created_at) =
+            inventories::create_hold(tx, hold_id, inventory_id, &caller.user_id, ttl.seconds(), stay, quantity).await?;
+        if taken != stay.count() {
+            return Err(Error::internal("room hold took fewer nights than it had locked"));
+        }
+        let target = Target::Rooms { inventory_id, check_in: stay.first(), check_out: stay.end(), quantity };
+        let hold = holds::HoldRow::created(hold_id, &caller.user_id, expires_at, created_at, target);
+        Ok(Reply::created(views::hold(&hold)))
+    }
+}
+
+/// The nights of a stored stay.
+pub(super) fn stay_of(check_in: chrono::NaiveDate, check_out: chrono::NaiveDate) -> Result<Nights, Error> {
+    Nights::parse(check_in, check_out, ("check_in", "check_out")).map_err(Error::internal)
+}
+
+/// The first night of a stay that cannot take `quantity` more units, if any. `nights` are the
+/// rows on sale in the stay, in order; a night missing from them is not on sale.
+fn first_short_night(stay: Nights, nights: &[NightRow], quantity: i32) -> Option<Error> {
+    let mut rows = nights.iter().peekable();
+    for night in stay.iter() {
+        match rows.next_if(|r| r.night == night) {
+            None => return Some(Error::InsufficientInventory { night: Some(night), available: 0, closed: true }),
+            Some(row) if row.closed || row.available() < quantity => {
+                return Some(Error::InsufficientInventory {
+                    night: Some(night),
+                    available: row.available(),
+                    closed: row.closed,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
