@@ -14,8 +14,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::domain::ValidationError;
 use crate::domain::slots::SlotRefusal;
+use crate::domain::{BookingStatus, HoldStatus, ValidationError};
 use crate::idempotency::IdempotencyError;
 use crate::lock::LockError;
 
@@ -42,9 +42,9 @@ pub enum Error {
     #[error("hold expired")]
     HoldExpired,
     #[error("hold is {status}")]
-    HoldNotActive { status: String },
+    HoldNotActive { status: HoldStatus },
     #[error("booking is {status}")]
-    BookingNotActive { status: String },
+    BookingNotActive { status: BookingStatus },
     #[error("hold lifetime exceeded")]
     HoldLifetimeExceeded { latest_expiry: DateTime<Utc> },
     #[error("seats locked by another request")]

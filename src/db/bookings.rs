@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use crate::domain::BookingStatus;
+
 use super::holds::{TARGET_COLUMNS, Target, TargetRecord, target_joins};
 
 #[derive(Debug, Clone)]
@@ -11,7 +13,7 @@ pub struct BookingRow {
     pub id: Uuid,
     pub hold_id: Uuid,
     pub user_id: String,
-    pub status: String,
+    pub status: BookingStatus,
     pub payment_reference: Option<String>,
     pub created_at: DateTime<Utc>,
     pub cancelled_at: Option<DateTime<Utc>>,
@@ -25,7 +27,8 @@ struct BookingRecord {
     id: Uuid,
     hold_id: Uuid,
     user_id: String,
-    status: String,
+    #[sqlx(try_from = "String")]
+    status: BookingStatus,
     payment_reference: Option<String>,
     created_at: DateTime<Utc>,
     cancelled_at: Option<DateTime<Utc>>,

@@ -4,6 +4,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use crate::domain::HoldStatus;
+
 /// What a hold (and the booking made from it) is for: one of the three kinds of inventory.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
@@ -27,7 +29,7 @@ pub struct HoldRow {
     pub id: Uuid,
     pub user_id: String,
     /// Stored status; see [`HoldRow::effective_status`].
-    pub status: String,
+    pub status: HoldStatus,
     pub expires_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub version: i64,
@@ -48,7 +50,7 @@ impl HoldRow {
         Self {
             id,
             user_id: user_id.to_owned(),
-            status: "HELD".into(),
+            status: HoldStatus::Held,
             expires_at,
             created_at,
             version: 0,
@@ -58,8 +60,8 @@ impl HoldRow {
     }
 
     /// What the hold is right now: a HELD hold past its expiry is EXPIRED, swept or not.
-    pub fn effective_status(&self) -> &str {
-        if self.status == "HELD" && self.expired { "EXPIRED" } else { &self.status }
+    pub fn effective_status(&self) -> HoldStatus {
+        if self.status == HoldStatus::Held && self.expired { HoldStatus::Expired } else { self.status }
     }
 
     /// The seats the hold covers (empty unless it holds seats).
@@ -129,7 +131,8 @@ impl TargetRecord {
 struct HoldRecord {
     id: Uuid,
     user_id: String,
-    status: String,
+    #[sqlx(try_from = "String")]
+    status: HoldStatus,
     expires_at: DateTime<Utc>,
     created_at: DateTime<Utc>,
     version: i64,
@@ -234,7 +237,7 @@ pub async fn insert(
     hold_id: Uuid,
     event_id: Uuid,
     user_id: &str,
-    status: &str,
+    status: HoldStatus,
     ttl_seconds: i64,
 ) -> Result<DateTime<Utc>, sqlx::Error> {
     sqlx::query_scalar(
@@ -245,7 +248,7 @@ pub async fn insert(
     .bind(hold_id)
     .bind(event_id)
     .bind(user_id)
-    .bind(status)
+    .bind(status.as_str())
     .bind(ttl_seconds)
     .fetch_one(conn)
     .await
@@ -266,7 +269,7 @@ pub async fn transition(
     conn: &mut PgConnection,
     hold_id: Uuid,
     seen_version: i64,
-    to: &str,
+    to: HoldStatus,
 ) -> Result<bool, sqlx::Error> {
     let moved = sqlx::query(
         "update holds set status = $3, version = version + 1, updated_at = now()
@@ -274,7 +277,7 @@ pub async fn transition(
     )
     .bind(hold_id)
     .bind(seen_version)
-    .bind(to)
+    .bind(to.as_str())
     .execute(conn)
     .await?
     .rows_affected();

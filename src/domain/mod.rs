@@ -7,6 +7,7 @@ mod hold;
 mod idempotency_key;
 mod nights;
 pub mod slots;
+mod status;
 mod time;
 
 pub use caller::Caller;
@@ -15,6 +16,7 @@ pub use hold::{SeatIds, Ttl};
 pub use idempotency_key::IdempotencyKey;
 pub use nights::{MAX_NIGHTS, Nights, units};
 pub use slots::SlotRules;
+pub use status::{BookingStatus, HoldStatus, UnknownStatus};
 pub use time::{MAX_YEAR, MIN_YEAR, bounded_date, bounded_instant};
 
 /// The highest price of one seat, in cents (100 million in the currency's units). With at most

@@ -57,7 +57,7 @@ pub struct HoldView {
 pub fn hold(row: &HoldRow) -> Value {
     to_json(HoldView {
         id: row.id,
-        status: row.effective_status().to_owned(),
+        status: row.effective_status().as_str().to_owned(),
         expires_at: row.expires_at,
         created_at: row.created_at,
         target: (&row.target).into(),
@@ -81,7 +81,7 @@ fn booking_view(row: &BookingRow) -> BookingView {
     BookingView {
         id: row.id,
         hold_id: row.hold_id,
-        status: row.status.clone(),
+        status: row.status.as_str().to_owned(),
         payment_reference: row.payment_reference.clone(),
         created_at: row.created_at,
         cancelled_at: row.cancelled_at,

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::{Execute, Plan, Seen, planned_without, seat_resources, seats, slots, target_resources, write};
 use crate::db::holds::Target;
 use crate::db::{bookings, holds};
-use crate::domain::{Caller, SeatIds};
+use crate::domain::{BookingStatus, Caller, HoldStatus, SeatIds};
 use crate::error::Error;
 use crate::pipeline::{Reply, Step, views};
 use crate::state::AppState;
@@ -38,7 +38,7 @@ impl Execute for BookSeats {
         }
         // A booking always comes from a hold; here the hold is born CONFIRMED.
         let hold_id = Uuid::now_v7();
-        holds::insert(tx, hold_id, event_id, &caller.user_id, "CONFIRMED", 0).await?;
+        holds::insert(tx, hold_id, event_id, &caller.user_id, HoldStatus::Confirmed, 0).await?;
         holds::record_seats(tx, hold_id, seat_ids).await?;
         let booking_id = Uuid::now_v7();
         let payment_reference = self.payment_reference.as_deref();
@@ -65,7 +65,7 @@ impl Execute for CancelBooking {
 
     async fn plan(&self, state: &AppState, caller: &Caller) -> Result<Step, Error> {
         let booking = super::visible_booking(state, caller, self.booking_id).await?;
-        if booking.status == "CANCELLED" {
+        if booking.status == BookingStatus::Cancelled {
             return Ok(Step::Done(Reply::ok(views::booking(&booking))));
         }
         if let Target::Slot { resource_id, start, .. } = &booking.target {
@@ -79,7 +79,7 @@ impl Execute for CancelBooking {
         let booking_id = self.booking_id;
         if !bookings::cancel(tx, booking_id, seen.version).await? {
             let now = bookings::find(&mut *tx, booking_id).await?.ok_or(Error::NotFound("booking"))?;
-            if now.status != "CANCELLED" {
+            if now.status != BookingStatus::Cancelled {
                 return Err(Error::ConcurrentModification);
             }
         }

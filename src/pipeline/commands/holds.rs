@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{Execute, Plan, Seen, missing, planned_without, seat_resources, seats, target_resources, write};
 use crate::db::holds::Target;
 use crate::db::{bookings, holds};
-use crate::domain::{Caller, SeatIds, Ttl};
+use crate::domain::{BookingStatus, Caller, HoldStatus, SeatIds, Ttl};
 use crate::error::Error;
 use crate::pipeline::{Reply, Step, views};
 use crate::state::AppState;
@@ -51,11 +51,11 @@ impl Execute for CreateHold {
 async fn plan_on_hold(state: &AppState, caller: &Caller, hold_id: Uuid, releasing: bool) -> Result<Step, Error> {
     let hold = super::visible_hold(state, caller, hold_id).await?;
     match hold.effective_status() {
-        "HELD" => write(target_resources(state, &hold.target).await?, Seen::Hold(hold)),
+        HoldStatus::Held => write(target_resources(state, &hold.target).await?, Seen::Hold(hold)),
         // Releasing what is already gone is a harmless repeat.
-        "RELEASED" | "EXPIRED" if releasing => Ok(Step::Done(Reply::no_content())),
-        "EXPIRED" => Err(Error::HoldExpired),
-        status => Err(Error::HoldNotActive { status: status.to_owned() }),
+        HoldStatus::Released | HoldStatus::Expired if releasing => Ok(Step::Done(Reply::no_content())),
+        HoldStatus::Expired => Err(Error::HoldExpired),
+        status => Err(Error::HoldNotActive { status }),
     }
 }
 
@@ -141,7 +141,7 @@ impl Execute for ConfirmHold {
             id: booking_id,
             hold_id,
             user_id: seen.user_id.clone(),
-            status: "CONFIRMED".into(),
+            status: BookingStatus::Confirmed,
             payment_reference: self.payment_reference.clone(),
             created_at: confirmed.created_at.ok_or_else(|| Error::internal("booking has no created_at"))?,
             cancelled_at: None,
@@ -173,13 +173,11 @@ impl Execute for ReleaseHold {
     async fn apply(&self, tx: &mut PgConnection, _: &AppState, _: &Caller, plan: Plan) -> Result<Reply, Error> {
         let Seen::Hold(seen) = plan.seen else { return Err(planned_without::<Self>()) };
         let hold_id = self.hold_id;
-        if !holds::transition(tx, hold_id, seen.version, "RELEASED").await? {
+        if !holds::transition(tx, hold_id, seen.version, HoldStatus::Released).await? {
             return match why_hold_refused(tx, hold_id, seen.version, None).await {
                 // Gone meanwhile (released by a concurrent call, or expired): same result.
                 Error::HoldExpired => Ok(Reply::no_content()),
-                Error::HoldNotActive { status } if status == "RELEASED" || status == "EXPIRED" => {
-                    Ok(Reply::no_content())
-                }
+                Error::HoldNotActive { status: HoldStatus::Released | HoldStatus::Expired } => Ok(Reply::no_content()),
                 err => Err(err),
             };
         }
@@ -196,14 +194,14 @@ async fn why_hold_refused(tx: &mut PgConnection, hold_id: Uuid, seen_version: i6
         Err(err) => return err.into(),
     };
     match hold.effective_status() {
-        "EXPIRED" => Error::HoldExpired,
-        "HELD" if hold.version == seen_version => match max_lifetime {
+        HoldStatus::Expired => Error::HoldExpired,
+        HoldStatus::Held if hold.version == seen_version => match max_lifetime {
             Some(secs) => {
                 Error::HoldLifetimeExceeded { latest_expiry: hold.created_at + chrono::Duration::seconds(secs) }
             }
             None => Error::ConcurrentModification,
         },
-        "HELD" => Error::ConcurrentModification,
-        status => Error::HoldNotActive { status: status.to_owned() },
+        HoldStatus::Held => Error::ConcurrentModification,
+        status => Error::HoldNotActive { status },
     }
 }

@@ -8,7 +8,7 @@ use super::{Execute, Plan, Range, Seen, planned_without, write};
 use crate::db::holds::{self, Target};
 use crate::db::{bookings, resources};
 use crate::domain::slots::SlotRefusal;
-use crate::domain::{Caller, SlotRules, Ttl, ValidationError};
+use crate::domain::{BookingStatus, Caller, SlotRules, Ttl, ValidationError};
 use crate::error::Error;
 use crate::pipeline::{Reply, Step, views};
 use crate::state::AppState;
@@ -90,8 +90,8 @@ impl Execute for RescheduleBooking {
         let Target::Slot { resource_id, start: old_start, end: old_end } = booking.target else {
             return Err(ValidationError::new("booking", "only slot bookings can be rescheduled").into());
         };
-        if booking.status != "CONFIRMED" {
-            return Err(Error::BookingNotActive { status: booking.status.clone() });
+        if booking.status != BookingStatus::Confirmed {
+            return Err(Error::BookingNotActive { status: booking.status });
         }
         let rules = load_rules(state, resource_id).await?;
         // Moving a booking gives up its slot: the same window as cancelling applies.
@@ -111,9 +111,9 @@ impl Execute for RescheduleBooking {
         };
         if !bookings::touch(tx, booking_id, booking.version).await? {
             let now = bookings::find(&mut *tx, booking_id).await?.ok_or(Error::NotFound("booking"))?;
-            return Err(match now.status.as_str() {
-                "CONFIRMED" => Error::ConcurrentModification,
-                status => Error::BookingNotActive { status: status.to_owned() },
+            return Err(match now.status {
+                BookingStatus::Confirmed => Error::ConcurrentModification,
+                status => Error::BookingNotActive { status },
             });
         }
         if let Some(conflict) = resources::clear_for_claim(tx, resource_id, blocked, Some(booking.hold_id)).await? {
