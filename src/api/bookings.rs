@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::auth::Auth;
-use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey};
+use super::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader};
 use super::holds::parse_payment_reference;
 use super::reply;
 use crate::db::{audit, bookings};
@@ -26,7 +26,7 @@ pub struct BookSeatsBody {
 #[utoipa::path(
     post, path = "/v1/events/{event_id}/bookings", tag = "seats",
     summary = "Book seats directly, all or none",
-    params(("event_id" = Uuid, Path, description = "Event id"), crate::api::openapi::IdempotencyKey),
+    params(("event_id" = Uuid, Path, description = "Event id"), crate::api::openapi::IdempotencyKeyParam),
     request_body = BookSeatsBody,
     responses((status = 201, description = "Booked", body = crate::pipeline::views::BookingView), (status = 409, description = "SEAT_UNAVAILABLE, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
@@ -34,7 +34,7 @@ pub struct BookSeatsBody {
 pub async fn book_seats(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    IdemKey(key): IdemKey,
+    key: IdempotencyKeyHeader,
     ApiPath(event_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<BookSeatsBody>,
 ) -> Result<Response, Error> {
@@ -96,14 +96,14 @@ pub async fn list_bookings(
 #[utoipa::path(
     post, path = "/v1/bookings/{booking_id}/cancel", tag = "bookings",
     summary = "Cancel a booking and give back what it held",
-    params(("booking_id" = Uuid, Path, description = "Booking id"), crate::api::openapi::IdempotencyKey),
+    params(("booking_id" = Uuid, Path, description = "Booking id"), crate::api::openapi::IdempotencyKeyParam),
     responses((status = 200, description = "Cancelled (or already cancelled)", body = crate::pipeline::views::BookingView), (status = 409, description = "OUTSIDE_CANCELLATION_WINDOW (slots; admins may override), CONCURRENT_MODIFICATION, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn cancel_booking(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    IdemKey(key): IdemKey,
+    key: IdempotencyKeyHeader,
     ApiPath(booking_id): ApiPath<Uuid>,
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &())?;

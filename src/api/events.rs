@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::auth::Admin;
-use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey};
+use super::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader};
 use super::reply;
 use crate::db::events;
 use crate::domain::{EventLayout, NewEvent, SeatSpec};
@@ -29,7 +29,7 @@ pub struct CreateEventBody {
 #[utoipa::path(
     post, path = "/v1/events", tag = "seats",
     summary = "Create an event with its seats (admin)",
-    params(crate::api::openapi::IdempotencyKey),
+    params(crate::api::openapi::IdempotencyKeyParam),
     request_body = CreateEventBody,
     responses((status = 201, description = "Created", body = crate::pipeline::views::EventView), crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
@@ -37,7 +37,7 @@ pub struct CreateEventBody {
 pub async fn create_event(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    IdemKey(key): IdemKey,
+    key: IdempotencyKeyHeader,
     ApiJson(body): ApiJson<CreateEventBody>,
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;

@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
@@ -195,14 +195,16 @@ where
 }
 
 /// A valid `Idempotency-Key` header and the request it came on (method and path), to be bound
-/// to the caller and the parsed body with [`KeyedRequest::bind`].
-pub struct KeyedRequest {
+/// to the caller and the parsed body with [`IdempotencyKeyHeader::bind`]. Required as itself
+/// (400 IDEMPOTENCY_KEY_MISSING without it); `Option<IdempotencyKeyHeader>` where it may be
+/// absent (DELETE is idempotent by itself).
+pub struct IdempotencyKeyHeader {
     key: IdempotencyKey,
     method: Method,
     path: String,
 }
 
-impl KeyedRequest {
+impl IdempotencyKeyHeader {
     /// Binds the key to its caller and to exactly this request: method, path and canonical body.
     /// The body is the parsed request re-serialized, so whitespace and key order do not matter.
     pub fn bind(&self, caller: &Caller, body: &impl Serialize) -> Result<IdempotentRequest, Error> {
@@ -215,32 +217,25 @@ impl KeyedRequest {
     }
 }
 
-/// The required `Idempotency-Key` header.
-pub struct IdemKey(pub KeyedRequest);
-
-impl<S: Send + Sync> FromRequestParts<S> for IdemKey {
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        match OptionalIdemKey::from_request_parts(parts, &()).await?.0 {
-            Some(key) => Ok(IdemKey(key)),
-            None => Err(Error::IdempotencyKeyMissing),
-        }
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        <Self as OptionalFromRequestParts<S>>::from_request_parts(parts, state)
+            .await?
+            .ok_or(Error::IdempotencyKeyMissing)
     }
 }
 
-/// An `Idempotency-Key` header that may be absent (DELETE is idempotent by itself).
-pub struct OptionalIdemKey(pub Option<KeyedRequest>);
-
-impl<S: Send + Sync> FromRequestParts<S> for OptionalIdemKey {
+impl<S: Send + Sync> OptionalFromRequestParts<S> for IdempotencyKeyHeader {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
         let Some(value) = parts.headers.get("idempotency-key") else {
-            return Ok(OptionalIdemKey(None));
+            return Ok(None);
         };
         let raw = value.to_str().map_err(|_| Error::IdempotencyKeyInvalid("Idempotency-Key must be ASCII"))?;
         let key = IdempotencyKey::parse(raw).map_err(Error::IdempotencyKeyInvalid)?;
-        Ok(OptionalIdemKey(Some(KeyedRequest { key, method: parts.method.clone(), path: parts.uri.path().to_owned() })))
+        Ok(Some(IdempotencyKeyHeader { key, method: parts.method.clone(), path: parts.uri.path().to_owned() }))
     }
 }

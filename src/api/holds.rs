@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::auth::Auth;
-use super::extract::{ApiJson, ApiPath, IdemKey, OptionalApiJson, OptionalIdemKey};
+use super::extract::{ApiJson, ApiPath, IdempotencyKeyHeader, OptionalApiJson};
 use super::reply;
 use crate::domain::{MAX_PAYMENT_REFERENCE, SeatIds, Ttl};
 use crate::error::Error;
@@ -24,7 +24,7 @@ pub struct CreateHoldBody {
 #[utoipa::path(
     post, path = "/v1/events/{event_id}/holds", tag = "seats",
     summary = "Hold seats, all or none",
-    params(("event_id" = Uuid, Path, description = "Event id"), crate::api::openapi::IdempotencyKey),
+    params(("event_id" = Uuid, Path, description = "Event id"), crate::api::openapi::IdempotencyKeyParam),
     request_body = CreateHoldBody,
     responses((status = 201, description = "Held", body = crate::pipeline::views::HoldView), (status = 409, description = "SEAT_UNAVAILABLE (taken; names the seats), SEAT_LOCKED (retry), IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
@@ -32,7 +32,7 @@ pub struct CreateHoldBody {
 pub async fn create_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    IdemKey(key): IdemKey,
+    key: IdempotencyKeyHeader,
     ApiPath(event_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<CreateHoldBody>,
 ) -> Result<Response, Error> {
@@ -69,7 +69,7 @@ pub struct ExtendHoldBody {
 #[utoipa::path(
     post, path = "/v1/holds/{hold_id}/extend", tag = "holds",
     summary = "Extend a live hold",
-    params(("hold_id" = Uuid, Path, description = "Hold id"), crate::api::openapi::IdempotencyKey),
+    params(("hold_id" = Uuid, Path, description = "Hold id"), crate::api::openapi::IdempotencyKeyParam),
     request_body = ExtendHoldBody,
     responses((status = 200, description = "Extended", body = crate::pipeline::views::HoldView), (status = 409, description = "HOLD_EXPIRED, HOLD_NOT_ACTIVE, HOLD_LIFETIME_EXCEEDED (with latest_expiry), CONCURRENT_MODIFICATION, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
@@ -77,7 +77,7 @@ pub struct ExtendHoldBody {
 pub async fn extend_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    IdemKey(key): IdemKey,
+    key: IdempotencyKeyHeader,
     ApiPath(hold_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<ExtendHoldBody>,
 ) -> Result<Response, Error> {
@@ -111,7 +111,7 @@ pub fn parse_payment_reference(reference: Option<String>) -> Result<Option<Strin
 #[utoipa::path(
     post, path = "/v1/holds/{hold_id}/confirm", tag = "holds",
     summary = "Confirm a hold into a booking (any kind)",
-    params(("hold_id" = Uuid, Path, description = "Hold id"), crate::api::openapi::IdempotencyKey),
+    params(("hold_id" = Uuid, Path, description = "Hold id"), crate::api::openapi::IdempotencyKeyParam),
     request_body = Option<ConfirmHoldBody>,
     responses((status = 201, description = "Booked", body = crate::pipeline::views::BookingView), (status = 409, description = "HOLD_EXPIRED, HOLD_NOT_ACTIVE, CONCURRENT_MODIFICATION, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
@@ -119,7 +119,7 @@ pub fn parse_payment_reference(reference: Option<String>) -> Result<Option<Strin
 pub async fn confirm_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    IdemKey(key): IdemKey,
+    key: IdempotencyKeyHeader,
     ApiPath(hold_id): ApiPath<Uuid>,
     OptionalApiJson(body): OptionalApiJson<ConfirmHoldBody>,
 ) -> Result<Response, Error> {
@@ -134,14 +134,14 @@ pub async fn confirm_hold(
 #[utoipa::path(
     delete, path = "/v1/holds/{hold_id}", tag = "holds",
     summary = "Release a hold (idempotent; the key is optional)",
-    params(("hold_id" = Uuid, Path, description = "Hold id"), crate::api::openapi::OptionalIdempotencyKey),
+    params(("hold_id" = Uuid, Path, description = "Hold id"), crate::api::openapi::OptionalIdempotencyKeyParam),
     responses((status = 204, description = "Released, or already released or expired"), (status = 409, description = "HOLD_NOT_ACTIVE (confirmed), SEAT_LOCKED", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn release_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    OptionalIdemKey(key): OptionalIdemKey,
+    key: Option<IdempotencyKeyHeader>,
     ApiPath(hold_id): ApiPath<Uuid>,
 ) -> Result<Response, Error> {
     let idem = key.map(|k| k.bind(&caller, &())).transpose()?;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::auth::{Admin, Auth};
-use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey, OptionalIdemKey};
+use super::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader};
 use super::reply;
 use crate::db::inventories::{self, NightsPatch};
 use crate::domain::{MAX_UNITS, Nights, Ttl, ValidationError, units};
@@ -33,7 +33,7 @@ pub struct CreateInventoryBody {
 #[utoipa::path(
     post, path = "/v1/inventories", tag = "rooms",
     summary = "Create a quantity inventory with a capacity per night (admin)",
-    params(crate::api::openapi::IdempotencyKey),
+    params(crate::api::openapi::IdempotencyKeyParam),
     request_body = CreateInventoryBody,
     responses((status = 201, description = "Created", body = crate::pipeline::views::InventoryView), crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
@@ -41,7 +41,7 @@ pub struct CreateInventoryBody {
 pub async fn create_inventory(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    IdemKey(key): IdemKey,
+    key: IdempotencyKeyHeader,
     ApiJson(body): ApiJson<CreateInventoryBody>,
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
@@ -72,7 +72,7 @@ pub struct PatchNightsBody {
 #[utoipa::path(
     patch, path = "/v1/inventories/{inventory_id}/nights", tag = "rooms",
     summary = "Change capacity, stop-sell or allowance for a range of nights (admin)",
-    params(("inventory_id" = Uuid, Path, description = "Inventory id"), crate::api::openapi::OptionalIdempotencyKey),
+    params(("inventory_id" = Uuid, Path, description = "Inventory id"), crate::api::openapi::OptionalIdempotencyKeyParam),
     request_body = PatchNightsBody,
     responses((status = 200, description = "The nights after the change", body = crate::pipeline::views::NightsView), (status = 409, description = "CAPACITY_BELOW_SOLD (names the night and what is sold), SEAT_LOCKED", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
@@ -80,7 +80,7 @@ pub struct PatchNightsBody {
 pub async fn patch_nights(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    OptionalIdemKey(key): OptionalIdemKey,
+    key: Option<IdempotencyKeyHeader>,
     ApiPath(inventory_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<PatchNightsBody>,
 ) -> Result<Response, Error> {
@@ -142,7 +142,7 @@ pub struct CreateRoomHoldBody {
     post, path = "/v1/inventories/{inventory_id}/holds", tag = "rooms",
     summary = "Hold units on every night of a stay, all or none",
     description = "422 NIGHT_IN_PAST: `check_in` is before yesterday (UTC; inventories carry no time zone, so yesterday is still tonight somewhere).",
-    params(("inventory_id" = Uuid, Path, description = "Inventory id"), crate::api::openapi::IdempotencyKey),
+    params(("inventory_id" = Uuid, Path, description = "Inventory id"), crate::api::openapi::IdempotencyKeyParam),
     request_body = CreateRoomHoldBody,
     responses((status = 201, description = "Held", body = crate::pipeline::views::HoldView), (status = 409, description = "INSUFFICIENT_INVENTORY (names the first short night and how many are left), SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
@@ -150,7 +150,7 @@ pub struct CreateRoomHoldBody {
 pub async fn create_room_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    IdemKey(key): IdemKey,
+    key: IdempotencyKeyHeader,
     ApiPath(inventory_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<CreateRoomHoldBody>,
 ) -> Result<Response, Error> {

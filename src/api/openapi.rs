@@ -138,7 +138,7 @@ pub fn document_links(doc: &mut utoipa::openapi::OpenApi) {
 #[derive(Debug, IntoParams)]
 #[into_params(names("Idempotency-Key"), parameter_in = Header)]
 #[allow(dead_code)]
-pub struct IdempotencyKey(
+pub struct IdempotencyKeyParam(
     /// 1 to 255 visible ASCII characters, unique per intended operation. A retry with the same key
     /// and body gets the stored answer; the same key with another body gets 422.
     String,
@@ -149,7 +149,7 @@ pub struct IdempotencyKey(
 #[derive(Debug, IntoParams)]
 #[into_params(names("Idempotency-Key"), parameter_in = Header)]
 #[allow(dead_code)]
-pub struct OptionalIdempotencyKey(
+pub struct OptionalIdempotencyKeyParam(
     /// As for other requests: a retry with the same key gets the stored answer.
     Option<String>,
 );

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::auth::{Admin, Auth};
-use super::extract::{ApiJson, ApiPath, ApiQuery, IdemKey};
+use super::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader};
 use super::reply;
 use crate::db::resources;
 use crate::domain::slots::{MAX_AVAILABILITY_DAYS, MAX_SLOT_MINUTES, OpeningHoursSpec, slot_minutes};
@@ -42,7 +42,7 @@ pub struct CreateResourceBody {
 #[utoipa::path(
     post, path = "/v1/resources", tag = "slots",
     summary = "Create a bookable resource with its rules (admin)",
-    params(crate::api::openapi::IdempotencyKey),
+    params(crate::api::openapi::IdempotencyKeyParam),
     request_body = CreateResourceBody,
     responses((status = 201, description = "Created", body = crate::pipeline::views::ResourceView), crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
@@ -50,7 +50,7 @@ pub struct CreateResourceBody {
 pub async fn create_resource(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    IdemKey(key): IdemKey,
+    key: IdempotencyKeyHeader,
     ApiJson(body): ApiJson<CreateResourceBody>,
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
@@ -191,7 +191,7 @@ pub struct SlotBody {
     post, path = "/v1/resources/{resource_id}/holds", tag = "slots",
     summary = "Hold a time slot",
     description = "422 codes: SLOT_MISALIGNED, SLOT_IN_PAST, SLOT_INSIDE_NOTICE_PERIOD, SLOT_OUTSIDE_OPENING_HOURS.",
-    params(("resource_id" = Uuid, Path, description = "Resource id"), crate::api::openapi::IdempotencyKey),
+    params(("resource_id" = Uuid, Path, description = "Resource id"), crate::api::openapi::IdempotencyKeyParam),
     request_body = SlotBody,
     responses((status = 201, description = "Held", body = crate::pipeline::views::HoldView), (status = 409, description = "SLOT_UNAVAILABLE (with the conflicting interval), SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
@@ -199,7 +199,7 @@ pub struct SlotBody {
 pub async fn create_slot_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    IdemKey(key): IdemKey,
+    key: IdempotencyKeyHeader,
     ApiPath(resource_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<SlotBody>,
 ) -> Result<Response, Error> {
@@ -222,7 +222,7 @@ pub struct RescheduleBody {
     post, path = "/v1/bookings/{booking_id}/reschedule", tag = "bookings",
     summary = "Move a slot booking: the new slot is taken and the old freed together, or nothing changes",
     description = "422 codes as for slot holds.",
-    params(("booking_id" = Uuid, Path, description = "Booking id"), crate::api::openapi::IdempotencyKey),
+    params(("booking_id" = Uuid, Path, description = "Booking id"), crate::api::openapi::IdempotencyKeyParam),
     request_body = RescheduleBody,
     responses((status = 200, description = "Moved", body = crate::pipeline::views::BookingView), (status = 409, description = "SLOT_UNAVAILABLE, OUTSIDE_CANCELLATION_WINDOW, BOOKING_NOT_ACTIVE, CONCURRENT_MODIFICATION, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
@@ -230,7 +230,7 @@ pub struct RescheduleBody {
 pub async fn reschedule_booking(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    IdemKey(key): IdemKey,
+    key: IdempotencyKeyHeader,
     ApiPath(booking_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<RescheduleBody>,
 ) -> Result<Response, Error> {

@@ -27,7 +27,9 @@ use sqlx::PgPool;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{BeingDecided, Claim, ClaimToken, IdempotencyError, IdempotentRequest, SeatProbe, outcome};
+use crate::lock::Redlock;
+
+use super::{Claim, ClaimToken, IdempotencyError, IdempotentRequest, SeatProbe, outcome};
 
 /// Rows per statement at most (about 130 bytes of parameters each).
 const MAX_ROWS: usize = 256;
@@ -92,7 +94,8 @@ impl ClaimBatches {
                 lease_ms: lease.as_millis() as i64,
                 status: probe.status,
                 body: probe.body.clone(),
-                being_decided: (probe.being_decided)(),
+                redlock: probe.redlock.clone(),
+                lock_keys: probe.lock_keys.clone(),
                 done: false,
             };
             tokio::spawn(drain.run());
@@ -112,7 +115,9 @@ struct Drain {
     lease_ms: i64,
     status: u16,
     body: Value,
-    being_decided: BeingDecided,
+    /// The seats' lock: while it is taken, the seats are being decided (see [`SeatProbe`]).
+    redlock: Arc<Redlock>,
+    lock_keys: Vec<String>,
     /// Set once [`Drain::next_batch`] has removed the key itself.
     done: bool,
 }
@@ -122,7 +127,7 @@ impl Drain {
         let mut waiting_since: Option<Instant> = None;
         while let Some(batch) = self.next_batch() {
             if waiting_since.get_or_insert_with(Instant::now).elapsed() < self.batches.max_wait
-                && (self.being_decided)().await
+                && self.redlock.is_locked(&self.lock_keys).await
             {
                 self.requeue(batch);
                 tokio::time::sleep(WAIT_STEP).await;

@@ -27,13 +27,14 @@ mod hot_seats;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use postgres_protocol::escape::escape_literal;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
+
+use crate::lock::Redlock;
 
 pub use batch::ClaimBatches;
 pub use hot_seats::HotSeats;
@@ -81,19 +82,25 @@ pub struct SeatProbe<'a> {
     pub seat_ids: &'a [Uuid],
     pub status: u16,
     pub body: &'a Value,
-    /// Whether the probe is worth running (the seats are contended), or a plain insert will do.
-    /// Asked again once a connection is in hand: in a burst, by then the first losers have spoken.
-    pub wanted: &'a (dyn Fn() -> bool + Send + Sync),
+    /// The probe is worth running only while the seats are contended (hot); otherwise a plain
+    /// insert will do. Asked again once a connection is in hand: in a burst, by then the first
+    /// losers have spoken.
+    pub hot_seats: &'a HotSeats,
     /// Where probed claims for the same seats are gathered.
     pub batches: &'a Arc<ClaimBatches>,
-    /// Makes the check a batch runs before it inserts (asked once per batch drain).
-    pub being_decided: &'a (dyn Fn() -> BeingDecided + Send + Sync),
+    /// The seats' lock, and its keys. Before a batch inserts, it asks whether the seats are
+    /// being decided right now (someone holds their lock, inside the critical section that may
+    /// take them): if so it waits a moment for that outcome, instead of sending every claim in
+    /// it on to queue for the lock.
+    pub redlock: &'a Arc<Redlock>,
+    pub lock_keys: Vec<String>,
 }
 
-/// Whether the probed seats are being decided right now: someone holds their lock, inside
-/// the critical section that may take them. A batch that would find them free waits a moment
-/// for that outcome, instead of sending every claim in it on to queue for the lock.
-pub type BeingDecided = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+impl SeatProbe<'_> {
+    fn wanted(&self) -> bool {
+        self.hot_seats.any_hot(self.seat_ids)
+    }
+}
 
 /// SHA-256 over method, path and the canonical JSON body, separated so that no two different
 /// requests can produce the same input.
@@ -130,7 +137,7 @@ pub async fn claim(
     lease: Duration,
     probe: Option<&SeatProbe<'_>>,
 ) -> Result<Claim, IdempotencyError> {
-    let contended = || probe.filter(|p| (p.wanted)());
+    let contended = || probe.filter(|p| p.wanted());
     if let Some(probe) = contended() {
         return probe.batches.claim(pool, req, lease, probe).await;
     }

@@ -21,7 +21,6 @@ mod commands;
 pub mod views;
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -39,7 +38,7 @@ pub use commands::{
 use crate::db::write_tx::{Committed, Settle, WriteTx};
 use crate::domain::Caller;
 use crate::error::Error;
-use crate::idempotency::{self, BeingDecided, Claim, ClaimToken, IdempotentRequest};
+use crate::idempotency::{self, Claim, ClaimToken, IdempotentRequest};
 use crate::lock::{Lock, LockError};
 use crate::state::AppState;
 
@@ -130,15 +129,7 @@ async fn execute(
         Some(req) => {
             let started = Instant::now();
             let lease = Duration::from_secs(state.config.idempotency_lease_seconds as u64);
-            let is_hot = || state.hot_seats.any_hot(command.requested_seats());
-            let being_decided = || -> BeingDecided {
-                let (redlock, resources) = (state.redlock.clone(), command.requested_seat_resources());
-                Arc::new(move || {
-                    let (redlock, resources) = (redlock.clone(), resources.clone());
-                    Box::pin(async move { redlock.is_locked(&resources).await })
-                })
-            };
-            let probe = command.seat_probe(&is_hot, &state.claim_batches, &being_decided);
+            let probe = command.seat_probe(state);
             let claim = idempotency::claim(&state.claims_db, req, lease, probe.as_ref()).await;
             stage("claim", started);
             match claim? {

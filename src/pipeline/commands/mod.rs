@@ -13,7 +13,7 @@ mod rooms;
 mod seats;
 mod slots;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -31,7 +31,7 @@ use crate::db::holds::Target;
 use crate::db::{bookings as booking_rows, holds as hold_rows};
 use crate::domain::{Caller, Nights};
 use crate::error::Error;
-use crate::idempotency::{BeingDecided, ClaimBatches, SeatProbe};
+use crate::idempotency::SeatProbe;
 use crate::state::AppState;
 
 /// What one command does, beside its data.
@@ -197,21 +197,20 @@ impl Command {
         dispatch!(self, c: _T => c.seat_claim()).map_or(&[], |(_, seats)| seats)
     }
 
-    /// The lock resources of the seats a seat-claiming command asks for.
-    pub(super) fn requested_seat_resources(&self) -> Vec<String> {
-        seat_resources(self.requested_seats())
-    }
-
     /// For commands that claim free seats: the probe that lets the idempotency claim settle
     /// the request at once when the seats are already taken.
-    pub(super) fn seat_probe<'a>(
-        &'a self,
-        wanted: &'a (dyn Fn() -> bool + Send + Sync),
-        batches: &'a Arc<ClaimBatches>,
-        being_decided: &'a (dyn Fn() -> BeingDecided + Send + Sync),
-    ) -> Option<SeatProbe<'a>> {
+    pub(super) fn seat_probe<'a>(&'a self, state: &'a AppState) -> Option<SeatProbe<'a>> {
         let (event_id, seat_ids) = dispatch!(self, c: _T => c.seat_claim())?;
-        Some(SeatProbe { event_id, seat_ids, status: 409, body: &SEAT_UNAVAILABLE, wanted, batches, being_decided })
+        Some(SeatProbe {
+            event_id,
+            seat_ids,
+            status: 409,
+            body: &SEAT_UNAVAILABLE,
+            hot_seats: &state.hot_seats,
+            batches: &state.claim_batches,
+            redlock: &state.redlock,
+            lock_keys: seat_resources(seat_ids),
+        })
     }
 
     /// How many times the configured lock retries this command may wait: a night's key is taken
