@@ -58,7 +58,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(config) => {
-            telemetry::init_tracing(config.log_format);
+            telemetry::init_tracing(config.server.log_format);
             tracing::info!(config = ?config, "starting");
             let app = match Application::build(*config).await {
                 Ok(app) => app,

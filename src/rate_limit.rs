@@ -10,7 +10,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 
-use crate::config::Config;
+use crate::config::RateLimitConfig;
 use crate::error::Error;
 
 pub struct RateLimits {
@@ -27,10 +27,10 @@ fn quota(rate: u32, burst: Option<u32>) -> Option<Quota> {
 }
 
 impl RateLimits {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &RateLimitConfig) -> Self {
         Self {
-            per_ip: quota(config.rate_limit_per_ip, config.rate_limit_per_ip_burst).map(RateLimiter::keyed),
-            per_user: quota(config.rate_limit_per_user, config.rate_limit_per_user_burst).map(RateLimiter::keyed),
+            per_ip: quota(config.per_ip, config.per_ip_burst).map(RateLimiter::keyed),
+            per_user: quota(config.per_user, config.per_user_burst).map(RateLimiter::keyed),
             trusted_proxies: config.trusted_proxy_nets(),
             clock: DefaultClock::default(),
         }

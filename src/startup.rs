@@ -52,39 +52,29 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         config.validate()?;
-        let db = db::pool(&config)?;
+        let db = db::pool(&config.database)?;
         let jwt = JwtKeys::from_config(
-            config.jwt_secret.as_ref().map(Secret::expose),
-            config.jwt_jwks_path.as_deref(),
-            Expectations { issuer: config.jwt_issuer.clone(), audience: config.jwt_audience.clone() },
+            config.auth.jwt_secret.as_ref().map(Secret::expose),
+            config.auth.jwt_jwks_path.as_deref(),
+            Expectations { issuer: config.auth.jwt_issuer.clone(), audience: config.auth.jwt_audience.clone() },
         )?;
-        let claims_db = db::claims_pool(&config)?;
-        let probe_db = db::probe_pool(&config)?;
+        let claims_db = db::claims_pool(&config.database)?;
+        let probe_db = db::probe_pool(&config.database)?;
         migrate(&db).await?;
         db::warm_up(&db);
         db::warm_up(&claims_db);
-        let redlock = Redlock::new(
-            &config.redis_urls.0,
-            RedlockConfig {
-                ttl: Duration::from_millis(config.redlock_ttl_ms),
-                drift_factor: config.redlock_drift_factor,
-                retry_count: config.redlock_retry_count,
-                retry_delay: Duration::from_millis(config.redlock_retry_delay_ms),
-                node_timeout: Duration::from_millis(config.redis_timeout_ms),
-                key_prefix: config.redis_key_prefix.clone(),
-            },
-        )?;
-        let listener = TcpListener::bind(config.listen_addr).await?;
-        let metrics_listener = match config.metrics_listen_addr {
+        let redlock = Redlock::new(&config.redis.urls.0, RedlockConfig::from(&config.redis))?;
+        let listener = TcpListener::bind(config.server.listen_addr).await?;
+        let metrics_listener = match config.server.metrics_listen_addr {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
         let state = AppState::new(Shared {
             jwt: Arc::new(jwt),
-            rate_limits: Arc::new(RateLimits::new(&config)),
+            rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
             claim_batches: Arc::new(ClaimBatches::new(
                 db.clone(),
-                Duration::from_millis(config.claim_batch_max_wait_ms),
+                Duration::from_millis(config.idempotency.claim_batch_max_wait_ms),
             )),
             config: Arc::new(config),
             db,
@@ -126,9 +116,9 @@ impl Application {
         let config = state.config.clone();
         let jobs = jobs::spawn_all(&state);
         let limits = || serve::Limits {
-            header_read_timeout: Duration::from_millis(config.http_header_read_timeout_ms),
-            max_connections: config.http_max_connections,
-            grace: Duration::from_secs(config.shutdown_grace_seconds),
+            header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
+            max_connections: config.server.max_connections,
+            grace: Duration::from_secs(config.server.shutdown_grace_seconds),
         };
         let metrics_server = metrics_listener.map(|listener| {
             tracing::info!(addr = ?listener.local_addr().ok(), "metrics listening");
@@ -136,7 +126,7 @@ impl Application {
             tokio::spawn(serve::serve(listener, api::metrics_router(state.clone()), limits(), stop))
         });
         let draining = state.draining.clone();
-        let drain = Duration::from_secs(config.shutdown_drain_seconds);
+        let drain = Duration::from_secs(config.server.shutdown_drain_seconds);
         let stop = async move {
             shutdown.await;
             tracing::info!(drain_seconds = drain.as_secs(), "shutdown requested: /ready answers 503 while draining");
@@ -152,7 +142,7 @@ impl Application {
             let _ = server.await;
         }
         state.tasks.close();
-        let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
+        let grace = Duration::from_secs(state.config.server.shutdown_grace_seconds);
         if tokio::time::timeout(grace, state.tasks.wait()).await.is_err() {
             tracing::warn!("in-flight work did not finish within the grace period");
         }

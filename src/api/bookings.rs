@@ -39,7 +39,7 @@ pub async fn book_seats(
     ApiJson(body): ApiJson<BookSeatsBody>,
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
-    let seat_ids = SeatIds::parse(body.seat_ids, state.config.hold_max_seats)?;
+    let seat_ids = SeatIds::parse(body.seat_ids, state.config.holds.max_seats)?;
     let payment_reference = parse_payment_reference(body.payment_reference)?;
     let command = pipeline::BookSeats { event_id, seat_ids, payment_reference };
     let reply = pipeline::run(&state, caller, Some(idem), command).await?;

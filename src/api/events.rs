@@ -41,7 +41,8 @@ pub async fn create_event(
     ApiJson(body): ApiJson<CreateEventBody>,
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
-    let event = NewEvent::parse(body.name, body.starts_at, body.seats, body.layout, state.config.event_max_seats)?;
+    let event =
+        NewEvent::parse(body.name, body.starts_at, body.seats, body.layout, state.config.holds.event_max_seats)?;
     let reply = pipeline::run(&state, caller, Some(idem), pipeline::CreateEvent { event }).await?;
     Ok(reply::render(reply))
 }

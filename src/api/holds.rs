@@ -38,8 +38,8 @@ pub async fn create_hold(
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
     let config = &state.config;
-    let seat_ids = SeatIds::parse(body.seat_ids, config.hold_max_seats)?;
-    let ttl = Ttl::parse(body.ttl_seconds, config.hold_default_ttl_seconds, config.hold_max_ttl_seconds)?;
+    let seat_ids = SeatIds::parse(body.seat_ids, config.holds.max_seats)?;
+    let ttl = Ttl::parse(body.ttl_seconds, config.holds.default_ttl_seconds, config.holds.max_ttl_seconds)?;
     let reply = pipeline::run(&state, caller, Some(idem), pipeline::CreateHold { event_id, seat_ids, ttl }).await?;
     Ok(reply::render(reply))
 }
@@ -83,7 +83,7 @@ pub async fn extend_hold(
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
     let ttl =
-        Ttl::parse(Some(body.ttl_seconds), state.config.hold_default_ttl_seconds, state.config.hold_max_ttl_seconds)?;
+        Ttl::parse(Some(body.ttl_seconds), state.config.holds.default_ttl_seconds, state.config.holds.max_ttl_seconds)?;
     let reply = pipeline::run(&state, caller, Some(idem), pipeline::ExtendHold { hold_id, ttl }).await?;
     Ok(reply::render(reply))
 }

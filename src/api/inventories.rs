@@ -165,8 +165,8 @@ pub async fn create_room_hold(
     let command = pipeline::CreateRoomHold {
         inventory_id,
         stay,
-        quantity: units(body.quantity, "quantity", 1..=config.hold_max_seats as i64)?,
-        ttl: Ttl::parse(body.ttl_seconds, config.hold_default_ttl_seconds, config.hold_max_ttl_seconds)?,
+        quantity: units(body.quantity, "quantity", 1..=config.holds.max_seats as i64)?,
+        ttl: Ttl::parse(body.ttl_seconds, config.holds.default_ttl_seconds, config.holds.max_ttl_seconds)?,
     };
     Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
 }

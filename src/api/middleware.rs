@@ -31,7 +31,7 @@ pub async fn track_metrics(request: Request, next: Next) -> Response {
 /// Bounds every request. The pipeline's own bounds (pool, statement and lock timeouts, Redis
 /// call timeouts) normally answer first; this is the backstop.
 pub async fn request_timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let limit = Duration::from_millis(state.config.request_timeout_ms);
+    let limit = Duration::from_millis(state.config.server.request_timeout_ms);
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => Error::Timeout.into_response(),

@@ -98,13 +98,13 @@ pub fn openapi_document_with(limits: &openapi_limits::Limits) -> serde_json::Val
 }
 
 pub fn router(state: AppState) -> Router {
-    let (v1, ops) = routes(state.config.max_body_bytes);
+    let (v1, ops) = routes(state.config.server.max_body_bytes);
     let v1: Router<AppState> = Router::from(v1)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::rate_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_timeout));
     let ops: Router<AppState> = ops.into();
 
-    let max_body = state.config.max_body_bytes;
+    let max_body = state.config.server.max_body_bytes;
     Router::new()
         .merge(v1)
         .merge(ops)

@@ -74,9 +74,9 @@ pub async fn openapi(State(state): State<AppState>) -> Response {
     let document = state.openapi.get_or_init(|| {
         let config = &state.config;
         let limits = crate::api::openapi_limits::Limits {
-            max_seats: config.hold_max_seats,
-            max_event_seats: config.event_max_seats,
-            max_ttl: config.hold_max_ttl_seconds,
+            max_seats: config.holds.max_seats,
+            max_event_seats: config.holds.event_max_seats,
+            max_ttl: config.holds.max_ttl_seconds,
         };
         super::openapi_document_with(&limits).to_string()
     });

@@ -206,7 +206,7 @@ pub async fn create_slot_hold(
     let idem = key.bind(&caller, &body)?;
     slot_minutes(body.start, body.end)?;
     let config = &state.config;
-    let ttl = Ttl::parse(body.ttl_seconds, config.hold_default_ttl_seconds, config.hold_max_ttl_seconds)?;
+    let ttl = Ttl::parse(body.ttl_seconds, config.holds.default_ttl_seconds, config.holds.max_ttl_seconds)?;
     let command = pipeline::CreateSlotHold { resource_id, start: body.start, end: body.end, ttl };
     Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
 }

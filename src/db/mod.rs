@@ -21,7 +21,7 @@ use futures_util::future::join_all;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
-use crate::config::Config;
+use crate::config::DatabaseConfig;
 use crate::error::Error;
 
 /// The one place a named constraint becomes a client's answer: the constraints that stand for
@@ -41,8 +41,8 @@ pub fn on_constraint(constraint: &str) -> Option<Error> {
 
 /// A lazily connecting pool: the service starts (and answers /health) while Postgres is down.
 /// Every session commits synchronously: a 201 is on disk before it is sent.
-pub fn pool(config: &Config) -> Result<PgPool, sqlx::Error> {
-    build_pool(config, config.database_max_connections, "on")
+pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    build_pool(config, config.max_connections, "on")
 }
 
 /// Opens the pool's minimum of connections now, in the background, instead of on the first
@@ -64,15 +64,15 @@ pub fn warm_up(pool: &PgPool) {
 /// FAILED mark lapses with its lease. And a claim is durable whenever the effect it guards is:
 /// the business transaction commits synchronously, and its WAL flush covers every earlier
 /// record. This saves one WAL flush wait per request; stored answers still commit synchronously.
-pub fn claims_pool(config: &Config) -> Result<PgPool, sqlx::Error> {
-    build_pool(config, (config.database_max_connections / 2).max(2), "off")
+pub fn claims_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    build_pool(config, (config.max_connections / 2).max(2), "off")
 }
 
 /// One connection of its own for `/ready`'s probe: a flood of readiness checks can never take
 /// a connection from the business pool, and a broken database is seen within the acquire
 /// timeout.
-pub fn probe_pool(config: &Config) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = config.database_url.0.parse()?;
+pub fn probe_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = config.url.0.parse()?;
     Ok(PgPoolOptions::new()
         .max_connections(1)
         .min_connections(0)
@@ -84,20 +84,20 @@ pub fn probe_pool(config: &Config) -> Result<PgPool, sqlx::Error> {
 /// Connections idle this long are pinged before use.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
-fn build_pool(config: &Config, size: u32, synchronous_commit: &str) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = config.database_url.0.parse()?;
+fn build_pool(config: &DatabaseConfig, size: u32, synchronous_commit: &str) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = config.url.0.parse()?;
     let options = options.application_name("holdfast").options([
-        ("statement_timeout", format!("{}ms", config.database_statement_timeout_ms)),
-        ("lock_timeout", format!("{}ms", config.database_lock_timeout_ms)),
+        ("statement_timeout", format!("{}ms", config.statement_timeout_ms)),
+        ("lock_timeout", format!("{}ms", config.lock_timeout_ms)),
         // A connection left idle inside a transaction is a bug; never let it pin row locks.
         ("idle_in_transaction_session_timeout", "15s".to_owned()),
         ("synchronous_commit", synchronous_commit.to_owned()),
     ]);
-    let min = config.database_min_connections.unwrap_or(size).min(size);
+    let min = config.min_connections.unwrap_or(size).min(size);
     Ok(PgPoolOptions::new()
         .max_connections(size)
         .min_connections(min)
-        .acquire_timeout(Duration::from_millis(config.database_acquire_timeout_ms))
+        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
         // sqlx pings every connection on every acquire by default: one extra round trip and two
         // process wake-ups per statement, which under a stampede costs as much as the statement.
         // Ping only connections that sat idle long enough to have gone stale (a restarted or

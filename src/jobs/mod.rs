@@ -49,13 +49,13 @@ where
 
 pub fn spawn_all(state: &AppState) -> Vec<JoinHandle<()>> {
     let config = &state.config;
-    let batch = config.job_batch_size;
+    let batch = config.jobs.batch_size;
     vec![
         {
             let state = state.clone();
             spawn_loop(
                 "hold_expiry",
-                Duration::from_millis(config.hold_sweep_interval_ms),
+                Duration::from_millis(config.jobs.hold_sweep_interval_ms),
                 state.shutdown.clone(),
                 move || {
                     let state = state.clone();
@@ -74,7 +74,7 @@ pub fn spawn_all(state: &AppState) -> Vec<JoinHandle<()>> {
         },
         {
             let state = state.clone();
-            let every = Duration::from_millis(config.idempotency_sweep_interval_ms);
+            let every = Duration::from_millis(config.jobs.idempotency_sweep_interval_ms);
             spawn_loop("idempotency_sweep", every, state.shutdown.clone(), move || {
                 let state = state.clone();
                 async move {
@@ -86,7 +86,7 @@ pub fn spawn_all(state: &AppState) -> Vec<JoinHandle<()>> {
                     .await?;
                     // Everything past its retention goes, every tick: keyed writes arrive at
                     // thousands a second, so a fixed number of rows per tick would fall behind.
-                    let retention = Duration::from_secs(state.config.idempotency_retention_seconds as u64);
+                    let retention = Duration::from_secs(state.config.idempotency.retention_seconds as u64);
                     drain(&state, batch, || async {
                         let purged = idempotency::purge_expired(&state.db, retention, batch).await?;
                         metrics::counter!("holdfast_idempotency_purged_total").increment(purged);
@@ -98,7 +98,7 @@ pub fn spawn_all(state: &AppState) -> Vec<JoinHandle<()>> {
         },
         {
             let state = state.clone();
-            let every = Duration::from_secs(config.integrity_check_interval_seconds);
+            let every = Duration::from_secs(config.jobs.integrity_check_interval_seconds);
             spawn_loop("integrity_check", every, state.shutdown.clone(), move || {
                 let state = state.clone();
                 async move {

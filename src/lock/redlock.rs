@@ -9,6 +9,7 @@ use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::quorum::{self, Verdict};
+use crate::config::RedisConfig;
 
 /// Sets every key to the token, or none if any key exists. Keys arrive sorted, so two
 /// overlapping multi-seat requests can never each hold half of the other's seats.
@@ -54,6 +55,19 @@ pub struct RedlockConfig {
     /// Bound on one call to one node, connecting included.
     pub node_timeout: Duration,
     pub key_prefix: String,
+}
+
+impl From<&RedisConfig> for RedlockConfig {
+    fn from(config: &RedisConfig) -> Self {
+        Self {
+            ttl: Duration::from_millis(config.redlock_ttl_ms),
+            drift_factor: config.redlock_drift_factor,
+            retry_count: config.redlock_retry_count,
+            retry_delay: Duration::from_millis(config.redlock_retry_delay_ms),
+            node_timeout: Duration::from_millis(config.timeout_ms),
+            key_prefix: config.key_prefix.clone(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]

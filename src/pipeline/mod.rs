@@ -128,7 +128,7 @@ async fn execute(
     let claimed = match idem {
         Some(req) => {
             let started = Instant::now();
-            let lease = Duration::from_secs(state.config.idempotency_lease_seconds as u64);
+            let lease = Duration::from_secs(state.config.idempotency.lease_seconds as u64);
             let probe = command.seat_probe(state);
             let claim = idempotency::claim(&state.claims_db, req, lease, probe.as_ref()).await;
             stage("claim", started);
@@ -298,8 +298,8 @@ async fn plan_lock_apply(
             (Err(err), _) => return Err(err.into()),
         }
     };
-    if state.config.fault_post_lock_delay_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(state.config.fault_post_lock_delay_ms)).await;
+    if state.config.faults.post_lock_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(state.config.faults.post_lock_delay_ms)).await;
     }
 
     let started = Instant::now();
@@ -327,10 +327,10 @@ async fn transact(
     let outcome = async {
         // READ COMMITTED (Postgres's default): every write below carries its own guard, and
         // blocked writers re-check those guards against the winner's row.
-        let capped = state.config.hold_max_live_per_user > 0 && command.creates_live_hold();
+        let capped = state.config.holds.max_live_per_user > 0 && command.creates_live_hold();
         let (mut tx, live_holds) =
             WriteTx::begin_as(&state.db, &caller.user_id, caller.role(), caller.request_id.as_deref(), capped).await?;
-        let cap = state.config.hold_max_live_per_user;
+        let cap = state.config.holds.max_live_per_user;
         if live_holds.is_some_and(|n| n >= cap) {
             tx.rollback().await;
             return Err(Error::TooManyHolds { limit: cap });
@@ -377,7 +377,7 @@ async fn before_commit(
     lock: Option<&mut Lock>,
 ) -> Result<Reply, Error> {
     let reply = command.apply(tx.conn(), state, caller, plan).await?;
-    if state.config.fault_panic_once.as_deref() == Some(command.name())
+    if state.config.faults.panic_once.as_deref() == Some(command.name())
         && state.fault_panic_armed.swap(false, Ordering::SeqCst)
     {
         panic!("HOLDFAST_FAULT_PANIC_ONCE: a bug inside the transaction");
@@ -391,8 +391,8 @@ async fn before_commit(
     if let Some(lock) = lock {
         ensure_validity(state, lock).await?;
     }
-    if state.config.fault_pre_commit_delay_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(state.config.fault_pre_commit_delay_ms)).await;
+    if state.config.faults.pre_commit_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(state.config.faults.pre_commit_delay_ms)).await;
     }
     Ok(reply)
 }
@@ -401,7 +401,7 @@ async fn before_commit(
 /// This closes most of the window in which a paused process commits on an expired lock;
 /// the SQL guards close the rest.
 async fn ensure_validity(state: &AppState, lock: &mut Lock) -> Result<(), Error> {
-    let margin = Duration::from_millis(state.config.redlock_commit_margin_ms);
+    let margin = Duration::from_millis(state.config.redis.redlock_commit_margin_ms);
     if lock.remaining() >= margin {
         return Ok(());
     }

@@ -95,9 +95,9 @@ fn sign(alg: jsonwebtoken::Algorithm, kid: Option<&str>, claims: &serde_json::Va
 #[tokio::test]
 async fn identity_provider_tokens_rs256_and_es256_are_verified_with_the_jwks_and_iss_aud_nbf_hold() {
     let app = crate::helpers::spawn_app_with(|c| {
-        c.jwt_jwks_path = Some(fixture("jwks.json"));
-        c.jwt_issuer = Some("https://id.example.test/".into());
-        c.jwt_audience = Some("holdfast".into());
+        c.auth.jwt_jwks_path = Some(fixture("jwks.json"));
+        c.auth.jwt_issuer = Some("https://id.example.test/".into());
+        c.auth.jwt_audience = Some("holdfast".into());
     })
     .await;
     let good =

@@ -97,11 +97,11 @@ async fn a_lock_that_expires_mid_transaction_still_cannot_double_sell() {
     ] {
         let app = Arc::new(
             spawn_app_with(|c| {
-                c.redlock_ttl_ms = 200;
-                c.redlock_commit_margin_ms = 20;
-                c.redlock_retry_count = 20;
-                c.redlock_retry_delay_ms = 50;
-                c.fault_pre_commit_delay_ms = 600; // three lock lifetimes
+                c.redis.redlock_ttl_ms = 200;
+                c.redis.redlock_commit_margin_ms = 20;
+                c.redis.redlock_retry_count = 20;
+                c.redis.redlock_retry_delay_ms = 50;
+                c.faults.pre_commit_delay_ms = 600; // three lock lifetimes
             })
             .await,
         );
@@ -140,8 +140,8 @@ async fn a_lock_that_expires_mid_transaction_still_cannot_double_sell() {
 #[tokio::test]
 async fn a_transaction_refuses_to_commit_on_a_lock_with_too_little_validity_left() {
     let app = spawn_app_with(|c| {
-        c.redlock_ttl_ms = 300;
-        c.redlock_commit_margin_ms = 299;
+        c.redis.redlock_ttl_ms = 300;
+        c.redis.redlock_commit_margin_ms = 299;
     })
     .await;
     let event = app.create_event(1, 1, 2).await;
@@ -164,8 +164,8 @@ async fn a_transaction_refuses_to_commit_on_a_lock_with_too_little_validity_left
 async fn claims_arriving_while_the_winner_holds_the_lock_wait_for_its_outcome() {
     let app = Arc::new(
         spawn_app_with(|c| {
-            c.fault_post_lock_delay_ms = 600; // every lock holder lingers inside
-            c.claim_batch_max_wait_ms = 10_000;
+            c.faults.post_lock_delay_ms = 600; // every lock holder lingers inside
+            c.idempotency.claim_batch_max_wait_ms = 10_000;
         })
         .await,
     );

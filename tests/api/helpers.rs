@@ -67,15 +67,15 @@ pub fn test_config(database_url: &str) -> Config {
     ])
     .expect("test configuration parses");
     let mut config = args.config;
-    config.rate_limit_per_ip = 0;
-    config.rate_limit_per_user = 0;
-    config.hold_max_live_per_user = 0;
-    config.shutdown_drain_seconds = 0;
-    config.hold_sweep_interval_ms = 100;
-    config.idempotency_sweep_interval_ms = 200;
-    config.database_max_connections = 30;
-    config.database_min_connections = Some(1);
-    config.redis_timeout_ms = 250;
+    config.rate_limits.per_ip = 0;
+    config.rate_limits.per_user = 0;
+    config.holds.max_live_per_user = 0;
+    config.server.shutdown_drain_seconds = 0;
+    config.jobs.hold_sweep_interval_ms = 100;
+    config.jobs.idempotency_sweep_interval_ms = 200;
+    config.database.max_connections = 30;
+    config.database.min_connections = Some(1);
+    config.redis.timeout_ms = 250;
     config
 }
 

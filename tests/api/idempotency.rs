@@ -135,7 +135,7 @@ async fn a_business_conflict_is_stored_and_replayed() {
 /// a retry takes the key over and executes.
 #[tokio::test]
 async fn a_record_left_in_progress_by_a_crash_is_taken_over_after_its_lease() {
-    let app = spawn_app_with(|c| c.idempotency_sweep_interval_ms = 3_600_000).await;
+    let app = spawn_app_with(|c| c.jobs.idempotency_sweep_interval_ms = 3_600_000).await;
     let event = app.create_event(1, 1, 5).await;
     let seat = event.seats[0];
     let key = "crashed-request";
@@ -171,8 +171,8 @@ async fn a_record_left_in_progress_by_a_crash_is_taken_over_after_its_lease() {
 #[tokio::test]
 async fn the_background_job_recovers_stale_records_and_purges_old_ones() {
     let app = spawn_app_with(|c| {
-        c.idempotency_retention_seconds = 60;
-        c.idempotency_lease_seconds = 1;
+        c.idempotency.retention_seconds = 60;
+        c.idempotency.lease_seconds = 1;
     })
     .await;
     sqlx::query(

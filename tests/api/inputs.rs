@@ -204,7 +204,7 @@ async fn a_hold_body_is_limited_to_what_a_hold_can_be() {
 
 #[tokio::test]
 async fn holds_on_a_started_event_a_past_night_or_beyond_the_horizon_are_refused() {
-    let app = spawn_app_with(|c| c.resource_booking_horizon_days = 30).await;
+    let app = spawn_app_with(|c| c.holds.resource_booking_horizon_days = 30).await;
     let started = admin_post(
         &app,
         "/v1/events",

@@ -37,7 +37,7 @@ async fn a_short_hold_expires_by_itself_and_its_seats_can_be_held_again() {
 /// Reads and new holds treat an expired hold as gone at once, before any sweep.
 #[tokio::test]
 async fn an_expired_hold_never_blocks_even_before_the_sweeper_runs() {
-    let app = spawn_app_with(|c| c.hold_sweep_interval_ms = 3_600_000).await;
+    let app = spawn_app_with(|c| c.jobs.hold_sweep_interval_ms = 3_600_000).await;
     let event = app.create_event(1, 1, 5).await;
     let seat = event.seats[0];
     let hold_id = app.hold_with_ttl("alice", event.id, &[seat], 1).await.id();
@@ -135,9 +135,9 @@ async fn releasing_a_hold_frees_its_seats_and_repeating_it_is_harmless() {
 #[tokio::test]
 async fn extending_a_hold_moves_its_expiry_within_the_lifetime_cap() {
     let app = spawn_app_with(|c| {
-        c.hold_max_ttl_seconds = 300;
-        c.hold_default_ttl_seconds = 60;
-        c.hold_max_lifetime_seconds = 400;
+        c.holds.max_ttl_seconds = 300;
+        c.holds.default_ttl_seconds = 60;
+        c.holds.max_lifetime_seconds = 400;
     })
     .await;
     let event = app.create_event(1, 1, 5).await;

@@ -16,7 +16,7 @@ use crate::slots::future_hour;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_parallel_holds_by_one_user_with_a_cap_of_five_give_exactly_five() {
-    let app = Arc::new(spawn_app_with(|c| c.hold_max_live_per_user = 5).await);
+    let app = Arc::new(spawn_app_with(|c| c.holds.max_live_per_user = 5).await);
     let event = app.create_event(1, 2, 20).await;
     let attempts = (0..20).map(|i| {
         let (app, event_id, seat) = (app.clone(), event.id, event.seats[i]);
@@ -119,7 +119,7 @@ async fn slot_availability_and_booking_history_come_a_page_at_a_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ready_is_computed_once_a_second_on_its_own_connection_and_metrics_can_listen_apart() {
-    let app = Arc::new(spawn_app_with(|c| c.metrics_listen_addr = Some("127.0.0.1:0".parse().unwrap())).await);
+    let app = Arc::new(spawn_app_with(|c| c.server.metrics_listen_addr = Some("127.0.0.1:0".parse().unwrap())).await);
     let before = app.metric("holdfast_readiness_probes_total", "").await;
     let started = Instant::now();
     let calls = (0..200).map(|_| {
@@ -163,7 +163,7 @@ async fn closed_within(stream: &mut TcpStream, deadline: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_that_trickles_its_headers_is_cut_off_while_others_are_served() {
-    let app = spawn_app_with(|c| c.http_header_read_timeout_ms = 700).await;
+    let app = spawn_app_with(|c| c.server.header_read_timeout_ms = 700).await;
     let mut slow = TcpStream::connect(app.addr).await.unwrap();
     slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let trickle = async {
@@ -186,7 +186,7 @@ async fn a_client_that_trickles_its_headers_is_cut_off_while_others_are_served()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_past_the_cap_wait_until_one_closes() {
-    let app = spawn_app_with(|c| c.http_max_connections = 2).await;
+    let app = spawn_app_with(|c| c.server.max_connections = 2).await;
     let idle_a = TcpStream::connect(app.addr).await.unwrap();
     let idle_b = TcpStream::connect(app.addr).await.unwrap();
     // Both idle connections hold the two permits: a third request waits in the accept queue.
@@ -204,7 +204,7 @@ async fn connections_past_the_cap_wait_until_one_closes() {
 
 #[tokio::test]
 async fn a_panic_marks_the_key_failed_at_once_and_a_retry_runs_again() {
-    let app = spawn_app_with(|c| c.fault_panic_once = Some("create_hold".into())).await;
+    let app = spawn_app_with(|c| c.faults.panic_once = Some("create_hold".into())).await;
     let event = app.create_event(1, 1, 2).await;
     let first = app.hold("alice", event.id, &[event.seats[0]], "k").await;
     first.assert_problem(500, "INTERNAL");
@@ -242,8 +242,8 @@ async fn extend_refuses_a_hold_that_lost_a_seat() {
 #[tokio::test]
 async fn the_idempotency_purge_drains_every_expired_record_each_tick() {
     let app = spawn_app_with(|c| {
-        c.job_batch_size = 50;
-        c.idempotency_sweep_interval_ms = 1000;
+        c.jobs.batch_size = 50;
+        c.jobs.idempotency_sweep_interval_ms = 1000;
     })
     .await;
     sqlx::query(
@@ -265,7 +265,7 @@ async fn the_idempotency_purge_drains_every_expired_record_each_tick() {
 
 #[tokio::test]
 async fn the_periodic_integrity_check_runs_on_one_instance_at_a_time() {
-    let app = spawn_app_with(|c| c.integrity_check_interval_seconds = 1).await;
+    let app = spawn_app_with(|c| c.jobs.integrity_check_interval_seconds = 1).await;
     // Another instance is running the checks right now: it holds the advisory lock.
     let mut other = app.db.begin().await.unwrap();
     sqlx::query("select pg_advisory_xact_lock(7525352680829580148)").execute(&mut *other).await.unwrap();

@@ -50,8 +50,8 @@ async fn metrics_expose_requests_locks_idempotency_and_holds() {
 #[tokio::test]
 async fn per_ip_rate_limits_answer_429_but_never_limit_health() {
     let app = spawn_app_with(|c| {
-        c.rate_limit_per_ip = 1;
-        c.rate_limit_per_ip_burst = Some(3);
+        c.rate_limits.per_ip = 1;
+        c.rate_limits.per_ip_burst = Some(3);
     })
     .await;
     let event = app.create_event(1, 1, 1).await; // uses one token of the burst
@@ -71,8 +71,8 @@ async fn per_ip_rate_limits_answer_429_but_never_limit_health() {
 #[tokio::test]
 async fn per_user_rate_limits_apply_to_each_user_separately() {
     let app = spawn_app_with(|c| {
-        c.rate_limit_per_user = 1;
-        c.rate_limit_per_user_burst = Some(2);
+        c.rate_limits.per_user = 1;
+        c.rate_limits.per_user_burst = Some(2);
     })
     .await;
     let mut alice = Vec::new();

@@ -14,8 +14,8 @@ async fn app_on_own_redis(configure: impl FnOnce(&mut Config)) -> (RedisCluster,
     let urls = redis.urls();
     let prefix = format!("t:{}:", Uuid::new_v4().simple());
     let app = spawn_app_with(|c| {
-        c.redis_urls = urls.parse().unwrap();
-        c.redis_key_prefix = prefix.clone();
+        c.redis.urls = urls.parse().unwrap();
+        c.redis.key_prefix = prefix.clone();
         configure(c);
     })
     .await;
@@ -51,7 +51,7 @@ async fn with_one_node_of_three_down_bookings_still_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_two_nodes_of_three_down_writes_answer_503_and_change_nothing() {
-    let (mut redis, _, app) = app_on_own_redis(|c| c.redlock_retry_count = 1).await;
+    let (mut redis, _, app) = app_on_own_redis(|c| c.redis.redlock_retry_count = 1).await;
     let event = app.create_event(1, 1, 5).await;
     redis.nodes[0].stop();
     redis.nodes[2].stop();
@@ -87,7 +87,7 @@ async fn with_two_nodes_of_three_down_writes_answer_503_and_change_nothing() {
 /// A contended seat whose lock never frees answers 409 SEAT_LOCKED (retryable, not stored).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_seat_locked_by_someone_else_is_409_seat_locked_and_not_stored() {
-    let (redis, prefix, app) = app_on_own_redis(|c| c.redlock_retry_count = 2).await;
+    let (redis, prefix, app) = app_on_own_redis(|c| c.redis.redlock_retry_count = 2).await;
     let event = app.create_event(1, 1, 5).await;
     let seat = event.seats[0];
     // Another holder has the seat's lock on every node.
@@ -124,8 +124,8 @@ async fn a_seat_locked_by_someone_else_is_409_seat_locked_and_not_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn waiting_for_a_lock_stops_once_the_seat_is_taken() {
     let (redis, prefix, app) = app_on_own_redis(|c| {
-        c.redlock_retry_count = 20;
-        c.redlock_retry_delay_ms = 200;
+        c.redis.redlock_retry_count = 20;
+        c.redis.redlock_retry_delay_ms = 200;
     })
     .await;
     let event = app.create_event(1, 1, 2).await;

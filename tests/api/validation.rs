@@ -32,7 +32,7 @@ async fn assert_nothing_written(app: &TestApp) {
 
 #[tokio::test]
 async fn malformed_or_mistyped_bodies_are_refused_and_nothing_is_written() {
-    let app = spawn_app_with(|c| c.hold_max_seats = 3).await;
+    let app = spawn_app_with(|c| c.holds.max_seats = 3).await;
     let event = app.create_event(1, 1, 5).await;
     let path = format!("/v1/events/{}/holds", event.id);
     let s = &event.seats;
@@ -86,7 +86,7 @@ async fn unknown_events_and_seats_are_refused_and_nothing_is_written() {
 
 #[tokio::test]
 async fn an_oversized_body_is_413() {
-    let app = spawn_app_with(|c| c.max_body_bytes = 64 * 1024).await;
+    let app = spawn_app_with(|c| c.server.max_body_bytes = 64 * 1024).await;
     let event = app.create_event(1, 1, 5).await;
     let huge = format!("{{\"seat_ids\":[\"{}\"],\"pad\":\"{}\"}}", event.seats[0], "x".repeat(200 * 1024));
     raw(&app, &format!("/v1/events/{}/holds", event.id), Some("application/json"), huge)

@@ -76,7 +76,7 @@ impl Execute for ExtendHold {
     async fn apply(&self, tx: &mut PgConnection, state: &AppState, _: &Caller, plan: Plan) -> Result<Reply, Error> {
         let Seen::Hold(seen) = plan.seen else { return Err(planned_without::<Self>()) };
         let hold_id = self.hold_id;
-        let max_life = state.config.hold_max_lifetime_seconds;
+        let max_life = state.config.holds.max_lifetime_seconds;
         let seats = seen.seat_ids().len();
         match holds::extend(tx, hold_id, seen.version, self.ttl.seconds(), max_life, seats).await? {
             holds::Extended::To(_) => {

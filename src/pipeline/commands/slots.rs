@@ -141,7 +141,7 @@ pub(super) fn slot_resources(resource_id: Uuid, rules: &SlotRules, blocked: Rang
 fn check_slot(state: &AppState, rules: &SlotRules, start: DateTime<Utc>, end: DateTime<Utc>) -> Result<(), Error> {
     let now = Utc::now();
     rules.check(start, end, now)?;
-    let days = state.config.resource_booking_horizon_days;
+    let days = state.config.holds.resource_booking_horizon_days;
     if start > now + chrono::Duration::days(days) {
         return Err(SlotRefusal::BeyondHorizon { days }.into());
     }
