@@ -3,6 +3,7 @@
 # `scripts/checks.sh`). Each tool is installed here when missing, pinned, under .dev/tools/:
 #
 #   rustfmt              `cargo fmt --all --check` (the component is added with rustup if missing)
+#   layering             scripts/import-graph.py: nothing below `api` imports it, no import circle
 #   hadolint             the Dockerfile, no finding
 #   kubernetes-validate  deploy/kubernetes/ against current Kubernetes schemas (strict)
 #   deploy_check.py      the binary started with docker-compose.yml's and the manifests' settings
@@ -64,6 +65,7 @@ rustfmt_check() {
   cargo fmt --all --check
 }
 check rustfmt rustfmt_check
+check layering python3 scripts/import-graph.py
 check hadolint "$VENV/bin/hadolint" Dockerfile
 check kubernetes-validate "$VENV/bin/kubernetes-validate" -k 1.35.0 --strict deploy/kubernetes/*.yaml
 check compose-starts "$VENV/bin/python" scripts/deploy_check.py compose "$BIN"

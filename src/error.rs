@@ -14,6 +14,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::db;
 use crate::domain::slots::SlotRefusal;
 use crate::domain::{BookingStatus, HoldStatus, ValidationError};
 use crate::idempotency::IdempotencyError;
@@ -302,17 +303,27 @@ impl From<IdempotencyError> for Error {
     }
 }
 
+impl From<db::Conflict> for Error {
+    fn from(conflict: db::Conflict) -> Self {
+        match conflict {
+            db::Conflict::Seats => Error::SeatUnavailable { seat_ids: Vec::new() },
+            db::Conflict::Night => Error::InsufficientInventory { night: None, available: 0, closed: false },
+            db::Conflict::Slot => Error::SlotUnavailable { conflict: None },
+        }
+    }
+}
+
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
         match &err {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
                 Error::DatabaseUnavailable
             }
-            sqlx::Error::Database(db) => {
-                if let Some(refusal) = db.constraint().and_then(crate::db::on_constraint) {
-                    return refusal;
+            sqlx::Error::Database(refused) => {
+                if let Some(conflict) = refused.constraint().and_then(db::on_constraint) {
+                    return conflict.into();
                 }
-                match db.code().as_deref() {
+                match refused.code().as_deref() {
                     // query_canceled (statement_timeout), lock_not_available (lock_timeout)
                     Some("57014") | Some("55P03") => Error::Timeout,
                     // serialization_failure, deadlock_detected

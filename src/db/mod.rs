@@ -22,19 +22,25 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
 use crate::config::DatabaseConfig;
-use crate::error::Error;
+/// What a violated constraint means: someone else got there first (the final fence behind the
+/// locks). `crate::error` turns each into the client's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// Seats sold or claimed twice, or a hold confirmed twice.
+    Seats,
+    /// A night over-sold.
+    Night,
+    /// Two live claims on overlapping slots of one resource.
+    Slot,
+}
 
-/// The one place a named constraint becomes a client's answer: the constraints that stand for
-/// "someone else has it" (the final fence behind the locks). Others are not a refusal of ours.
-pub fn on_constraint(constraint: &str) -> Option<Error> {
+/// The one place a named constraint is read: the constraints that stand for a lost race.
+/// Others are not a refusal of ours.
+pub fn on_constraint(constraint: &str) -> Option<Conflict> {
     match constraint {
-        "booking_seats_one_live_sale" | "seats_single_claim" | "bookings_one_per_hold" => {
-            Some(Error::SeatUnavailable { seat_ids: Vec::new() })
-        }
-        "inventory_nights_not_oversold" => {
-            Some(Error::InsufficientInventory { night: None, available: 0, closed: false })
-        }
-        "slot_claims_no_overlap" => Some(Error::SlotUnavailable { conflict: None }),
+        "booking_seats_one_live_sale" | "seats_single_claim" | "bookings_one_per_hold" => Some(Conflict::Seats),
+        "inventory_nights_not_oversold" => Some(Conflict::Night),
+        "slot_claims_no_overlap" => Some(Conflict::Slot),
         _ => None,
     }
 }

@@ -19,7 +19,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{Executor, PgConnection, PgPool, Postgres, Row};
 
 use super::holds;
-use crate::idempotency::{self, IdempotentRequest};
+use crate::idempotency::{self, IdempotentRequest, no_nul};
 
 pub struct WriteTx {
     conn: Option<PoolConnection<Postgres>>,
@@ -155,14 +155,6 @@ fn begin_sql(actor: &str, role: &str, request_id: &str, serialize_actor: bool) -
         ));
     }
     sql
-}
-
-/// Refuses a value no literal can carry.
-pub(crate) fn no_nul(values: &[&str]) -> Result<(), sqlx::Error> {
-    match values.iter().any(|v| v.contains('\0')) {
-        true => Err(sqlx::Error::Protocol("a value holding NUL cannot travel as a literal".into())),
-        false => Ok(()),
-    }
 }
 
 #[cfg(test)]

@@ -283,7 +283,7 @@ pub async fn record(
 pub(crate) fn record_sql(req: &IdempotentRequest, status: u16, body: &Value) -> Result<String, sqlx::Error> {
     use std::fmt::Write;
     let body = body.to_string();
-    crate::db::write_tx::no_nul(&[&req.user_id, &req.key, &body])?;
+    no_nul(&[&req.user_id, &req.key, &body])?;
     let mut fingerprint = String::with_capacity(2 * req.fingerprint.len());
     for byte in &req.fingerprint {
         let _ = write!(fingerprint, "{byte:02x}");
@@ -378,6 +378,15 @@ pub async fn recover_stale(pool: &PgPool, batch: i64) -> Result<u64, sqlx::Error
     .await?
     .rows_affected();
     Ok(recovered)
+}
+
+/// Refuses a value no SQL literal can carry (these statements travel as simple queries, with
+/// literals quoted by `escape_literal`; see `db::write_tx`).
+pub(crate) fn no_nul(values: &[&str]) -> Result<(), sqlx::Error> {
+    match values.iter().any(|v| v.contains('\0')) {
+        true => Err(sqlx::Error::Protocol("a value holding NUL cannot travel as a literal".into())),
+        false => Ok(()),
+    }
 }
 
 #[cfg(test)]
