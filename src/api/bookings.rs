@@ -2,15 +2,16 @@
 
 use axum::extract::State;
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::auth::Auth;
 use super::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader};
-use super::holds::parse_payment_reference;
 use super::reply;
 use crate::db::{audit, bookings};
-use crate::domain::{SeatIds, ValidationError};
+use crate::domain::slots::slot_minutes;
+use crate::domain::{SeatIds, ValidationError, parse_payment_reference};
 use crate::error::Error;
 use crate::pipeline::{self, views};
 use crate::state::AppState;
@@ -151,4 +152,33 @@ pub async fn booking_history(
     let rows = audit::history(&state.db, booking.hold_id, query.cursor, limit).await?;
     let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id)).flatten();
     Ok(reply::ok(views::history(booking.id, booking.hold_id, &rows, next_cursor)))
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RescheduleBody {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+#[utoipa::path(
+    post, path = "/v1/bookings/{booking_id}/reschedule", tag = "bookings",
+    summary = "Move a slot booking: the new slot is taken and the old freed together, or nothing changes",
+    description = "422 codes as for slot holds.",
+    params(("booking_id" = Uuid, Path, description = "Booking id"), crate::api::openapi::IdempotencyKeyParam),
+    request_body = RescheduleBody,
+    responses((status = 200, description = "Moved", body = crate::pipeline::views::BookingView), (status = 409, description = "SLOT_UNAVAILABLE, OUTSIDE_CANCELLATION_WINDOW, BOOKING_NOT_ACTIVE, CONCURRENT_MODIFICATION, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
+pub async fn reschedule_booking(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    key: IdempotencyKeyHeader,
+    ApiPath(booking_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<RescheduleBody>,
+) -> Result<Response, Error> {
+    let idem = key.bind(&caller, &body)?;
+    slot_minutes(body.start, body.end)?;
+    let command = pipeline::RescheduleBooking { booking_id, start: body.start, end: body.end };
+    Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
 }

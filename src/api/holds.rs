@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::auth::Auth;
 use super::extract::{ApiJson, ApiPath, IdempotencyKeyHeader, OptionalApiJson};
 use super::reply;
-use crate::domain::{MAX_PAYMENT_REFERENCE, SeatIds, Ttl};
+use crate::domain::{SeatIds, Ttl, parse_payment_reference};
 use crate::error::Error;
 use crate::pipeline::{self, views};
 use crate::state::AppState;
@@ -93,19 +93,6 @@ pub async fn extend_hold(
 pub struct ConfirmHoldBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_reference: Option<String>,
-}
-
-pub fn parse_payment_reference(reference: Option<String>) -> Result<Option<String>, Error> {
-    match reference {
-        Some(r) if r.is_empty() || r.chars().count() > MAX_PAYMENT_REFERENCE => {
-            Err(crate::domain::ValidationError::new(
-                "payment_reference",
-                format!("must be 1 to {MAX_PAYMENT_REFERENCE} characters"),
-            )
-            .into())
-        }
-        other => Ok(other),
-    }
 }
 
 #[utoipa::path(

@@ -4,8 +4,7 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -13,8 +12,8 @@ use super::auth::{Admin, Auth};
 use super::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader};
 use super::reply;
 use crate::db::resources;
-use crate::domain::slots::{MAX_AVAILABILITY_DAYS, MAX_SLOT_MINUTES, OpeningHoursSpec, slot_minutes};
-use crate::domain::{SlotRules, Ttl, ValidationError, bounded_date, bounded_instant};
+use crate::domain::slots::{OpeningHoursSpec, SlotMinutes, slot_minutes};
+use crate::domain::{SlotRules, StartsWanted, Ttl};
 use crate::error::Error;
 use crate::pipeline::views::{SlotAvailability, SlotView};
 use crate::pipeline::{self, views};
@@ -55,15 +54,14 @@ pub async fn create_resource(
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
     let name = crate::domain::parse_name(&body.name, "name", crate::domain::MAX_NAME)?;
-    let rules = SlotRules::parse(
-        &body.time_zone,
-        &body.opening_hours,
-        body.slot_granularity_minutes,
-        body.buffer_before_minutes.unwrap_or(0),
-        body.buffer_after_minutes.unwrap_or(0),
-        body.min_notice_minutes.unwrap_or(0),
-        body.cancellation_window_minutes.unwrap_or(0),
-    )?;
+    let minutes = SlotMinutes {
+        granularity: body.slot_granularity_minutes,
+        buffer_before: body.buffer_before_minutes.unwrap_or(0),
+        buffer_after: body.buffer_after_minutes.unwrap_or(0),
+        min_notice: body.min_notice_minutes.unwrap_or(0),
+        cancellation_window: body.cancellation_window_minutes.unwrap_or(0),
+    };
+    let rules = SlotRules::parse(&body.time_zone, &body.opening_hours, minutes)?;
     let command = pipeline::CreateResource { name, rules };
     Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
 }
@@ -100,25 +98,6 @@ pub struct AvailabilityQuery {
     pub limit: Option<i64>,
 }
 
-const DEFAULT_SLOT_PAGE: i64 = 500;
-const MAX_SLOT_PAGE: i64 = 1000;
-
-/// An RFC 3339 instant, or a calendar date taken as local midnight in `tz`.
-fn instant_or_date(value: &str, field: &'static str, tz: Tz) -> Result<DateTime<Utc>, ValidationError> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
-        return bounded_instant(t.with_timezone(&Utc), field);
-    }
-    let date: NaiveDate =
-        value.parse().map_err(|_| ValidationError::new(field, "must be an RFC 3339 instant or a YYYY-MM-DD date"))?;
-    let date = bounded_date(date, field)?;
-    let midnight = date.and_hms_opt(0, 0, 0).expect("midnight exists");
-    // Midnight may fall in a DST gap in a few zones: take the first instant after it.
-    (0..=180)
-        .find_map(|m| tz.from_local_datetime(&(midnight + Duration::minutes(m))).earliest())
-        .map(|t| t.with_timezone(&Utc))
-        .ok_or_else(|| ValidationError::new(field, "that date has no midnight in the resource's time zone"))
-}
-
 #[utoipa::path(
     get, path = "/v1/resources/{resource_id}/availability", tag = "slots", operation_id = "slot_availability",
     summary = "Free start times",
@@ -133,32 +112,12 @@ pub async fn availability(
 ) -> Result<Response, Error> {
     let row = resources::find(&state.db, resource_id).await?.ok_or(Error::NotFound("resource"))?;
     let rules = row.rules().map_err(Error::internal)?;
-    let from = instant_or_date(&query.from, "from", rules.tz)?;
-    let to = instant_or_date(&query.to, "to", rules.tz)?;
-    if to <= from {
-        return Err(ValidationError::new("to", "must be after from").into());
-    }
-    if to - from > Duration::days(MAX_AVAILABILITY_DAYS) {
-        return Err(ValidationError::new("to", format!("at most {MAX_AVAILABILITY_DAYS} days after from")).into());
-    }
-    let duration = query.duration_minutes;
-    if !(1..=MAX_SLOT_MINUTES).contains(&duration) || duration % rules.granularity != 0 {
-        return Err(ValidationError::new(
-            "duration_minutes",
-            format!("must be a positive multiple of {} minutes, at most a day", rules.granularity),
-        )
-        .into());
-    }
-    let limit = query.limit.unwrap_or(DEFAULT_SLOT_PAGE);
-    if !(1..=MAX_SLOT_PAGE).contains(&limit) {
-        return Err(ValidationError::new("limit", format!("must be between 1 and {MAX_SLOT_PAGE}")).into());
-    }
-    let margin = Duration::minutes(rules.buffer_before + rules.buffer_after + duration);
-    let taken = resources::live_blocked(&state.db, resource_id, from - margin, to + margin).await?;
-    let starts = rules.free_starts(from, to, duration, Utc::now(), &taken);
-    let mut page: Vec<DateTime<Utc>> =
-        starts.into_iter().filter(|s| query.cursor.is_none_or(|c| *s >= c)).take(limit as usize + 1).collect();
-    let next_cursor = (page.len() as i64 > limit).then(|| page.pop()).flatten();
+    let wanted =
+        StartsWanted::parse(&rules, (&query.from, &query.to), query.duration_minutes, query.cursor, query.limit)?;
+    let (from, to) = wanted.search_range(&rules);
+    let taken = resources::live_blocked(&state.db, resource_id, from, to).await?;
+    let (page, next_cursor) = wanted.page(&rules, Utc::now(), &taken);
+    let duration = wanted.duration;
     let slots = page
         .iter()
         .map(|s| SlotView {
@@ -170,8 +129,8 @@ pub async fn availability(
         resource_id,
         time_zone: rules.tz.name().to_owned(),
         duration_minutes: duration,
-        from,
-        to,
+        from: wanted.from,
+        to: wanted.to,
         slots,
         next_cursor,
     };
@@ -208,34 +167,5 @@ pub async fn create_slot_hold(
     let config = &state.config;
     let ttl = Ttl::parse(body.ttl_seconds, config.holds.default_ttl_seconds, config.holds.max_ttl_seconds)?;
     let command = pipeline::CreateSlotHold { resource_id, start: body.start, end: body.end, ttl };
-    Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
-}
-
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RescheduleBody {
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
-}
-
-#[utoipa::path(
-    post, path = "/v1/bookings/{booking_id}/reschedule", tag = "bookings",
-    summary = "Move a slot booking: the new slot is taken and the old freed together, or nothing changes",
-    description = "422 codes as for slot holds.",
-    params(("booking_id" = Uuid, Path, description = "Booking id"), crate::api::openapi::IdempotencyKeyParam),
-    request_body = RescheduleBody,
-    responses((status = 200, description = "Moved", body = crate::pipeline::views::BookingView), (status = 409, description = "SLOT_UNAVAILABLE, OUTSIDE_CANCELLATION_WINDOW, BOOKING_NOT_ACTIVE, CONCURRENT_MODIFICATION, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
-    security(("bearer" = []))
-)]
-pub async fn reschedule_booking(
-    State(state): State<AppState>,
-    Auth(caller): Auth,
-    key: IdempotencyKeyHeader,
-    ApiPath(booking_id): ApiPath<Uuid>,
-    ApiJson(body): ApiJson<RescheduleBody>,
-) -> Result<Response, Error> {
-    let idem = key.bind(&caller, &body)?;
-    slot_minutes(body.start, body.end)?;
-    let command = pipeline::RescheduleBooking { booking_id, start: body.start, end: body.end };
     Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::holds;
 use crate::domain::SlotRules;
-use crate::domain::slots::OpeningHoursSpec;
+use crate::domain::slots::{OpeningHoursSpec, SlotMinutes};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ResourceRow {
@@ -28,16 +28,14 @@ impl ResourceRow {
     /// The stored rules, parsed again (they were validated on the way in).
     pub fn rules(&self) -> Result<SlotRules, String> {
         let hours: OpeningHoursSpec = serde_json::from_value(self.opening_hours.clone()).map_err(|e| e.to_string())?;
-        SlotRules::parse(
-            &self.time_zone,
-            &hours,
-            i64::from(self.granularity_minutes),
-            i64::from(self.buffer_before_minutes),
-            i64::from(self.buffer_after_minutes),
-            i64::from(self.min_notice_minutes),
-            i64::from(self.cancellation_window_minutes),
-        )
-        .map_err(|e| e.to_string())
+        let minutes = SlotMinutes {
+            granularity: i64::from(self.granularity_minutes),
+            buffer_before: i64::from(self.buffer_before_minutes),
+            buffer_after: i64::from(self.buffer_after_minutes),
+            min_notice: i64::from(self.min_notice_minutes),
+            cancellation_window: i64::from(self.cancellation_window_minutes),
+        };
+        SlotRules::parse(&self.time_zone, &hours, minutes).map_err(|e| e.to_string())
     }
 }
 

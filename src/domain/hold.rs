@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 
 use uuid::Uuid;
 
-use super::ValidationError;
+use super::{MAX_PAYMENT_REFERENCE, ValidationError};
 
 /// The seats one hold or booking asks for: at least one, no duplicates, at most the configured
 /// maximum. Kept sorted, so lock keys are always taken in the same order.
@@ -52,6 +52,16 @@ impl Ttl {
 
     pub fn seconds(self) -> i64 {
         self.0
+    }
+}
+
+/// A payment reference as a client sent it: absent, or 1 to [`MAX_PAYMENT_REFERENCE`] characters.
+pub fn parse_payment_reference(reference: Option<String>) -> Result<Option<String>, ValidationError> {
+    match reference {
+        Some(r) if r.is_empty() || r.chars().count() > MAX_PAYMENT_REFERENCE => {
+            Err(ValidationError::new("payment_reference", format!("must be 1 to {MAX_PAYMENT_REFERENCE} characters")))
+        }
+        other => Ok(other),
     }
 }
 

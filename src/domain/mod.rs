@@ -1,6 +1,7 @@
 //! Types that parse, don't validate. Nothing here knows about HTTP or SQL: a value of one of
 //! these types is valid by construction, so the layers below never re-check it.
 
+mod availability;
 mod caller;
 mod event;
 mod hold;
@@ -10,9 +11,10 @@ pub mod slots;
 mod status;
 mod time;
 
+pub use availability::StartsWanted;
 pub use caller::Caller;
 pub use event::{EventLayout, NewEvent, NewSeat, SeatSpec};
-pub use hold::{SeatIds, Ttl};
+pub use hold::{SeatIds, Ttl, parse_payment_reference};
 pub use idempotency_key::IdempotencyKey;
 pub use nights::{MAX_NIGHTS, Nights, units};
 pub use slots::SlotRules;
