@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::support::app::spawn_app;
 
 #[tokio::test]
 async fn another_user_cannot_read_release_confirm_extend_or_cancel_what_is_yours() {
@@ -55,7 +55,7 @@ async fn writes_need_a_valid_token_and_events_need_an_admin() {
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
             &claims,
-            &jsonwebtoken::EncodingKey::from_secret(crate::helpers::JWT_SECRET.as_bytes()),
+            &jsonwebtoken::EncodingKey::from_secret(crate::support::app::JWT_SECRET.as_bytes()),
         )
         .unwrap()
     };
@@ -72,7 +72,7 @@ async fn writes_need_a_valid_token_and_events_need_an_admin() {
 }
 
 fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt").join(name)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/support/fixtures/jwt").join(name)
 }
 
 fn now() -> u64 {
@@ -85,7 +85,7 @@ fn sign(alg: jsonwebtoken::Algorithm, kid: Option<&str>, claims: &serde_json::Va
     let key = match alg {
         Algorithm::RS256 => EncodingKey::from_rsa_der(&std::fs::read(fixture("rsa-private.der")).unwrap()),
         Algorithm::ES256 => EncodingKey::from_ec_der(&std::fs::read(fixture("ec-private.der")).unwrap()),
-        _ => EncodingKey::from_secret(crate::helpers::JWT_SECRET.as_bytes()),
+        _ => EncodingKey::from_secret(crate::support::app::JWT_SECRET.as_bytes()),
     };
     let mut header = Header::new(alg);
     header.kid = kid.map(str::to_owned);
@@ -94,7 +94,7 @@ fn sign(alg: jsonwebtoken::Algorithm, kid: Option<&str>, claims: &serde_json::Va
 
 #[tokio::test]
 async fn identity_provider_tokens_rs256_and_es256_are_verified_with_the_jwks_and_iss_aud_nbf_hold() {
-    let app = crate::helpers::spawn_app_with(|c| {
+    let app = crate::support::app::spawn_app_with(|c| {
         c.auth.jwt_jwks_path = Some(fixture("jwks.json"));
         c.auth.jwt_issuer = Some("https://id.example.test/".into());
         c.auth.jwt_audience = Some("holdfast".into());

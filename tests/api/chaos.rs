@@ -10,10 +10,10 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::cluster::{
+use crate::support::app::{Event, RedisCluster, Res, TestDatabase, assert_invariants, count, eventually};
+use crate::support::cluster::{
     Clients, Fault, FaultProxy, Fleet, Haproxy, Instance, PgCluster, prefix, run_load, shared_env, timed,
 };
-use crate::helpers::{Event, RedisCluster, Res, TestDatabase, assert_invariants, eventually};
 
 async fn redis_key_exists(url: &str, key: &str) -> bool {
     let Ok(client) = redis::Client::open(url) else {
@@ -23,10 +23,6 @@ async fn redis_key_exists(url: &str, key: &str) -> bool {
         return false;
     };
     redis::cmd("EXISTS").arg(key).query_async::<i64>(&mut conn).await.map(|n| n == 1).unwrap_or(false)
-}
-
-async fn count(db: &PgPool, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(db).await.unwrap()
 }
 
 /// An instance frozen (SIGSTOP) while it holds a seat's lock, past the lock's TTL; a second

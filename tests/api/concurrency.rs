@@ -6,7 +6,7 @@ use futures_util::future::join_all;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::helpers::{eventually, spawn_app, spawn_app_with};
+use crate::support::app::{eventually, spawn_app, spawn_app_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_concurrent_holds_on_one_seat_produce_exactly_one_hold() {

@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{eventually, spawn_app};
+use crate::support::app::{eventually, spawn_app};
 
 #[tokio::test]
 async fn a_bookings_history_lists_every_change_with_actor_and_request_id() {

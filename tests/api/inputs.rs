@@ -7,10 +7,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 use crate::slots::future_hour;
+use crate::support::app::{TestApp, count, spawn_app, spawn_app_with};
 
-async fn admin_post(app: &TestApp, path: &str, body: &Value) -> crate::helpers::Res {
+async fn admin_post(app: &TestApp, path: &str, body: &Value) -> crate::support::app::Res {
     app.send(Method::POST, path, Some(&app.admin_token()), Some(&Uuid::new_v4().to_string()), Some(body)).await
 }
 
@@ -136,7 +136,7 @@ async fn prices_near_i64_max_are_refused_and_totals_cannot_overflow() {
             .await;
     assert_eq!(res.status, StatusCode::CREATED, "{res:?}");
     let event = res.id();
-    let ids = crate::helpers::seat_ids(&app.get(&format!("/v1/events/{event}/seats"), None).await.body);
+    let ids = crate::support::app::seat_ids(&app.get(&format!("/v1/events/{event}/seats"), None).await.body);
     let hold = app.hold("alice", event, &ids, "all").await;
     assert_eq!(hold.status, StatusCode::CREATED, "{hold:?}");
     assert_eq!(hold.body["total_cents"], json!(top * 10));
@@ -177,10 +177,7 @@ async fn a_long_or_odd_request_id_is_replaced_and_a_short_one_kept() {
         .await
         .unwrap();
     assert!(longest <= 128, "the audit trail keeps only short ids: {longest}");
-    let kept: i64 = sqlx::query_scalar("select count(*) from audit_log where request_id = 'order-42.attempt-1'")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let kept = count(&app.db, "select count(*) from audit_log where request_id = 'order-42.attempt-1'").await;
     assert_eq!(kept, 1);
 }
 
@@ -214,7 +211,7 @@ async fn holds_on_a_started_event_a_past_night_or_beyond_the_horizon_are_refused
     .await;
     assert_eq!(started.status, StatusCode::CREATED, "{started:?}");
     let event = started.id();
-    let seats = crate::helpers::seat_ids(&app.get(&format!("/v1/events/{event}/seats"), None).await.body);
+    let seats = crate::support::app::seat_ids(&app.get(&format!("/v1/events/{event}/seats"), None).await.body);
     let hold = app.hold("alice", event, &seats[..1], "late").await;
     hold.assert_problem(422, "EVENT_STARTED");
     assert_eq!(hold.body["starts_at"], "2026-01-01T19:00:00Z");

@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{eventually, spawn_app, spawn_app_with};
+use crate::support::app::{eventually, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn a_short_hold_expires_by_itself_and_its_seats_can_be_held_again() {

@@ -11,8 +11,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{eventually, spawn_app, spawn_app_with};
 use crate::slots::future_hour;
+use crate::support::app::{eventually, spawn_app, spawn_app_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_parallel_holds_by_one_user_with_a_cap_of_five_give_exactly_five() {

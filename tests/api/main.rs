@@ -2,9 +2,7 @@
 
 mod auth;
 mod chaos;
-mod cluster;
 mod concurrency;
-mod helpers;
 mod history;
 mod idempotency;
 mod inputs;
@@ -16,4 +14,5 @@ mod rolling;
 mod rooms;
 mod shutdown;
 mod slots;
+mod support;
 mod validation;

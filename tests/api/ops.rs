@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::support::app::{spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn health_and_ready_answer_ok_with_everything_up() {

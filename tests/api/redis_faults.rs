@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use holdfast::config::Config;
 
-use crate::helpers::{RedisCluster, TestApp, eventually, spawn_app_with};
+use crate::support::app::{RedisCluster, TestApp, eventually, spawn_app_with};
 
 /// An app on a private three-node Redis cluster with a key prefix of its own, so a test can
 /// stop nodes and write lock keys itself; `configure` adjusts the rest of the settings.
@@ -143,7 +143,7 @@ async fn waiting_for_a_lock_stops_once_the_seat_is_taken() {
                 .send()
                 .await
                 .unwrap();
-            crate::helpers::read(res).await
+            crate::support::app::read(res).await
         })
     };
     eventually("bob has claimed his key and waits for the lock", std::time::Duration::from_secs(10), || async {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::json;
 
-use crate::cluster::{Clients, Fleet, Haproxy};
-use crate::helpers::{assert_invariants, eventually};
+use crate::support::app::{assert_invariants, eventually};
+use crate::support::cluster::{Clients, Fleet, Haproxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_restart_of_three_instances_behind_haproxy_loses_no_request() {

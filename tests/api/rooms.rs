@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Res, TestApp, eventually, spawn_app};
+use crate::support::app::{Res, TestApp, eventually, spawn_app};
 
 impl TestApp {
     pub async fn create_inventory(&self, from: &str, to: &str, capacity: i64, allowance: i64) -> Uuid {
@@ -127,7 +127,7 @@ async fn confirm_cancel_release_and_expiry_move_every_nights_counters() {
 
 #[tokio::test]
 async fn an_expired_hold_frees_its_units_at_once_even_before_the_sweeper() {
-    let app = crate::helpers::spawn_app_with(|c| c.jobs.hold_sweep_interval_ms = 3_600_000).await;
+    let app = crate::support::app::spawn_app_with(|c| c.jobs.hold_sweep_interval_ms = 3_600_000).await;
     let inventory = app.create_inventory("2027-03-01", "2027-03-02", 1, 0).await;
     let body = json!({ "check_in": "2027-03-01", "check_out": "2027-03-02", "quantity": 1, "ttl_seconds": 1 });
     let first = app.post(&format!("/v1/inventories/{inventory}/holds"), "alice", "a", &body).await;

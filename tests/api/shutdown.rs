@@ -10,8 +10,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::cluster::Clients;
-use crate::helpers::{JWT_SECRET, TestDatabase, eventually, free_port};
+use crate::support::app::{JWT_SECRET, TestDatabase, count, eventually, free_port};
+use crate::support::cluster::Clients;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_lets_an_in_flight_booking_finish_then_exits_cleanly() {
@@ -62,8 +62,7 @@ async fn sigterm_lets_an_in_flight_booking_finish_then_exits_cleanly() {
     });
     let db = sqlx::PgPool::connect(&database.url).await.unwrap();
     eventually("the hold is inside its transaction", Duration::from_secs(10), || async {
-        sqlx::query_scalar::<_, i64>("select count(*) from pg_stat_activity where datname = current_database() and state = 'idle in transaction'")
-            .fetch_one(&db).await.unwrap() >= 1
+        count(&db, "select count(*) from pg_stat_activity where datname = current_database() and state = 'idle in transaction'").await >= 1
     })
     .await;
 
@@ -85,10 +84,7 @@ async fn sigterm_lets_an_in_flight_booking_finish_then_exits_cleanly() {
     assert!(client.get(format!("{base}/health")).send().await.is_err(), "no longer accepting");
 
     // The hold committed, and its lock was released on the way out.
-    assert_eq!(
-        sqlx::query_scalar::<_, i64>("select count(*) from holds where status = 'HELD'").fetch_one(&db).await.unwrap(),
-        1
-    );
+    assert_eq!(count(&db, "select count(*) from holds where status = 'HELD'").await, 1);
     let redis_url = std::env::var("REDIS_URLS").unwrap().split(',').next().unwrap().to_owned();
     let mut redis = redis::Client::open(redis_url).unwrap().get_multiplexed_async_connection().await.unwrap();
     let left: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut redis).await.unwrap();
@@ -110,8 +106,9 @@ async fn sigterm_lets_an_in_flight_booking_finish_then_exits_cleanly() {
 async fn sigterm_first_answers_ready_503_while_still_serving_then_exits() {
     let database = TestDatabase::create().await;
     let redis_urls = std::env::var("REDIS_URLS").unwrap();
-    let env = crate::cluster::shared_env(&database.url, &redis_urls, &format!("drain:{}:", Uuid::new_v4().simple()));
-    let mut instance = crate::cluster::Instance::spawn(&env, &[("SHUTDOWN_DRAIN_SECONDS", "3")]).await;
+    let env =
+        crate::support::cluster::shared_env(&database.url, &redis_urls, &format!("drain:{}:", Uuid::new_v4().simple()));
+    let mut instance = crate::support::cluster::Instance::spawn(&env, &[("SHUTDOWN_DRAIN_SECONDS", "3")]).await;
     let base = instance.base.clone();
     let client = reqwest::Client::new();
     let ready = || async { client.get(format!("{base}/ready")).send().await.map(|r| r.status()).ok() };

@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Res, TestApp, spawn_app};
+use crate::support::app::{Res, TestApp, spawn_app};
 
 /// Open every day, all day, in `tz`.
 pub fn all_week(open: &str, close: &str) -> Value {

@@ -4,14 +4,14 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::support::app::{TestApp, spawn_app, spawn_app_with};
 
 async fn raw(
     app: &TestApp,
     path: &str,
     content_type: Option<&str>,
     body: impl Into<reqwest::Body>,
-) -> crate::helpers::Res {
+) -> crate::support::app::Res {
     let mut request = app
         .client
         .post(app.url(path))

@@ -323,6 +323,11 @@ impl TestApp {
     }
 }
 
+/// The one number a `select count(*) ...` answers.
+pub async fn count(db: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(db).await.unwrap()
+}
+
 /// The booking invariants (`holdfast::db::invariants`), read straight from the database.
 pub async fn assert_invariants(db: &PgPool) {
     let violations = holdfast::db::invariants::violations(db).await.unwrap();

@@ -20,7 +20,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{Event, JWT_SECRET, RedisCluster, Res, TestDatabase, eventually, free_port, request, seat_ids};
+use crate::support::app::{
+    Event, JWT_SECRET, RedisCluster, Res, TestDatabase, eventually, free_port, request, seat_ids,
+};
 
 fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
