@@ -85,7 +85,7 @@ mod tests {
     }
 
     #[test]
-    fn ttl_defaults_and_bounds() {
+    fn a_ttl_defaults_when_absent_and_must_be_between_one_second_and_the_maximum() {
         assert_eq!(Ttl::parse(None, 600, 900).unwrap().seconds(), 600);
         assert_eq!(Ttl::parse(Some(1), 600, 900).unwrap().seconds(), 1);
         assert!(Ttl::parse(Some(0), 600, 900).is_err());

@@ -78,7 +78,7 @@ mod tests {
     }
 
     #[test]
-    fn units_are_bounded() {
+    fn units_outside_their_range_are_refused() {
         assert_eq!(units(2, "quantity", 1..=100).unwrap(), 2);
         assert!(units(0, "quantity", 1..=100).is_err());
         assert!(units(-1, "capacity", 0..=1_000_000).is_err());

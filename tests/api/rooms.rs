@@ -150,7 +150,7 @@ async fn an_expired_hold_frees_its_units_at_once_even_before_the_sweeper() {
 }
 
 #[tokio::test]
-async fn stop_sell_and_capacity_changes() {
+async fn a_stop_sell_refuses_stays_that_cross_it_and_capacity_cannot_go_below_what_is_sold() {
     let app = spawn_app().await;
     let inventory = app.create_inventory("2027-03-01", "2027-03-05", 3, 0).await;
     let hold = app.room_hold("alice", inventory, "2027-03-01", "2027-03-03", 2).await;
@@ -195,7 +195,7 @@ async fn stop_sell_and_capacity_changes() {
 }
 
 #[tokio::test]
-async fn overbooking_allowance_and_validation() {
+async fn the_overbooking_allowance_sells_past_capacity_and_bad_stays_are_refused() {
     let app = spawn_app().await;
     let inventory = app.create_inventory("2027-03-01", "2027-03-02", 1, 1).await;
     for user in ["a", "b"] {

@@ -44,7 +44,7 @@ fn opening_hours_follow_local_time_across_dst() {
 }
 
 #[test]
-fn check_refuses_each_reason() {
+fn a_slot_is_refused_with_the_reason_it_breaks_the_rules() {
     let mut r = rules("Europe/Berlin", "09:00", "17:00", 30);
     r.min_notice = 60;
     let now = at("2027-06-01T06:00:00Z"); // 08:00 local
@@ -96,7 +96,7 @@ fn overlapping_ranges_share_a_lock_cell() {
 }
 
 #[test]
-fn rules_validate() {
+fn rules_with_an_unknown_day_zone_or_a_misaligned_or_inverted_interval_are_refused() {
     let mut spec = OpeningHoursSpec::new();
     spec.insert("funday".into(), vec![]);
     assert!(SlotRules::parse("Europe/Berlin", &spec, SlotMinutes::every(30)).is_err());
