@@ -79,13 +79,20 @@ const NIGHT_COLUMNS: &str = "night, capacity, overbooking_allowance, closed, hel
 
 /// The nights on sale within the range, in order (nights not on sale are absent). `held` leaves
 /// out holds past their expiry that the sweeper has not reached yet: they no longer hold anything.
+/// Those are found from the expired HELD holds (`holds_expiring_idx`, a handful at most, as the
+/// sweeper runs every second), not from every hold the nights ever had.
 pub async fn nights<'e>(db: impl PgExecutor<'e>, id: Uuid, range: Nights) -> Result<Vec<NightRow>, sqlx::Error> {
     sqlx::query_as(
-        "select n.night, n.capacity, n.overbooking_allowance, n.closed, n.booked,
-                n.held - coalesce((select sum(hn.quantity) from hold_nights hn join holds h on h.id = hn.hold_id
-                                    where hn.inventory_id = n.inventory_id and hn.night = n.night
-                                      and h.status = 'HELD' and h.expires_at <= now()), 0)::int4 as held
-           from inventory_nights n
+        "with stale as (
+             select hn.night, sum(hn.quantity) as quantity
+               from holds h join hold_nights hn on hn.hold_id = h.id
+              where h.status = 'HELD' and h.expires_at <= now() and h.inventory_id = $1
+                and hn.night >= $2 and hn.night < $3
+              group by hn.night
+         )
+         select n.night, n.capacity, n.overbooking_allowance, n.closed, n.booked,
+                (n.held - coalesce(s.quantity, 0))::int4 as held
+           from inventory_nights n left join stale s on s.night = n.night
           where n.inventory_id = $1 and n.night >= $2 and n.night < $3 order by n.night",
     )
     .bind(id)
@@ -157,9 +164,9 @@ pub async fn expire_stale_holds(
     range: Nights,
 ) -> Result<u64, sqlx::Error> {
     let stale: Vec<Uuid> = sqlx::query_scalar(
-        "select distinct h.id from hold_nights hn join holds h on h.id = hn.hold_id
-          where hn.inventory_id = $1 and hn.night >= $2 and hn.night < $3
-            and h.status = 'HELD' and h.expires_at <= now()",
+        "select distinct h.id from holds h join hold_nights hn on hn.hold_id = h.id
+          where h.status = 'HELD' and h.expires_at <= now() and h.inventory_id = $1
+            and hn.night >= $2 and hn.night < $3",
     )
     .bind(inventory_id)
     .bind(range.first())
