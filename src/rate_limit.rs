@@ -65,9 +65,10 @@ impl RateLimits {
         self.per_ip.as_ref().map_or(Ok(()), |limiter| self.check(limiter, &ip))
     }
 
-    /// Takes one request from the user's bucket (always allowed without a per-user limit).
-    pub fn check_user(&self, user_id: &str) -> Result<(), Error> {
-        self.per_user.as_ref().map_or(Ok(()), |limiter| self.check(limiter, &user_id.to_owned()))
+    /// Takes one request from the user's bucket (always allowed without a per-user limit). Takes
+    /// the id by value: the bucket is keyed by `String`, and the caller has no further use for it.
+    pub fn check_user(&self, user_id: String) -> Result<(), Error> {
+        self.per_user.as_ref().map_or(Ok(()), |limiter| self.check(limiter, &user_id))
     }
 
     fn check<K: std::hash::Hash + Eq + Clone>(

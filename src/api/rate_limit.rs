@@ -28,7 +28,7 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
         let (parts, body) = request.into_parts();
         // Only a verified token names a user; anything else is limited by IP alone.
         if let Ok(caller) = super::auth::caller_of(&state.jwt, &parts)
-            && let Err(err) = limits.check_user(&caller.user_id)
+            && let Err(err) = limits.check_user(caller.user_id)
         {
             metrics::counter!("holdfast_rate_limited_total", "scope" => "user").increment(1);
             return err.into_response();
