@@ -4,6 +4,8 @@
 #
 #   rustfmt              `cargo fmt --all --check` (the component is added with rustup if missing)
 #   layering             scripts/import-graph.py: nothing below `api` imports it, no import circle
+#   sqlx-prepare         scripts/sqlx-prepare.sh --check: the offline query data in .sqlx/ matches
+#                        every `sqlx::query!` against the migrated schema (installs sqlx-cli)
 #   hadolint             the Dockerfile, no finding
 #   kubernetes-validate  deploy/kubernetes/ against current Kubernetes schemas (strict)
 #   deploy_check.py      the binary started with docker-compose.yml's and the manifests' settings
@@ -66,6 +68,7 @@ rustfmt_check() {
 }
 check rustfmt rustfmt_check
 check layering python3 scripts/import-graph.py
+check sqlx-prepare scripts/sqlx-prepare.sh --check
 check hadolint "$VENV/bin/hadolint" Dockerfile
 check kubernetes-validate "$VENV/bin/kubernetes-validate" -k 1.35.0 --strict deploy/kubernetes/*.yaml
 check compose-starts "$VENV/bin/python" scripts/deploy_check.py compose "$BIN"

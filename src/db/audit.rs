@@ -7,7 +7,7 @@ use serde_json::Value;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AuditRow {
     pub id: i64,
     pub entity: String,
@@ -28,13 +28,14 @@ pub async fn history<'e>(
     after: Option<i64>,
     limit: i64,
 ) -> Result<Vec<AuditRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        AuditRow,
         "select id, entity, from_status, to_status, detail, actor, actor_role, request_id, at
-           from audit_log where hold_id = $1 and id > coalesce($2, 0) order by id limit $3",
+           from audit_log where hold_id = $1 and id > coalesce($2::int8, 0) order by id limit $3",
+        hold_id,
+        after,
+        limit,
     )
-    .bind(hold_id)
-    .bind(after)
-    .bind(limit)
     .fetch_all(db)
     .await
 }

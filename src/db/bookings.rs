@@ -107,22 +107,22 @@ pub async fn insert(
     payment_reference: Option<&str>,
     total_cents: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into bookings (id, event_id, hold_id, user_id, status, payment_reference, total_cents)
          values ($1, $2, $3, $4, 'CONFIRMED', $5, $6)",
+        booking_id,
+        event_id,
+        hold_id,
+        user_id,
+        payment_reference,
+        total_cents,
     )
-    .bind(booking_id)
-    .bind(event_id)
-    .bind(hold_id)
-    .bind(user_id)
-    .bind(payment_reference)
-    .bind(total_cents)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Confirmed {
     /// False when the hold was no longer HELD, unexpired, at the version read: nothing changed.
     pub moved: bool,
@@ -147,8 +147,9 @@ pub async fn confirm_hold(
     total_cents: i64,
     seat_ids: &[Uuid],
 ) -> Result<Confirmed, sqlx::Error> {
-    sqlx::query_as(
-        "with moved as (
+    sqlx::query_as!(
+        Confirmed,
+        r#"with moved as (
              update holds set status = 'CONFIRMED', version = version + 1, updated_at = now()
               where id = $1 and version = $2 and status = 'HELD' and expires_at > now()
              returning id, event_id, inventory_id, resource_id
@@ -171,18 +172,18 @@ pub async fn confirm_hold(
                 and exists (select 1 from booking)
              returning 1
          )
-         select exists (select 1 from moved) as moved,
-                array(select seat_id from recorded order by seat_id) as sold,
+         select exists (select 1 from moved) as "moved!",
+                array(select seat_id from recorded order by seat_id) as "sold!",
                 (select created_at from booking) as created_at,
-                (select count(*) from nights) as nights_moved",
+                (select count(*) from nights) as "nights_moved!""#,
+        hold_id,
+        seen_version,
+        booking_id,
+        user_id,
+        payment_reference,
+        total_cents,
+        seat_ids,
     )
-    .bind(hold_id)
-    .bind(seen_version)
-    .bind(booking_id)
-    .bind(user_id)
-    .bind(payment_reference)
-    .bind(total_cents)
-    .bind(seat_ids)
     .fetch_one(conn)
     .await
 }
@@ -195,17 +196,17 @@ pub async fn sell_free_seats(
     booking_id: Uuid,
     seat_ids: &[Uuid],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "update seats set booking_id = $2, hold_id = null, hold_expires_at = null, version = version + 1
           where event_id = $1 and id = any($3)
             and booking_id is null
             and (hold_id is null or hold_expires_at <= now())
             and exists (select 1 from events e where e.id = $1 and e.starts_at > now())
          returning id",
+        event_id,
+        booking_id,
+        seat_ids,
     )
-    .bind(event_id)
-    .bind(booking_id)
-    .bind(seat_ids)
     .fetch_all(conn)
     .await
 }
@@ -213,33 +214,33 @@ pub async fn sell_free_seats(
 /// Records the sale; the partial unique index `booking_seats_one_live_sale` refuses a second
 /// live sale of any seat, whatever happened above.
 pub async fn record_seats(conn: &mut PgConnection, booking_id: Uuid, seat_ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query("insert into booking_seats (booking_id, seat_id) select $1, unnest($2::uuid[])")
-        .bind(booking_id)
-        .bind(seat_ids)
+    sqlx::query!("insert into booking_seats (booking_id, seat_id) select $1, unnest($2::uuid[])", booking_id, seat_ids)
         .execute(conn)
         .await?;
     Ok(())
 }
 
 pub async fn price_of(conn: &mut PgConnection, event_id: Uuid, seat_ids: &[Uuid]) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(
-        "select count(*), coalesce(sum(price_cents), 0)::int8 from seats where event_id = $1 and id = any($2)",
+    let row = sqlx::query!(
+        r#"select count(*) as "seats!", coalesce(sum(price_cents), 0)::int8 as "total_cents!"
+             from seats where event_id = $1 and id = any($2)"#,
+        event_id,
+        seat_ids,
     )
-    .bind(event_id)
-    .bind(seat_ids)
     .fetch_one(conn)
-    .await
+    .await?;
+    Ok((row.seats, row.total_cents))
 }
 
 /// Cancels a CONFIRMED booking at the version we read and returns its seats to sale.
 /// Returns false when the booking changed meanwhile.
 pub async fn cancel(conn: &mut PgConnection, booking_id: Uuid, seen_version: i64) -> Result<bool, sqlx::Error> {
-    let cancelled = sqlx::query(
+    let cancelled = sqlx::query!(
         "update bookings set status = 'CANCELLED', cancelled_at = now(), version = version + 1
           where id = $1 and version = $2 and status = 'CONFIRMED'",
+        booking_id,
+        seen_version,
     )
-    .bind(booking_id)
-    .bind(seen_version)
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -247,7 +248,7 @@ pub async fn cancel(conn: &mut PgConnection, booking_id: Uuid, seen_version: i64
         return Ok(false);
     }
     // Give back what the booking held: its seats, its units on each night, its slot.
-    sqlx::query(
+    sqlx::query!(
         "with unsold as (
              update booking_seats set active = false where booking_id = $1 and active returning seat_id
          ), freed_seats as (
@@ -263,10 +264,10 @@ pub async fn cancel(conn: &mut PgConnection, booking_id: Uuid, seen_version: i64
              returning 1
          )
          select (select count(*) from unsold) + (select count(*) from freed_seats)
-                + (select count(*) from released_nights) + (select count(*) from freed_slot)",
+                + (select count(*) from released_nights) + (select count(*) from freed_slot) as given_back",
+        booking_id,
     )
-    .bind(booking_id)
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
     Ok(true)
 }
@@ -274,11 +275,11 @@ pub async fn cancel(conn: &mut PgConnection, booking_id: Uuid, seen_version: i64
 /// Marks a change of a CONFIRMED booking at the version we read (a reschedule). Returns false
 /// when the booking changed or ended meanwhile.
 pub async fn touch(conn: &mut PgConnection, booking_id: Uuid, seen_version: i64) -> Result<bool, sqlx::Error> {
-    let touched = sqlx::query(
+    let touched = sqlx::query!(
         "update bookings set version = version + 1 where id = $1 and version = $2 and status = 'CONFIRMED'",
+        booking_id,
+        seen_version,
     )
-    .bind(booking_id)
-    .bind(seen_version)
     .execute(conn)
     .await?
     .rows_affected();

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::domain::NewEvent;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct EventRow {
     pub id: Uuid,
     pub name: String,
@@ -13,7 +13,7 @@ pub struct EventRow {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct SeatCounts {
     pub total: i64,
     pub available: i64,
@@ -45,14 +45,15 @@ pub async fn insert_event(
     event: &NewEvent,
     created_by: &str,
 ) -> Result<EventRow, sqlx::Error> {
-    let row: EventRow = sqlx::query_as(
+    let row = sqlx::query_as!(
+        EventRow,
         "insert into events (id, name, starts_at, created_by) values ($1, $2, $3, $4)
          returning id, name, starts_at, created_at",
+        id,
+        &event.name,
+        event.starts_at,
+        created_by,
     )
-    .bind(id)
-    .bind(&event.name)
-    .bind(event.starts_at)
-    .bind(created_by)
     .fetch_one(&mut *conn)
     .await?;
 
@@ -72,36 +73,39 @@ pub async fn insert_event(
         numbers.push(seat.number);
         prices.push(seat.price_cents);
     }
-    sqlx::query(
+    sqlx::query!(
         "insert into seats (id, event_id, section, row_label, number, price_cents)
          select u.id, $1, u.section, u.row_label, u.number, u.price_cents
            from unnest($2::uuid[], $3::text[], $4::text[], $5::int4[], $6::int8[])
                 as u(id, section, row_label, number, price_cents)",
+        id,
+        &ids,
+        &sections as &[&str],
+        &rows as &[&str],
+        &numbers,
+        &prices,
     )
-    .bind(id)
-    .bind(&ids)
-    .bind(&sections)
-    .bind(&rows)
-    .bind(&numbers)
-    .bind(&prices)
     .execute(&mut *conn)
     .await?;
     Ok(row)
 }
 
 pub async fn find_event<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<EventRow>, sqlx::Error> {
-    sqlx::query_as("select id, name, starts_at, created_at from events where id = $1").bind(id).fetch_optional(db).await
+    sqlx::query_as!(EventRow, "select id, name, starts_at, created_at from events where id = $1", id)
+        .fetch_optional(db)
+        .await
 }
 
 pub async fn seat_counts(pool: &PgPool, event_id: Uuid) -> Result<SeatCounts, sqlx::Error> {
-    sqlx::query_as(
-        "select count(*) as total,
-                count(*) filter (where booking_id is null and (hold_id is null or hold_expires_at <= now())) as available,
-                count(*) filter (where booking_id is null and hold_id is not null and hold_expires_at > now()) as held,
-                count(*) filter (where booking_id is not null) as booked
-           from seats where event_id = $1",
+    sqlx::query_as!(
+        SeatCounts,
+        r#"select count(*) as "total!",
+                count(*) filter (where booking_id is null and (hold_id is null or hold_expires_at <= now())) as "available!",
+                count(*) filter (where booking_id is null and hold_id is not null and hold_expires_at > now()) as "held!",
+                count(*) filter (where booking_id is not null) as "booked!"
+           from seats where event_id = $1"#,
+        event_id,
     )
-    .bind(event_id)
     .fetch_one(pool)
     .await
 }
@@ -143,8 +147,7 @@ pub async fn list_seats(
 /// When the event started, if it has (by the database clock); None if it has not started or
 /// does not exist.
 pub async fn started_at<'e>(db: impl PgExecutor<'e>, event_id: Uuid) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar("select starts_at from events where id = $1 and starts_at <= now()")
-        .bind(event_id)
+    sqlx::query_scalar!("select starts_at from events where id = $1 and starts_at <= now()", event_id)
         .fetch_optional(db)
         .await
 }
@@ -155,9 +158,7 @@ pub async fn existing_seats(
     event_id: Uuid,
     seat_ids: &[Uuid],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("select id from seats where event_id = $1 and id = any($2)")
-        .bind(event_id)
-        .bind(seat_ids)
+    sqlx::query_scalar!("select id from seats where event_id = $1 and id = any($2)", event_id, seat_ids)
         .fetch_all(conn)
         .await
 }
@@ -165,14 +166,14 @@ pub async fn existing_seats(
 /// Which of `seat_ids` are taken right now (booked, or under a live hold). A read, not a claim:
 /// used to answer a stampede's losers without making them queue for the lock.
 pub async fn taken_seats(db: &PgPool, event_id: Uuid, seat_ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select id from seats
           where event_id = $1 and id = any($2)
             and (booking_id is not null or (hold_id is not null and hold_expires_at > now()))
           order by id",
+        event_id,
+        seat_ids,
     )
-    .bind(event_id)
-    .bind(seat_ids)
     .fetch_all(db)
     .await
 }

@@ -173,7 +173,7 @@ pub async fn find<'e>(db: impl PgExecutor<'e>, hold_id: Uuid) -> Result<Option<H
 
 /// What [`create`] did: the seats it claimed (all or some of those asked), their total price,
 /// and the hold's timestamps.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct CreatedHold {
     pub claimed: Vec<Uuid>,
     pub total_cents: i64,
@@ -194,10 +194,11 @@ pub async fn create(
     ttl_seconds: i64,
     seat_ids: &[Uuid],
 ) -> Result<CreatedHold, sqlx::Error> {
-    sqlx::query_as(
-        "with hold as (
+    sqlx::query_as!(
+        CreatedHold,
+        r#"with hold as (
              insert into holds (id, event_id, user_id, status, expires_at)
-             values ($1, $2, $3, 'HELD', now() + $4 * interval '1 second')
+             values ($1, $2, $3, 'HELD', now() + $4::int8 * interval '1 second')
              returning expires_at, created_at
          ), claimed as (
              update seats
@@ -210,16 +211,16 @@ pub async fn create(
          ), recorded as (
              insert into hold_seats (hold_id, seat_id) select $1, id from claimed returning seat_id
          )
-         select array(select seat_id from recorded order by seat_id) as claimed,
-                (select coalesce(sum(price_cents), 0)::int8 from claimed) as total_cents,
-                hold.expires_at, hold.created_at
-           from hold",
+         select array(select seat_id from recorded order by seat_id) as "claimed!",
+                (select coalesce(sum(price_cents), 0)::int8 from claimed) as "total_cents!",
+                hold.expires_at as "expires_at!", hold.created_at as "created_at!"
+           from hold"#,
+        hold_id,
+        event_id,
+        user_id,
+        ttl_seconds,
+        seat_ids,
     )
-    .bind(hold_id)
-    .bind(event_id)
-    .bind(user_id)
-    .bind(ttl_seconds)
-    .bind(seat_ids)
     .fetch_one(conn)
     .await
 }
@@ -240,24 +241,22 @@ pub async fn insert(
     status: HoldStatus,
     ttl_seconds: i64,
 ) -> Result<DateTime<Utc>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "insert into holds (id, event_id, user_id, status, expires_at)
-         values ($1, $2, $3, $4, now() + $5 * interval '1 second')
+         values ($1, $2, $3, $4, now() + $5::int8 * interval '1 second')
          returning expires_at",
+        hold_id,
+        event_id,
+        user_id,
+        status.as_str(),
+        ttl_seconds,
     )
-    .bind(hold_id)
-    .bind(event_id)
-    .bind(user_id)
-    .bind(status.as_str())
-    .bind(ttl_seconds)
     .fetch_one(conn)
     .await
 }
 
 pub async fn record_seats(conn: &mut PgConnection, hold_id: Uuid, seat_ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query("insert into hold_seats (hold_id, seat_id) select $1, unnest($2::uuid[])")
-        .bind(hold_id)
-        .bind(seat_ids)
+    sqlx::query!("insert into hold_seats (hold_id, seat_id) select $1, unnest($2::uuid[])", hold_id, seat_ids)
         .execute(conn)
         .await?;
     Ok(())
@@ -271,13 +270,13 @@ pub async fn transition(
     seen_version: i64,
     to: HoldStatus,
 ) -> Result<bool, sqlx::Error> {
-    let moved = sqlx::query(
+    let moved = sqlx::query!(
         "update holds set status = $3, version = version + 1, updated_at = now()
           where id = $1 and version = $2 and status = 'HELD' and expires_at > now()",
+        hold_id,
+        seen_version,
+        to.as_str(),
     )
-    .bind(hold_id)
-    .bind(seen_version)
-    .bind(to.as_str())
     .execute(conn)
     .await?
     .rows_affected();
@@ -290,7 +289,7 @@ pub async fn transition(
 /// `hold_seats`: `seats.hold_id` carries no index, so that claiming and freeing a seat are HOT
 /// updates (see the migration `lean_write_path`).
 pub async fn end_claims(conn: &mut PgConnection, hold_ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "with freed_seats as (
              update seats set hold_id = null, hold_expires_at = null, version = version + 1
               where id in (select seat_id from hold_seats where hold_id = any($1)) and hold_id = any($1)
@@ -305,10 +304,10 @@ pub async fn end_claims(conn: &mut PgConnection, hold_ids: &[Uuid]) -> Result<()
              update slot_claims set active = false where hold_id = any($1) and active returning 1
          )
          select (select count(*) from freed_seats) + (select count(*) from released_nights)
-                + (select count(*) from freed_slots)",
+                + (select count(*) from freed_slots) as given_back",
+        hold_ids,
     )
-    .bind(hold_ids)
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
     Ok(())
 }
@@ -335,17 +334,17 @@ pub async fn extend(
     max_lifetime_seconds: i64,
     seat_count: usize,
 ) -> Result<Extended, sqlx::Error> {
-    let expires_at: Option<DateTime<Utc>> = sqlx::query_scalar(
-        "update holds set expires_at = statement_timestamp() + $3 * interval '1 second', version = version + 1,
+    let expires_at = sqlx::query_scalar!(
+        "update holds set expires_at = statement_timestamp() + $3::int8 * interval '1 second', version = version + 1,
                           updated_at = statement_timestamp()
           where id = $1 and version = $2 and status = 'HELD' and expires_at > statement_timestamp()
-            and statement_timestamp() + $3 * interval '1 second' <= created_at + $4 * interval '1 second'
+            and statement_timestamp() + $3::int8 * interval '1 second' <= created_at + $4::int8 * interval '1 second'
          returning expires_at",
+        hold_id,
+        seen_version,
+        ttl_seconds,
+        max_lifetime_seconds,
     )
-    .bind(hold_id)
-    .bind(seen_version)
-    .bind(ttl_seconds)
-    .bind(max_lifetime_seconds)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(expires_at) = expires_at else {
@@ -354,12 +353,12 @@ pub async fn extend(
     if seat_count == 0 {
         return Ok(Extended::To(expires_at));
     }
-    let moved = sqlx::query(
+    let moved = sqlx::query!(
         "update seats set hold_expires_at = $2, version = version + 1
           where id in (select seat_id from hold_seats where hold_id = $1) and hold_id = $1",
+        hold_id,
+        expires_at,
     )
-    .bind(hold_id)
-    .bind(expires_at)
     .execute(conn)
     .await?
     .rows_affected();
@@ -372,12 +371,12 @@ pub async fn expire(conn: &mut PgConnection, hold_ids: &[Uuid]) -> Result<u64, s
     if hold_ids.is_empty() {
         return Ok(0);
     }
-    let expired: Vec<Uuid> = sqlx::query_scalar(
+    let expired = sqlx::query_scalar!(
         "update holds set status = 'EXPIRED', version = version + 1, updated_at = now()
           where id = any($1) and status = 'HELD' and expires_at <= now()
          returning id",
+        hold_ids,
     )
-    .bind(hold_ids)
     .fetch_all(&mut *conn)
     .await?;
     end_claims(conn, &expired).await?;
@@ -387,7 +386,7 @@ pub async fn expire(conn: &mut PgConnection, hold_ids: &[Uuid]) -> Result<u64, s
 /// One sweeper batch: marks expired holds EXPIRED and gives back what they claimed, skipping rows another
 /// instance (or a request) holds. Returns how many holds expired.
 pub async fn expire_batch(conn: &mut PgConnection, batch: i64) -> Result<u64, sqlx::Error> {
-    let expired: Vec<Uuid> = sqlx::query_scalar(
+    let expired = sqlx::query_scalar!(
         "update holds h set status = 'EXPIRED', version = version + 1, updated_at = now()
            from (select id from holds
                   where status = 'HELD' and expires_at <= now()
@@ -396,8 +395,8 @@ pub async fn expire_batch(conn: &mut PgConnection, batch: i64) -> Result<u64, sq
                   for update skip locked) due
           where h.id = due.id
          returning h.id",
+        batch,
     )
-    .bind(batch)
     .fetch_all(&mut *conn)
     .await?;
     if !expired.is_empty() {

@@ -85,8 +85,9 @@ const CHECK_LOCK: i64 = 0x686f_6c64_6661_7374; // "holdfast"
 /// None when another instance has the lock.
 pub async fn violations_if_first(db: &PgPool) -> Result<Option<Vec<(&'static str, i64)>>, sqlx::Error> {
     let mut tx = db.begin_with("begin isolation level repeatable read, read only").await?;
-    let first: bool =
-        sqlx::query_scalar("select pg_try_advisory_xact_lock($1)").bind(CHECK_LOCK).fetch_one(&mut *tx).await?;
+    let first = sqlx::query_scalar!(r#"select pg_try_advisory_xact_lock($1) as "first!""#, CHECK_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
     if !first {
         return Ok(None);
     }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::holds;
 use crate::domain::Nights;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct InventoryRow {
     pub id: Uuid,
     pub name: String,
@@ -17,7 +17,7 @@ pub struct InventoryRow {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct NightRow {
     pub night: NaiveDate,
     pub capacity: i32,
@@ -44,46 +44,49 @@ pub async fn insert(
     capacity: i32,
     created_by: &str,
 ) -> Result<InventoryRow, sqlx::Error> {
-    let row: InventoryRow = sqlx::query_as(
+    let row = sqlx::query_as!(
+        InventoryRow,
         "insert into inventories (id, name, overbooking_allowance, created_by) values ($1, $2, $3, $4)
          returning id, name, overbooking_allowance, created_at",
+        id,
+        name,
+        overbooking_allowance,
+        created_by,
     )
-    .bind(id)
-    .bind(name)
-    .bind(overbooking_allowance)
-    .bind(created_by)
     .fetch_one(&mut *conn)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "insert into inventory_nights (inventory_id, night, capacity, overbooking_allowance)
          select $1, d::date, $4, $5 from generate_series($2::date, $3::date - 1, interval '1 day') d",
+        id,
+        nights.first(),
+        nights.end(),
+        capacity,
+        overbooking_allowance,
     )
-    .bind(id)
-    .bind(nights.first())
-    .bind(nights.end())
-    .bind(capacity)
-    .bind(overbooking_allowance)
     .execute(conn)
     .await?;
     Ok(row)
 }
 
 pub async fn find<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<InventoryRow>, sqlx::Error> {
-    sqlx::query_as("select id, name, overbooking_allowance, created_at from inventories where id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        InventoryRow,
+        "select id, name, overbooking_allowance, created_at from inventories where id = $1",
+        id
+    )
+    .fetch_optional(db)
+    .await
 }
-
-const NIGHT_COLUMNS: &str = "night, capacity, overbooking_allowance, closed, held, booked";
 
 /// The nights on sale within the range, in order (nights not on sale are absent). `held` leaves
 /// out holds past their expiry that the sweeper has not reached yet: they no longer hold anything.
 /// Those are found from the expired HELD holds (`holds_expiring_idx`, a handful at most, as the
 /// sweeper runs every second), not from every hold the nights ever had.
 pub async fn nights<'e>(db: impl PgExecutor<'e>, id: Uuid, range: Nights) -> Result<Vec<NightRow>, sqlx::Error> {
-    sqlx::query_as(
-        "with stale as (
+    sqlx::query_as!(
+        NightRow,
+        r#"with stale as (
              select hn.night, sum(hn.quantity) as quantity
                from holds h join hold_nights hn on hn.hold_id = h.id
               where h.status = 'HELD' and h.expires_at <= now() and h.inventory_id = $1
@@ -91,13 +94,13 @@ pub async fn nights<'e>(db: impl PgExecutor<'e>, id: Uuid, range: Nights) -> Res
               group by hn.night
          )
          select n.night, n.capacity, n.overbooking_allowance, n.closed, n.booked,
-                (n.held - coalesce(s.quantity, 0))::int4 as held
+                (n.held - coalesce(s.quantity, 0))::int4 as "held!"
            from inventory_nights n left join stale s on s.night = n.night
-          where n.inventory_id = $1 and n.night >= $2 and n.night < $3 order by n.night",
+          where n.inventory_id = $1 and n.night >= $2 and n.night < $3 order by n.night"#,
+        id,
+        range.first(),
+        range.end(),
     )
-    .bind(id)
-    .bind(range.first())
-    .bind(range.end())
     .fetch_all(db)
     .await
 }
@@ -105,13 +108,14 @@ pub async fn nights<'e>(db: impl PgExecutor<'e>, id: Uuid, range: Nights) -> Res
 /// The same, with each row locked until the transaction ends (in night order, so concurrent
 /// lockers never deadlock).
 pub async fn lock_nights(conn: &mut PgConnection, id: Uuid, range: Nights) -> Result<Vec<NightRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {NIGHT_COLUMNS} from inventory_nights
-          where inventory_id = $1 and night >= $2 and night < $3 order by night for update"
-    )))
-    .bind(id)
-    .bind(range.first())
-    .bind(range.end())
+    sqlx::query_as!(
+        NightRow,
+        "select night, capacity, overbooking_allowance, closed, held, booked from inventory_nights
+          where inventory_id = $1 and night >= $2 and night < $3 order by night for update",
+        id,
+        range.first(),
+        range.end(),
+    )
     .fetch_all(conn)
     .await
 }
@@ -128,10 +132,10 @@ pub async fn create_hold(
     stay: Nights,
     quantity: i32,
 ) -> Result<(i64, DateTime<Utc>, DateTime<Utc>), sqlx::Error> {
-    sqlx::query_as(
-        "with hold as (
+    let row = sqlx::query!(
+        r#"with hold as (
              insert into holds (id, inventory_id, user_id, status, expires_at)
-             values ($1, $2, $3, 'HELD', now() + $4 * interval '1 second')
+             values ($1, $2, $3, 'HELD', now() + $4::int8 * interval '1 second')
              returning expires_at, created_at
          ), taken as (
              update inventory_nights
@@ -144,17 +148,20 @@ pub async fn create_hold(
              select $1, $2, night, $7 from taken
              returning night
          )
-         select (select count(*) from recorded), hold.expires_at, hold.created_at from hold",
+         select (select count(*) from recorded) as "nights!", hold.expires_at as "expires_at!",
+                hold.created_at as "created_at!"
+           from hold"#,
+        hold_id,
+        inventory_id,
+        user_id,
+        ttl_seconds,
+        stay.first(),
+        stay.end(),
+        quantity,
     )
-    .bind(hold_id)
-    .bind(inventory_id)
-    .bind(user_id)
-    .bind(ttl_seconds)
-    .bind(stay.first())
-    .bind(stay.end())
-    .bind(quantity)
     .fetch_one(conn)
-    .await
+    .await?;
+    Ok((row.nights, row.expires_at, row.created_at))
 }
 
 /// Expires the holds past their expiry that still count on these nights (see [`holds::expire`]).
@@ -163,14 +170,14 @@ pub async fn expire_stale_holds(
     inventory_id: Uuid,
     range: Nights,
 ) -> Result<u64, sqlx::Error> {
-    let stale: Vec<Uuid> = sqlx::query_scalar(
+    let stale = sqlx::query_scalar!(
         "select distinct h.id from holds h join hold_nights hn on hn.hold_id = h.id
           where h.status = 'HELD' and h.expires_at <= now() and h.inventory_id = $1
             and hn.night >= $2 and hn.night < $3",
+        inventory_id,
+        range.first(),
+        range.end(),
     )
-    .bind(inventory_id)
-    .bind(range.first())
-    .bind(range.end())
     .fetch_all(&mut *conn)
     .await?;
     holds::expire(conn, &stale).await
@@ -210,32 +217,33 @@ pub async fn patch_nights(
     default_allowance: i32,
 ) -> Result<Vec<NightRow>, sqlx::Error> {
     if let Some(capacity) = patch.capacity {
-        sqlx::query(
+        sqlx::query!(
             "insert into inventory_nights (inventory_id, night, capacity, overbooking_allowance)
              select $1, d::date, $4, $5 from generate_series($2::date, $3::date - 1, interval '1 day') d
              on conflict (inventory_id, night) do nothing",
+            inventory_id,
+            range.first(),
+            range.end(),
+            capacity,
+            default_allowance,
         )
-        .bind(inventory_id)
-        .bind(range.first())
-        .bind(range.end())
-        .bind(capacity)
-        .bind(default_allowance)
         .execute(&mut *conn)
         .await?;
     }
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as!(
+        NightRow,
         "update inventory_nights
             set capacity = coalesce($4, capacity), closed = coalesce($5, closed),
                 overbooking_allowance = coalesce($6, overbooking_allowance), version = version + 1
           where inventory_id = $1 and night >= $2 and night < $3
-         returning {NIGHT_COLUMNS}"
-    )))
-    .bind(inventory_id)
-    .bind(range.first())
-    .bind(range.end())
-    .bind(patch.capacity)
-    .bind(patch.closed)
-    .bind(patch.overbooking_allowance)
+         returning night, capacity, overbooking_allowance, closed, held, booked",
+        inventory_id,
+        range.first(),
+        range.end(),
+        patch.capacity,
+        patch.closed,
+        patch.overbooking_allowance,
+    )
     .fetch_all(conn)
     .await
     .map(|mut rows: Vec<NightRow>| {

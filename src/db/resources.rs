@@ -10,7 +10,7 @@ use super::holds;
 use crate::domain::SlotRules;
 use crate::domain::slots::{OpeningHoursSpec, SlotMinutes};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ResourceRow {
     pub id: Uuid,
     pub name: String,
@@ -39,9 +39,6 @@ impl ResourceRow {
     }
 }
 
-const RESOURCE_COLUMNS: &str = "id, name, time_zone, opening_hours, granularity_minutes, buffer_before_minutes,
-    buffer_after_minutes, min_notice_minutes, cancellation_window_minutes, created_at";
-
 pub async fn insert(
     conn: &mut PgConnection,
     id: Uuid,
@@ -50,31 +47,38 @@ pub async fn insert(
     created_by: &str,
 ) -> Result<ResourceRow, sqlx::Error> {
     let hours = serde_json::to_value(rules.opening_hours_spec()).map_err(|e| sqlx::Error::Encode(e.into()))?;
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as!(
+        ResourceRow,
         "insert into resources (id, name, time_zone, opening_hours, granularity_minutes, buffer_before_minutes,
                                 buffer_after_minutes, min_notice_minutes, cancellation_window_minutes, created_by)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-         returning {RESOURCE_COLUMNS}"
-    )))
-    .bind(id)
-    .bind(name)
-    .bind(rules.tz.name())
-    .bind(hours)
-    .bind(rules.granularity as i32)
-    .bind(rules.buffer_before as i32)
-    .bind(rules.buffer_after as i32)
-    .bind(rules.min_notice as i32)
-    .bind(rules.cancellation_window as i32)
-    .bind(created_by)
+         returning id, name, time_zone, opening_hours, granularity_minutes, buffer_before_minutes,
+                   buffer_after_minutes, min_notice_minutes, cancellation_window_minutes, created_at",
+        id,
+        name,
+        rules.tz.name(),
+        hours,
+        rules.granularity as i32,
+        rules.buffer_before as i32,
+        rules.buffer_after as i32,
+        rules.min_notice as i32,
+        rules.cancellation_window as i32,
+        created_by,
+    )
     .fetch_one(conn)
     .await
 }
 
 pub async fn find<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<ResourceRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("select {RESOURCE_COLUMNS} from resources where id = $1")))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        ResourceRow,
+        "select id, name, time_zone, opening_hours, granularity_minutes, buffer_before_minutes,
+                buffer_after_minutes, min_notice_minutes, cancellation_window_minutes, created_at
+           from resources where id = $1",
+        id,
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Blocked ranges of live claims (a HELD unexpired hold, or a CONFIRMED booking) on the
@@ -85,22 +89,23 @@ pub async fn live_blocked<'e>(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
-    sqlx::query_as(
-        "select lower(c.blocked), upper(c.blocked)
+    let rows = sqlx::query!(
+        r#"select lower(c.blocked) as "start!", upper(c.blocked) as "end!"
            from slot_claims c join holds h on h.id = c.hold_id
           where c.resource_id = $1 and c.active and c.blocked && tstzrange($2, $3, '[)')
-            and (h.status = 'CONFIRMED' or (h.status = 'HELD' and h.expires_at > now()))",
+            and (h.status = 'CONFIRMED' or (h.status = 'HELD' and h.expires_at > now()))"#,
+        resource_id,
+        from,
+        to,
     )
-    .bind(resource_id)
-    .bind(from)
-    .bind(to)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.start, r.end)).collect())
 }
 
 /// An active claim whose buffered range overlaps another's: its hold, its slot (not buffered),
 /// and whether it is live (a hold past its expiry that the sweeper has not reached is not).
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Overlap {
     pub hold_id: Uuid,
     pub start: DateTime<Utc>,
@@ -116,18 +121,19 @@ pub async fn overlapping(
     blocked: (DateTime<Utc>, DateTime<Utc>),
     except: Option<Uuid>,
 ) -> Result<Vec<Overlap>, sqlx::Error> {
-    sqlx::query_as(
-        "select c.hold_id, lower(c.span) as start, upper(c.span) as end,
-                h.status = 'CONFIRMED' or h.expires_at > now() as live
+    sqlx::query_as!(
+        Overlap,
+        r#"select c.hold_id, lower(c.span) as "start!", upper(c.span) as "end!",
+                h.status = 'CONFIRMED' or h.expires_at > now() as "live!"
            from slot_claims c join holds h on h.id = c.hold_id
           where c.resource_id = $1 and c.active and c.blocked && tstzrange($2, $3, '[)')
             and c.hold_id is distinct from $4
-          order by lower(c.span)",
+          order by lower(c.span)"#,
+        resource_id,
+        blocked.0,
+        blocked.1,
+        except,
     )
-    .bind(resource_id)
-    .bind(blocked.0)
-    .bind(blocked.1)
-    .bind(except)
     .fetch_all(conn)
     .await
 }
@@ -157,27 +163,28 @@ pub async fn create_hold(
     span: (DateTime<Utc>, DateTime<Utc>),
     blocked: (DateTime<Utc>, DateTime<Utc>),
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), sqlx::Error> {
-    sqlx::query_as(
-        "with hold as (
+    let row = sqlx::query!(
+        r#"with hold as (
              insert into holds (id, resource_id, user_id, status, expires_at)
-             values ($1, $2, $3, 'HELD', now() + $4 * interval '1 second')
+             values ($1, $2, $3, 'HELD', now() + $4::int8 * interval '1 second')
              returning id, expires_at, created_at
          ), claim as (
              insert into slot_claims (hold_id, resource_id, span, blocked)
              select id, $2, tstzrange($5, $6, '[)'), tstzrange($7, $8, '[)') from hold
          )
-         select expires_at, created_at from hold",
+         select expires_at as "expires_at!", created_at as "created_at!" from hold"#,
+        hold_id,
+        resource_id,
+        user_id,
+        ttl_seconds,
+        span.0,
+        span.1,
+        blocked.0,
+        blocked.1,
     )
-    .bind(hold_id)
-    .bind(resource_id)
-    .bind(user_id)
-    .bind(ttl_seconds)
-    .bind(span.0)
-    .bind(span.1)
-    .bind(blocked.0)
-    .bind(blocked.1)
     .fetch_one(conn)
-    .await
+    .await?;
+    Ok((row.expires_at, row.created_at))
 }
 
 /// Moves a booked slot: the new range is taken and the old one freed in one row update, so
@@ -188,15 +195,15 @@ pub async fn move_claim(
     span: (DateTime<Utc>, DateTime<Utc>),
     blocked: (DateTime<Utc>, DateTime<Utc>),
 ) -> Result<bool, sqlx::Error> {
-    let moved = sqlx::query(
+    let moved = sqlx::query!(
         "update slot_claims set span = tstzrange($2, $3, '[)'), blocked = tstzrange($4, $5, '[)')
           where hold_id = $1 and active",
+        hold_id,
+        span.0,
+        span.1,
+        blocked.0,
+        blocked.1,
     )
-    .bind(hold_id)
-    .bind(span.0)
-    .bind(span.1)
-    .bind(blocked.0)
-    .bind(blocked.1)
     .execute(conn)
     .await?
     .rows_affected();

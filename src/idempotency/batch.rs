@@ -190,8 +190,8 @@ impl Drain {
             fingerprints.push(waiter.req.fingerprint.as_slice());
             tokens.push(waiter.token);
         }
-        let rows: Vec<(Uuid, String, Option<Value>)> = sqlx::query_as(
-            "with taken as (
+        let rows = sqlx::query!(
+            r#"with taken as (
                  select coalesce(array_agg(id order by id), '{}') as ids
                    from seats
                   where event_id = $1 and id = any($2)
@@ -206,24 +206,24 @@ impl Drain {
              insert into idempotency_records
                     (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)
              select r.user_id, r.key, r.fingerprint, o.state, r.claim_token,
-                    now() + $3 * interval '1 millisecond', o.status, o.body
+                    now() + $3::int8 * interval '1 millisecond', o.status, o.body
                from unnest($6::text[], $7::text[], $8::bytea[], $9::uuid[]) as r(user_id, key, fingerprint, claim_token),
                     outcome o
              on conflict (user_id, key) do nothing
-             returning claim_token, state, response_body",
+             returning claim_token, state, response_body"#,
+            self.group.0,
+            &self.group.1,
+            self.lease_ms,
+            self.status as i16,
+            &self.body,
+            &users as &[&str],
+            &keys as &[&str],
+            &fingerprints as &[&[u8]],
+            &tokens,
         )
-        .bind(self.group.0)
-        .bind(&self.group.1)
-        .bind(self.lease_ms)
-        .bind(self.status as i16)
-        .bind(&self.body)
-        .bind(&users)
-        .bind(&keys)
-        .bind(&fingerprints)
-        .bind(&tokens)
         .fetch_all(&self.batches.pool)
         .await?;
-        Ok(rows.into_iter().map(|(token, state, body)| (token, (state, body))).collect())
+        Ok(rows.into_iter().map(|r| (r.claim_token, (r.state, r.response_body))).collect())
     }
 }
 

@@ -114,7 +114,6 @@ pub fn fingerprint(method: &str, path: &str, canonical_body: &[u8]) -> Vec<u8> {
     hasher.finalize().to_vec()
 }
 
-#[derive(sqlx::FromRow)]
 struct Existing {
     fingerprint: Vec<u8>,
     state: String,
@@ -159,16 +158,16 @@ async fn claim_alone(
     let lease_ms = lease.as_millis() as i64;
     for _ in 0..5 {
         let token = Uuid::new_v4();
-        let inserted = sqlx::query(
+        let inserted = sqlx::query!(
             "insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until)
-             values ($1, $2, $3, 'IN_PROGRESS', $4, now() + $5 * interval '1 millisecond')
+             values ($1, $2, $3, 'IN_PROGRESS', $4, now() + $5::int8 * interval '1 millisecond')
              on conflict (user_id, key) do nothing",
+            &req.user_id,
+            &req.key,
+            &req.fingerprint,
+            token,
+            lease_ms,
         )
-        .bind(&req.user_id)
-        .bind(&req.key)
-        .bind(&req.fingerprint)
-        .bind(token)
-        .bind(lease_ms)
         .execute(&mut *conn)
         .await?
         .rows_affected();
@@ -177,12 +176,13 @@ async fn claim_alone(
             return Ok(Claim::Owned(ClaimToken(token)));
         }
 
-        let existing: Option<Existing> = sqlx::query_as(
-            "select fingerprint, state, claim_token, lease_until > now() as lease_live, response_status, response_body
-               from idempotency_records where user_id = $1 and key = $2",
+        let existing = sqlx::query_as!(
+            Existing,
+            r#"select fingerprint, state, claim_token, lease_until > now() as "lease_live!", response_status, response_body
+               from idempotency_records where user_id = $1 and key = $2"#,
+            &req.user_id,
+            &req.key,
         )
-        .bind(&req.user_id)
-        .bind(&req.key)
         .fetch_optional(&mut *conn)
         .await?;
         let Some(existing) = existing else {
@@ -207,18 +207,18 @@ async fn claim_alone(
             _ => {
                 // FAILED, or IN_PROGRESS left by an instance that died: take it over, unless
                 // another retry beat us to it (then the loop sees its state).
-                let taken = sqlx::query(
+                let taken = sqlx::query!(
                     "update idempotency_records
                         set claim_token = $4, state = 'IN_PROGRESS',
-                            lease_until = now() + $5 * interval '1 millisecond', updated_at = now()
+                            lease_until = now() + $5::int8 * interval '1 millisecond', updated_at = now()
                       where user_id = $1 and key = $2 and claim_token = $3
                         and (state = 'FAILED' or (state = 'IN_PROGRESS' and lease_until <= now()))",
+                    &req.user_id,
+                    &req.key,
+                    existing.claim_token,
+                    token,
+                    lease_ms,
                 )
-                .bind(&req.user_id)
-                .bind(&req.key)
-                .bind(existing.claim_token)
-                .bind(token)
-                .bind(lease_ms)
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();
@@ -243,16 +243,16 @@ pub async fn complete(
     status: u16,
     body: &Value,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update idempotency_records
             set state = 'SUCCEEDED', response_status = $4, response_body = $5, updated_at = now()
           where user_id = $1 and key = $2 and claim_token = $3 and state = 'IN_PROGRESS'",
+        &req.user_id,
+        &req.key,
+        token.0,
+        status as i16,
+        body,
     )
-    .bind(&req.user_id)
-    .bind(&req.key)
-    .bind(token.0)
-    .bind(status as i16)
-    .bind(body)
     .execute(conn)
     .await?
     .rows_affected();
@@ -313,15 +313,15 @@ pub fn executed_at_once() {
 /// Records that an execution which claimed nothing first failed transiently: nothing happened,
 /// and the next request with the key runs again (as [`fail`] does for a claimed key).
 pub async fn record_failed(pool: &PgPool, req: &IdempotentRequest) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until)
          values ($1, $2, $3, 'FAILED', $4, now())
          on conflict (user_id, key) do nothing",
+        &req.user_id,
+        &req.key,
+        &req.fingerprint,
+        Uuid::new_v4(),
     )
-    .bind(&req.user_id)
-    .bind(&req.key)
-    .bind(&req.fingerprint)
-    .bind(Uuid::new_v4())
     .execute(pool)
     .await?;
     Ok(())
@@ -329,13 +329,13 @@ pub async fn record_failed(pool: &PgPool, req: &IdempotentRequest) -> Result<(),
 
 /// Marks a transient failure: nothing happened, and the next request with the key runs again.
 pub async fn fail(pool: &PgPool, req: &IdempotentRequest, token: ClaimToken) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "update idempotency_records set state = 'FAILED', updated_at = now()
           where user_id = $1 and key = $2 and claim_token = $3 and state = 'IN_PROGRESS'",
+        &req.user_id,
+        &req.key,
+        token.0,
     )
-    .bind(&req.user_id)
-    .bind(&req.key)
-    .bind(token.0)
     .execute(pool)
     .await?;
     Ok(())
@@ -343,18 +343,18 @@ pub async fn fail(pool: &PgPool, req: &IdempotentRequest, token: ClaimToken) -> 
 
 /// Deletes settled records older than the retention, one batch, skipping rows others hold.
 pub async fn purge_expired(pool: &PgPool, retention: Duration, batch: i64) -> Result<u64, sqlx::Error> {
-    let purged = sqlx::query(
+    let purged = sqlx::query!(
         "delete from idempotency_records r
           using (select user_id, key from idempotency_records
-                  where updated_at < now() - $1 * interval '1 second'
+                  where updated_at < now() - $1::int8 * interval '1 second'
                     and (state <> 'IN_PROGRESS' or lease_until <= now())
                   order by updated_at
                   limit $2
                   for update skip locked) old
           where r.user_id = old.user_id and r.key = old.key",
+        retention.as_secs() as i64,
+        batch,
     )
-    .bind(retention.as_secs() as i64)
-    .bind(batch)
     .execute(pool)
     .await?
     .rows_affected();
@@ -364,7 +364,7 @@ pub async fn purge_expired(pool: &PgPool, retention: Duration, batch: i64) -> Re
 /// Marks IN_PROGRESS records whose lease ran out (their instance died) as FAILED, so that
 /// clients see a retryable state and the key can be reused by its owner at once.
 pub async fn recover_stale(pool: &PgPool, batch: i64) -> Result<u64, sqlx::Error> {
-    let recovered = sqlx::query(
+    let recovered = sqlx::query!(
         "update idempotency_records r set state = 'FAILED', updated_at = now()
           from (select user_id, key from idempotency_records
                  where state = 'IN_PROGRESS' and lease_until <= now()
@@ -372,8 +372,8 @@ pub async fn recover_stale(pool: &PgPool, batch: i64) -> Result<u64, sqlx::Error
                  limit $1
                  for update skip locked) stale
          where r.user_id = stale.user_id and r.key = stale.key",
+        batch,
     )
-    .bind(batch)
     .execute(pool)
     .await?
     .rows_affected();
