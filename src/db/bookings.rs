@@ -27,7 +27,6 @@ struct BookingRecord {
     id: Uuid,
     hold_id: Uuid,
     user_id: String,
-    #[sqlx(try_from = "String")]
     status: BookingStatus,
     payment_reference: Option<String>,
     created_at: DateTime<Utc>,

@@ -131,7 +131,6 @@ impl TargetRecord {
 struct HoldRecord {
     id: Uuid,
     user_id: String,
-    #[sqlx(try_from = "String")]
     status: HoldStatus,
     expires_at: DateTime<Utc>,
     created_at: DateTime<Utc>,
@@ -248,7 +247,7 @@ pub async fn insert(
         hold_id,
         event_id,
         user_id,
-        status.as_str(),
+        status as HoldStatus,
         ttl_seconds,
     )
     .fetch_one(conn)
@@ -275,7 +274,7 @@ pub async fn transition(
           where id = $1 and version = $2 and status = 'HELD' and expires_at > now()",
         hold_id,
         seen_version,
-        to.as_str(),
+        to as HoldStatus,
     )
     .execute(conn)
     .await?

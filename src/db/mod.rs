@@ -13,6 +13,7 @@ pub mod holds;
 pub mod invariants;
 pub mod inventories;
 pub mod resources;
+mod status;
 pub mod write_tx;
 
 use std::time::Duration;
