@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod bookings;
+pub mod cors;
 pub mod events;
 pub mod extract;
 pub mod holds;
@@ -105,6 +106,7 @@ pub fn router(state: AppState) -> Router {
     let ops: Router<AppState> = ops.into();
 
     let max_body = state.config.server.max_body_bytes;
+    let cors = cors::layer(&state.config.server.cors_allowed_origins);
     Router::new()
         .merge(v1)
         .merge(ops)
@@ -138,6 +140,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(axum::middleware::from_fn(middleware::log_internal_errors)),
         )
+        .layer(ServiceBuilder::new().option_layer(cors))
 }
 
 /// `/metrics` alone, for `METRICS_LISTEN_ADDR`.

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use clap::Args;
 use ipnet::IpNet;
 
-use super::values::{CommaList, DatabaseUrl, LogFormat, Secret, parse_net};
+use super::values::{CommaList, CorsOrigins, DatabaseUrl, LogFormat, Secret, parse_net};
 
 /// The HTTP server, its logs and its shutdown.
 #[derive(Clone, Debug, Args)]
@@ -58,6 +58,12 @@ pub struct ServerConfig {
         default_value_t = 4096
     )]
     pub max_connections: usize,
+
+    /// Origins whose browser pages may call the API (CORS), comma-separated, each as a browser
+    /// sends it: `https://app.example.com,http://localhost:3000`; `*` for any origin. Empty: no
+    /// CORS headers, and a preflight answers 405 like any unrouted method.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
+    pub cors_allowed_origins: CorsOrigins,
 
     /// Serve `/metrics` on this separate address as well (for example an internal port that
     /// the public load balancer does not expose). Unset: only on `LISTEN_ADDR`.

@@ -11,7 +11,7 @@ pub use groups::{
     ServerConfig,
 };
 pub(crate) use values::parse_net;
-pub use values::{CommaList, DatabaseUrl, LogFormat, Secret, redact_url};
+pub use values::{CommaList, CorsOrigins, DatabaseUrl, LogFormat, Secret, redact_url};
 
 /// Every setting, in groups; each module takes its own group.
 #[derive(Clone, Debug, Args)]

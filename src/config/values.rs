@@ -100,6 +100,46 @@ impl FromStr for CommaList {
     }
 }
 
+/// `CORS_ALLOWED_ORIGINS`: the origins whose pages may call the API from a browser, as a browser
+/// sends them in `Origin` (`https://app.example.com`, `http://localhost:3000`: scheme, host and
+/// port if not the default, nothing else), comma-separated; `*` alone for any origin; empty for
+/// none (no CORS headers at all). Stored lower-cased, as browsers send them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CorsOrigins {
+    #[default]
+    Off,
+    Any,
+    List(Vec<String>),
+}
+
+impl FromStr for CorsOrigins {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let items: Vec<&str> = s.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+        match items.as_slice() {
+            [] => Ok(Self::Off),
+            ["*"] => Ok(Self::Any),
+            _ => items.iter().map(|item| origin(item)).collect::<Result<_, _>>().map(Self::List),
+        }
+    }
+}
+
+/// One origin, checked with the `url` crate (WHATWG URL parsing, as browsers do): `http` or
+/// `https`, a host and an optional port, nothing else. A path, a query, a user, a trailing slash or
+/// a default port written out would never match a browser's `Origin`, so they are refused, with
+/// the origin to write instead.
+fn origin(item: &str) -> Result<String, String> {
+    let url = url::Url::parse(item).map_err(|e| format!("{item:?} is not an origin: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{item:?} is not an origin: the scheme must be http or https"));
+    }
+    let origin = url.origin().ascii_serialization();
+    if !item.eq_ignore_ascii_case(&origin) {
+        return Err(format!("{item:?} is not an origin as a browser sends it: write {origin:?}"));
+    }
+    Ok(origin)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Pretty,
@@ -134,6 +174,29 @@ mod tests {
         assert!(!shown.contains("s3cret") && !shown.contains("pw2"), "{shown}");
         assert!(shown.contains("redis://r3:6379") && shown.contains("user:[redacted]@r2"), "{shown}");
         assert_eq!(redact_url("redis://r:1/0?x=@y"), "redis://r:1/0?x=@y");
+    }
+
+    #[test]
+    fn cors_origins_are_browser_origins_or_refused() {
+        assert_eq!("".parse::<CorsOrigins>().unwrap(), CorsOrigins::Off);
+        assert_eq!(" * ".parse::<CorsOrigins>().unwrap(), CorsOrigins::Any);
+        assert_eq!(
+            "https://App.example.com, http://localhost:3000".parse::<CorsOrigins>().unwrap(),
+            CorsOrigins::List(vec!["https://app.example.com".into(), "http://localhost:3000".into()])
+        );
+        for bad in [
+            "app.example.com",
+            "ftp://app.example.com",
+            "https://app.example.com/",
+            "https://app.example.com/path",
+            "https://user@app.example.com",
+            "https://app.example.com:99999",
+            "https://app.example.com:443",
+            "https://",
+            "*,https://app.example.com",
+        ] {
+            assert!(bad.parse::<CorsOrigins>().is_err(), "{bad} was accepted");
+        }
     }
 
     #[test]

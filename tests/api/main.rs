@@ -3,6 +3,7 @@
 mod auth;
 mod chaos;
 mod concurrency;
+mod cors;
 mod history;
 mod idempotency;
 mod inputs;
