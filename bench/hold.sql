@@ -2,9 +2,10 @@
 -- (no claim first): one transaction that says who acts (audit; in holdfast this rides on the
 -- BEGIN), claims the seat in one statement (hold, seat, hold_seats, audit trigger), and writes
 -- the idempotency record once, settled.
--- The seat lookup in bench_seats is the only extra statement (pgbench has no seat list).
-\set n random(1, :nseats)
-select seat_id, event_id from bench_seats where n = :n \gset
+-- The seat lookup in bench_seats is the only extra statement (pgbench has no seat list): each
+-- transaction takes the next seat, free like every seat a request of the run holds, on an event
+-- that has not started (scripts/bench.sh sets them up), so every one claims its seat.
+select seat_id, event_id from bench_seats where n = (select nextval('bench_seat_seq')) \gset
 begin;
 select set_config('holdfast.actor', 'pgbench', true), set_config('holdfast.actor_role', 'user', true),
        set_config('holdfast.request_id', '', true);
