@@ -41,10 +41,6 @@ if [ "$scenario" != hot-seat ]; then
   psql_admin -c "drop database if exists holdfast_ceiling with (force)" -c "create database holdfast_ceiling"
   DATABASE_URL="$base_url/holdfast_ceiling" "${HOLDFAST_BIN:-target/release/holdfast}" migrate >/dev/null
   ceiling_sql=bench/hold.sql
-  # Every ceiling transaction must claim a free seat, as every request of the run does: a seat
-  # each, from a sequence, on an event that has not started, with more seats than the ceiling can
-  # take in its seconds.
-  ceiling_seats=$(( seats > 300000 ? seats : 300000 ))
   case "$scenario" in
     rooms) ceiling_sql=bench/room_hold.sql
       psql "$base_url/holdfast_ceiling" -qAtX -v ON_ERROR_STOP=1 <<SQL
@@ -62,6 +58,10 @@ create sequence bench_slot_seq;
 SQL
       ;;
     *)
+      # Every ceiling transaction must claim a free seat, as every request of the run does: the
+      # next seat of a sequence, on an event that has not started, with more seats than the
+      # ceiling can take in its seconds.
+      ceiling_seats=$(( seats > 300000 ? seats : 300000 ))
       psql "$base_url/holdfast_ceiling" -qAtX -v ON_ERROR_STOP=1 <<SQL
 insert into events (id, name, starts_at, created_by)
   values ('00000000-0000-7000-8000-000000000001', 'ceiling', now() + interval '1 year', 'bench');
@@ -75,7 +75,7 @@ SQL
       ;;
   esac
   pg_seconds=$([ "$seconds" -gt 0 ] && echo "$seconds" || echo 10)
-  ceiling_tps=$("$HOLDFAST_PG_BINDIR/pgbench" -n -M prepared -c "$clients" -j 2 -T "$pg_seconds" -D nseats="${ceiling_seats:-$seats}" \
+  ceiling_tps=$("$HOLDFAST_PG_BINDIR/pgbench" -n -M prepared -c "$clients" -j 2 -T "$pg_seconds" -D nseats="$seats" \
       -f "$ceiling_sql" "$base_url/holdfast_ceiling" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
   echo "pgbench hold-transaction ceiling: $ceiling_tps tps ($clients clients, ${pg_seconds}s)" >&2
   # The second ceiling, independent of holdfast's SQL and schema: the least work a hold needs

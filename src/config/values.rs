@@ -119,7 +119,7 @@ impl FromStr for CorsOrigins {
         match items.as_slice() {
             [] => Ok(Self::Off),
             ["*"] => Ok(Self::Any),
-            _ => items.iter().map(|item| origin(item)).collect::<Result<_, _>>().map(Self::List),
+            _ => items.iter().copied().map(origin).collect::<Result<_, _>>().map(Self::List),
         }
     }
 }

@@ -29,8 +29,8 @@ macro_rules! text_column {
 
         impl<'r> Decode<'r, Postgres> for $type {
             fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
-                let text = <String as Decode<Postgres>>::decode(value)?;
-                Ok(<$type>::try_from(text)?)
+                // Parsed from the borrowed text: nothing is allocated unless it is unknown.
+                Ok(<&str as Decode<Postgres>>::decode(value)?.parse::<$type>()?)
             }
         }
     };

@@ -34,14 +34,22 @@ macro_rules! stored_as_text {
             }
         }
 
+        impl std::str::FromStr for $type {
+            type Err = UnknownStatus;
+
+            fn from_str(text: &str) -> Result<Self, UnknownStatus> {
+                match text {
+                    $($text => Ok($type::$variant),)*
+                    _ => Err(UnknownStatus(text.to_owned())),
+                }
+            }
+        }
+
         impl TryFrom<String> for $type {
             type Error = UnknownStatus;
 
             fn try_from(text: String) -> Result<Self, UnknownStatus> {
-                match text.as_str() {
-                    $($text => Ok($type::$variant),)*
-                    _ => Err(UnknownStatus(text)),
-                }
+                text.parse()
             }
         }
 
