@@ -72,6 +72,8 @@ pub enum Error {
     IdempotencyKeyReused,
     #[error("concurrent modification")]
     ConcurrentModification,
+    #[error("cursor expired")]
+    CursorExpired { oldest: String },
     #[error(transparent)]
     Validation(#[from] ValidationError),
     #[error("{0}")]
@@ -173,6 +175,7 @@ impl Error {
             ConcurrentModification => {
                 kind("CONCURRENT_MODIFICATION", 409, "The resource changed while this request ran").retry(1)
             }
+            CursorExpired { .. } => kind("CURSOR_EXPIRED", 410, "The cursor is older than the changes kept"),
             Validation(_) | InvalidBody(_) => kind("VALIDATION_FAILED", 422, "The request is invalid"),
             PayloadTooLarge => kind("PAYLOAD_TOO_LARGE", 413, "The request body is too large"),
             UnsupportedMediaType => kind("UNSUPPORTED_MEDIA_TYPE", 415, "The request body must be application/json"),
@@ -253,6 +256,11 @@ impl Error {
             IdempotencyInProgress => ("Retry later with the same key to get its outcome.".into(), Value::Null),
             IdempotencyKeyReused => ("Use a new Idempotency-Key for a different request.".into(), Value::Null),
             ConcurrentModification => ("Nothing was changed; retry the request.".into(), Value::Null),
+            CursorExpired { oldest } => (
+                "Changes after this cursor were purged: re-read the current state, then follow from `oldest_cursor`."
+                    .into(),
+                json!({ "oldest_cursor": oldest }),
+            ),
             LockUnavailable | DatabaseUnavailable => (retry_same_key.into(), Value::Null),
             Timeout => ("Retry with the same Idempotency-Key to learn the outcome.".into(), Value::Null),
             RateLimited { retry_after_secs } => {

@@ -43,6 +43,10 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
         "Idempotency-Key outcomes: executed_at_once (no claim first, record written with the effect), claimed, replayed, in_progress, key_reused, taken_over, settled_at_claim.",
     ),
     ("holdfast_idempotency_purged_total", "Idempotency records deleted after their retention."),
+    (
+        "holdfast_changes_purge_passed_total",
+        "Change events the purge moved past (deleted, or history kept for ever) after OUTBOX_RETENTION_HOURS.",
+    ),
     ("holdfast_idempotency_recovered_total", "In-flight idempotency records whose lease ran out, marked FAILED."),
     ("holdfast_claim_batch_rows", "Claims per batched claim statement for contended seats."),
     ("holdfast_holds_created_total", "Holds created (seats, rooms and slots)."),

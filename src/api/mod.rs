@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod bookings;
+pub mod changes;
 pub mod cors;
 pub mod events;
 pub mod extract;
@@ -71,6 +72,7 @@ fn routes(max_body: usize) -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>)
         .routes(routes!(resources::availability))
         .routes(routes!(resources::create_slot_hold))
         .routes(routes!(ops::integrity))
+        .routes(routes!(changes::list_changes))
         .layer(DefaultBodyLimit::max(SMALL_BODY_BYTES.min(max_body)));
     let v1 = large.merge(small);
     let ops = OpenApiRouter::new()

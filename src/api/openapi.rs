@@ -29,6 +29,7 @@ carries `Idempotent-Replayed: true`. Every error is RFC 9457 `application/proble
         (name = "slots", description = "Time slots on resources"),
         (name = "holds", description = "Holds of every kind: confirm, extend, release"),
         (name = "bookings", description = "Bookings of every kind: read, cancel, reschedule, history"),
+        (name = "changes", description = "Every change, in commit-safe order, for consumers that follow them"),
         (name = "operations", description = "Health, readiness, metrics, integrity")
     )
 )]
@@ -201,6 +202,8 @@ pub struct Problem {
     pub starts_at: Option<DateTime<Utc>>,
     /// TOO_MANY_HOLDS: the most live holds a user may have.
     pub limit: Option<i64>,
+    /// CURSOR_EXPIRED: the oldest cursor still served (re-read the state, then follow from it).
+    pub oldest_cursor: Option<String>,
 }
 
 /// Errors any authenticated endpoint may answer.

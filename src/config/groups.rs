@@ -352,6 +352,15 @@ pub struct JobsConfig {
     #[arg(long, env = "INTEGRITY_CHECK_INTERVAL_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub integrity_check_interval_seconds: u64,
 
+    /// How long change events (the feed, streams and webhooks) are kept, in hours. The history of
+    /// holds and bookings is kept for ever.
+    #[arg(long, env = "OUTBOX_RETENTION_HOURS", default_value_t = 72, value_parser = clap::value_parser!(i64).range(1..=87_600))]
+    pub outbox_retention_hours: i64,
+
+    /// How often each instance purges change events past their retention (jittered ±20%).
+    #[arg(long, env = "OUTBOX_PURGE_INTERVAL_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub outbox_purge_interval_ms: u64,
+
     /// Rows one background batch takes.
     #[arg(
         id = "job_batch_size",

@@ -1,5 +1,6 @@
-//! The audit trail. Rows are written by triggers on `holds`, `bookings` and `slot_claims`, in the
-//! same transaction as the change; `audit_log` refuses updates and deletes. The service only
+//! The audit trail: the rows of the change log (`super::changes`) that belong to a hold or its
+//! booking. Triggers on `holds`, `bookings` and `slot_claims` write them in the same transaction
+//! as the change; `audit_log` refuses updates, and deletes of these rows. The service only
 //! says who is acting, per transaction, in the settings `super::write_tx` sets with the BEGIN.
 
 use chrono::{DateTime, Utc};
@@ -30,7 +31,7 @@ pub async fn history<'e>(
 ) -> Result<Vec<AuditRow>, sqlx::Error> {
     sqlx::query_as!(
         AuditRow,
-        "select id, entity, from_status, to_status, detail, actor, actor_role, request_id, at
+        "select id, entity as \"entity!\", from_status, to_status as \"to_status!\", detail, actor, actor_role, request_id, at
            from audit_log where hold_id = $1 and id > coalesce($2::int8, 0) order by id limit $3",
         hold_id,
         after,

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod bookings;
+pub mod changes;
 pub mod events;
 pub mod holds;
 pub mod invariants;

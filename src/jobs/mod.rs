@@ -11,7 +11,7 @@ use rand::Rng;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{holds, invariants};
+use crate::db::{changes, holds, invariants};
 use crate::idempotency;
 use crate::state::AppState;
 
@@ -91,6 +91,22 @@ pub fn spawn_all(state: &AppState) -> Vec<JoinHandle<()>> {
                         let purged = idempotency::purge_expired(&state.db, retention, batch).await?;
                         metrics::counter!("holdfast_idempotency_purged_total").increment(purged);
                         Ok(purged)
+                    })
+                    .await
+                }
+            })
+        },
+        {
+            let state = state.clone();
+            let every = Duration::from_millis(config.jobs.outbox_purge_interval_ms);
+            spawn_loop("change_purge", every, state.shutdown.clone(), move || {
+                let state = state.clone();
+                async move {
+                    let retention = state.config.jobs.outbox_retention_hours;
+                    drain(&state, batch, || async {
+                        let passed = changes::purge_batch(&state.db, retention, batch).await?;
+                        metrics::counter!("holdfast_changes_purge_passed_total").increment(passed);
+                        Ok(passed)
                     })
                     .await
                 }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::db::audit::AuditRow;
 use crate::db::bookings::BookingRow;
+use crate::db::changes::{ChangeRow, Page};
 use crate::db::events::{EventRow, SeatCounts, SeatRow};
 use crate::db::holds::{HoldRow, Target};
 use crate::db::inventories::{InventoryRow, NightRow};
@@ -275,4 +276,83 @@ pub fn history(booking_id: Uuid, hold_id: Uuid, rows: &[AuditRow], next_cursor: 
         })
         .collect();
     to_json(History { booking_id, hold_id, entries, next_cursor })
+}
+
+/// What a change event is about.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChangeSubject {
+    /// `hold`, `booking`, `event`, `inventory` or `resource` (availability changes are about the
+    /// event, inventory or resource whose seats, nights or slots changed).
+    pub kind: String,
+    pub id: Option<Uuid>,
+    /// The event, inventory or resource the subject belongs to (one of them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<Uuid>,
+}
+
+/// Who made a change: a user id and `user` or `admin`, or `system` (expiry, jobs, changes made
+/// outside the service).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChangeActor {
+    pub id: String,
+    pub role: String,
+}
+
+/// One change event, as the feed (and webhooks) deliver it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChangeView {
+    /// Stable id: the same event always carries the same id (de-duplicate on it).
+    pub id: Uuid,
+    /// The feed position just after this event: pass it as `after` to read on from here.
+    pub cursor: String,
+    /// `hold.created`, `hold.extended`, `hold.released`, `hold.expired`, `hold.confirmed`,
+    /// `hold.rescheduled`, `booking.confirmed`, `booking.cancelled`, `booking.rescheduled`,
+    /// `seats.changed`, `nights.changed`, `inventory.nights_changed`, `slots.changed`,
+    /// `event.created`, `inventory.created`, `resource.created`.
+    pub r#type: String,
+    pub occurred_at: DateTime<Utc>,
+    pub subject: ChangeSubject,
+    pub actor: ChangeActor,
+    /// The `x-request-id` of the request that made the change.
+    pub request_id: Option<String>,
+    /// The subject's new state. Holds, bookings, seats and nights carry their `version`: when
+    /// two events about one subject arrive, the higher version is the newer state.
+    #[schema(value_type = Object)]
+    pub data: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChangePage {
+    /// Oldest first.
+    pub changes: Vec<ChangeView>,
+    /// Pass as `after` to read on; on an empty page, the cursor you sent (or, with `types`, past
+    /// the events that did not match).
+    pub next_cursor: String,
+}
+
+pub fn change(row: &ChangeRow) -> ChangeView {
+    ChangeView {
+        id: row.uid,
+        cursor: row.position().to_string(),
+        r#type: row.r#type.clone(),
+        occurred_at: row.at,
+        subject: ChangeSubject {
+            kind: row.subject_kind.clone(),
+            id: row.subject_id,
+            event_id: row.event_id,
+            inventory_id: row.inventory_id,
+            resource_id: row.resource_id,
+        },
+        actor: ChangeActor { id: row.actor.clone(), role: row.actor_role.clone() },
+        request_id: row.request_id.clone(),
+        data: row.data.clone().unwrap_or_else(|| Value::Object(Default::default())),
+    }
+}
+
+pub fn change_page(page: &Page) -> Value {
+    to_json(ChangePage { changes: page.changes.iter().map(change).collect(), next_cursor: page.next.to_string() })
 }

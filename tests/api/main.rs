@@ -1,6 +1,7 @@
 //! holdfast's HTTP tests: one binary, real Postgres and Redis, real HTTP.
 
 mod auth;
+mod changes;
 mod chaos;
 mod concurrency;
 mod cors;

@@ -114,6 +114,7 @@ async fn the_openapi_document_covers_every_route_header_and_problem() {
         ("/v1/resources/{resource_id}/availability", "get"),
         ("/v1/resources/{resource_id}/holds", "post"),
         ("/v1/admin/integrity", "get"),
+        ("/v1/changes", "get"),
         ("/health", "get"),
         ("/ready", "get"),
         ("/metrics", "get"),

@@ -1,0 +1,233 @@
+//! The change log: one row per change event, written by triggers in the same transaction as the
+//! change (see the migration `change_log`), read here in commit-safe order.
+//!
+//! A position in the log is `(txid, id)`: the id of the transaction that wrote the row, then the
+//! row's own id. Transactions commit out of order, so a reader only reads rows of transactions
+//! older than the oldest one still running (`pg_snapshot_xmin` of its snapshot): every row that
+//! can still appear is then after every position already read, and a consumer that keeps its
+//! cursor misses nothing and sees nothing twice. The price: a transaction left open anywhere on
+//! the Postgres cluster holds the feed back until it ends.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Every type of change event, as the feed and webhooks name them.
+pub const TYPES: &[&str] = &[
+    "hold.created",
+    "hold.extended",
+    "hold.released",
+    "hold.expired",
+    "hold.confirmed",
+    "hold.rescheduled",
+    "booking.confirmed",
+    "booking.cancelled",
+    "booking.rescheduled",
+    "seats.changed",
+    "nights.changed",
+    "inventory.nights_changed",
+    "slots.changed",
+    "event.created",
+    "inventory.created",
+    "resource.created",
+];
+
+/// A position in the change log; its text form `TXID-ID` is the feed's cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Position {
+    pub txid: i64,
+    pub id: i64,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.txid, self.id)
+    }
+}
+
+impl FromStr for Position {
+    type Err = ();
+
+    /// Two non-negative decimal integers joined by `-`, nothing else.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (txid, id) = s.split_once('-').ok_or(())?;
+        let number = |part: &str| {
+            if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(());
+            }
+            part.parse::<i64>().map_err(|_| ())
+        };
+        Ok(Position { txid: number(txid)?, id: number(id)? })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ChangeRow {
+    pub id: i64,
+    pub txid: i64,
+    pub uid: Uuid,
+    pub r#type: String,
+    pub at: DateTime<Utc>,
+    pub subject_kind: String,
+    pub subject_id: Option<Uuid>,
+    pub event_id: Option<Uuid>,
+    pub inventory_id: Option<Uuid>,
+    pub resource_id: Option<Uuid>,
+    pub actor: String,
+    pub actor_role: String,
+    pub request_id: Option<String>,
+    pub data: Option<Value>,
+}
+
+impl ChangeRow {
+    pub fn position(&self) -> Position {
+        Position { txid: self.txid, id: self.id }
+    }
+}
+
+/// A page of the feed.
+#[derive(Debug)]
+pub struct Page {
+    pub changes: Vec<ChangeRow>,
+    /// Where the next read starts.
+    pub next: Position,
+}
+
+/// What [`read`] found.
+#[derive(Debug)]
+pub enum Read {
+    Page(Page),
+    /// `after` is at or before a purged position: the consumer missed events. `oldest` is the
+    /// first position still served.
+    Expired {
+        oldest: Position,
+    },
+}
+
+/// Reads up to `limit` changes after `after` (from the oldest kept when None), of `types` when
+/// given, oldest first. All in one REPEATABLE READ snapshot: the horizon, the page and where the
+/// scan stopped agree with each other.
+pub async fn read(
+    pool: &PgPool,
+    after: Option<Position>,
+    types: Option<&[String]>,
+    limit: i64,
+) -> Result<Read, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!("set transaction isolation level repeatable read, read only").execute(&mut *tx).await?;
+    let horizon = horizon(&mut tx).await?;
+    let start = match after {
+        Some(after) if after < horizon => return Ok(Read::Expired { oldest: horizon }),
+        Some(after) => after,
+        None => horizon,
+    };
+    let changes = sqlx::query_as!(
+        ChangeRow,
+        r#"select id, txid::text::int8 as "txid!", uid, type as "type!", at, subject_kind as "subject_kind!",
+                  subject_id, event_id, inventory_id, resource_id, actor, actor_role, request_id, data
+             from audit_log
+            where (txid, id) > ($1::text::xid8, $2)
+              and txid < pg_snapshot_xmin(pg_current_snapshot())
+              and ($3::text[] is null or type = any($3))
+            order by txid, id
+            limit $4"#,
+        start.txid.to_string(),
+        start.id,
+        types,
+        limit,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut next = changes.last().map(ChangeRow::position).unwrap_or(start);
+    if (changes.len() as i64) < limit && types.is_some() {
+        // Everything readable up to the gate was scanned: the next read need not pass over the
+        // rows that did not match again.
+        let scanned = sqlx::query!(
+            r#"select txid::text::int8 as "txid!", id from audit_log
+                where (txid, id) > ($1::text::xid8, $2) and txid < pg_snapshot_xmin(pg_current_snapshot())
+                order by txid desc, id desc limit 1"#,
+            next.txid.to_string(),
+            next.id,
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = scanned {
+            next = Position { txid: row.txid, id: row.id };
+        }
+    }
+    tx.commit().await?;
+    Ok(Read::Page(Page { changes, next }))
+}
+
+async fn horizon(conn: &mut PgConnection) -> Result<Position, sqlx::Error> {
+    let row = sqlx::query!(r#"select txid::text::int8 as "txid!", id from change_log_horizon"#).fetch_one(conn).await?;
+    Ok(Position { txid: row.txid, id: row.id })
+}
+
+/// One purge batch: walks up to `batch` readable rows after the horizon, oldest first, and
+/// deletes those older than `retention_hours` up to the first that is not, except history rows
+/// (a hold's and its booking's, kept for ever); the horizon moves past them. One instance at a
+/// time (the horizon row is locked; another instance skips). Returns how many rows it passed.
+pub async fn purge_batch(pool: &PgPool, retention_hours: i64, batch: i64) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let Some(from) =
+        sqlx::query!(r#"select txid::text::int8 as "txid!", id from change_log_horizon for update skip locked"#)
+            .fetch_optional(&mut *tx)
+            .await?
+    else {
+        return Ok(0);
+    };
+    let walked = sqlx::query!(
+        r#"select txid::text::int8 as "txid!", id, at < now() - $3::int8 * interval '1 hour' as "due!"
+             from audit_log
+            where (txid, id) > ($1::text::xid8, $2) and txid < pg_snapshot_xmin(pg_current_snapshot())
+            order by txid, id
+            limit $4"#,
+        from.txid.to_string(),
+        from.id,
+        retention_hours,
+        batch,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let due: Vec<_> = walked.iter().take_while(|row| row.due).collect();
+    let Some(last) = due.last() else {
+        tx.commit().await?;
+        return Ok(0);
+    };
+    sqlx::query!(
+        "delete from audit_log
+          where (txid, id) > ($1::text::xid8, $2) and (txid, id) <= ($3::text::xid8, $4) and hold_id is null",
+        from.txid.to_string(),
+        from.id,
+        last.txid.to_string(),
+        last.id,
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!("update change_log_horizon set txid = $1::text::xid8, id = $2", last.txid.to_string(), last.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(due.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_anything_else() {
+        let p = Position { txid: 9_000_000_000, id: 42 };
+        assert_eq!(p.to_string().parse::<Position>(), Ok(p));
+        assert!(Position { txid: 1, id: 2 } < Position { txid: 2, id: 1 });
+        for bad in ["", "-", "1", "1-", "-1", "1--2", "+1-2", "1-2-3", "a-1", "1-99999999999999999999", " 1-2", "1-2\0"]
+        {
+            assert_eq!(bad.parse::<Position>(), Err(()), "{bad:?}");
+        }
+    }
+}

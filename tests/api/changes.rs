@@ -1,0 +1,420 @@
+//! The change feed (`GET /v1/changes`): every change, once, in an order no consumer falls
+//! through, even though transactions commit out of order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use crate::support::app::{Res, TestApp, eventually, request, spawn_app, spawn_app_with};
+use crate::support::cluster::{Clients, Fleet};
+
+/// Reads the feed from `after` until a page comes back empty: every change readable now, and
+/// the cursor to go on with.
+async fn read_all(client: &reqwest::Client, base: &str, token: &str, after: Option<&str>) -> (Vec<Value>, String) {
+    let mut changes = Vec::new();
+    let mut cursor = after.map(str::to_owned);
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("{base}/v1/changes?limit=37&after={c}"),
+            None => format!("{base}/v1/changes?limit=37"),
+        };
+        let res = request(client, Method::GET, &path, Some(token), None, None).await.unwrap();
+        assert_eq!(res.status, StatusCode::OK, "{res:?}");
+        let page = res.body["changes"].as_array().unwrap().clone();
+        let next = res.body["next_cursor"].as_str().unwrap().to_owned();
+        if page.is_empty() {
+            if let Some(c) = &cursor {
+                assert_eq!(&next, c, "an empty page returns the cursor it was given");
+            }
+            return (changes, next);
+        }
+        assert_eq!(page.last().unwrap()["cursor"], json!(next), "next_cursor is the last change's cursor");
+        changes.extend(page);
+        cursor = Some(next);
+    }
+}
+
+impl TestApp {
+    async fn feed(&self, after: Option<&str>) -> (Vec<Value>, String) {
+        read_all(&self.client, &format!("http://{}", self.addr), &self.admin_token(), after).await
+    }
+
+    /// The whole feed once it holds at least `n` changes. Other tests' transactions on the same
+    /// Postgres server hold the feed back while they run, so what just committed may take a
+    /// moment to become readable.
+    async fn feed_of_at_least(&self, n: usize) -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            let (changes, _) = self.feed(None).await;
+            if changes.len() >= n {
+                return changes;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "the feed has {} of {n} changes", changes.len());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+fn of_type<'a>(changes: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    changes.iter().filter(|c| c["type"] == kind).collect()
+}
+
+#[tokio::test]
+async fn the_feed_never_passes_a_transaction_that_is_still_open() {
+    let app = spawn_app().await;
+    let (_, start) = app.feed(None).await;
+
+    // A transaction writes a change (an event created straight in SQL) and stays open.
+    let mut open = PgConnection::connect(&app.database.url).await.unwrap();
+    let mut tx = open.begin().await.unwrap();
+    let slow_event = Uuid::new_v4();
+    sqlx::query(
+        "insert into events (id, name, starts_at, created_by) values ($1, 'slow', now() + interval '1 day', 'sql')",
+    )
+    .bind(slow_event)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+
+    // Meanwhile later transactions commit their changes.
+    let event = app.create_event(1, 1, 4).await;
+    let held = app.hold("alice", event.id, &event.seats[..2], &Uuid::new_v4().to_string()).await;
+    assert_eq!(held.status, StatusCode::CREATED, "{held:?}");
+
+    // The feed does not move past the open transaction: nothing after `start` is readable yet.
+    let (early, cursor) = app.feed(Some(&start)).await;
+    assert!(early.is_empty(), "the feed passed an open transaction: {early:?}");
+    assert_eq!(cursor, start);
+
+    tx.commit().await.unwrap();
+
+    // Once it commits, a consumer that kept its cursor gets it, and everything after, once.
+    let mut seen: Vec<Value> = Vec::new();
+    let mut cursor = start.clone();
+    let started = Instant::now();
+    loop {
+        let (more, next) = app.feed(Some(&cursor)).await;
+        seen.extend(more);
+        cursor = next;
+        if seen.iter().any(|c| c["type"] == "hold.created") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the feed never delivered the late commit: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let ids: HashSet<&str> = seen.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), seen.len(), "a change was delivered twice");
+    let created: Vec<&Value> = of_type(&seen, "event.created");
+    assert_eq!(created.len(), 2, "{seen:?}");
+    assert_eq!(created[0]["subject"]["id"], json!(slow_event), "the late commit comes first: it began first");
+    assert_eq!(created[1]["subject"]["id"], json!(event.id));
+    assert_eq!(of_type(&seen, "hold.created").len(), 1);
+    assert_eq!(of_type(&seen, "seats.changed").len(), 1);
+    assert_eq!(held.body["id"], of_type(&seen, "hold.created")[0]["subject"]["id"]);
+}
+
+#[tokio::test]
+async fn each_change_says_what_happened_and_the_public_ones_say_nothing_of_who() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 4).await;
+    let held = app.hold("alice", event.id, &event.seats[..2], &Uuid::new_v4().to_string()).await;
+    let hold_id = held.id();
+    let booking = app.confirm("alice", hold_id).await;
+    assert_eq!(booking.status, StatusCode::CREATED, "{booking:?}");
+    let other = app.hold("bob", event.id, &event.seats[2..3], &Uuid::new_v4().to_string()).await;
+    let released =
+        app.send(Method::DELETE, &format!("/v1/holds/{}", other.id()), Some(&app.token("bob")), None, None).await;
+    assert_eq!(released.status, StatusCode::NO_CONTENT);
+
+    let changes = app.feed_of_at_least(10).await;
+    let types: Vec<&str> = changes.iter().map(|c| c["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "event.created",
+            "hold.created",
+            "seats.changed",
+            "hold.confirmed",
+            "booking.confirmed",
+            "seats.changed",
+            "hold.created",
+            "seats.changed",
+            "hold.released",
+            "seats.changed"
+        ],
+        "{changes:#?}"
+    );
+    let created = &changes[1];
+    assert_eq!(created["subject"], json!({ "kind": "hold", "id": hold_id, "event_id": event.id }));
+    assert_eq!(created["actor"], json!({ "id": "alice", "role": "user" }));
+    assert_eq!(created["data"]["status"], "HELD");
+    assert_eq!(created["data"]["user_id"], "alice");
+    assert!(created["request_id"].is_string(), "{created}");
+    let confirmed = &changes[4];
+    assert_eq!(confirmed["subject"]["id"], booking.body["id"]);
+    assert_eq!(confirmed["data"]["hold_id"], json!(hold_id));
+
+    // Seat changes are public: seat ids, statuses and versions only.
+    let seats = |c: &Value| -> Vec<(Value, Value)> {
+        assert_eq!(c["data"].as_object().unwrap().keys().collect::<Vec<_>>(), ["seats"], "{c}");
+        c["data"]["seats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let mut keys: Vec<&String> = s.as_object().unwrap().keys().collect();
+                keys.sort();
+                assert_eq!(keys, ["id", "status", "version"], "{s}");
+                (s["id"].clone(), s["status"].clone())
+            })
+            .collect()
+    };
+    let mut first_two: Vec<Value> = event.seats[..2].iter().map(|s| json!(s)).collect();
+    first_two.sort_by_key(|v| v.as_str().unwrap().to_owned());
+    assert_eq!(seats(&changes[2]), first_two.iter().map(|s| (s.clone(), json!("held"))).collect::<Vec<_>>());
+    assert_eq!(seats(&changes[5]), first_two.iter().map(|s| (s.clone(), json!("booked"))).collect::<Vec<_>>());
+    assert_eq!(seats(&changes[9]), [(json!(event.seats[2]), json!("available"))]);
+
+    // A filter by type, and pages of one, give the same changes.
+    let token = app.admin_token();
+    let only =
+        app.send(Method::GET, "/v1/changes?types=hold.created,booking.confirmed", Some(&token), None, None).await;
+    let only_types: Vec<&str> =
+        only.body["changes"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
+    assert_eq!(only_types, ["hold.created", "booking.confirmed", "hold.created"]);
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..changes.len() {
+        let path = match &cursor {
+            Some(c) => format!("/v1/changes?limit=1&after={c}"),
+            None => "/v1/changes?limit=1".to_owned(),
+        };
+        let page = app.send(Method::GET, &path, Some(&token), None, None).await;
+        paged.extend(page.body["changes"].as_array().unwrap().clone());
+        cursor = Some(page.body["next_cursor"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(paged, changes);
+}
+
+#[tokio::test]
+async fn the_feed_is_for_admins_and_refuses_what_it_cannot_read() {
+    let app = spawn_app().await;
+    let user = app.token("alice");
+    let admin = app.admin_token();
+    app.send(Method::GET, "/v1/changes", None, None, None).await.assert_problem(401, "UNAUTHENTICATED");
+    app.send(Method::GET, "/v1/changes", Some(&user), None, None).await.assert_problem(403, "FORBIDDEN");
+    for bad in [
+        "after=12",
+        "after=1-x",
+        "after=-1-2",
+        "after=99999999999999999999-1",
+        "after=1-2%00",
+        "limit=0",
+        "limit=1001",
+        "types=hold.created,nope",
+        "types=",
+        "types=hold.created%00",
+    ] {
+        let res = app.send(Method::GET, &format!("/v1/changes?{bad}"), Some(&admin), None, None).await;
+        assert!(res.status.is_client_error(), "{bad}: {res:?}");
+        assert_eq!(res.headers["content-type"], "application/problem+json", "{bad}");
+    }
+    let res = app.send(Method::GET, "/v1/changes?after=5-5&limit=1000", Some(&admin), None, None).await;
+    assert_eq!(res.status, StatusCode::OK, "{res:?}");
+    assert_eq!(res.body["next_cursor"], "5-5");
+}
+
+#[tokio::test]
+async fn changes_past_their_retention_are_purged_and_their_cursors_expire() {
+    let app = spawn_app_with(|c| {
+        c.jobs.outbox_retention_hours = 1;
+        c.jobs.outbox_purge_interval_ms = 50;
+        c.jobs.batch_size = 2;
+    })
+    .await;
+    // Old changes, written straight in SQL with triggers off: availability changes (purged) and
+    // a hold's history (kept for ever).
+    let hold_id = Uuid::new_v4();
+    let mut conn = PgConnection::connect(&app.database.url).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    for sql in [
+        "set local session_replication_role = replica",
+        "insert into events (id, name, starts_at, created_by) values ('00000000-0000-0000-0000-0000000000e1', 'old', now(), 'sql')",
+        "insert into holds (id, event_id, user_id, status, expires_at) values ($1, '00000000-0000-0000-0000-0000000000e1', 'u', 'RELEASED', now())",
+        "insert into audit_log (type, subject_kind, actor, actor_role, at) values ('seats.changed', 'event', 'system', 'system', now() - interval '3 hours')",
+        "insert into audit_log (type, subject_kind, hold_id, entity, to_status, subject_id, actor, actor_role, at) values ('hold.created', 'hold', $1, 'hold', 'HELD', $1, 'u', 'user', now() - interval '3 hours')",
+        "insert into audit_log (type, subject_kind, actor, actor_role, at) values ('seats.changed', 'event', 'system', 'system', now() - interval '2 hours')",
+        "insert into audit_log (type, subject_kind, actor, actor_role, at) values ('seats.changed', 'event', 'system', 'system', now() - interval '2 hours')",
+    ] {
+        let query = sqlx::query(sql);
+        let query = if sql.contains("$1") { query.bind(hold_id) } else { query };
+        query.execute(&mut *tx).await.unwrap();
+    }
+    let last_old: (i64, i64) = sqlx::query_as("select pg_current_xact_id()::text::int8, max(id) from audit_log")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let event = app.create_event(1, 1, 2).await;
+
+    // The purge passes the old changes in batches of two and stops at the first recent one.
+    let horizon = format!("{}-{}", last_old.0, last_old.1);
+    eventually("the purge reaches the recent changes", Duration::from_secs(30), || async {
+        let res = app.send(Method::GET, "/v1/changes?after=0-0", Some(&app.admin_token()), None, None).await;
+        res.status == StatusCode::GONE && res.body["oldest_cursor"] == json!(horizon)
+    })
+    .await;
+    let res = app.send(Method::GET, "/v1/changes?after=0-0", Some(&app.admin_token()), None, None).await;
+    res.assert_problem(410, "CURSOR_EXPIRED");
+    assert_eq!(
+        app.count("select count(*) from audit_log where type = 'seats.changed' and at < now() - interval '1 hour'")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("select count(*) from audit_log where type = 'hold.created' and at < now() - interval '1 hour'")
+            .await,
+        1,
+        "a hold's history is kept"
+    );
+    // Without a cursor the feed starts at the oldest change kept; the horizon itself is valid.
+    let changes = app.feed_of_at_least(1).await;
+    assert_eq!(changes[0]["type"], "event.created");
+    assert_eq!(changes[0]["subject"]["id"], json!(event.id));
+    let (from_horizon, _) = app.feed(Some(&horizon)).await;
+    assert_eq!(from_horizon, changes);
+}
+
+/// 200 clients over 3 instances hold, then confirm or release, at once. Read from the start,
+/// the feed has every effect the clients were told of, exactly once, and each subject's changes
+/// in the order they happened (versions only go up).
+#[tokio::test]
+async fn every_effect_of_concurrent_requests_over_three_instances_is_in_the_feed_once() {
+    let fleet = Fleet::start().await;
+    let instances = fleet.spawn_many(3, &[]).await;
+    let clients = Arc::new(Clients::new());
+    let event = clients.create_event(&instances[0].base, 200).await;
+    let bases: Vec<String> = instances.iter().map(|i| i.base.clone()).collect();
+
+    // As a client does: a retryable refusal (a lock or the database busy under the whole test
+    // suite's load) is retried with the same Idempotency-Key.
+    async fn retrying(
+        clients: &Clients,
+        base: &str,
+        method: Method,
+        path: &str,
+        user: &str,
+        body: Option<&Value>,
+    ) -> Res {
+        let key = Uuid::new_v4().to_string();
+        for _ in 0..50 {
+            let res = clients.send(base, method.clone(), path, user, Some(&key), body).await.unwrap();
+            let retry = res.status.is_server_error()
+                || matches!(res.code(), "SEAT_LOCKED" | "IDEMPOTENCY_IN_PROGRESS" | "CONCURRENT_MODIFICATION");
+            if !retry {
+                return res;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{method} {path} kept failing");
+    }
+
+    let mut tasks = Vec::new();
+    for (i, seat) in event.seats.iter().copied().enumerate() {
+        let (fleet, bases) = (clients.clone(), bases.clone());
+        tasks.push(tokio::spawn(async move {
+            let user = format!("user-{i}");
+            let base = &bases[i % 3];
+            let body = json!({ "seat_ids": [seat] });
+            let path = format!("/v1/events/{}/holds", event.id);
+            let held = retrying(&fleet, base, Method::POST, &path, &user, Some(&body)).await;
+            assert_eq!(held.status, StatusCode::CREATED, "{held:?}");
+            let hold_id = held.id();
+            let base = &bases[(i + 1) % 3];
+            if i % 2 == 0 {
+                let path = format!("/v1/holds/{hold_id}/confirm");
+                let booked = retrying(&fleet, base, Method::POST, &path, &user, Some(&json!({}))).await;
+                assert_eq!(booked.status, StatusCode::CREATED, "{booked:?}");
+                (seat, hold_id, Some(booked.id()))
+            } else {
+                let path = format!("/v1/holds/{hold_id}");
+                let released = retrying(&fleet, base, Method::DELETE, &path, &user, None).await;
+                assert_eq!(released.status, StatusCode::NO_CONTENT, "{released:?}");
+                (seat, hold_id, None)
+            }
+        }));
+    }
+    let mut told = Vec::new();
+    for task in tasks {
+        told.push(task.await.unwrap());
+    }
+
+    let client = reqwest::Client::new();
+    let token = clients.token("admin");
+    let mut changes: Vec<Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let expected = 1 + 200 * 2 + 100 * 3 + 100 * 2;
+    let started = Instant::now();
+    while changes.len() < expected {
+        assert!(started.elapsed() < Duration::from_secs(60), "the feed has {} of {expected} changes", changes.len());
+        let (more, next) = read_all(&client, &bases[2], &token, cursor.as_deref()).await;
+        changes.extend(more);
+        cursor = Some(next);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(changes.len(), expected, "more changes than effects");
+    let ids: HashSet<&str> = changes.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), changes.len(), "a change was delivered twice");
+
+    // Each effect a client was told of, exactly once.
+    let mut by_subject: HashMap<(String, String), usize> = HashMap::new();
+    for c in &changes {
+        *by_subject.entry((c["type"].as_str().unwrap().to_owned(), c["subject"]["id"].to_string())).or_default() += 1;
+    }
+    let once = |kind: &str, id: Uuid| {
+        assert_eq!(by_subject.get(&(kind.to_owned(), json!(id).to_string())), Some(&1), "{kind} of {id}");
+    };
+    for (_, hold_id, booking) in &told {
+        once("hold.created", *hold_id);
+        match booking {
+            Some(booking_id) => {
+                once("hold.confirmed", *hold_id);
+                once("booking.confirmed", *booking_id);
+            }
+            None => once("hold.released", *hold_id),
+        }
+    }
+
+    // Each subject's versions only go up, and each seat ends where the database says.
+    let mut hold_versions: HashMap<String, i64> = HashMap::new();
+    let mut seat_versions: HashMap<String, (i64, String)> = HashMap::new();
+    for c in &changes {
+        match c["subject"]["kind"].as_str().unwrap() {
+            "hold" => {
+                let version = c["data"]["version"].as_i64().unwrap();
+                let last = hold_versions.insert(c["subject"]["id"].to_string(), version);
+                assert!(last.is_none_or(|last| last < version), "hold versions out of order: {c}");
+            }
+            "event" if c["type"] == "seats.changed" => {
+                for seat in c["data"]["seats"].as_array().unwrap() {
+                    let version = seat["version"].as_i64().unwrap();
+                    let status = seat["status"].as_str().unwrap().to_owned();
+                    let last = seat_versions.insert(seat["id"].as_str().unwrap().to_owned(), (version, status));
+                    assert!(last.is_none_or(|(last, _)| last < version), "seat versions out of order: {seat}");
+                }
+            }
+            _ => {}
+        }
+    }
+    for (seat, _, booking) in &told {
+        let (_, status) = &seat_versions[&seat.to_string()];
+        assert_eq!(status, if booking.is_some() { "booked" } else { "available" }, "seat {seat}");
+    }
+    drop(instances);
+    drop(fleet);
+}
