@@ -20,12 +20,15 @@ use crate::state::AppState;
 pub struct ChangesQuery {
     /// A cursor from an earlier page (`next_cursor`) or event (`cursor`): read what came after
     /// it. Without it, from the oldest event kept.
-    #[param(pattern = r"^[0-9]{1,19}-[0-9]{1,19}$")]
+    #[param(pattern = r"^[0-9]{1,18}-[0-9]{1,18}$")]
     pub after: Option<String>,
     /// Events per page, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Only these types, comma-separated (for example `hold.created,booking.confirmed`).
+    #[param(
+        pattern = r"^(hold\.(created|extended|released|expired|confirmed|rescheduled)|booking\.(confirmed|cancelled|rescheduled)|(seats|nights|slots)\.changed|inventory\.nights_changed|(event|inventory|resource)\.created)(,(hold\.(created|extended|released|expired|confirmed|rescheduled)|booking\.(confirmed|cancelled|rescheduled)|(seats|nights|slots)\.changed|inventory\.nights_changed|(event|inventory|resource)\.created))*$"
+    )]
     pub types: Option<String>,
 }
 
@@ -80,4 +83,31 @@ fn parse_types(list: &str) -> Result<Vec<String>, ValidationError> {
         }
     }
     Ok(types)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_pattern_accepts_exactly_what_the_handler_does() {
+        let doc = crate::api::openapi_document();
+        let params = doc["paths"]["/v1/changes"]["get"]["parameters"].as_array().unwrap();
+        let schema = |name: &str| params.iter().find(|p| p["name"] == name).unwrap()["schema"]["pattern"].clone();
+        let types = regex::Regex::new(schema("types").as_str().unwrap()).unwrap();
+        for name in changes::TYPES {
+            assert!(types.is_match(name), "{name}");
+            assert!(parse_types(name).is_ok(), "{name}");
+        }
+        let all = changes::TYPES.join(",");
+        assert!(types.is_match(&all) && parse_types(&all).is_ok());
+        for bad in ["", "hold.created,", "hold", "hold.created,nope", ",seats.changed", "seats.changed "] {
+            assert!(!types.is_match(bad) && parse_types(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_types("hold.created,hold.created,seats.changed").unwrap(), ["hold.created", "seats.changed"]);
+        let after = regex::Regex::new(schema("after").as_str().unwrap()).unwrap();
+        for cursor in ["0-0", "999999999999999999-999999999999999999"] {
+            assert!(after.is_match(cursor) && cursor.parse::<Position>().is_ok(), "{cursor}");
+        }
+    }
 }
