@@ -172,9 +172,9 @@ begin
     select 'seats.changed', 'event', n.event_id, n.event_id,
            jsonb_build_object('seats', jsonb_agg(jsonb_build_object(
                'id', n.id,
-               'status', case when n.booking_id is not null then 'booked'
-                              when n.hold_id is not null and n.hold_expires_at > now() then 'held'
-                              else 'available' end,
+               'status', case when n.booking_id is not null then 'BOOKED'
+                              when n.hold_id is not null and n.hold_expires_at > now() then 'HELD'
+                              else 'AVAILABLE' end,
                'version', n.version) order by n.id)),
            change_actor(), change_actor_role(), change_request_id()
       from new_rows n join old_rows o on o.id = n.id

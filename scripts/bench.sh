@@ -31,7 +31,13 @@ export JWT_SECRET=bench-secret-0123456789abcdef
 base_url=${DATABASE_URL%/*}
 psql_admin() { psql "$base_url/postgres" -qAtX -v ON_ERROR_STOP=1 "$@"; }
 
-cargo build --release --bins -p holdfast -p holdfast-loadgen >&2
+# With HOLDFAST_BIN (A/B runs of binaries built earlier), the tree is not built: it may be
+# mid-change. Only the load generator is, when it is missing.
+if [ -z "${HOLDFAST_BIN:-}" ]; then
+  cargo build --release --bins -p holdfast -p holdfast-loadgen >&2
+elif [ ! -x target/release/holdfast-loadgen ]; then
+  cargo build --release --bin holdfast-loadgen -p holdfast-loadgen >&2
+fi
 mkdir -p bench/results
 out="bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$scenario-${instances}x.jsonl"
 

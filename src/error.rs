@@ -74,6 +74,10 @@ pub enum Error {
     ConcurrentModification,
     #[error("cursor expired")]
     CursorExpired { oldest: String },
+    #[error("too many stream clients")]
+    TooManyStreams,
+    #[error("streams are starting")]
+    StreamsStarting,
     #[error(transparent)]
     Validation(#[from] ValidationError),
     #[error("{0}")]
@@ -176,6 +180,8 @@ impl Error {
                 kind("CONCURRENT_MODIFICATION", 409, "The resource changed while this request ran").retry(1)
             }
             CursorExpired { .. } => kind("CURSOR_EXPIRED", 410, "The cursor is older than the changes kept"),
+            TooManyStreams => kind("TOO_MANY_STREAMS", 503, "This instance serves as many streams as it may").retry(5),
+            StreamsStarting => kind("STREAMS_STARTING", 503, "Live streams are not available yet").retry(1),
             Validation(_) | InvalidBody(_) => kind("VALIDATION_FAILED", 422, "The request is invalid"),
             PayloadTooLarge => kind("PAYLOAD_TOO_LARGE", 413, "The request body is too large"),
             UnsupportedMediaType => kind("UNSUPPORTED_MEDIA_TYPE", 415, "The request body must be application/json"),
@@ -261,6 +267,10 @@ impl Error {
                     .into(),
                 json!({ "oldest_cursor": oldest }),
             ),
+            TooManyStreams => ("Retry later, or on another instance.".into(), Value::Null),
+            StreamsStarting => {
+                ("Retry in a moment: this instance has not read the change log yet.".into(), Value::Null)
+            }
             LockUnavailable | DatabaseUnavailable => (retry_same_key.into(), Value::Null),
             Timeout => ("Retry with the same Idempotency-Key to learn the outcome.".into(), Value::Null),
             RateLimited { retry_after_secs } => {

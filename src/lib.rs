@@ -20,4 +20,5 @@ pub mod readiness;
 pub mod serve;
 pub mod startup;
 pub mod state;
+pub mod streams;
 pub mod telemetry;

@@ -18,6 +18,7 @@ use crate::idempotency::ClaimBatches;
 use crate::lock::{Redlock, RedlockConfig};
 use crate::rate_limit::RateLimits;
 use crate::state::{AppState, Shared};
+use crate::streams::{self, Hub};
 use crate::{db, jobs, serve, telemetry};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,7 @@ impl Application {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
+        let hub = Arc::new(Hub::new(config.streams.max_clients as usize, config.streams.client_buffer as usize));
         let state = AppState::new(Shared {
             jwt: Arc::new(jwt),
             rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
@@ -84,6 +86,7 @@ impl Application {
             redlock: Arc::new(redlock),
             metrics: telemetry::metrics_handle(),
             hot_seats: Arc::default(),
+            hub,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             draining: CancellationToken::new(),
@@ -115,6 +118,19 @@ impl Application {
         let Self { listener, metrics_listener, state } = self;
         let config = state.config.clone();
         let jobs = jobs::spawn_all(&state);
+        let streams = match db::listen_pool(&config.database) {
+            Ok(listen_db) => streams::spawn(
+                state.hub.clone(),
+                state.db.clone(),
+                listen_db,
+                Duration::from_millis(config.streams.poll_interval_ms),
+                state.shutdown.clone(),
+            ),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for changes: live streams will not start");
+                Vec::new()
+            }
+        };
         let limits = || serve::Limits {
             header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
             max_connections: config.server.max_connections,
@@ -146,7 +162,7 @@ impl Application {
         if tokio::time::timeout(grace, state.tasks.wait()).await.is_err() {
             tracing::warn!("in-flight work did not finish within the grace period");
         }
-        for job in jobs {
+        for job in jobs.into_iter().chain(streams) {
             let _ = job.await;
         }
         state.db.close().await;

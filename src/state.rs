@@ -50,6 +50,8 @@ pub struct Shared {
     pub hot_seats: Arc<HotSeats>,
     /// Claims for the same hot seats, sent as one statement (see `idempotency::ClaimBatches`).
     pub claim_batches: Arc<ClaimBatches>,
+    /// This instance's live stream clients (see `crate::streams`).
+    pub hub: Arc<crate::streams::Hub>,
     /// Work that must finish even if the client goes away (see `pipeline::run`).
     pub tasks: TaskTracker,
     /// Cancelled when the instance starts shutting down.

@@ -47,6 +47,15 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
         "holdfast_changes_purge_passed_total",
         "Change events the purge moved past (deleted, or history kept for ever) after OUTBOX_RETENTION_HOURS.",
     ),
+    ("holdfast_stream_clients", "Live stream clients (Server-Sent Events) connected to this instance."),
+    (
+        "holdfast_stream_resets_total",
+        "Streams told to re-read (event: reset), by reason: slow_client, cursor_expired, too_far_behind.",
+    ),
+    (
+        "holdfast_stream_fanout_delay_seconds",
+        "From a change's statement to its publication to this instance's stream clients.",
+    ),
     ("holdfast_idempotency_recovered_total", "In-flight idempotency records whose lease ran out, marked FAILED."),
     ("holdfast_claim_batch_rows", "Claims per batched claim statement for contended seats."),
     ("holdfast_holds_created_total", "Holds created (seats, rooms and slots)."),

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::auth::Admin;
 use super::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader};
 use super::reply;
-use crate::db::events;
+use crate::db::{changes, events};
 use crate::domain::{EventLayout, NewEvent, SeatSpec};
 use crate::error::Error;
 use crate::pipeline::{self, views};
@@ -106,5 +106,9 @@ pub async fn list_seats(
         events::list_seats(&state.db, event_id, status.as_deref(), query.section.as_deref(), query.cursor, limit)
             .await?;
     let next_cursor = (seats.len() as i64 == limit).then(|| seats.last().map(|s| s.id)).flatten();
-    Ok(reply::ok(views::seat_page(seats, next_cursor)))
+    let feed_cursor = match seats.first() {
+        Some(seat) => changes::Position { txid: seat.feed_xmin, id: 0 },
+        None => changes::readable_end(&state.db).await?,
+    };
+    Ok(reply::ok(views::seat_page(seats, next_cursor, feed_cursor)))
 }

@@ -18,6 +18,7 @@ pub mod problem;
 pub mod rate_limit;
 pub mod reply;
 pub mod resources;
+pub mod streams;
 
 use std::any::Any;
 
@@ -73,6 +74,9 @@ fn routes(max_body: usize) -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>)
         .routes(routes!(resources::create_slot_hold))
         .routes(routes!(ops::integrity))
         .routes(routes!(changes::list_changes))
+        .routes(routes!(streams::event_stream))
+        .routes(routes!(streams::inventory_stream))
+        .routes(routes!(streams::resource_stream))
         .layer(DefaultBodyLimit::max(SMALL_BODY_BYTES.min(max_body)));
     let v1 = large.merge(small);
     let ops = OpenApiRouter::new()

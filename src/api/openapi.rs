@@ -29,6 +29,7 @@ carries `Idempotent-Replayed: true`. Every error is RFC 9457 `application/proble
         (name = "slots", description = "Time slots on resources"),
         (name = "holds", description = "Holds of every kind: confirm, extend, release"),
         (name = "bookings", description = "Bookings of every kind: read, cancel, reschedule, history"),
+        (name = "streams", description = "Live availability as Server-Sent Events"),
         (name = "changes", description = "Every change, in commit-safe order, for consumers that follow them"),
         (name = "operations", description = "Health, readiness, metrics, integrity")
     )
@@ -258,6 +259,28 @@ pub enum NotFound {
     /// NOT_FOUND.
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(Problem),
+}
+
+/// `Last-Event-ID`: a stream's reconnect (browsers send it by themselves).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct LastEventIdParam {
+    /// The last `id:` this client received: the stream resumes after it.
+    #[param(rename = "Last-Event-ID", pattern = r"^[0-9]{1,18}-[0-9]{1,18}$")]
+    last_event_id: Option<String>,
+}
+
+/// Refusals of a stream.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum StreamErrors {
+    /// VALIDATION_FAILED: `after` or `Last-Event-ID` is not a cursor.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Invalid(Problem),
+    /// TOO_MANY_STREAMS (STREAM_MAX_CLIENTS on this instance), STREAMS_STARTING; with Retry-After.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
 }
 
 /// Admin-only endpoints.

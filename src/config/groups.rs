@@ -417,3 +417,24 @@ impl RateLimitConfig {
         self.trusted_proxies.0.iter().filter_map(|p| parse_net(p)).collect()
     }
 }
+
+/// Live availability streams (Server-Sent Events).
+#[derive(Clone, Debug, Args)]
+pub struct StreamsConfig {
+    /// Stream clients one instance serves at once; past it, 503 TOO_MANY_STREAMS with Retry-After.
+    #[arg(long, env = "STREAM_MAX_CLIENTS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_clients: u64,
+
+    /// Messages queued for one client; a client that falls further behind gets `event: reset` and is closed.
+    #[arg(long, env = "STREAM_CLIENT_BUFFER", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub client_buffer: u64,
+
+    /// A heartbeat comment is sent on each stream this often when nothing else is.
+    #[arg(long, env = "STREAM_HEARTBEAT_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..=15_000))]
+    pub heartbeat_ms: u64,
+
+    /// How often each instance reads the change log even without a notification (changes made
+    /// outside the service, a notification lost in a crash).
+    #[arg(long, env = "STREAM_POLL_INTERVAL_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub poll_interval_ms: u64,
+}

@@ -8,7 +8,7 @@ use clap::Args;
 
 pub use groups::{
     AuthConfig, DatabaseConfig, FaultConfig, HoldsConfig, IdempotencyConfig, JobsConfig, RateLimitConfig, RedisConfig,
-    ServerConfig,
+    ServerConfig, StreamsConfig,
 };
 pub(crate) use values::parse_net;
 pub use values::{CommaList, CorsOrigins, DatabaseUrl, LogFormat, Secret, redact_url};
@@ -32,6 +32,8 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     #[command(flatten)]
     pub jobs: JobsConfig,
+    #[command(flatten)]
+    pub streams: StreamsConfig,
     #[command(flatten)]
     pub faults: FaultConfig,
 }

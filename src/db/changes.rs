@@ -163,9 +163,67 @@ pub async fn read(
     Ok(Read::Page(Page { changes, next }))
 }
 
+/// Where the readable feed ends now: every row written from now on, or by a transaction still
+/// running, comes after this position (`(xmin, 0)`: ids start at 1).
+pub async fn readable_end(pool: &PgPool) -> Result<Position, sqlx::Error> {
+    let xmin = sqlx::query_scalar!(r#"select pg_snapshot_xmin(pg_current_snapshot())::text::int8 as "xmin!""#)
+        .fetch_one(pool)
+        .await?;
+    Ok(Position { txid: xmin, id: 0 })
+}
+
+/// Whether committed rows lie after `after` that the gate still hides (an older transaction is
+/// still open): the tailer then looks again soon.
+pub async fn hidden_after(pool: &PgPool, after: Position) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select exists(select 1 from audit_log where (txid, id) > ($1::text::xid8, $2)) as "hidden!""#,
+        after.txid.to_string(),
+        after.id,
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// The changes of `types` about one event, inventory or resource in `(after, upto]`, oldest
+/// first, at most `limit` (a stream's catch-up after a reconnect).
+pub async fn read_scope(
+    pool: &PgPool,
+    scope: Uuid,
+    types: &[String],
+    after: Position,
+    upto: Position,
+    limit: i64,
+) -> Result<Vec<ChangeRow>, sqlx::Error> {
+    sqlx::query_as!(
+        ChangeRow,
+        r#"select id, txid::text::int8 as "txid!", uid, type as "type!", at, subject_kind as "subject_kind!",
+                  subject_id, event_id, inventory_id, resource_id, actor, actor_role, request_id, data
+             from audit_log
+            where (txid, id) > ($1::text::xid8, $2) and (txid, id) <= ($3::text::xid8, $4)
+              and txid < pg_snapshot_xmin(pg_current_snapshot())
+              and type = any($5) and $6 in (event_id, inventory_id, resource_id)
+            order by txid, id
+            limit $7"#,
+        after.txid.to_string(),
+        after.id,
+        upto.txid.to_string(),
+        upto.id,
+        types,
+        scope,
+        limit,
+    )
+    .fetch_all(pool)
+    .await
+}
+
 async fn horizon(conn: &mut PgConnection) -> Result<Position, sqlx::Error> {
     let row = sqlx::query!(r#"select txid::text::int8 as "txid!", id from change_log_horizon"#).fetch_one(conn).await?;
     Ok(Position { txid: row.txid, id: row.id })
+}
+
+/// The oldest position the feed still serves (see [`read`]).
+pub async fn oldest(pool: &PgPool) -> Result<Position, sqlx::Error> {
+    horizon(&mut *pool.acquire().await?).await
 }
 
 /// One purge batch: walks up to `batch` readable rows after the horizon, oldest first, and

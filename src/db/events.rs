@@ -31,6 +31,12 @@ pub struct SeatRow {
     pub label: String,
     pub status: String,
     pub price_cents: i64,
+    /// Goes up with every change of the seat's claim: of two states of a seat (this map, a
+    /// stream's `seats.changed`), the higher version is the newer.
+    pub version: i64,
+    /// The change feed's readable end when this row was read (see `crate::db::changes`).
+    #[serde(skip)]
+    pub feed_xmin: i64,
 }
 
 /// A seat's status as clients see it. An expired hold is AVAILABLE at once, swept or not.
@@ -124,7 +130,8 @@ pub async fn list_seats(
     let sql = format!(
         "select id, section, row_label, number, price_cents,
                 section || '-' || row_label || '-' || number as label,
-                {SEAT_STATUS} as status
+                {SEAT_STATUS} as status, version,
+                (select pg_snapshot_xmin(pg_current_snapshot())::text::int8) as feed_xmin
            from seats s
           where event_id = $1
             and ($2::text is null or ({SEAT_STATUS}) = $2)

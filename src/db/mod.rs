@@ -89,6 +89,17 @@ pub fn probe_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
         .connect_lazy_with(options.application_name("holdfast-probe")))
 }
 
+/// One connection of its own for LISTEN (see `crate::streams`): it stays checked out for as
+/// long as the instance runs, so it must never be one of the business pool's.
+pub fn listen_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = config.url.0.parse()?;
+    Ok(PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options.application_name("holdfast-listen")))
+}
+
 /// Connections idle this long are pinged before use.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 

@@ -65,6 +65,9 @@ pub fn spawn_all(state: &AppState) -> Vec<JoinHandle<()>> {
                             let expired = holds::expire_batch(&mut tx, batch).await?;
                             tx.commit().await?;
                             metrics::counter!("holdfast_holds_expired_total").increment(expired);
+                            if expired > 0 {
+                                state.hub.written.notify_one();
+                            }
                             Ok(expired)
                         })
                         .await

@@ -347,7 +347,11 @@ async fn transact(
             Key::None | Key::Claimed(..) => Settle::Nothing,
         };
         match tx.commit(settle).await? {
-            Committed::Yes => Ok(reply),
+            Committed::Yes => {
+                // Stream clients on every instance hear of it (see `crate::streams`).
+                state.hub.written.notify_one();
+                Ok(reply)
+            }
             // Another execution has the key: it owns the outcome.
             Committed::KeyTaken => Err(Error::IdempotencyInProgress),
         }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::db::audit::AuditRow;
 use crate::db::bookings::BookingRow;
-use crate::db::changes::{ChangeRow, Page};
+use crate::db::changes::{ChangeRow, Page, Position};
 use crate::db::events::{EventRow, SeatCounts, SeatRow};
 use crate::db::holds::{HoldRow, Target};
 use crate::db::inventories::{InventoryRow, NightRow};
@@ -130,10 +130,13 @@ pub struct SeatPage {
     pub seats: Vec<SeatRow>,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<Uuid>,
+    /// The change feed position this page reflects: open the event's stream with `after=` it
+    /// (from the first page read) and no change is missed.
+    pub feed_cursor: String,
 }
 
-pub fn seat_page(seats: Vec<SeatRow>, next_cursor: Option<Uuid>) -> Value {
-    to_json(SeatPage { seats, next_cursor })
+pub fn seat_page(seats: Vec<SeatRow>, next_cursor: Option<Uuid>, feed_cursor: Position) -> Value {
+    to_json(SeatPage { seats, next_cursor, feed_cursor: feed_cursor.to_string() })
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -176,9 +176,9 @@ async fn each_change_says_what_happened_and_the_public_ones_say_nothing_of_who()
     };
     let mut first_two: Vec<Value> = event.seats[..2].iter().map(|s| json!(s)).collect();
     first_two.sort_by_key(|v| v.as_str().unwrap().to_owned());
-    assert_eq!(seats(&changes[2]), first_two.iter().map(|s| (s.clone(), json!("held"))).collect::<Vec<_>>());
-    assert_eq!(seats(&changes[5]), first_two.iter().map(|s| (s.clone(), json!("booked"))).collect::<Vec<_>>());
-    assert_eq!(seats(&changes[9]), [(json!(event.seats[2]), json!("available"))]);
+    assert_eq!(seats(&changes[2]), first_two.iter().map(|s| (s.clone(), json!("HELD"))).collect::<Vec<_>>());
+    assert_eq!(seats(&changes[5]), first_two.iter().map(|s| (s.clone(), json!("BOOKED"))).collect::<Vec<_>>());
+    assert_eq!(seats(&changes[9]), [(json!(event.seats[2]), json!("AVAILABLE"))]);
 
     // A filter by type, and pages of one, give the same changes.
     let token = app.admin_token();
@@ -413,7 +413,7 @@ async fn every_effect_of_concurrent_requests_over_three_instances_is_in_the_feed
     }
     for (seat, _, booking) in &told {
         let (_, status) = &seat_versions[&seat.to_string()];
-        assert_eq!(status, if booking.is_some() { "booked" } else { "available" }, "seat {seat}");
+        assert_eq!(status, if booking.is_some() { "BOOKED" } else { "AVAILABLE" }, "seat {seat}");
     }
     drop(instances);
     drop(fleet);

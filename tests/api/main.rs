@@ -16,5 +16,6 @@ mod rolling;
 mod rooms;
 mod shutdown;
 mod slots;
+mod streams;
 mod support;
 mod validation;

@@ -115,6 +115,9 @@ async fn the_openapi_document_covers_every_route_header_and_problem() {
         ("/v1/resources/{resource_id}/holds", "post"),
         ("/v1/admin/integrity", "get"),
         ("/v1/changes", "get"),
+        ("/v1/events/{event_id}/stream", "get"),
+        ("/v1/inventories/{inventory_id}/stream", "get"),
+        ("/v1/resources/{resource_id}/stream", "get"),
         ("/health", "get"),
         ("/ready", "get"),
         ("/metrics", "get"),
@@ -144,5 +147,10 @@ async fn the_openapi_document_covers_every_route_header_and_problem() {
     assert!(hold["responses"]["503"]["headers"]["Retry-After"].is_object(), "{hold}");
     assert!(doc["components"]["schemas"]["Problem"]["properties"]["code"].is_object());
     assert!(doc["components"]["schemas"]["HoldView"].is_object());
+    for kind in ["events/{event_id}", "inventories/{inventory_id}", "resources/{resource_id}"] {
+        let stream = &doc["paths"][format!("/v1/{kind}/stream")]["get"];
+        assert!(stream["responses"]["200"]["content"]["text/event-stream"].is_object(), "{stream}");
+        assert!(stream["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "Last-Event-ID"), "{stream}");
+    }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
