@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, mpsc};
@@ -27,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::db::changes::{self, ChangeRow, Position, Read};
+use crate::db::changes::{self, ChangeRow, Position, TailRow};
 
 /// The channel every instance listens on.
 pub const CHANNEL: &str = "holdfast-changes";
@@ -36,7 +37,7 @@ pub const CHANNEL: &str = "holdfast-changes";
 pub const PUBLIC_TYPES: &[&str] = &["seats.changed", "nights.changed", "inventory.nights_changed", "slots.changed"];
 
 /// An instance sends at most one NOTIFY per this long, however many commits it makes.
-const NOTIFY_EVERY: Duration = Duration::from_millis(5);
+const NOTIFY_EVERY: Duration = Duration::from_millis(20);
 
 /// How soon the tailer looks again when committed rows wait behind an older open transaction.
 const GATED_RETRY: Duration = Duration::from_millis(10);
@@ -53,13 +54,26 @@ pub struct Message {
 }
 
 impl Message {
-    pub fn from_row(row: &ChangeRow) -> Option<Self> {
-        let scope = row.event_id.or(row.inventory_id).or(row.resource_id)?;
-        let mut data = row.data.clone().unwrap_or_else(|| serde_json::json!({}));
+    fn new(position: Position, scope: Uuid, event: &str, at: DateTime<Utc>, data: Option<&Value>) -> Self {
+        let mut data = data.cloned().unwrap_or_else(|| serde_json::json!({}));
         if let Some(object) = data.as_object_mut() {
-            object.insert("occurred_at".into(), serde_json::json!(row.at));
+            object.insert("occurred_at".into(), serde_json::json!(at));
         }
-        Some(Message { position: row.position(), scope, event: row.r#type.clone(), data: data.to_string() })
+        Message { position, scope, event: event.to_owned(), data: data.to_string() }
+    }
+
+    /// A public change read back from the feed (a stream's catch-up).
+    pub fn from_change(row: &ChangeRow) -> Option<Self> {
+        let scope = row.event_id.or(row.inventory_id).or(row.resource_id)?;
+        PUBLIC_TYPES
+            .contains(&row.r#type.as_str())
+            .then(|| Message::new(row.position(), scope, &row.r#type, row.at, row.data.as_ref()))
+    }
+
+    /// A public change as the tailer reads it; None for every other row.
+    fn from_tail(row: &TailRow) -> Option<Self> {
+        let kind = row.r#type.as_deref().filter(|t| PUBLIC_TYPES.contains(t))?;
+        Some(Message::new(Position { txid: row.txid, id: row.id }, row.scope_id?, kind, row.at, row.data.as_ref()))
     }
 }
 
@@ -278,10 +292,13 @@ async fn listen_loop(listen_db: PgPool, woken: Arc<Notify>, shutdown: Cancellati
     }
 }
 
-/// Follows the feed's public events from where the feed stands at start-up, publishing each
-/// batch to the hub.
+/// Rows the tailer reads per statement.
+const TAIL_PAGE: i64 = 1000;
+
+/// Follows the change log from where the feed stands at start-up, publishing each page's public
+/// changes to the hub. One statement per page, on the table itself; at most one pass per
+/// [`NOTIFY_EVERY`], however often it is woken.
 async fn tail_loop(hub: Arc<Hub>, db: PgPool, woken: Arc<Notify>, poll: Duration, shutdown: CancellationToken) {
-    let types: Vec<String> = PUBLIC_TYPES.iter().map(|t| (*t).to_owned()).collect();
     let mut cursor = None;
     // Start at once; then, while rows wait behind an open transaction, look again soon,
     // backing off towards the poll interval if it stays open.
@@ -294,33 +311,27 @@ async fn tail_loop(hub: Arc<Hub>, db: PgPool, woken: Arc<Notify>, poll: Duration
             _ = tokio::time::sleep(wait) => {}
         }
         let result = async {
-            let from = match cursor {
+            let mut from = match cursor {
                 Some(position) => position,
                 None => changes::readable_end(&db).await?,
             };
-            cursor = Some(from);
-            let mut from = from;
             loop {
-                let page = match changes::read(&db, Some(from), Some(&types), 1000).await? {
-                    Read::Page(page) => page,
-                    // Purged past us (an instance asleep for the whole retention): go on from
-                    // the oldest kept; the clients' own cursors tell them to reset.
-                    Read::Expired { oldest } => {
-                        from = oldest;
-                        continue;
-                    }
-                };
+                let rows = changes::tail(&db, from, TAIL_PAGE).await?;
                 let now = Utc::now();
-                for row in &page.changes {
-                    let delay = (now - row.at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
-                    metrics::histogram!("holdfast_stream_fanout_delay_seconds").record(delay);
+                let mut messages = Vec::new();
+                for row in &rows {
+                    if let Some(message) = Message::from_tail(row) {
+                        let delay = (now - row.at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+                        metrics::histogram!("holdfast_stream_fanout_delay_seconds").record(delay);
+                        messages.push(message);
+                    }
                 }
-                let full = page.changes.len() == 1000;
-                let messages = page.changes.iter().filter_map(Message::from_row).collect();
-                hub.publish(messages, page.next);
-                from = page.next;
+                if let Some(last) = rows.last() {
+                    from = Position { txid: last.txid, id: last.id };
+                }
+                hub.publish(messages, from);
                 cursor = Some(from);
-                if !full {
+                if (rows.len() as i64) < TAIL_PAGE {
                     break;
                 }
             }
@@ -333,8 +344,9 @@ async fn tail_loop(hub: Arc<Hub>, db: PgPool, woken: Arc<Notify>, poll: Duration
         }
         .await;
         if let Err(err) = result {
-            tracing::warn!(error = %err, "change tailer could not read the feed; will retry");
+            tracing::warn!(error = %err, "change tailer could not read the change log; will retry");
             gated_wait = None;
         }
+        tokio::time::sleep(NOTIFY_EVERY).await;
     }
 }

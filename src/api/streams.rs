@@ -152,7 +152,7 @@ async fn stream(state: AppState, scope: Uuid, after: Option<Position>) -> Result
                 metrics::counter!("holdfast_stream_resets_total", "reason" => "too_far_behind").increment(1);
                 first.push(reset_event(Some(joined_at), "too_far_behind"));
             } else {
-                first.extend(rows.iter().filter_map(Message::from_row).map(|m| message_event(&m)));
+                first.extend(rows.iter().filter_map(Message::from_change).map(|m| message_event(&m)));
             }
         }
         _ => {}

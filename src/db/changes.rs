@@ -69,7 +69,6 @@ impl FromStr for Position {
 pub struct ChangeRow {
     pub id: i64,
     pub txid: i64,
-    pub uid: Uuid,
     pub r#type: String,
     pub at: DateTime<Utc>,
     pub subject_kind: String,
@@ -86,6 +85,16 @@ pub struct ChangeRow {
 impl ChangeRow {
     pub fn position(&self) -> Position {
         Position { txid: self.txid, id: self.id }
+    }
+
+    /// The event's stable id: its position, as a UUID (version 8, custom). A row's position never
+    /// changes, so neither does its id, and no two rows share one; nothing is stored for it.
+    pub fn uid(&self) -> Uuid {
+        let (txid, id) = (self.txid.to_be_bytes(), self.id.to_be_bytes());
+        let mut bytes = [0u8; 16];
+        bytes[..6].copy_from_slice(&txid[2..]); // transaction ids stay far below 2^48
+        bytes[9..].copy_from_slice(&id[1..]); // and row ids below 2^56
+        Uuid::new_v8(bytes)
     }
 }
 
@@ -127,9 +136,10 @@ pub async fn read(
     };
     let changes = sqlx::query_as!(
         ChangeRow,
-        r#"select id, txid::text::int8 as "txid!", uid, type as "type!", at, subject_kind as "subject_kind!",
-                  subject_id, event_id, inventory_id, resource_id, actor, actor_role, request_id, data
-             from audit_log
+        r#"select id as "id!", txid::text::int8 as "txid!", type as "type!", at as "at!",
+                  subject_kind as "subject_kind!", subject_id, event_id, inventory_id, resource_id,
+                  actor as "actor!", actor_role as "actor_role!", request_id, data
+             from change_log
             where (txid, id) > ($1::text::xid8, $2)
               and txid < pg_snapshot_xmin(pg_current_snapshot())
               and ($3::text[] is null or type = any($3))
@@ -172,16 +182,46 @@ pub async fn readable_end(pool: &PgPool) -> Result<Position, sqlx::Error> {
     Ok(Position { txid: xmin, id: 0 })
 }
 
+/// A row as the stream tailer reads it: every row, history ones included (their type and
+/// scope are None), straight from the table: each instance reads each row once.
+#[derive(Debug)]
+pub struct TailRow {
+    pub id: i64,
+    pub txid: i64,
+    pub r#type: Option<String>,
+    pub scope_id: Option<Uuid>,
+    pub at: DateTime<Utc>,
+    pub data: Option<Value>,
+}
+
+/// Up to `limit` readable rows after `after`, in feed order: one statement.
+pub async fn tail(pool: &PgPool, after: Position, limit: i64) -> Result<Vec<TailRow>, sqlx::Error> {
+    sqlx::query_as!(
+        TailRow,
+        r#"select id, txid::text::int8 as "txid!", type, scope_id, at, data from audit_log
+            where (txid, id) > ($1::text::xid8, $2) and txid < pg_snapshot_xmin(pg_current_snapshot())
+            order by txid, id limit $3"#,
+        after.txid.to_string(),
+        after.id,
+        limit,
+    )
+    .fetch_all(pool)
+    .await
+}
+
 /// Whether committed rows lie after `after` that the gate still hides (an older transaction is
 /// still open): the tailer then looks again soon.
 pub async fn hidden_after(pool: &PgPool, after: Position) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"select exists(select 1 from audit_log where (txid, id) > ($1::text::xid8, $2)) as "hidden!""#,
+    // Walks the primary key from `after` (an EXISTS would let the planner scan the whole table
+    // for a match that sits at its end).
+    let next = sqlx::query_scalar!(
+        "select id from audit_log where (txid, id) > ($1::text::xid8, $2) order by txid, id limit 1",
         after.txid.to_string(),
         after.id,
     )
-    .fetch_one(pool)
-    .await
+    .fetch_optional(pool)
+    .await?;
+    Ok(next.is_some())
 }
 
 /// The changes of `types` about one event, inventory or resource in `(after, upto]`, oldest
@@ -196,9 +236,10 @@ pub async fn read_scope(
 ) -> Result<Vec<ChangeRow>, sqlx::Error> {
     sqlx::query_as!(
         ChangeRow,
-        r#"select id, txid::text::int8 as "txid!", uid, type as "type!", at, subject_kind as "subject_kind!",
-                  subject_id, event_id, inventory_id, resource_id, actor, actor_role, request_id, data
-             from audit_log
+        r#"select id as "id!", txid::text::int8 as "txid!", type as "type!", at as "at!",
+                  subject_kind as "subject_kind!", subject_id, event_id, inventory_id, resource_id,
+                  actor as "actor!", actor_role as "actor_role!", request_id, data
+             from change_log
             where (txid, id) > ($1::text::xid8, $2) and (txid, id) <= ($3::text::xid8, $4)
               and txid < pg_snapshot_xmin(pg_current_snapshot())
               and type = any($5) and $6 in (event_id, inventory_id, resource_id)

@@ -339,7 +339,7 @@ pub struct ChangePage {
 
 pub fn change(row: &ChangeRow) -> ChangeView {
     ChangeView {
-        id: row.uid,
+        id: row.uid(),
         cursor: row.position().to_string(),
         r#type: row.r#type.clone(),
         occurred_at: row.at,
