@@ -14,6 +14,8 @@
 #   schemathesis         coverage, fuzzing and stateful phases, --checks all, against a running
 #                        instance with a user and an admin token: 0 failures
 #   promtool             `promtool check metrics` on a /metrics scrape taken after the fuzzing
+#   browser-seat-map     tests/browser/run.sh: the seat-map page (examples/seat-map) on another
+#                        origin, two users in Debian's chromium driven by playwright-core
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -125,6 +127,7 @@ command -v jq >/dev/null || { as_root apt-get update -qq; as_root apt-get instal
 check readme-quickstart quickstart
 scrape() { curl -sf "http://127.0.0.1:$PORT/metrics" | promtool check metrics; }
 check promtool scrape
+check browser-seat-map bash tests/browser/run.sh "$BIN"
 
 log "$passed passed, $failed failed${failures[*]:+: ${failures[*]}}"
 echo "checks: $passed passed, $failed failed"
