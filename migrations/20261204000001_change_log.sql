@@ -51,6 +51,16 @@ end $$;
 create trigger audit_log_keep_history before delete on audit_log for each row
     when (old.hold_id is not null) execute function audit_keep_history();
 
+-- A row's data as readers see it: seats.changed is stored compactly (see `seats_changed`).
+create function change_data(p_type text, p_data jsonb) returns jsonb language sql immutable as $$
+    select case when p_type = 'seats.changed' and jsonb_typeof(p_data) = 'array' then
+                    jsonb_build_object('seats', coalesce((
+                        select jsonb_agg(jsonb_build_object('id', e -> 0, 'status', e -> 1, 'version', e -> 2)
+                                         order by ord)
+                          from jsonb_array_elements(p_data) with ordinality as x(e, ord)), '[]'))
+                else p_data end
+$$;
+
 -- Every row as a change event: type, subject, owning event / inventory / resource, data.
 create view change_log as
 select a.id, a.txid, a.at, a.actor, a.actor_role, a.request_id,
@@ -73,7 +83,7 @@ select a.id, a.txid, a.at, a.actor, a.actor_role, a.request_id,
            as inventory_id,
        case when a.hold_id is not null then h.resource_id
             when a.type in ('slots.changed', 'resource.created') then a.scope_id end as resource_id,
-       case when a.hold_id is null then a.data
+       case when a.hold_id is null then change_data(a.type, a.data)
             when a.entity = 'hold' then jsonb_build_object('status', a.to_status, 'user_id', h.user_id)
                                         || coalesce(a.detail, '{}')
             else jsonb_build_object('status', a.to_status, 'hold_id', a.hold_id, 'user_id', b.user_id,
@@ -98,17 +108,20 @@ $$;
 -- Seats whose claim changed (held, freed, sold), one event per statement and seat map. Public:
 -- seat ids, statuses and versions, nothing about who. A hold's expiry moving is not a change of
 -- status; a hold that ran out is announced when it is swept (within HOLD_SWEEP_INTERVAL_MS).
+-- This row is written with every hold and confirm, so it is stored compactly: `[[id, status,
+-- version], ...]`, which `change_data` expands for readers, and without the request id (the
+-- hold's or booking's row of the same transaction carries it).
 create function seats_changed() returns trigger language plpgsql as $$
 begin
-    insert into audit_log (type, scope_id, data, actor, actor_role, request_id)
+    insert into audit_log (type, scope_id, data, actor, actor_role)
     select 'seats.changed', n.event_id,
-           jsonb_build_object('seats', jsonb_agg(jsonb_build_object(
-               'id', n.id,
-               'status', case when n.booking_id is not null then 'BOOKED'
-                              when n.hold_id is not null and n.hold_expires_at > now() then 'HELD'
-                              else 'AVAILABLE' end,
-               'version', n.version) order by n.id)),
-           change_actor(), change_actor_role(), change_request_id()
+           jsonb_agg(jsonb_build_array(
+               n.id,
+               case when n.booking_id is not null then 'BOOKED'
+                    when n.hold_id is not null and n.hold_expires_at > now() then 'HELD'
+                    else 'AVAILABLE' end,
+               n.version) order by n.id),
+           change_actor(), change_actor_role()
       from new_rows n join old_rows o on o.id = n.id
      where n.hold_id is distinct from o.hold_id or n.booking_id is distinct from o.booking_id
      group by n.event_id;

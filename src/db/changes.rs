@@ -198,7 +198,7 @@ pub struct TailRow {
 pub async fn tail(pool: &PgPool, after: Position, limit: i64) -> Result<Vec<TailRow>, sqlx::Error> {
     sqlx::query_as!(
         TailRow,
-        r#"select id, txid::text::int8 as "txid!", type, scope_id, at, data from audit_log
+        r#"select id, txid::text::int8 as "txid!", type, scope_id, at, change_data(type, data) as data from audit_log
             where (txid, id) > ($1::text::xid8, $2) and txid < pg_snapshot_xmin(pg_current_snapshot())
             order by txid, id limit $3"#,
         after.txid.to_string(),
