@@ -322,8 +322,8 @@ pub struct ChangeView {
     pub actor: ChangeActor,
     /// The `x-request-id` of the request that made the change.
     pub request_id: Option<String>,
-    /// The subject's new state. Holds, bookings, seats and nights carry their `version`: when
-    /// two events about one subject arrive, the higher version is the newer state.
+    /// The subject's new state. Seats and nights carry their `version`: of two states of one
+    /// seat or night, the higher version is the newer.
     #[schema(value_type = Object)]
     pub data: Value,
 }
