@@ -70,10 +70,76 @@ impl Message {
             .then(|| Message::new(row.position(), scope, &row.r#type, row.at, row.data.as_ref()))
     }
 
-    /// A public change as the tailer reads it; None for every other row.
-    fn from_tail(row: &TailRow) -> Option<Self> {
-        let kind = row.r#type.as_deref().filter(|t| PUBLIC_TYPES.contains(t))?;
-        Some(Message::new(Position { txid: row.txid, id: row.id }, row.scope_id?, kind, row.at, row.data.as_ref()))
+    /// The public changes among the rows of one tailer pass, in feed order. Seat and night
+    /// changes of one scope and type are merged into one message (the newest version of each seat
+    /// or night, with the last row's position as its id): a client receives at most one of them
+    /// per pass, however many holds a stampede makes, and the versions keep the merge exact.
+    /// Slot changes carry no version and are passed on one by one.
+    fn from_pass(rows: &[TailRow]) -> Vec<Self> {
+        struct Merged<'a> {
+            position: Position,
+            first_at: DateTime<Utc>,
+            list: &'static str,
+            items: Vec<Value>,
+            index: HashMap<String, usize>,
+            kind: &'a str,
+            scope: Uuid,
+        }
+        let mut merged: Vec<Merged> = Vec::new();
+        let mut messages = Vec::new();
+        for row in rows {
+            let (Some(kind), Some(scope)) = (row.r#type.as_deref(), row.scope_id) else { continue };
+            let position = Position { txid: row.txid, id: row.id };
+            let (list, key) = match kind {
+                "seats.changed" => ("seats", "id"),
+                "nights.changed" | "inventory.nights_changed" => ("nights", "night"),
+                "slots.changed" => {
+                    messages.push(Message::new(position, scope, kind, row.at, row.data.as_ref()));
+                    continue;
+                }
+                _ => continue,
+            };
+            let at = merged.iter().position(|m| m.scope == scope && m.kind == kind);
+            let entry = match at {
+                Some(i) => &mut merged[i],
+                None => {
+                    merged.push(Merged {
+                        position,
+                        first_at: row.at,
+                        list,
+                        items: Vec::new(),
+                        index: HashMap::new(),
+                        kind,
+                        scope,
+                    });
+                    merged.last_mut().expect("just pushed")
+                }
+            };
+            entry.position = position;
+            let items = row.data.as_ref().and_then(|d| d.get(list)).and_then(Value::as_array);
+            for item in items.into_iter().flatten() {
+                let id = item.get(key).map(Value::to_string).unwrap_or_default();
+                let version = item.get("version").and_then(Value::as_i64).unwrap_or(i64::MIN);
+                match entry.index.get(&id) {
+                    Some(&i) => {
+                        let held = entry.items[i].get("version").and_then(Value::as_i64).unwrap_or(i64::MIN);
+                        if version >= held {
+                            entry.items[i] = item.clone();
+                        }
+                    }
+                    None => {
+                        entry.index.insert(id, entry.items.len());
+                        entry.items.push(item.clone());
+                    }
+                }
+            }
+        }
+        for m in merged {
+            let data = serde_json::json!({ m.list: m.items });
+            messages.push(Message::new(m.position, m.scope, m.kind, m.first_at, Some(&data)));
+        }
+        messages.sort_by_key(|m| m.position);
+        messages
     }
 }
 
@@ -318,14 +384,11 @@ async fn tail_loop(hub: Arc<Hub>, db: PgPool, woken: Arc<Notify>, poll: Duration
             loop {
                 let rows = changes::tail(&db, from, TAIL_PAGE).await?;
                 let now = Utc::now();
-                let mut messages = Vec::new();
-                for row in &rows {
-                    if let Some(message) = Message::from_tail(row) {
-                        let delay = (now - row.at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
-                        metrics::histogram!("holdfast_stream_fanout_delay_seconds").record(delay);
-                        messages.push(message);
-                    }
+                for row in rows.iter().filter(|r| r.r#type.as_deref().is_some_and(|t| PUBLIC_TYPES.contains(&t))) {
+                    let delay = (now - row.at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+                    metrics::histogram!("holdfast_stream_fanout_delay_seconds").record(delay);
                 }
+                let messages = Message::from_pass(&rows);
                 if let Some(last) = rows.last() {
                     from = Position { txid: last.txid, id: last.id };
                 }
@@ -348,5 +411,39 @@ async fn tail_loop(hub: Arc<Hub>, db: PgPool, woken: Arc<Notify>, poll: Duration
             gated_wait = None;
         }
         tokio::time::sleep(NOTIFY_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, kind: &str, scope: Uuid, data: Value) -> TailRow {
+        TailRow { id, txid: 7, r#type: Some(kind.to_owned()), scope_id: Some(scope), at: Utc::now(), data: Some(data) }
+    }
+
+    #[test]
+    fn a_pass_merges_seat_changes_per_scope_keeping_the_newest_version() {
+        let (event, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let seat = |id: &str, status: &str, version: i64| serde_json::json!({ "id": id, "status": status, "version": version });
+        let rows = vec![
+            row(
+                1,
+                "seats.changed",
+                event,
+                serde_json::json!({ "seats": [seat("a", "HELD", 1), seat("b", "HELD", 1)] }),
+            ),
+            row(2, "slots.changed", other, serde_json::json!({ "taken": [], "freed": [] })),
+            row(3, "seats.changed", event, serde_json::json!({ "seats": [seat("a", "BOOKED", 2)] })),
+            // Out of order in the feed (a transaction that got its id early): the version decides.
+            row(4, "seats.changed", event, serde_json::json!({ "seats": [seat("b", "AVAILABLE", 0)] })),
+            TailRow { id: 5, txid: 7, r#type: None, scope_id: None, at: Utc::now(), data: None },
+        ];
+        let messages = Message::from_pass(&rows);
+        assert_eq!(messages.len(), 2);
+        assert_eq!((messages[0].position.id, messages[0].event.as_str()), (2, "slots.changed"));
+        assert_eq!((messages[1].position.id, messages[1].scope), (4, event));
+        let data: Value = serde_json::from_str(&messages[1].data).unwrap();
+        assert_eq!(data["seats"], serde_json::json!([seat("a", "BOOKED", 2), seat("b", "HELD", 1)]));
     }
 }

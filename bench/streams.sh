@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Stream fan-out under write load (issue 12): CLIENTS Server-Sent Events clients on one event's
+# stream, on one release instance, while the load generator's spread-holds runs on that event.
+# Reports the instance's peak RSS and CPU, and the delay from each change's statement to its
+# receipt by the clients (p50 / p90 / p99).
+#
+#   bench/streams.sh [clients] [seconds] [load clients]      e.g. bench/streams.sh 10000 20 16
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+clients=${1:-10000}; seconds=${2:-20}; load_clients=${3:-16}
+cargo build --release --quiet -p holdfast -p holdfast-loadgen --bins >&2
+dev_env=$(scripts/dev-env.sh up); eval "$dev_env"
+base_url=${DATABASE_URL%/*}
+psql "$base_url/postgres" -qAtX -c "drop database if exists holdfast_streams with (force)" -c "create database holdfast_streams"
+export JWT_SECRET=bench-secret-0123456789abcdef
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+work=$(mktemp -d)
+DATABASE_URL=$base_url/holdfast_streams LISTEN_ADDR=127.0.0.1:$port REDIS_KEY_PREFIX="streams:$$:" \
+  RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 HOLD_MAX_LIVE_PER_USER=0 STREAM_MAX_CLIENTS=$((clients + 100)) \
+  HTTP_MAX_CONNECTIONS=$((clients + 1000)) RUST_LOG=warn target/release/holdfast serve > "$work/holdfast.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null && break; sleep 0.2; done
+ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+# Once the load generator has made its event: connect the stream clients to it, then let the load start.
+cat > "$work/after-setup.sh" <<HOOK
+event=\$(psql "$base_url/holdfast_streams" -qAtX -c "select id from events order by created_at desc limit 1")
+target/release/stream_clients --addr 127.0.0.1:$port --event "\$event" --clients $clients --seconds $((seconds + 3)) \
+  --ready-file "$work/ready" > "$work/streams.json" 2> "$work/streams.log" &
+for _ in \$(seq 1200); do [ -f "$work/ready" ] && break; sleep 0.1; done
+awk '{print \$14 + \$15}' /proc/$pid/stat > "$work/ticks-before"
+HOOK
+target/release/holdfast-loadgen --json --scenario spread --hold-only --targets "http://127.0.0.1:$port" \
+  --clients "$load_clients" --duration-secs "$seconds" --seats 20000 --after-setup "bash $work/after-setup.sh" \
+  > "$work/load.json"
+after=$(ticks)
+for _ in $(seq 300); do [ -s "$work/streams.json" ] && break; sleep 0.1; done
+hz=$(getconf CLK_TCK)
+python3 - "$work" "$pid" "$after" "$hz" "$seconds" <<'PY'
+import json, sys
+work, pid, after, hz, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+before = int(open(f"{work}/ticks-before").read())
+streams = json.load(open(f"{work}/streams.json"))
+load = json.load(open(f"{work}/load.json"))
+status = dict(l.split(":", 1) for l in open(f"/proc/{pid}/status") if ":" in l)
+print(json.dumps({
+    "stream_clients": streams,
+    "holds_per_s": load.get("holds_per_s") or load.get("requests_per_s"),
+    "holdfast_cpu_cores": (after - before) / hz / seconds,
+    "holdfast_rss_mb": int(status["VmRSS"].split()[0]) / 1024,
+    "holdfast_peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024,
+}, indent=1))
+PY
+cat "$work/streams.log" >&2
