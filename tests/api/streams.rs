@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::support::app::{TestApp, eventually, spawn_app, spawn_app_with};
 use crate::support::cluster::{Clients, Fleet};
+use sqlx::Connection as _;
 
 /// One message of a stream.
 #[derive(Debug, Clone)]
@@ -270,4 +271,46 @@ async fn nights_and_slots_have_streams_too() {
         .collect();
     assert_eq!(nights, [("2030-03-01".to_owned(), 3), ("2030-03-02".to_owned(), 3)]);
     assert!(!change.data.to_string().contains("alice"));
+}
+
+#[tokio::test]
+async fn a_quiet_stream_sends_heartbeats_and_an_expired_cursor_gets_reset() {
+    let app = spawn_app_with(|c| {
+        c.streams.heartbeat_ms = 200;
+        c.jobs.outbox_retention_hours = 1;
+        c.jobs.outbox_purge_interval_ms = 50;
+    })
+    .await;
+    // A change older than the retention, written straight in SQL with triggers off, then purged.
+    let mut conn = sqlx::PgConnection::connect(&app.database.url).await.unwrap();
+    let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+    for sql in [
+        "set local session_replication_role = replica",
+        "insert into audit_log (type, scope_id, actor, actor_role, at) values ('seats.changed', '00000000-0000-0000-0000-0000000000e1', 'system', 'system', now() - interval '3 hours')",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let event = app.create_event(1, 1, 2).await;
+    eventually("the old change is purged", Duration::from_secs(30), || async {
+        app.count("select count(*) from change_log_horizon where id > 0").await == 1
+    })
+    .await;
+
+    let url = format!("{}?after=0-0", app.stream_url(event.id));
+    let mut stream = Stream::open(&app.client, &url, None).await;
+    let first = stream.next(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(first.event, "reset", "{first:?}");
+    assert_eq!(first.data["reason"], "cursor_expired");
+    assert!(first.id.is_some(), "a reset says where live messages start");
+
+    // Nothing happens on the event: heartbeat comments keep the connection visibly alive.
+    let started = Instant::now();
+    let mut raw = String::new();
+    while !raw.contains("\n:") && !raw.starts_with(':') {
+        assert!(started.elapsed() < Duration::from_secs(3), "no heartbeat: {raw:?}");
+        if let Ok(Ok(Some(chunk))) = tokio::time::timeout(Duration::from_secs(1), stream.response.chunk()).await {
+            raw.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
 }
