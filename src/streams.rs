@@ -28,13 +28,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::db::changes::{self, ChangeRow, Position, TailRow};
+use crate::db::changes::{self, ChangeRow, Position, TailRow, is_public};
 
 /// The channel every instance listens on.
 pub const CHANNEL: &str = "holdfast-changes";
-
-/// The change types a public stream carries: availability, nothing about who.
-pub const PUBLIC_TYPES: &[&str] = &["seats.changed", "nights.changed", "inventory.nights_changed", "slots.changed"];
 
 /// An instance sends at most one NOTIFY per this long, however many commits it makes.
 const NOTIFY_EVERY: Duration = Duration::from_millis(20);
@@ -65,9 +62,7 @@ impl Message {
     /// A public change read back from the feed (a stream's catch-up).
     pub fn from_change(row: &ChangeRow) -> Option<Self> {
         let scope = row.event_id.or(row.inventory_id).or(row.resource_id)?;
-        PUBLIC_TYPES
-            .contains(&row.r#type.as_str())
-            .then(|| Message::new(row.position(), scope, &row.r#type, row.at, row.data.as_ref()))
+        is_public(&row.r#type).then(|| Message::new(row.position(), scope, &row.r#type, row.at, row.data.as_ref()))
     }
 
     /// The public changes among the rows of one tailer pass, in feed order. Seat and night
@@ -384,7 +379,7 @@ async fn tail_loop(hub: Arc<Hub>, db: PgPool, woken: Arc<Notify>, poll: Duration
             loop {
                 let rows = changes::tail(&db, from, TAIL_PAGE).await?;
                 let now = Utc::now();
-                for row in rows.iter().filter(|r| r.r#type.as_deref().is_some_and(|t| PUBLIC_TYPES.contains(&t))) {
+                for row in rows.iter().filter(|r| r.r#type.as_deref().is_some_and(is_public)) {
                     let delay = (now - row.at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
                     metrics::histogram!("holdfast_stream_fanout_delay_seconds").record(delay);
                 }

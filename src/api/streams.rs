@@ -31,7 +31,7 @@ use crate::db::{events, inventories, resources};
 use crate::domain::ValidationError;
 use crate::error::Error;
 use crate::state::AppState;
-use crate::streams::{Message, PUBLIC_TYPES, Refused};
+use crate::streams::{Message, Refused};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -146,8 +146,7 @@ async fn stream(state: AppState, scope: Uuid, after: Option<Position>) -> Result
             first.push(reset_event(Some(joined_at), "cursor_expired"));
         }
         Some(after) if after < joined_at => {
-            let types: Vec<String> = PUBLIC_TYPES.iter().map(|t| (*t).to_owned()).collect();
-            let rows = changes::read_scope(&state.db, scope, &types, after, joined_at, CATCH_UP_LIMIT + 1).await?;
+            let rows = changes::read_scope(&state.db, scope, after, joined_at, CATCH_UP_LIMIT + 1).await?;
             if rows.len() as i64 > CATCH_UP_LIMIT {
                 metrics::counter!("holdfast_stream_resets_total", "reason" => "too_far_behind").increment(1);
                 first.push(reset_event(Some(joined_at), "too_far_behind"));

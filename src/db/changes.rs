@@ -36,6 +36,13 @@ pub const TYPES: &[&str] = &[
     "resource.created",
 ];
 
+/// The types a public stream carries: availability, nothing about who.
+pub const PUBLIC_TYPES: &[&str] = &["seats.changed", "nights.changed", "inventory.nights_changed", "slots.changed"];
+
+pub fn is_public(kind: &str) -> bool {
+    PUBLIC_TYPES.contains(&kind)
+}
+
 /// A position in the change log; its text form `TXID-ID` is the feed's cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Position {
@@ -224,16 +231,16 @@ pub async fn hidden_after(pool: &PgPool, after: Position) -> Result<bool, sqlx::
     Ok(next.is_some())
 }
 
-/// The changes of `types` about one event, inventory or resource in `(after, upto]`, oldest
-/// first, at most `limit` (a stream's catch-up after a reconnect).
+/// The public changes about one event, inventory or resource in `(after, upto]`, oldest first,
+/// at most `limit` (a stream's catch-up after a reconnect).
 pub async fn read_scope(
     pool: &PgPool,
     scope: Uuid,
-    types: &[String],
     after: Position,
     upto: Position,
     limit: i64,
 ) -> Result<Vec<ChangeRow>, sqlx::Error> {
+    let types: Vec<String> = PUBLIC_TYPES.iter().map(|t| (*t).to_owned()).collect();
     sqlx::query_as!(
         ChangeRow,
         r#"select id as "id!", txid::text::int8 as "txid!", type as "type!", at as "at!",
@@ -249,7 +256,7 @@ pub async fn read_scope(
         after.id,
         upto.txid.to_string(),
         upto.id,
-        types,
+        &types,
         scope,
         limit,
     )
