@@ -74,6 +74,8 @@ pub enum Error {
     ConcurrentModification,
     #[error("cursor expired")]
     CursorExpired { oldest: String },
+    #[error("webhook target refused: {reason}")]
+    WebhookTargetRefused { reason: String },
     #[error("too many stream clients")]
     TooManyStreams,
     #[error("streams are starting")]
@@ -180,6 +182,7 @@ impl Error {
                 kind("CONCURRENT_MODIFICATION", 409, "The resource changed while this request ran").retry(1)
             }
             CursorExpired { .. } => kind("CURSOR_EXPIRED", 410, "The cursor is older than the changes kept"),
+            WebhookTargetRefused { .. } => kind("WEBHOOK_TARGET_REFUSED", 422, "The webhook URL cannot be used"),
             TooManyStreams => kind("TOO_MANY_STREAMS", 503, "This instance serves as many streams as it may").retry(5),
             StreamsStarting => kind("STREAMS_STARTING", 503, "Live streams are not available yet").retry(1),
             Validation(_) | InvalidBody(_) => kind("VALIDATION_FAILED", 422, "The request is invalid"),
@@ -266,6 +269,10 @@ impl Error {
                 "Changes after this cursor were purged: re-read the current state, then follow from `oldest_cursor`."
                     .into(),
                 json!({ "oldest_cursor": oldest }),
+            ),
+            WebhookTargetRefused { reason } => (
+                format!("The url {reason}. Webhooks go only to https URLs on public addresses."),
+                json!({ "field": "url" }),
             ),
             TooManyStreams => ("Retry later, or on another instance.".into(), Value::Null),
             StreamsStarting => {

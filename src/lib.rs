@@ -22,3 +22,4 @@ pub mod startup;
 pub mod state;
 pub mod streams;
 pub mod telemetry;
+pub mod webhooks;

@@ -19,7 +19,7 @@ use crate::lock::{Redlock, RedlockConfig};
 use crate::rate_limit::RateLimits;
 use crate::state::{AppState, Shared};
 use crate::streams::{self, Hub};
-use crate::{db, jobs, serve, telemetry};
+use crate::{db, jobs, serve, telemetry, webhooks};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -117,7 +117,8 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let Self { listener, metrics_listener, state } = self;
         let config = state.config.clone();
-        let jobs = jobs::spawn_all(&state);
+        let mut jobs = jobs::spawn_all(&state);
+        jobs.push(webhooks::spawn(state.clone()));
         let streams = match db::listen_pool(&config.database) {
             Ok(listen_db) => streams::spawn(
                 state.hub.clone(),

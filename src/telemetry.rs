@@ -22,6 +22,9 @@ pub fn init_tracing(format: LogFormat) {
 const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 /// Rows per batched claim statement (at most 256).
 const BATCH_ROW_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+/// From a change to its webhook delivery: seconds when all is well, hours while a receiver is down.
+const DELIVERY_LATENCY_BUCKETS: &[f64] =
+    &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0];
 
 /// HELP text of every metric family, registered with the recorder at start-up, so that every
 /// family on `/metrics` has `# HELP` (a unit test keeps this list complete).
@@ -56,6 +59,20 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
         "holdfast_stream_fanout_delay_seconds",
         "From a change's statement to its publication to this instance's stream clients.",
     ),
+    (
+        "holdfast_webhook_deliveries_total",
+        "Webhook delivery attempts by outcome: delivered, http_error, gone, timeout, connect_error, refused_target, error.",
+    ),
+    (
+        "holdfast_webhook_delivery_latency_seconds",
+        "From a change to its successful webhook delivery (retries included).",
+    ),
+    ("holdfast_webhook_attempt_duration_seconds", "Time one webhook delivery attempt took."),
+    (
+        "holdfast_webhook_oldest_undelivered_seconds",
+        "Age of the oldest change not yet delivered to each enabled webhook endpoint (0: none waiting).",
+    ),
+    ("holdfast_webhook_endpoints_disabled_total", "Webhook endpoints disabled, by reason: gone, failing."),
     ("holdfast_idempotency_recovered_total", "In-flight idempotency records whose lease ran out, marked FAILED."),
     ("holdfast_claim_batch_rows", "Claims per batched claim statement for contended seats."),
     ("holdfast_holds_created_total", "Holds created (seats, rooms and slots)."),
@@ -101,6 +118,11 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .set_buckets(BUCKETS)
                 .expect("bucket list is not empty")
                 .set_buckets_for_metric(Matcher::Full("holdfast_claim_batch_rows".into()), BATCH_ROW_BUCKETS)
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full("holdfast_webhook_delivery_latency_seconds".into()),
+                    DELIVERY_LATENCY_BUCKETS,
+                )
                 .expect("bucket list is not empty")
                 .install_recorder()
                 .inspect(|_| describe_all())

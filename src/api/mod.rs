@@ -19,6 +19,7 @@ pub mod rate_limit;
 pub mod reply;
 pub mod resources;
 pub mod streams;
+pub mod webhooks;
 
 use std::any::Any;
 
@@ -77,6 +78,9 @@ fn routes(max_body: usize) -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>)
         .routes(routes!(streams::event_stream))
         .routes(routes!(streams::inventory_stream))
         .routes(routes!(streams::resource_stream))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::list_deliveries))
         .layer(DefaultBodyLimit::max(SMALL_BODY_BYTES.min(max_body)));
     let v1 = large.merge(small);
     let ops = OpenApiRouter::new()

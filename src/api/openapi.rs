@@ -31,6 +31,7 @@ carries `Idempotent-Replayed: true`. Every error is RFC 9457 `application/proble
         (name = "bookings", description = "Bookings of every kind: read, cancel, reschedule, history"),
         (name = "streams", description = "Live availability as Server-Sent Events"),
         (name = "changes", description = "Every change, in commit-safe order, for consumers that follow them"),
+        (name = "webhooks", description = "Signed webhooks (Standard Webhooks): endpoints, deliveries, attempts"),
         (name = "operations", description = "Health, readiness, metrics, integrity")
     )
 )]
@@ -88,6 +89,7 @@ const LINKS: &[(&str, &str, &str, &[&str])] = &[
     ("create_inventory", "201", "inventory_id", &["inventory_availability", "create_room_hold", "patch_nights"]),
     ("create_resource", "201", "resource_id", &["get_resource", "slot_availability", "create_slot_hold"]),
     ("get_resource", "200", "resource_id", &["slot_availability", "create_slot_hold"]),
+    ("create_webhook", "201", "webhook_id", &["get_webhook", "list_deliveries", "delete_webhook"]),
 ];
 
 /// OpenAPI links from every response that names a new or read object to the operations that

@@ -8,7 +8,7 @@ use clap::Args;
 
 pub use groups::{
     AuthConfig, DatabaseConfig, FaultConfig, HoldsConfig, IdempotencyConfig, JobsConfig, RateLimitConfig, RedisConfig,
-    ServerConfig, StreamsConfig,
+    ServerConfig, StreamsConfig, WebhooksConfig,
 };
 pub(crate) use values::parse_net;
 pub use values::{CommaList, CorsOrigins, DatabaseUrl, LogFormat, Secret, redact_url};
@@ -34,6 +34,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     #[command(flatten)]
     pub streams: StreamsConfig,
+    #[command(flatten)]
+    pub webhooks: WebhooksConfig,
     #[command(flatten)]
     pub faults: FaultConfig,
 }

@@ -15,6 +15,7 @@ pub mod invariants;
 pub mod inventories;
 pub mod resources;
 mod status;
+pub mod webhooks;
 pub mod write_tx;
 
 use std::time::Duration;

@@ -11,7 +11,7 @@ use rand::Rng;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{changes, holds, invariants};
+use crate::db::{changes, holds, invariants, webhooks};
 use crate::idempotency;
 use crate::state::AppState;
 
@@ -111,7 +111,10 @@ pub fn spawn_all(state: &AppState) -> Vec<JoinHandle<()>> {
                         metrics::counter!("holdfast_changes_purge_passed_total").increment(passed);
                         Ok(passed)
                     })
-                    .await
+                    .await?;
+                    // Finished webhook deliveries (and their attempts) are kept as long.
+                    drain(&state, batch, || async { Ok(webhooks::purge_finished(&state.db, retention, batch).await?) })
+                        .await
                 }
             })
         },

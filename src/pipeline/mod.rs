@@ -31,8 +31,8 @@ use tracing::Instrument;
 
 pub use commands::{
     BookSeats, CancelBooking, Command, ConfirmHold, CreateEvent, CreateHold, CreateInventory, CreateResource,
-    CreateRoomHold, CreateSlotHold, ExtendHold, PatchNights, ReleaseHold, RescheduleBooking, visible_booking,
-    visible_hold,
+    CreateRoomHold, CreateSlotHold, CreateWebhook, DeleteWebhook, ExtendHold, PatchNights, ReleaseHold,
+    RescheduleBooking, visible_booking, visible_hold,
 };
 
 use crate::db::write_tx::{Committed, Settle, WriteTx};

@@ -14,6 +14,7 @@ use crate::db::events::{EventRow, SeatCounts, SeatRow};
 use crate::db::holds::{HoldRow, Target};
 use crate::db::inventories::{InventoryRow, NightRow};
 use crate::db::resources::ResourceRow;
+use crate::db::webhooks::{AttemptRow, Backlog, DeliveryRow, EndpointRow as WebhookRow};
 use crate::domain::slots::OpeningHoursSpec;
 
 fn to_json(view: impl Serialize) -> Value {
@@ -358,4 +359,158 @@ pub fn change(row: &ChangeRow) -> ChangeView {
 
 pub fn change_page(page: &Page) -> Value {
     to_json(ChangePage { changes: page.changes.iter().map(change).collect(), next_cursor: page.next.to_string() })
+}
+
+/// A webhook endpoint (its secret is shown only when it is created).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookView {
+    pub id: Uuid,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The change types delivered to it.
+    pub event_types: Vec<String>,
+    /// `enabled`, or `disabled` (by a 410 answer or after failing for WEBHOOK_DISABLE_AFTER_HOURS).
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    /// Since when every attempt has failed (absent while deliveries succeed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// Why it was disabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    /// Deliveries not yet made (on `GET /v1/webhooks/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_deliveries: Option<i64>,
+    /// When the oldest change still waiting for delivery happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_pending_at: Option<DateTime<Utc>>,
+}
+
+/// A new webhook endpoint with its signing secret, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookCreatedView {
+    #[serde(flatten)]
+    pub webhook: WebhookView,
+    /// `whsec_` + base64 of the HMAC key: verify each `webhook-signature` with it (Standard
+    /// Webhooks). Store it now: it is never shown again.
+    pub secret: String,
+}
+
+fn webhook_view(row: &WebhookRow, backlog: Option<&Backlog>) -> WebhookView {
+    WebhookView {
+        id: row.id,
+        url: row.url.clone(),
+        description: row.description.clone(),
+        event_types: row.event_types.clone(),
+        status: if row.disabled_at.is_some() { "disabled" } else { "enabled" }.to_owned(),
+        created_at: row.created_at,
+        failing_since: row.failing_since,
+        disabled_at: row.disabled_at,
+        disabled_reason: row.disabled_reason.clone(),
+        pending_deliveries: backlog.map(|b| b.pending),
+        oldest_pending_at: backlog.and_then(|b| b.oldest_pending),
+    }
+}
+
+pub fn webhook(row: &WebhookRow, backlog: Option<&Backlog>) -> Value {
+    to_json(webhook_view(row, backlog))
+}
+
+pub fn webhook_created(row: &WebhookRow, secret: &str) -> Value {
+    to_json(WebhookCreatedView { webhook: webhook_view(row, None), secret: secret.to_owned() })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookPage {
+    pub webhooks: Vec<WebhookView>,
+    /// Pass as `after` for the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<Uuid>,
+}
+
+pub fn webhook_page(rows: &[WebhookRow], next: Option<Uuid>) -> Value {
+    to_json(WebhookPage { webhooks: rows.iter().map(|r| webhook_view(r, None)).collect(), next_cursor: next })
+}
+
+/// One attempt to deliver a change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptView {
+    /// 1 for the first. A number missing from the list is an attempt whose instance stopped
+    /// before it could record it (the delivery was then tried again).
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    /// `delivered`, `http_error`, `gone` (410: the endpoint is disabled), `timeout`,
+    /// `connect_error`, `refused_target` (the URL resolved to a non-public address), `error`.
+    pub outcome: String,
+    /// The receiver's HTTP status, when it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_status: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the delivery is tried again after this attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// One change on its way to one endpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryView {
+    /// The change event's id, sent as `webhook-id` on every attempt.
+    pub event_id: Uuid,
+    pub r#type: String,
+    pub occurred_at: DateTime<Utc>,
+    /// `pending` (waiting or retrying), `delivered`, or `failed` (retries given up after
+    /// WEBHOOK_RETRY_HOURS, or the endpoint answered 410).
+    pub status: String,
+    /// Attempts started so far.
+    pub attempt_count: i32,
+    /// While pending: when the next attempt is due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Oldest first.
+    pub attempts: Vec<AttemptView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryPage {
+    /// Newest change first.
+    pub deliveries: Vec<DeliveryView>,
+    /// Pass as `before` for the next (older) page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+pub fn delivery_page(rows: &[DeliveryRow], attempts: &[AttemptRow], next: Option<Position>) -> Value {
+    let deliveries = rows
+        .iter()
+        .map(|d| DeliveryView {
+            event_id: d.event_id,
+            r#type: d.r#type.clone(),
+            occurred_at: d.occurred_at,
+            status: d.status.clone(),
+            attempt_count: d.attempts,
+            next_attempt_at: (d.status == "pending").then_some(d.next_attempt_at),
+            finished_at: d.finished_at,
+            attempts: attempts
+                .iter()
+                .filter(|a| (a.txid, a.change_id) == (d.txid, d.change_id))
+                .map(|a| AttemptView {
+                    attempt: a.attempt,
+                    started_at: a.started_at,
+                    duration_ms: a.duration_ms,
+                    outcome: a.outcome.clone(),
+                    response_status: a.status_code,
+                    error: a.error.clone(),
+                    next_attempt_at: a.next_attempt_at,
+                })
+                .collect(),
+        })
+        .collect();
+    to_json(DeliveryPage { deliveries, next_cursor: next.map(|p| p.to_string()) })
 }

@@ -19,3 +19,4 @@ mod slots;
 mod streams;
 mod support;
 mod validation;
+mod webhooks;

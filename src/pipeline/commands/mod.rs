@@ -12,6 +12,7 @@ mod holds;
 mod rooms;
 mod seats;
 mod slots;
+mod webhooks;
 
 use std::sync::LazyLock;
 
@@ -25,6 +26,7 @@ pub use holds::{ConfirmHold, CreateHold, ExtendHold, ReleaseHold};
 pub use rooms::{CreateInventory, CreateRoomHold, PatchNights};
 pub use seats::CreateEvent;
 pub use slots::{CreateResource, CreateSlotHold, RescheduleBooking};
+pub use webhooks::{CreateWebhook, DeleteWebhook};
 
 use super::{Reply, Step};
 use crate::db::holds::Target;
@@ -82,6 +84,8 @@ pub enum Command {
     CreateResource(CreateResource),
     CreateSlotHold(CreateSlotHold),
     RescheduleBooking(RescheduleBooking),
+    CreateWebhook(CreateWebhook),
+    DeleteWebhook(DeleteWebhook),
 }
 
 /// `$body` with `$c` bound to the command inside whichever variant `$command` is, and `$T` to
@@ -141,6 +145,14 @@ macro_rules! dispatch {
                 type $T = RescheduleBooking;
                 $body
             }
+            Command::CreateWebhook($c) => {
+                type $T = CreateWebhook;
+                $body
+            }
+            Command::DeleteWebhook($c) => {
+                type $T = DeleteWebhook;
+                $body
+            }
         }
     };
 }
@@ -168,7 +180,9 @@ from_each!(
     CreateRoomHold,
     CreateResource,
     CreateSlotHold,
-    RescheduleBooking
+    RescheduleBooking,
+    CreateWebhook,
+    DeleteWebhook
 );
 
 /// The answer a seat-claiming command gets when its seats are already taken (the claim fills
