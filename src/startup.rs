@@ -53,6 +53,7 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         config.validate()?;
+        webhooks::install_tls_provider();
         let db = db::pool(&config.database)?;
         let jwt = JwtKeys::from_config(
             config.auth.jwt_secret.as_ref().map(Secret::expose),

@@ -446,8 +446,7 @@ pub struct WebhooksConfig {
     /// addresses. For development and tests only: in production it lets admins aim requests at
     /// the internal network (SSRF).
     #[arg(
-        long,
-        env = "WEBHOOK_ALLOW_PRIVATE_TARGETS",
+        id = "webhook_allow_private_targets", long = "webhook-allow-private-targets", env = "WEBHOOK_ALLOW_PRIVATE_TARGETS",
         default_value_t = false,
         action = clap::ArgAction::Set,
         value_parser = clap::builder::BoolishValueParser::new()
@@ -455,27 +454,27 @@ pub struct WebhooksConfig {
     pub allow_private_targets: bool,
 
     /// How long one delivery attempt may take (connect, send, answer) before it counts as failed.
-    #[arg(long, env = "WEBHOOK_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    #[arg(id = "webhook_timeout_ms", long = "webhook-timeout-ms", env = "WEBHOOK_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
     pub timeout_ms: u64,
 
     /// The first retry's delay; each later one doubles it (up to 720 times this, one hour by
     /// default), with ±20% jitter.
-    #[arg(long, env = "WEBHOOK_RETRY_BASE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    #[arg(id = "webhook_retry_base_ms", long = "webhook-retry-base-ms", env = "WEBHOOK_RETRY_BASE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub retry_base_ms: u64,
 
     /// A delivery is retried for this long after it was queued, then given up (status `failed`).
-    #[arg(long, env = "WEBHOOK_RETRY_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(24..=720))]
+    #[arg(id = "webhook_retry_hours", long = "webhook-retry-hours", env = "WEBHOOK_RETRY_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(24..=720))]
     pub retry_hours: u64,
 
     /// An endpoint whose every attempt has failed for this long is disabled.
-    #[arg(long, env = "WEBHOOK_DISABLE_AFTER_HOURS", default_value_t = 72, value_parser = clap::value_parser!(u64).range(1..=8_760))]
+    #[arg(id = "webhook_disable_after_hours", long = "webhook-disable-after-hours", env = "WEBHOOK_DISABLE_AFTER_HOURS", default_value_t = 72, value_parser = clap::value_parser!(u64).range(1..=8_760))]
     pub disable_after_hours: u64,
 
     /// Deliveries one instance sends at once.
-    #[arg(long, env = "WEBHOOK_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1_024))]
+    #[arg(id = "webhook_concurrency", long = "webhook-concurrency", env = "WEBHOOK_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1_024))]
     pub concurrency: u64,
 
     /// How often each instance looks for new events and due retries (commits wake it sooner).
-    #[arg(long, env = "WEBHOOK_POLL_INTERVAL_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    #[arg(id = "webhook_poll_interval_ms", long = "webhook-poll-interval-ms", env = "WEBHOOK_POLL_INTERVAL_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub poll_interval_ms: u64,
 }

@@ -43,15 +43,30 @@ const MAX_BACKOFF_FACTOR: u32 = 720;
 /// How long an error text is kept.
 const MAX_ERROR_CHARS: usize = 300;
 
+/// rustls's cryptography: ring rather than aws-lc-rs (a long C build). rustls 0.23.48 deprecates
+/// ring's provider only for its lack of post-quantum key exchange, which outbound webhooks can
+/// do without.
+fn crypto_provider() -> rustls::crypto::CryptoProvider {
+    #[allow(deprecated)]
+    rustls::crypto::ring::default_provider()
+}
+
+/// Makes ring the process's default TLS provider. reqwest is built without a provider of its
+/// own, so any `reqwest::Client` built in this process (by a test or a tool linking this crate)
+/// needs it; the delivery client brings its own configuration. Safe to call more than once.
+pub fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = crypto_provider().install_default();
+    });
+}
+
 /// The HTTP client deliveries use: rustls with Mozilla's roots, the public-only resolver, no
 /// redirects, no proxy, the attempt timeout.
 pub fn client(config: &WebhooksConfig) -> reqwest::Result<reqwest::Client> {
+    install_tls_provider();
     let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    // ring rather than aws-lc-rs (a long C build): rustls 0.23.48 deprecates ring's provider
-    // only for its lack of post-quantum key exchange, which outbound webhooks can do without.
-    #[allow(deprecated)]
-    let provider = rustls::crypto::ring::default_provider();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(crypto_provider()))
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
         .with_root_certificates(roots)

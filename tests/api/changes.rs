@@ -353,7 +353,7 @@ async fn every_effect_of_concurrent_requests_over_three_instances_is_in_the_feed
         told.push(task.await.unwrap());
     }
 
-    let client = reqwest::Client::new();
+    let client = crate::support::http_client(reqwest::Client::builder());
     let token = clients.token("admin");
     let mut changes: Vec<Value> = Vec::new();
     let mut cursor: Option<String> = None;

@@ -190,14 +190,14 @@ async fn connections_past_the_cap_wait_until_one_closes() {
     let idle_a = TcpStream::connect(app.addr).await.unwrap();
     let idle_b = TcpStream::connect(app.addr).await.unwrap();
     // Both idle connections hold the two permits: a third request waits in the accept queue.
-    let client = reqwest::Client::builder().timeout(Duration::from_millis(600)).build().unwrap();
+    let client = crate::support::http_client(reqwest::Client::builder().timeout(Duration::from_millis(600)));
     let url = app.url("/health");
     eventually("both idle connections are accepted", Duration::from_secs(5), || async {
         client.get(&url).send().await.is_err()
     })
     .await;
     drop(idle_a);
-    let patient = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let patient = crate::support::http_client(reqwest::Client::builder().timeout(Duration::from_secs(5)));
     assert_eq!(patient.get(&url).send().await.unwrap().status(), StatusCode::OK);
     drop(idle_b);
 }

@@ -46,7 +46,7 @@ async fn sigterm_lets_an_in_flight_booking_finish_then_exits_cleanly() {
         })
     };
 
-    let client = reqwest::Client::new();
+    let client = crate::support::http_client(reqwest::Client::builder());
     let base = format!("http://127.0.0.1:{port}");
     eventually("the binary serves /health", Duration::from_secs(30), || async {
         client.get(format!("{base}/health")).send().await.map(|r| r.status() == StatusCode::OK).unwrap_or(false)
@@ -110,7 +110,7 @@ async fn sigterm_first_answers_ready_503_while_still_serving_then_exits() {
         crate::support::cluster::shared_env(&database.url, &redis_urls, &format!("drain:{}:", Uuid::new_v4().simple()));
     let mut instance = crate::support::cluster::Instance::spawn(&env, &[("SHUTDOWN_DRAIN_SECONDS", "3")]).await;
     let base = instance.base.clone();
-    let client = reqwest::Client::new();
+    let client = crate::support::http_client(reqwest::Client::builder());
     let ready = || async { client.get(format!("{base}/ready")).send().await.map(|r| r.status()).ok() };
     eventually("the instance is ready", Duration::from_secs(10), || async { ready().await == Some(StatusCode::OK) })
         .await;

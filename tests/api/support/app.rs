@@ -140,11 +140,9 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         metrics_addr,
         // Below the server's 10 s idle keep-alive limit (HTTP_HEADER_READ_TIMEOUT_MS), so a pooled
         // connection is never reused just as the server closes it.
-        client: reqwest::Client::builder()
-            .pool_max_idle_per_host(200)
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap(),
+        client: crate::support::http_client(
+            reqwest::Client::builder().pool_max_idle_per_host(200).pool_idle_timeout(Duration::from_secs(5)),
+        ),
         db,
         jwt: JwtKeys::new(JWT_SECRET),
         database,

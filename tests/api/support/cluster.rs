@@ -78,7 +78,7 @@ impl Instance {
         }
         let child = command.spawn().expect("the holdfast binary starts");
         let instance = Self { port, base: format!("http://127.0.0.1:{port}"), child: Some(child) };
-        let client = reqwest::Client::new();
+        let client = crate::support::http_client(reqwest::Client::builder());
         let health = format!("{}/health", instance.base);
         eventually("the instance serves /health", Duration::from_secs(30), || async {
             client.get(&health).send().await.map(|r| r.status().is_success()).unwrap_or(false)
@@ -418,7 +418,7 @@ impl Haproxy {
             .spawn()
             .expect("haproxy is installed (scripts/dev-env.sh installs it)");
         let proxy = Self { base: format!("http://127.0.0.1:{port}"), child, config, stats };
-        let client = reqwest::Client::new();
+        let client = crate::support::http_client(reqwest::Client::builder());
         let health = format!("{}/health", proxy.base);
         eventually("haproxy forwards /health", Duration::from_secs(15), || async {
             client.get(&health).send().await.map(|r| r.status().is_success()).unwrap_or(false)
@@ -466,11 +466,9 @@ pub struct Clients {
 impl Clients {
     pub fn new() -> Self {
         Self {
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(1024)
-                .pool_idle_timeout(Duration::from_secs(5))
-                .build()
-                .unwrap(),
+            http: crate::support::http_client(
+                reqwest::Client::builder().pool_max_idle_per_host(1024).pool_idle_timeout(Duration::from_secs(5)),
+            ),
             jwt: Arc::new(JwtKeys::new(JWT_SECRET)),
         }
     }

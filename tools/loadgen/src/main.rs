@@ -254,6 +254,7 @@ async fn main() {
     let args = Args::parse();
     let keys = JwtKeys::new(&args.jwt_secret);
     let admin = keys.mint("loadgen-admin", true, Duration::from_secs(3600)).unwrap();
+    holdfast::webhooks::install_tls_provider();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients.max(16))
         // Below holdfast's 10 s idle keep-alive limit (HTTP_HEADER_READ_TIMEOUT_MS).
