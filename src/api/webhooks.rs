@@ -18,7 +18,7 @@ use crate::domain::ValidationError;
 use crate::error::Error;
 use crate::pipeline::{self, views};
 use crate::state::AppState;
-use crate::webhooks::target;
+use crate::webhooks::{sign, target};
 
 /// The most change types one endpoint subscribes to (there are fewer kinds than this).
 const MAX_EVENT_TYPES: usize = 64;
@@ -77,7 +77,8 @@ pub async fn create_webhook(
         Ok(Err(reason)) => return Err(Error::WebhookTargetRefused { reason }),
         Err(_) => return Err(Error::WebhookTargetRefused { reason: "host did not resolve in time".to_owned() }),
     }
-    let command = pipeline::CreateWebhook { url: url.to_string(), description, event_types };
+    let secret = sign::new_secret();
+    let command = pipeline::CreateWebhook { url: url.to_string(), description, event_types, secret };
     Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
 }
 

@@ -10,15 +10,26 @@ use crate::domain::Caller;
 use crate::error::Error;
 use crate::pipeline::{Reply, Step, views};
 use crate::state::AppState;
-use crate::webhooks::sign;
 
-#[derive(Debug)]
 pub struct CreateWebhook {
     /// Checked: its form and where it resolves (`crate::webhooks::target`).
     pub url: String,
     pub description: Option<String>,
     /// Known change types, without duplicates.
     pub event_types: Vec<String>,
+    /// The signing secret, new (`crate::webhooks::sign::new_secret`).
+    pub secret: String,
+}
+
+/// Never prints the secret.
+impl std::fmt::Debug for CreateWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateWebhook")
+            .field("url", &self.url)
+            .field("description", &self.description)
+            .field("event_types", &self.event_types)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Execute for CreateWebhook {
@@ -30,8 +41,7 @@ impl Execute for CreateWebhook {
 
     async fn apply(&self, tx: &mut PgConnection, _: &AppState, caller: &Caller, _: Plan) -> Result<Reply, Error> {
         // The secret is part of the answer, so a retried request (same Idempotency-Key) gets the
-        // same one back.
-        let secret = sign::new_secret();
+        // same one back, not the new one its handler made.
         let row = webhooks::insert(
             tx,
             NewEndpoint {
@@ -39,12 +49,12 @@ impl Execute for CreateWebhook {
                 url: &self.url,
                 description: self.description.as_deref(),
                 event_types: &self.event_types,
-                secret: &secret,
+                secret: &self.secret,
                 created_by: &caller.user_id,
             },
         )
         .await?;
-        Ok(Reply::created(views::webhook_created(&row, &secret)))
+        Ok(Reply::created(views::webhook_created(&row, &self.secret)))
     }
 }
 
