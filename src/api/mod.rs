@@ -105,6 +105,7 @@ pub fn openapi_document_with(limits: &openapi_limits::Limits) -> serde_json::Val
     openapi::document_links(&mut doc);
     let mut doc = serde_json::to_value(doc).expect("the OpenAPI document serializes");
     openapi_limits::apply(&mut doc, limits);
+    webhooks::document_event_types(&mut doc);
     doc
 }
 

@@ -32,14 +32,15 @@ const MAX_PAGE: i64 = 200;
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhookBody {
     /// Where to POST the events: an `https` URL whose host resolves only to public addresses
-    /// (unless the instance allows private targets), without user info or fragment.
-    #[schema(max_length = 2048)]
+    /// (unless the instance allows private targets), without user info or fragment. Whether it
+    /// resolves, and where to, is only known when asked: 422 WEBHOOK_TARGET_REFUSED if not.
+    #[schema(max_length = 2048, pattern = r"^https?://[^\s#@]+$")]
     pub url: String,
     /// The change types to deliver (see `GET /v1/changes`), for example `["booking.confirmed"]`.
     #[schema(min_items = 1, max_items = 64)]
     pub event_types: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 500)]
+    #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
     pub description: Option<String>,
 }
 
@@ -99,6 +100,15 @@ fn parse_event_types(list: &[String]) -> Result<Vec<String>, ValidationError> {
         }
     }
     Ok(types)
+}
+
+/// States in the OpenAPI document that `event_types` takes the change types of
+/// [`changes::TYPES`], the list the handler checks against.
+pub fn document_event_types(doc: &mut serde_json::Value) {
+    let items = &mut doc["components"]["schemas"]["CreateWebhookBody"]["properties"]["event_types"]["items"];
+    if items.is_object() {
+        items["enum"] = serde_json::json!(changes::TYPES);
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -227,6 +237,18 @@ pub async fn list_deliveries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_document_lists_the_change_types_and_the_url_rule() {
+        let doc = crate::api::openapi_document();
+        let body = &doc["components"]["schemas"]["CreateWebhookBody"]["properties"];
+        assert_eq!(body["event_types"]["items"]["enum"], serde_json::json!(changes::TYPES));
+        let url = regex::Regex::new(body["url"]["pattern"].as_str().unwrap()).unwrap();
+        assert!(url.is_match("https://hooks.example.com/x?y=1") && url.is_match("http://127.0.0.1:9000/hook"));
+        for bad in ["", "ftp://x", "https://u@x", "https://x/#f", "https://x y"] {
+            assert!(!url.is_match(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn event_types_are_known_deduplicated_and_bounded() {
