@@ -5,10 +5,16 @@
 # receipt by the clients (p50 / p90 / p99).
 #
 #   bench/streams.sh [clients] [seconds] [load clients]      e.g. bench/streams.sh 10000 20 16
+#
+# HOLDFAST_BIN=path runs that holdfast binary instead of building this tree's (for A/B pairs;
+# the load generator and stream clients still come from target/release).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 clients=${1:-10000}; seconds=${2:-20}; load_clients=${3:-16}
-cargo build --release --quiet -p holdfast -p holdfast-loadgen --bins >&2
+bin=${HOLDFAST_BIN:-target/release/holdfast}
+if [ -z "${HOLDFAST_BIN:-}" ]; then
+  cargo build --release --quiet -p holdfast -p holdfast-loadgen --bins >&2
+fi
 dev_env=$(scripts/dev-env.sh up); eval "$dev_env"
 base_url=${DATABASE_URL%/*}
 psql "$base_url/postgres" -qAtX -c "drop database if exists holdfast_streams with (force)" -c "create database holdfast_streams"
@@ -17,7 +23,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 work=$(mktemp -d)
 DATABASE_URL=$base_url/holdfast_streams LISTEN_ADDR=127.0.0.1:$port REDIS_KEY_PREFIX="streams:$$:" \
   RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 HOLD_MAX_LIVE_PER_USER=0 STREAM_MAX_CLIENTS=$((clients + 100)) \
-  HTTP_MAX_CONNECTIONS=$((clients + 1000)) RUST_LOG=warn target/release/holdfast serve > "$work/holdfast.log" 2>&1 &
+  HTTP_MAX_CONNECTIONS=$((clients + 1000)) RUST_LOG=warn "$bin" serve > "$work/holdfast.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null && break; sleep 0.2; done
@@ -32,6 +38,7 @@ awk '{print \$14 + \$15}' /proc/$pid/stat > "$work/ticks-before"
 HOOK
 target/release/holdfast-loadgen --json --scenario spread --hold-only --targets "http://127.0.0.1:$port" \
   --clients "$load_clients" --duration-secs "$seconds" --seats 20000 --after-setup "bash $work/after-setup.sh" \
+  --database-url "$base_url/holdfast_streams" \
   > "$work/load.json"
 after=$(ticks)
 for _ in $(seq 300); do [ -s "$work/streams.json" ] && break; sleep 0.1; done

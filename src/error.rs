@@ -74,6 +74,10 @@ pub enum Error {
     ConcurrentModification,
     #[error("cursor expired")]
     CursorExpired { oldest: String },
+    #[error("the event is not on sale yet")]
+    NotOnSale { on_sale_at: DateTime<Utc> },
+    #[error("buyer limit reached")]
+    BuyerLimitReached { limit: i32, current: i64 },
     #[error("webhook target refused: {reason}")]
     WebhookTargetRefused { reason: String },
     #[error("too many stream clients")]
@@ -182,6 +186,10 @@ impl Error {
                 kind("CONCURRENT_MODIFICATION", 409, "The resource changed while this request ran").retry(1)
             }
             CursorExpired { .. } => kind("CURSOR_EXPIRED", 410, "The cursor is older than the changes kept"),
+            NotOnSale { .. } => kind("NOT_ON_SALE", 409, "The event is not on sale yet").settled(),
+            BuyerLimitReached { .. } => {
+                kind("BUYER_LIMIT_REACHED", 409, "This would take you past the event's seats per buyer").settled()
+            }
             WebhookTargetRefused { .. } => kind("WEBHOOK_TARGET_REFUSED", 422, "The webhook URL cannot be used"),
             TooManyStreams => kind("TOO_MANY_STREAMS", 503, "This instance serves as many streams as it may").retry(5),
             StreamsStarting => kind("STREAMS_STARTING", 503, "Live streams are not available yet").retry(1),
@@ -269,6 +277,13 @@ impl Error {
                 "Changes after this cursor were purged: re-read the current state, then follow from `oldest_cursor`."
                     .into(),
                 json!({ "oldest_cursor": oldest }),
+            ),
+            NotOnSale { on_sale_at } => {
+                (format!("The event goes on sale at {}.", on_sale_at.to_rfc3339()), json!({ "on_sale_at": on_sale_at }))
+            }
+            BuyerLimitReached { limit, current } => (
+                format!("At most {limit} seats per buyer in this event; you hold or own {current}."),
+                json!({ "limit": limit, "current": current }),
             ),
             WebhookTargetRefused { reason } => (
                 format!("The url {reason}. Webhooks go only to https URLs on public addresses."),

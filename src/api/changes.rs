@@ -27,7 +27,7 @@ pub struct ChangesQuery {
     pub limit: Option<i64>,
     /// Only these types, comma-separated (for example `hold.created,booking.confirmed`).
     #[param(
-        pattern = r"^(hold\.(created|extended|released|expired|confirmed|rescheduled)|booking\.(confirmed|cancelled|rescheduled)|(seats|nights|slots)\.changed|inventory\.nights_changed|(event|inventory|resource)\.created)(,(hold\.(created|extended|released|expired|confirmed|rescheduled)|booking\.(confirmed|cancelled|rescheduled)|(seats|nights|slots)\.changed|inventory\.nights_changed|(event|inventory|resource)\.created))*$"
+        pattern = r"^(hold\.(created|extended|released|expired|confirmed|rescheduled)|booking\.(confirmed|cancelled|rescheduled)|(seats|nights|slots)\.changed|inventory\.nights_changed|(event|inventory|resource)\.created|event\.updated)(,(hold\.(created|extended|released|expired|confirmed|rescheduled)|booking\.(confirmed|cancelled|rescheduled)|(seats|nights|slots)\.changed|inventory\.nights_changed|(event|inventory|resource)\.created|event\.updated))*$"
     )]
     pub types: Option<String>,
 }

@@ -10,7 +10,7 @@ use super::auth::Admin;
 use super::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader};
 use super::reply;
 use crate::db::{changes, events};
-use crate::domain::{EventLayout, NewEvent, SeatSpec};
+use crate::domain::{EventLayout, NewEvent, SeatSpec, ValidationError, event};
 use crate::error::Error;
 use crate::pipeline::{self, views};
 use crate::state::AppState;
@@ -24,6 +24,37 @@ pub struct CreateEventBody {
     pub seats: Option<Vec<SeatSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layout: Option<EventLayout>,
+    /// Before this instant, holds and direct bookings answer 409 NOT_ON_SALE (admins excepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_sale_at: Option<DateTime<Utc>>,
+    /// The most seats one buyer may hold and own in this event at once (1 to 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_seats_per_buyer: Option<i64>,
+}
+
+/// Sale settings to change; a field left out stays as it is, `null` clears it.
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchEventBody {
+    /// Before this instant, holds and direct bookings answer 409 NOT_ON_SALE (admins excepted).
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<DateTime<Utc>>, nullable)]
+    pub on_sale_at: Option<Option<DateTime<Utc>>>,
+    /// The most seats one buyer may hold and own in this event at once (1 to 1000).
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>, nullable, minimum = 1, maximum = 1000)]
+    pub max_seats_per_buyer: Option<Option<i64>>,
+}
+
+/// A field that is present, `null` or not: `Some(None)` for `null`, `None` when left out (the
+/// field's `default`).
+fn present<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 #[utoipa::path(
@@ -42,8 +73,40 @@ pub async fn create_event(
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
     let event =
-        NewEvent::parse(body.name, body.starts_at, body.seats, body.layout, state.config.holds.event_max_seats)?;
+        NewEvent::parse(body.name, body.starts_at, body.seats, body.layout, state.config.holds.event_max_seats)?
+            .with_sale(body.on_sale_at, body.max_seats_per_buyer)?;
     let reply = pipeline::run(&state, caller, Some(idem), pipeline::CreateEvent { event }).await?;
+    Ok(reply::render(reply))
+}
+
+#[utoipa::path(
+    patch, path = "/v1/events/{event_id}", tag = "seats",
+    summary = "Change an event's sale settings: on-sale time, seats per buyer (admin)",
+    params(("event_id" = Uuid, Path, description = "Event id"), crate::api::openapi::OptionalIdempotencyKeyParam),
+    request_body = PatchEventBody,
+    responses((status = 200, description = "The event after the change", body = crate::pipeline::views::EventView),
+        crate::api::openapi::NotFound, crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
+pub async fn patch_event(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    key: Option<IdempotencyKeyHeader>,
+    ApiPath(event_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<PatchEventBody>,
+) -> Result<Response, Error> {
+    let idem = key.map(|k| k.bind(&caller, &body)).transpose()?;
+    if body.on_sale_at.is_none() && body.max_seats_per_buyer.is_none() {
+        return Err(ValidationError::new("body", "set `on_sale_at` or `max_seats_per_buyer` (null clears one)").into());
+    }
+    let change = events::SaleChange {
+        on_sale_at: body.on_sale_at.map(|at| at.map(event::parse_sale_at).transpose()).transpose()?,
+        max_seats_per_buyer: body
+            .max_seats_per_buyer
+            .map(|n| n.map(event::parse_seats_per_buyer).transpose())
+            .transpose()?,
+    };
+    let reply = pipeline::run(&state, caller, idem, pipeline::PatchEvent { event_id, change }).await?;
     Ok(reply::render(reply))
 }
 

@@ -53,7 +53,7 @@ pub const SMALL_BODY_BYTES: usize = 16 * 1024;
 fn routes(max_body: usize) -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let large = OpenApiRouter::new().routes(routes!(events::create_event));
     let small = OpenApiRouter::new()
-        .routes(routes!(events::get_event))
+        .routes(routes!(events::get_event, events::patch_event))
         .routes(routes!(events::list_seats))
         .routes(routes!(holds::create_hold))
         .routes(routes!(bookings::book_seats))

@@ -32,6 +32,7 @@ pub const TYPES: &[&str] = &[
     "inventory.nights_changed",
     "slots.changed",
     "event.created",
+    "event.updated",
     "inventory.created",
     "resource.created",
 ];

@@ -11,6 +11,8 @@ pub struct EventRow {
     pub name: String,
     pub starts_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    pub on_sale_at: Option<DateTime<Utc>>,
+    pub max_seats_per_buyer: Option<i32>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
@@ -53,12 +55,15 @@ pub async fn insert_event(
 ) -> Result<EventRow, sqlx::Error> {
     let row = sqlx::query_as!(
         EventRow,
-        "insert into events (id, name, starts_at, created_by) values ($1, $2, $3, $4)
-         returning id, name, starts_at, created_at",
+        "insert into events (id, name, starts_at, created_by, on_sale_at, max_seats_per_buyer)
+         values ($1, $2, $3, $4, $5, $6)
+         returning id, name, starts_at, created_at, on_sale_at, max_seats_per_buyer",
         id,
         &event.name,
         event.starts_at,
         created_by,
+        event.on_sale_at,
+        event.max_seats_per_buyer,
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -97,12 +102,95 @@ pub async fn insert_event(
 }
 
 pub async fn find_event<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<EventRow>, sqlx::Error> {
-    sqlx::query_as!(EventRow, "select id, name, starts_at, created_at from events where id = $1", id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        EventRow,
+        "select id, name, starts_at, created_at, on_sale_at, max_seats_per_buyer from events where id = $1",
+        id
+    )
+    .fetch_optional(db)
+    .await
 }
 
-pub async fn seat_counts(pool: &PgPool, event_id: Uuid) -> Result<SeatCounts, sqlx::Error> {
+/// A change to an event's sale settings: `None` keeps a setting, `Some(None)` clears it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SaleChange {
+    pub on_sale_at: Option<Option<DateTime<Utc>>>,
+    pub max_seats_per_buyer: Option<Option<i32>>,
+}
+
+/// Applies `change` to the event; None if there is no such event.
+pub async fn update_sale(
+    conn: &mut PgConnection,
+    id: Uuid,
+    change: SaleChange,
+) -> Result<Option<EventRow>, sqlx::Error> {
+    sqlx::query_as!(
+        EventRow,
+        "update events
+            set on_sale_at = case when $2 then $3 else on_sale_at end,
+                max_seats_per_buyer = case when $4 then $5 else max_seats_per_buyer end
+          where id = $1
+          returning id, name, starts_at, created_at, on_sale_at, max_seats_per_buyer",
+        id,
+        change.on_sale_at.is_some(),
+        change.on_sale_at.flatten(),
+        change.max_seats_per_buyer.is_some(),
+        change.max_seats_per_buyer.flatten(),
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// When the event goes on sale, if that is still ahead.
+pub async fn on_sale_ahead(conn: &mut PgConnection, event_id: Uuid) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select on_sale_at as "on_sale_at!" from events where id = $1 and on_sale_at > now()"#,
+        event_id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// An event's sale rules, for a direct booking: (on sale from, if ahead; the per-buyer limit).
+pub async fn sale_rules(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+) -> Result<Option<(Option<DateTime<Utc>>, Option<i32>)>, sqlx::Error> {
+    let row = sqlx::query!(
+        "select case when on_sale_at > now() then on_sale_at end as ahead, max_seats_per_buyer from events where id = $1",
+        event_id
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.ahead, r.max_seats_per_buyer)))
+}
+
+/// How many seats `user_id` holds (live holds) and owns (confirmed bookings) in the event,
+/// counted after taking the buyer's advisory lock on this event for the rest of the
+/// transaction. The count is a statement of its own: under READ COMMITTED it sees every claim
+/// the buyer's other transactions committed while this one waited for the lock, and those
+/// still running wait for it in turn. Called after the claim, it includes this transaction's own.
+pub async fn buyer_seats(conn: &mut PgConnection, event_id: Uuid, user_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query!(
+        r#"select 1 as "locked!" from pg_advisory_xact_lock(hashtextextended('buyer:' || $1::text || ':' || $2, 0))"#,
+        event_id.to_string(),
+        user_id,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query_scalar!(
+        r#"select (select count(*) from holds h join hold_seats hs on hs.hold_id = h.id
+                    where h.user_id = $2 and h.event_id = $1 and h.status = 'HELD' and h.expires_at > now())
+                + (select count(*) from bookings b join booking_seats bs on bs.booking_id = b.id and bs.active
+                    where b.user_id = $2 and b.event_id = $1 and b.status = 'CONFIRMED') as "seats!""#,
+        event_id,
+        user_id,
+    )
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn seat_counts<'e>(db: impl PgExecutor<'e>, event_id: Uuid) -> Result<SeatCounts, sqlx::Error> {
     sqlx::query_as!(
         SeatCounts,
         r#"select count(*) as "total!",
@@ -112,7 +200,7 @@ pub async fn seat_counts(pool: &PgPool, event_id: Uuid) -> Result<SeatCounts, sq
            from seats where event_id = $1"#,
         event_id,
     )
-    .fetch_one(pool)
+    .fetch_one(db)
     .await
 }
 

@@ -178,13 +178,16 @@ pub struct CreatedHold {
     pub total_cents: i64,
     pub expires_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    /// The event's `max_seats_per_buyer`, for the caller to check once the seats are claimed.
+    pub buyer_limit: Option<i32>,
 }
 
 /// Creates a HELD hold and claims its seats in one statement (one round trip): insert the hold,
 /// take only seats that are still free (no booking, no live hold; an expired hold never
 /// blocks), and record the seats taken. Under READ COMMITTED a racing claim blocks on the row
 /// lock, then re-evaluates the "still free" predicate against the winner's row and skips it.
-/// The caller rolls back unless every seat asked for was claimed.
+/// The caller rolls back unless every seat asked for was claimed. Seats of an event not on sale
+/// yet are not claimed unless `before_sale` (an admin).
 pub async fn create(
     conn: &mut PgConnection,
     hold_id: Uuid,
@@ -192,6 +195,7 @@ pub async fn create(
     user_id: &str,
     ttl_seconds: i64,
     seat_ids: &[Uuid],
+    before_sale: bool,
 ) -> Result<CreatedHold, sqlx::Error> {
     sqlx::query_as!(
         CreatedHold,
@@ -205,20 +209,23 @@ pub async fn create(
               where event_id = $2 and id = any($5)
                 and booking_id is null
                 and (hold_id is null or hold_expires_at <= now())
-                and exists (select 1 from events e where e.id = $2 and e.starts_at > now())
+                and exists (select 1 from events e where e.id = $2 and e.starts_at > now()
+                                                     and ($6 or e.on_sale_at is null or e.on_sale_at <= now()))
              returning id, price_cents
          ), recorded as (
              insert into hold_seats (hold_id, seat_id) select $1, id from claimed returning seat_id
          )
          select array(select seat_id from recorded order by seat_id) as "claimed!",
                 (select coalesce(sum(price_cents), 0)::int8 from claimed) as "total_cents!",
-                hold.expires_at as "expires_at!", hold.created_at as "created_at!"
+                hold.expires_at as "expires_at!", hold.created_at as "created_at!",
+                (select max_seats_per_buyer from events where id = $2) as buyer_limit
            from hold"#,
         hold_id,
         event_id,
         user_id,
         ttl_seconds,
         seat_ids,
+        before_sale,
     )
     .fetch_one(conn)
     .await

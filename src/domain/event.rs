@@ -37,6 +37,26 @@ pub struct NewEvent {
     pub name: String,
     pub starts_at: DateTime<Utc>,
     pub seats: Vec<NewSeat>,
+    /// Set by [`NewEvent::with_sale`].
+    pub on_sale_at: Option<DateTime<Utc>>,
+    pub max_seats_per_buyer: Option<i32>,
+}
+
+/// The most `max_seats_per_buyer` may say.
+pub const MAX_SEATS_PER_BUYER: i64 = 1000;
+
+/// `on_sale_at` within the years the service accepts; `max_seats_per_buyer` from 1 to
+/// [`MAX_SEATS_PER_BUYER`].
+pub fn parse_sale_at(on_sale_at: DateTime<Utc>) -> Result<DateTime<Utc>, ValidationError> {
+    super::bounded_instant(on_sale_at, "on_sale_at")
+}
+
+pub fn parse_seats_per_buyer(max: i64) -> Result<i32, ValidationError> {
+    if (1..=MAX_SEATS_PER_BUYER).contains(&max) {
+        Ok(max as i32)
+    } else {
+        Err(ValidationError::new("max_seats_per_buyer", format!("must be between 1 and {MAX_SEATS_PER_BUYER}")))
+    }
 }
 
 static PRICE_RANGE: std::sync::LazyLock<String> =
@@ -127,7 +147,14 @@ impl NewEvent {
                 seats
             }
         };
-        Ok(Self { name, starts_at, seats })
+        Ok(Self { name, starts_at, seats, on_sale_at: None, max_seats_per_buyer: None })
+    }
+
+    /// The event with its sale settings.
+    pub fn with_sale(mut self, on_sale_at: Option<DateTime<Utc>>, max: Option<i64>) -> Result<Self, ValidationError> {
+        self.on_sale_at = on_sale_at.map(parse_sale_at).transpose()?;
+        self.max_seats_per_buyer = max.map(parse_seats_per_buyer).transpose()?;
+        Ok(self)
     }
 }
 

@@ -3,7 +3,7 @@
 
 mod availability;
 mod caller;
-mod event;
+pub mod event;
 mod hold;
 mod idempotency_key;
 mod nights;

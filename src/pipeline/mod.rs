@@ -31,7 +31,7 @@ use tracing::Instrument;
 
 pub use commands::{
     BookSeats, CancelBooking, Command, ConfirmHold, CreateEvent, CreateHold, CreateInventory, CreateResource,
-    CreateRoomHold, CreateSlotHold, CreateWebhook, DeleteWebhook, ExtendHold, PatchNights, ReleaseHold,
+    CreateRoomHold, CreateSlotHold, CreateWebhook, DeleteWebhook, ExtendHold, PatchEvent, PatchNights, ReleaseHold,
     RescheduleBooking, visible_booking, visible_hold,
 };
 

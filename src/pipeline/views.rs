@@ -112,6 +112,12 @@ pub struct EventView {
     pub name: String,
     pub starts_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    /// Before this, holds and direct bookings answer 409 NOT_ON_SALE (admins excepted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_sale_at: Option<DateTime<Utc>>,
+    /// The most seats one buyer may hold and own in this event at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_seats_per_buyer: Option<i32>,
     pub seats: SeatCounts,
 }
 
@@ -121,6 +127,8 @@ pub fn event(row: &EventRow, counts: &SeatCounts) -> Value {
         name: row.name.clone(),
         starts_at: row.starts_at,
         created_at: row.created_at,
+        on_sale_at: row.on_sale_at,
+        max_seats_per_buyer: row.max_seats_per_buyer,
         seats: *counts,
     })
 }
@@ -316,7 +324,7 @@ pub struct ChangeView {
     /// `hold.created`, `hold.extended`, `hold.released`, `hold.expired`, `hold.confirmed`,
     /// `hold.rescheduled`, `booking.confirmed`, `booking.cancelled`, `booking.rescheduled`,
     /// `seats.changed`, `nights.changed`, `inventory.nights_changed`, `slots.changed`,
-    /// `event.created`, `inventory.created`, `resource.created`.
+    /// `event.created`, `event.updated`, `inventory.created`, `resource.created`.
     pub r#type: String,
     pub occurred_at: DateTime<Utc>,
     pub subject: ChangeSubject,

@@ -10,6 +10,7 @@ mod idempotency;
 mod inputs;
 mod lifecycle;
 mod limits;
+mod onsale;
 mod ops;
 mod redis_faults;
 mod rolling;

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::{Execute, Plan, Seen, planned_without, seat_resources, seats, slots, target_resources, write};
 use crate::db::holds::Target;
-use crate::db::{bookings, holds};
+use crate::db::{bookings, events, holds};
 use crate::domain::{BookingStatus, Caller, HoldStatus, SeatIds};
 use crate::error::Error;
 use crate::pipeline::{Reply, Step, views};
@@ -32,9 +32,13 @@ impl Execute for BookSeats {
 
     async fn apply(&self, tx: &mut PgConnection, _: &AppState, caller: &Caller, _: Plan) -> Result<Reply, Error> {
         let (event_id, seat_ids) = (self.event_id, self.seat_ids.as_slice());
+        let (on_sale_ahead, buyer_limit) = events::sale_rules(tx, event_id).await?.unwrap_or_default();
+        if let (Some(on_sale_at), false) = (on_sale_ahead, caller.admin) {
+            return Err(Error::NotOnSale { on_sale_at });
+        }
         let (found, total_cents) = bookings::price_of(tx, event_id, seat_ids).await?;
         if (found as usize) < seat_ids.len() {
-            return Err(seats::unclaimable(tx, event_id, seat_ids, &[]).await);
+            return Err(seats::unclaimable(tx, caller, event_id, seat_ids, &[]).await);
         }
         // A booking always comes from a hold; here the hold is born CONFIRMED.
         let hold_id = Uuid::now_v7();
@@ -45,9 +49,12 @@ impl Execute for BookSeats {
         bookings::insert(tx, booking_id, event_id, hold_id, &caller.user_id, payment_reference, total_cents).await?;
         let sold = bookings::sell_free_seats(tx, event_id, booking_id, seat_ids).await?;
         if sold.len() < seat_ids.len() {
-            return Err(seats::unclaimable(tx, event_id, seat_ids, &sold).await);
+            return Err(seats::unclaimable(tx, caller, event_id, seat_ids, &sold).await);
         }
         bookings::record_seats(tx, booking_id, seat_ids).await?;
+        if let Some(limit) = buyer_limit {
+            seats::check_buyer_limit(tx, caller, event_id, limit, seat_ids.len()).await?;
+        }
         let booking =
             bookings::find(&mut *tx, booking_id).await?.ok_or_else(|| Error::internal("new booking vanished"))?;
         Ok(Reply::created(views::booking(&booking)))

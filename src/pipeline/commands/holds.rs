@@ -36,9 +36,13 @@ impl Execute for CreateHold {
         let (event_id, seat_ids) = (self.event_id, self.seat_ids.as_slice());
         let hold_id = Uuid::now_v7();
         // An unknown event claims no seats: `unclaimable` then answers 404.
-        let created = holds::create(tx, hold_id, event_id, &caller.user_id, self.ttl.seconds(), seat_ids).await?;
+        let created =
+            holds::create(tx, hold_id, event_id, &caller.user_id, self.ttl.seconds(), seat_ids, caller.admin).await?;
         if created.claimed.len() < seat_ids.len() {
-            return Err(seats::unclaimable(tx, event_id, seat_ids, &created.claimed).await);
+            return Err(seats::unclaimable(tx, caller, event_id, seat_ids, &created.claimed).await);
+        }
+        if let Some(limit) = created.buyer_limit {
+            seats::check_buyer_limit(tx, caller, event_id, limit, seat_ids.len()).await?;
         }
         let target = Target::Seats { event_id, seat_ids: created.claimed, total_cents: created.total_cents };
         let hold = holds::HoldRow::created(hold_id, &caller.user_id, created.expires_at, created.created_at, target);

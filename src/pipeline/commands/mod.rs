@@ -24,7 +24,7 @@ use uuid::Uuid;
 pub use bookings::{BookSeats, CancelBooking};
 pub use holds::{ConfirmHold, CreateHold, ExtendHold, ReleaseHold};
 pub use rooms::{CreateInventory, CreateRoomHold, PatchNights};
-pub use seats::CreateEvent;
+pub use seats::{CreateEvent, PatchEvent};
 pub use slots::{CreateResource, CreateSlotHold, RescheduleBooking};
 pub use webhooks::{CreateWebhook, DeleteWebhook};
 
@@ -86,6 +86,7 @@ pub enum Command {
     RescheduleBooking(RescheduleBooking),
     CreateWebhook(CreateWebhook),
     DeleteWebhook(DeleteWebhook),
+    PatchEvent(PatchEvent),
 }
 
 /// `$body` with `$c` bound to the command inside whichever variant `$command` is, and `$T` to
@@ -153,6 +154,10 @@ macro_rules! dispatch {
                 type $T = DeleteWebhook;
                 $body
             }
+            Command::PatchEvent($c) => {
+                type $T = PatchEvent;
+                $body
+            }
         }
     };
 }
@@ -182,7 +187,8 @@ from_each!(
     CreateSlotHold,
     RescheduleBooking,
     CreateWebhook,
-    DeleteWebhook
+    DeleteWebhook,
+    PatchEvent
 );
 
 /// The answer a seat-claiming command gets when its seats are already taken (the claim fills
