@@ -203,10 +203,15 @@ pub struct Problem {
     pub cancellable_until: Option<DateTime<Utc>>,
     /// EVENT_STARTED: when the event started.
     pub starts_at: Option<DateTime<Utc>>,
-    /// TOO_MANY_HOLDS: the most live holds a user may have.
+    /// TOO_MANY_HOLDS: the most live holds a user may have; BUYER_LIMIT_REACHED: the event's
+    /// `max_seats_per_buyer`.
     pub limit: Option<i64>,
     /// CURSOR_EXPIRED: the oldest cursor still served (re-read the state, then follow from it).
     pub oldest_cursor: Option<String>,
+    /// NOT_ON_SALE: when the event goes on sale.
+    pub on_sale_at: Option<DateTime<Utc>>,
+    /// BUYER_LIMIT_REACHED: the seats the buyer holds and owns in the event now.
+    pub current: Option<i64>,
 }
 
 /// Errors any authenticated endpoint may answer.
@@ -323,6 +328,10 @@ mod tests {
             Error::EventStarted { starts_at: t },
             Error::NightInPast { night: t.date_naive() },
             Error::TooManyHolds { limit: 5 },
+            Error::NotOnSale { on_sale_at: t },
+            Error::BuyerLimitReached { limit: 4, current: 4 },
+            Error::WebhookTargetRefused { reason: "must be an https URL".into() },
+            Error::CursorExpired { oldest: "1-2".into() },
             Error::SlotRefused(SlotRefusal::BeyondHorizon { days: 365 }),
             Error::internal("secret"),
         ];

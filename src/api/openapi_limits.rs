@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::bookings::MAX_BOOKING_PAGE;
 use super::events::MAX_SEAT_PAGE;
+use crate::domain::event::MAX_SEATS_PER_BUYER;
 use crate::domain::slots::{MAX_SLOT_MINUTES, MAX_WINDOW_MINUTES};
 use crate::domain::{MAX_LABEL, MAX_NAME, MAX_PAYMENT_REFERENCE, MAX_PRICE_CENTS, MAX_UNITS};
 
@@ -60,6 +61,10 @@ fn body_limits(limits: &Limits) -> Vec<(&'static str, &'static str, Value)> {
         ("CreateEventBody", "name", name(MAX_NAME)),
         ("CreateEventBody", "starts_at", instant()),
         ("CreateEventBody", "seats", json!({ "minItems": 1, "maxItems": limits.max_event_seats })),
+        ("CreateEventBody", "on_sale_at", instant()),
+        ("CreateEventBody", "max_seats_per_buyer", range(1, MAX_SEATS_PER_BUYER)),
+        ("PatchEventBody", "on_sale_at", instant()),
+        ("PatchEventBody", "max_seats_per_buyer", range(1, MAX_SEATS_PER_BUYER)),
         ("SeatSpec", "section", name(MAX_LABEL)),
         ("SeatSpec", "row", name(MAX_LABEL)),
         ("SeatSpec", "number", range(1, i64::from(i32::MAX))),
@@ -169,6 +174,8 @@ pub fn apply(doc: &mut Value, limits: &Limits) {
         }
     });
     opening_hours(doc);
+    // A PATCH must change something.
+    doc["components"]["schemas"]["PatchEventBody"]["minProperties"] = json!(1);
 }
 
 /// `OpeningHoursSpec` is a type alias of a `BTreeMap`, which utoipa names `BTreeMap`: give it
