@@ -1,16 +1,23 @@
-//! Per-client-IP and per-user rate limits (governor, GCRA). Counts are per instance: behind a
-//! load balancer with N instances a client gets up to N times the configured rate. The buckets
-//! live here; reading the peer address, `X-Forwarded-For` and the token is the middleware's
-//! (`api::rate_limit`).
+//! Per-client-IP and per-user rate limits, in two lines. First each instance's own buckets
+//! (governor, GCRA, in memory): they refuse a flood without a network call. Then the same limits
+//! counted across every instance ([`ClusterLimits`]: GCRA in one Lua script on one Redis node,
+//! `RATE_LIMIT_REDIS_URL`), so that behind N instances a client gets its rate once, not N times.
+//! If that node does not answer in time, the request goes on with the local limits alone (and
+//! `holdfast_rate_limit_fallbacks_total` counts it): the limiter never fails a request. Reading
+//! the peer address, `X-Forwarded-For` and the token is the middleware's (`api::rate_limit`).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 
-use crate::config::RateLimitConfig;
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::config::{RateLimitConfig, RedisConfig};
 use crate::error::Error;
 
 pub struct RateLimits {
@@ -93,6 +100,122 @@ impl RateLimits {
     }
 }
 
+/// GCRA over several keys at once, on the Redis server's clock (so instances' clocks do not
+/// matter). For each key i: its theoretical arrival time `tat` (µs), the emission interval
+/// `ARGV[2i-1]` (µs per request) and the tolerance `ARGV[2i]` (µs: interval × (burst − 1)). The
+/// first key over its limit stops the check: returns {i, µs until a request would pass};
+/// {0, 0} when every key took its request.
+const GCRA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+for i = 1, #KEYS do
+  local emission = tonumber(ARGV[2 * i - 1])
+  local tolerance = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i])) or now
+  if tat < now then tat = now end
+  if tat - now > tolerance then
+    return {i, tat - now - tolerance}
+  end
+  local new = tat + emission
+  redis.call('SET', KEYS[i], string.format('%.0f', new), 'PX', math.ceil((new - now) / 1000) + 1000)
+end
+return {0, 0}
+"#;
+
+/// One limit as the script takes it.
+#[derive(Debug, Clone, Copy)]
+struct Cell {
+    emission_us: u64,
+    tolerance_us: u64,
+}
+
+impl Cell {
+    fn new(rate: u32, burst: Option<u32>) -> Option<Self> {
+        let rate = u64::from(NonZeroU32::new(rate)?.get());
+        let burst = u64::from(burst.filter(|b| *b > 0).unwrap_or((rate as u32).saturating_mul(2)));
+        let emission_us = (1_000_000 / rate).max(1);
+        Some(Self { emission_us, tolerance_us: emission_us * burst.saturating_sub(1) })
+    }
+}
+
+/// The per-IP and per-user limits, counted across every instance (see the module's text).
+pub struct ClusterLimits {
+    conn: ConnectionManager,
+    script: Script,
+    prefix: String,
+    timeout: Duration,
+    per_ip: Option<Cell>,
+    per_user: Option<Cell>,
+}
+
+/// Why a cluster-wide check could not decide.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("rate-limit Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("rate-limit Redis did not answer in time")]
+    Timeout,
+}
+
+impl ClusterLimits {
+    /// None when neither limit is on.
+    pub fn new(config: &RateLimitConfig, redis: &RedisConfig) -> Result<Option<Self>, redis::RedisError> {
+        let (per_ip, per_user) =
+            (Cell::new(config.per_ip, config.per_ip_burst), Cell::new(config.per_user, config.per_user_burst));
+        if per_ip.is_none() && per_user.is_none() {
+            return Ok(None);
+        }
+        let Some(url) = config.redis_url.clone().or_else(|| redis.urls.0.first().cloned()) else {
+            return Ok(None);
+        };
+        let timeout = Duration::from_millis(redis.timeout_ms);
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_lazy_with_config(redis::Client::open(url.as_str())?, manager)?;
+        Ok(Some(Self {
+            conn,
+            script: Script::new(GCRA),
+            prefix: format!("{}rl:", redis.key_prefix),
+            timeout,
+            per_ip,
+            per_user,
+        }))
+    }
+
+    /// Takes one request from the IP's and the user's cluster-wide buckets (those that are on).
+    /// `Ok(Err(..))`: refused; `Err(..)`: Redis could not decide (the caller lets it through).
+    pub async fn check(&self, ip: Option<IpAddr>, user: Option<&str>) -> Result<Result<(), Error>, ClusterError> {
+        let mut invocation = self.script.prepare_invoke();
+        let mut scopes = Vec::with_capacity(2);
+        if let (Some(ip), Some(cell)) = (ip, self.per_ip) {
+            invocation.key(format!("{}ip:{ip}", self.prefix)).arg(cell.emission_us).arg(cell.tolerance_us);
+            scopes.push("ip");
+        }
+        if let (Some(user), Some(cell)) = (user, self.per_user) {
+            invocation.key(format!("{}user:{user}", self.prefix)).arg(cell.emission_us).arg(cell.tolerance_us);
+            scopes.push("user");
+        }
+        if scopes.is_empty() {
+            return Ok(Ok(()));
+        }
+        let mut conn = self.conn.clone();
+        let (refused, wait_us): (usize, u64) = tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn))
+            .await
+            .map_err(|_| ClusterError::Timeout)??;
+        if refused == 0 {
+            return Ok(Ok(()));
+        }
+        let scope = scopes.get(refused - 1).copied().unwrap_or("ip");
+        metrics::counter!("holdfast_rate_limited_total", "scope" => scope, "counted" => "cluster").increment(1);
+        let retry_after_secs = (wait_us as f64 / 1e6).ceil().max(1.0) as u64;
+        Ok(Err(Error::RateLimited { retry_after_secs }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +227,15 @@ mod tests {
             trusted_proxies: trusted.split(',').filter_map(crate::config::parse_net).collect(),
             clock: DefaultClock::default(),
         }
+    }
+
+    #[test]
+    fn cells_space_requests_by_the_rate_and_allow_the_burst() {
+        let cell = Cell::new(10, None).unwrap();
+        assert_eq!((cell.emission_us, cell.tolerance_us), (100_000, 1_900_000));
+        let cell = Cell::new(4, Some(1)).unwrap();
+        assert_eq!((cell.emission_us, cell.tolerance_us), (250_000, 0));
+        assert!(Cell::new(0, Some(5)).is_none());
     }
 
     #[test]

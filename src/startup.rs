@@ -16,7 +16,7 @@ use crate::auth::{Expectations, JwtKeys, KeysError};
 use crate::config::{Config, ConfigError, Secret};
 use crate::idempotency::ClaimBatches;
 use crate::lock::{Redlock, RedlockConfig};
-use crate::rate_limit::RateLimits;
+use crate::rate_limit::{ClusterLimits, RateLimits};
 use crate::state::{AppState, Shared};
 use crate::streams::{self, Hub};
 use crate::{db, jobs, serve, telemetry, webhooks};
@@ -75,6 +75,7 @@ impl Application {
         let state = AppState::new(Shared {
             jwt: Arc::new(jwt),
             rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
+            cluster_limits: ClusterLimits::new(&config.rate_limits, &config.redis)?.map(Arc::new),
             claim_batches: Arc::new(ClaimBatches::new(
                 db.clone(),
                 Duration::from_millis(config.idempotency.claim_batch_max_wait_ms),

@@ -45,6 +45,8 @@ pub struct Shared {
     pub redlock: Arc<Redlock>,
     pub jwt: Arc<JwtKeys>,
     pub rate_limits: Arc<RateLimits>,
+    /// The same limits counted across instances, in Redis (None when both limits are off).
+    pub cluster_limits: Option<Arc<crate::rate_limit::ClusterLimits>>,
     pub metrics: PrometheusHandle,
     /// Seats that are contended right now (see `idempotency::HotSeats`).
     pub hot_seats: Arc<HotSeats>,

@@ -84,7 +84,14 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     ("holdfast_bookings_cancelled_total", "Bookings cancelled."),
     ("holdfast_bookings_rescheduled_total", "Slot bookings moved to another slot."),
     ("holdfast_events_created_total", "Events created."),
-    ("holdfast_rate_limited_total", "Requests refused with 429, by limit (ip or user)."),
+    (
+        "holdfast_rate_limited_total",
+        "Requests refused with 429, by limit (ip or user) and where it was counted (instance or cluster).",
+    ),
+    (
+        "holdfast_rate_limit_fallbacks_total",
+        "Requests let through on this instance's own limits because the cluster-wide limits' Redis did not answer.",
+    ),
     ("holdfast_readiness_probes_total", "Dependency probes run by /ready (at most one a second per instance)."),
     ("holdfast_job_runs_total", "Background job ticks that finished, by job."),
     ("holdfast_job_errors_total", "Background job ticks that failed (and will be retried), by job."),

@@ -39,6 +39,13 @@ where
 /// when the plain one failed on a floating-point number, so ordinary bodies are parsed once.
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     refuse_nul_in_json(bytes)?;
+    // Every body is an object. serde would also read a struct from an array of its fields in
+    // order (`[null, null]` as a PATCH clearing both), which the documented schema does not admit.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b != b'{')
+        && serde_json::from_slice::<serde_json::Value>(bytes).is_ok()
+    {
+        return Err(Error::InvalidBody("the body must be a JSON object".into()));
+    }
     match axum::Json::<T>::from_bytes(bytes) {
         Ok(axum::Json(value)) => Ok(value),
         Err(JsonRejection::JsonDataError(err)) if err.body_text().contains("floating point") => {

@@ -1,5 +1,6 @@
 //! The rate-limit middleware: finds the client's address and, from a verified token, the user,
-//! and spends one request from each bucket of [`crate::rate_limit::RateLimits`].
+//! and spends one request from each bucket of [`crate::rate_limit::RateLimits`] (this instance),
+//! then of [`crate::rate_limit::ClusterLimits`] (every instance), in one Redis call.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -11,6 +12,7 @@ use crate::state::AppState;
 
 pub async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limits = &state.rate_limits;
+    let mut ip = None;
     if limits.limits_ips() {
         let peer = request
             .extensions()
@@ -18,22 +20,39 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
             .map(|ConnectInfo(addr)| addr.ip())
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let forwarded_for = request.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
-        let ip = limits.client_ip(peer, forwarded_for);
-        if let Err(err) = limits.check_ip(ip) {
-            metrics::counter!("holdfast_rate_limited_total", "scope" => "ip").increment(1);
+        let client = limits.client_ip(peer, forwarded_for);
+        if let Err(err) = limits.check_ip(client) {
+            metrics::counter!("holdfast_rate_limited_total", "scope" => "ip", "counted" => "instance").increment(1);
             return err.into_response();
         }
+        ip = Some(client);
     }
-    if limits.limits_users() {
-        let (parts, body) = request.into_parts();
+    let mut user = None;
+    let request = if limits.limits_users() {
         // Only a verified token names a user; anything else is limited by IP alone.
-        if let Ok(caller) = super::auth::caller_of(&state.jwt, &parts)
-            && let Err(err) = limits.check_user(caller.user_id)
-        {
-            metrics::counter!("holdfast_rate_limited_total", "scope" => "user").increment(1);
-            return err.into_response();
+        let (parts, body) = request.into_parts();
+        if let Ok(caller) = super::auth::caller_of(&state.jwt, &parts) {
+            if let Err(err) = limits.check_user(caller.user_id.clone()) {
+                metrics::counter!("holdfast_rate_limited_total", "scope" => "user", "counted" => "instance")
+                    .increment(1);
+                return err.into_response();
+            }
+            user = Some(caller.user_id);
         }
-        return next.run(Request::from_parts(parts, body)).await;
+        Request::from_parts(parts, body)
+    } else {
+        request
+    };
+    if let Some(cluster) = &state.cluster_limits {
+        match cluster.check(ip, user.as_deref()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(refused)) => return refused.into_response(),
+            Err(err) => {
+                // The instance's own limits above stand alone until the node answers again.
+                metrics::counter!("holdfast_rate_limit_fallbacks_total").increment(1);
+                tracing::debug!(error = %err, "cluster-wide rate limit unavailable; local limits only");
+            }
+        }
     }
     next.run(request).await
 }

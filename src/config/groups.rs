@@ -331,6 +331,12 @@ pub struct RateLimitConfig {
     )]
     pub per_user_burst: Option<u32>,
 
+    /// The Redis node that keeps the cluster-wide rate limits (the per-IP and per-user limits
+    /// counted across every instance). Defaults to the first of REDIS_URLS. When it does not
+    /// answer within REDIS_TIMEOUT_MS, each instance's own limits stand alone.
+    #[arg(long, env = "RATE_LIMIT_REDIS_URL")]
+    pub redis_url: Option<String>,
+
     /// Proxies whose X-Forwarded-For is believed (comma-separated IPs or CIDR ranges). Empty: the socket address is the client.
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: CommaList,

@@ -3,6 +3,7 @@
 mod auth;
 mod changes;
 mod chaos;
+mod cluster_limits;
 mod concurrency;
 mod cors;
 mod history;

@@ -141,3 +141,13 @@ async fn racing_holds_of_one_buyer_stop_at_the_per_buyer_limit() {
     app.hold("carol", event.id, &event.seats[52..53], "carol-more").await.assert_problem(409, "BUYER_LIMIT_REACHED");
     app.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn a_body_must_be_an_object_not_an_array_of_its_fields() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 1).await;
+    patch(&app, event.id, &json!([null, null])).await.assert_problem(422, "VALIDATION_FAILED");
+    patch(&app, event.id, &json!(["2030-01-01T00:00:00Z", 4])).await.assert_problem(422, "VALIDATION_FAILED");
+    let shown = app.get(&format!("/v1/events/{}", event.id), None).await;
+    assert!(shown.body.get("max_seats_per_buyer").is_none(), "{shown:?}");
+}
