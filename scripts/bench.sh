@@ -15,7 +15,9 @@
 #   bench/minimal_hold.sql (the least work a hold needs), beside the scenario's own.
 #   HOLDFAST_BIN=path runs that binary as the service (A/B runs); BENCH_ROUNDS: hot-seat rounds;
 #   BENCH_POOL: each instance's main pool size (default 20); BENCH_HOLD_CAP: HOLD_MAX_LIVE_PER_USER
-#   (default 0, off; the service's own default is 5, which adds the per-user count to each hold).
+#   (default 0, off; the service's own default is 5, which adds the per-user count to each hold);
+#   BENCH_RATE_LIMIT_PER_USER: RATE_LIMIT_PER_USER (default 0, off; set it high, e.g. 1000000, to
+#   measure what the per-instance and cluster-wide limiters cost without refusing anything).
 #
 # Prints each run's report (JSON lines, also saved under bench/results/) and the medians.
 # Everything (service, Postgres, Redis, load generator, pgbench) shares this machine at the
@@ -115,7 +117,7 @@ for run in $(seq 1 "$runs"); do
   targets=""
   for i in $(seq 1 "$instances"); do
     port=$((18180 + i))
-    RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 HOLD_MAX_LIVE_PER_USER=${BENCH_HOLD_CAP:-0} LISTEN_ADDR=127.0.0.1:$port RUST_LOG=warn \
+    RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=${BENCH_RATE_LIMIT_PER_USER:-0} HOLD_MAX_LIVE_PER_USER=${BENCH_HOLD_CAP:-0} LISTEN_ADDR=127.0.0.1:$port RUST_LOG=warn \
       REDIS_KEY_PREFIX="bench:$run:" DATABASE_MAX_CONNECTIONS=${BENCH_POOL:-20} \
       "${HOLDFAST_BIN:-target/release/holdfast}" serve >/dev/null 2>&1 &
     pids+=($!)

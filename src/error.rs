@@ -76,6 +76,8 @@ pub enum Error {
     CursorExpired { oldest: String },
     #[error("the event is not on sale yet")]
     NotOnSale { on_sale_at: DateTime<Utc> },
+    #[error("no seats available")]
+    NoSeatsAvailable { free: i64 },
     #[error("buyer limit reached")]
     BuyerLimitReached { limit: i32, current: i64 },
     #[error("webhook target refused: {reason}")]
@@ -187,6 +189,7 @@ impl Error {
             }
             CursorExpired { .. } => kind("CURSOR_EXPIRED", 410, "The cursor is older than the changes kept"),
             NotOnSale { .. } => kind("NOT_ON_SALE", 409, "The event is not on sale yet").settled(),
+            NoSeatsAvailable { .. } => kind("NO_SEATS_AVAILABLE", 409, "No seats fit the request").settled(),
             BuyerLimitReached { .. } => {
                 kind("BUYER_LIMIT_REACHED", 409, "This would take you past the event's seats per buyer").settled()
             }
@@ -281,6 +284,13 @@ impl Error {
             NotOnSale { on_sale_at } => {
                 (format!("The event goes on sale at {}.", on_sale_at.to_rfc3339()), json!({ "on_sale_at": on_sale_at }))
             }
+            NoSeatsAvailable { free } => (
+                format!(
+                    "No {} fits: {free} matching seats are free. Ask for fewer, another section, or allow_split.",
+                    "block of adjacent seats"
+                ),
+                json!({ "free": free }),
+            ),
             BuyerLimitReached { limit, current } => (
                 format!("At most {limit} seats per buyer in this event; you hold or own {current}."),
                 json!({ "limit": limit, "current": current }),

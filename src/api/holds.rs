@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::auth::Auth;
 use super::extract::{ApiJson, ApiPath, IdempotencyKeyHeader, OptionalApiJson};
 use super::reply;
-use crate::domain::{SeatIds, Ttl, parse_payment_reference};
+use crate::domain::{MAX_LABEL, MAX_PRICE_CENTS, SeatIds, Ttl, ValidationError, parse_payment_reference};
 use crate::error::Error;
 use crate::pipeline::{self, views};
 use crate::state::AppState;
@@ -16,9 +16,32 @@ use crate::state::AppState;
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateHoldBody {
-    pub seat_ids: Vec<Uuid>,
+    /// The seats to hold. Give this or `best_available`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seat_ids: Option<Vec<Uuid>>,
+    /// Let holdfast choose: the best `quantity` seats side by side in one row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_available: Option<BestAvailableBody>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<i64>,
+}
+
+/// Best available: `quantity` adjacent seats in one row, rows nearer the front first, then
+/// nearer the middle of the row, never leaving a single seat alone when another choice exists.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BestAvailableBody {
+    pub quantity: i64,
+    /// Only this section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section: Option<String>,
+    /// Only seats at most this price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_price_cents: Option<i64>,
+    /// When no block of adjacent seats fits, take the best seats apart (default false: 409
+    /// NO_SEATS_AVAILABLE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_split: Option<bool>,
 }
 
 #[utoipa::path(
@@ -26,7 +49,7 @@ pub struct CreateHoldBody {
     summary = "Hold seats, all or none",
     params(("event_id" = Uuid, Path, description = "Event id"), crate::api::openapi::IdempotencyKeyParam),
     request_body = CreateHoldBody,
-    responses((status = 201, description = "Held", body = crate::pipeline::views::HoldView), (status = 409, description = "SEAT_UNAVAILABLE (taken; names the seats), SEAT_LOCKED (retry), IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    responses((status = 201, description = "Held", body = crate::pipeline::views::HoldView), (status = 409, description = "SEAT_UNAVAILABLE (taken; names the seats; for best_available, another buyer took the seats chosen: ask again), NO_SEATS_AVAILABLE (best_available: no block fits; `free` says how many matching seats are free), NOT_ON_SALE, BUYER_LIMIT_REACHED, SEAT_LOCKED (retry), IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn create_hold(
@@ -38,10 +61,42 @@ pub async fn create_hold(
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
     let config = &state.config;
-    let seat_ids = SeatIds::parse(body.seat_ids, config.holds.max_seats)?;
     let ttl = Ttl::parse(body.ttl_seconds, config.holds.default_ttl_seconds, config.holds.max_ttl_seconds)?;
-    let reply = pipeline::run(&state, caller, Some(idem), pipeline::CreateHold { event_id, seat_ids, ttl }).await?;
+    let reply = match (body.seat_ids, body.best_available) {
+        (Some(seat_ids), None) => {
+            let seat_ids = SeatIds::parse(seat_ids, config.holds.max_seats)?;
+            pipeline::run(&state, caller, Some(idem), pipeline::CreateHold { event_id, seat_ids, ttl }).await?
+        }
+        (None, Some(best)) => {
+            let want = parse_best(best, config.holds.max_seats)?;
+            pipeline::run(&state, caller, Some(idem), pipeline::CreateBestHold { event_id, want, ttl }).await?
+        }
+        _ => return Err(ValidationError::new("seat_ids", "give exactly one of `seat_ids` and `best_available`").into()),
+    };
     Ok(reply::render(reply))
+}
+
+fn parse_best(body: BestAvailableBody, max_seats: usize) -> Result<pipeline::BestAvailable, ValidationError> {
+    if !(1..=max_seats as i64).contains(&body.quantity) {
+        return Err(ValidationError::new("best_available.quantity", format!("must be between 1 and {max_seats}")));
+    }
+    let section = body
+        .section
+        .as_deref()
+        .map(|s| crate::domain::parse_name(s, "best_available.section", MAX_LABEL))
+        .transpose()?;
+    if body.max_price_cents.is_some_and(|p| !(0..=MAX_PRICE_CENTS).contains(&p)) {
+        return Err(ValidationError::new(
+            "best_available.max_price_cents",
+            format!("must be between 0 and {MAX_PRICE_CENTS}"),
+        ));
+    }
+    Ok(pipeline::BestAvailable {
+        quantity: body.quantity as usize,
+        section,
+        max_price_cents: body.max_price_cents,
+        allow_split: body.allow_split.unwrap_or(false),
+    })
 }
 
 #[utoipa::path(

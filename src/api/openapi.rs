@@ -212,6 +212,8 @@ pub struct Problem {
     pub on_sale_at: Option<DateTime<Utc>>,
     /// BUYER_LIMIT_REACHED: the seats the buyer holds and owns in the event now.
     pub current: Option<i64>,
+    /// NO_SEATS_AVAILABLE: how many seats matching the request are free (not enough side by side).
+    pub free: Option<i64>,
 }
 
 /// Errors any authenticated endpoint may answer.
@@ -330,6 +332,7 @@ mod tests {
             Error::TooManyHolds { limit: 5 },
             Error::NotOnSale { on_sale_at: t },
             Error::BuyerLimitReached { limit: 4, current: 4 },
+            Error::NoSeatsAvailable { free: 3 },
             Error::WebhookTargetRefused { reason: "must be an https URL".into() },
             Error::CursorExpired { oldest: "1-2".into() },
             Error::SlotRefused(SlotRefusal::BeyondHorizon { days: 365 }),

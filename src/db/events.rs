@@ -272,3 +272,27 @@ pub async fn taken_seats(db: &PgPool, event_id: Uuid, seat_ids: &[Uuid]) -> Resu
     .fetch_all(db)
     .await
 }
+
+/// The seats best-available chooses from: those of `section` (or the whole event), in seat-map
+/// order, each marked free (no booking, no live hold, and at most `max_price_cents`).
+pub async fn spots(
+    pool: &PgPool,
+    event_id: Uuid,
+    section: Option<&str>,
+    max_price_cents: Option<i64>,
+) -> Result<Vec<crate::domain::best_available::Spot>, sqlx::Error> {
+    sqlx::query_as!(
+        crate::domain::best_available::Spot,
+        r#"select id, section, row_label as "row", number,
+                  (booking_id is null and (hold_id is null or hold_expires_at <= now())
+                   and ($3::int8 is null or price_cents <= $3)) as "free!"
+             from seats
+            where event_id = $1 and ($2::text is null or section = $2)
+            order by section, length(row_label), row_label, number"#,
+        event_id,
+        section,
+        max_price_cents,
+    )
+    .fetch_all(pool)
+    .await
+}

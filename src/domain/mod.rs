@@ -2,6 +2,7 @@
 //! these types is valid by construction, so the layers below never re-check it.
 
 mod availability;
+pub mod best_available;
 mod caller;
 pub mod event;
 mod hold;

@@ -30,9 +30,9 @@ use serde_json::Value;
 use tracing::Instrument;
 
 pub use commands::{
-    BookSeats, CancelBooking, Command, ConfirmHold, CreateEvent, CreateHold, CreateInventory, CreateResource,
-    CreateRoomHold, CreateSlotHold, CreateWebhook, DeleteWebhook, ExtendHold, PatchEvent, PatchNights, ReleaseHold,
-    RescheduleBooking, visible_booking, visible_hold,
+    BestAvailable, BookSeats, CancelBooking, Command, ConfirmHold, CreateBestHold, CreateEvent, CreateHold,
+    CreateInventory, CreateResource, CreateRoomHold, CreateSlotHold, CreateWebhook, DeleteWebhook, ExtendHold,
+    PatchEvent, PatchNights, ReleaseHold, RescheduleBooking, visible_booking, visible_hold,
 };
 
 use crate::db::write_tx::{Committed, Settle, WriteTx};

@@ -140,8 +140,12 @@ async fn a_record_left_in_progress_by_a_crash_is_taken_over_after_its_lease() {
     let seat = event.seats[0];
     let key = "crashed-request";
     let path = format!("/v1/events/{}/holds", event.id);
-    let canonical =
-        serde_json::to_vec(&holdfast::api::holds::CreateHoldBody { seat_ids: vec![seat], ttl_seconds: None }).unwrap();
+    let canonical = serde_json::to_vec(&holdfast::api::holds::CreateHoldBody {
+        seat_ids: Some(vec![seat]),
+        best_available: None,
+        ttl_seconds: None,
+    })
+    .unwrap();
     let fingerprint = holdfast::idempotency::fingerprint("POST", &path, &canonical);
 
     // A crashed execution's record whose lease is still live: retries are told to wait.

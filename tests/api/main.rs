@@ -1,6 +1,7 @@
 //! holdfast's HTTP tests: one binary, real Postgres and Redis, real HTTP.
 
 mod auth;
+mod best_available;
 mod changes;
 mod chaos;
 mod cluster_limits;

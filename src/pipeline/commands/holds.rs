@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 use super::{Execute, Plan, Seen, missing, planned_without, seat_resources, seats, target_resources, write};
 use crate::db::holds::Target;
-use crate::db::{bookings, holds};
+use crate::db::{bookings, events, holds};
+use crate::domain::best_available::{self, Choice};
 use crate::domain::{BookingStatus, Caller, HoldStatus, SeatIds, Ttl};
 use crate::error::Error;
 use crate::pipeline::{Reply, Step, views};
@@ -40,6 +41,60 @@ impl Execute for CreateHold {
             holds::create(tx, hold_id, event_id, &caller.user_id, self.ttl.seconds(), seat_ids, caller.admin).await?;
         if created.claimed.len() < seat_ids.len() {
             return Err(seats::unclaimable(tx, caller, event_id, seat_ids, &created.claimed).await);
+        }
+        if let Some(limit) = created.buyer_limit {
+            seats::check_buyer_limit(tx, caller, event_id, limit, seat_ids.len()).await?;
+        }
+        let target = Target::Seats { event_id, seat_ids: created.claimed, total_cents: created.total_cents };
+        let hold = holds::HoldRow::created(hold_id, &caller.user_id, created.expires_at, created.created_at, target);
+        Ok(Reply::created(views::hold(&hold)))
+    }
+}
+
+/// What a best-available hold asks for.
+#[derive(Debug, Clone)]
+pub struct BestAvailable {
+    pub quantity: usize,
+    pub section: Option<String>,
+    pub max_price_cents: Option<i64>,
+    pub allow_split: bool,
+}
+
+/// A hold on the best seats free now (see `domain::best_available`): the plan reads the section's
+/// seats and chooses (no lock yet); the seats chosen are then locked and claimed like any hold's,
+/// the claim's guard deciding a lost race (409 SEAT_UNAVAILABLE: ask again with a new key).
+#[derive(Debug)]
+pub struct CreateBestHold {
+    pub event_id: Uuid,
+    pub want: BestAvailable,
+    pub ttl: Ttl,
+}
+
+impl Execute for CreateBestHold {
+    const NAME: &'static str = "create_best_hold";
+    const COUNTERS: &'static [&'static str] = &["holdfast_holds_created_total"];
+    const CREATES_LIVE_HOLD: bool = true;
+
+    async fn plan(&self, state: &AppState, _caller: &Caller) -> Result<Step, Error> {
+        let want = &self.want;
+        let spots = events::spots(&state.db, self.event_id, want.section.as_deref(), want.max_price_cents).await?;
+        if spots.is_empty() && events::find_event(&state.db, self.event_id).await?.is_none() {
+            return Err(Error::NotFound("event"));
+        }
+        match best_available::choose(&spots, want.quantity, want.allow_split, &mut rand::rng()) {
+            Choice::Block(seats) | Choice::Split(seats) => write(seat_resources(&seats), Seen::Chosen(seats)),
+            Choice::Nothing { free } => Err(Error::NoSeatsAvailable { free: free as i64 }),
+        }
+    }
+
+    async fn apply(&self, tx: &mut PgConnection, _: &AppState, caller: &Caller, plan: Plan) -> Result<Reply, Error> {
+        let Seen::Chosen(seat_ids) = plan.seen else { return Err(planned_without::<Self>()) };
+        let event_id = self.event_id;
+        let hold_id = Uuid::now_v7();
+        let created =
+            holds::create(tx, hold_id, event_id, &caller.user_id, self.ttl.seconds(), &seat_ids, caller.admin).await?;
+        if created.claimed.len() < seat_ids.len() {
+            return Err(seats::unclaimable(tx, caller, event_id, &seat_ids, &created.claimed).await);
         }
         if let Some(limit) = created.buyer_limit {
             seats::check_buyer_limit(tx, caller, event_id, limit, seat_ids.len()).await?;

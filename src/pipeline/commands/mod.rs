@@ -22,7 +22,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use bookings::{BookSeats, CancelBooking};
-pub use holds::{ConfirmHold, CreateHold, ExtendHold, ReleaseHold};
+pub use holds::{BestAvailable, ConfirmHold, CreateBestHold, CreateHold, ExtendHold, ReleaseHold};
 pub use rooms::{CreateInventory, CreateRoomHold, PatchNights};
 pub use seats::{CreateEvent, PatchEvent};
 pub use slots::{CreateResource, CreateSlotHold, RescheduleBooking};
@@ -87,6 +87,7 @@ pub enum Command {
     CreateWebhook(CreateWebhook),
     DeleteWebhook(DeleteWebhook),
     PatchEvent(PatchEvent),
+    CreateBestHold(CreateBestHold),
 }
 
 /// `$body` with `$c` bound to the command inside whichever variant `$command` is, and `$T` to
@@ -158,6 +159,10 @@ macro_rules! dispatch {
                 type $T = PatchEvent;
                 $body
             }
+            Command::CreateBestHold($c) => {
+                type $T = CreateBestHold;
+                $body
+            }
         }
     };
 }
@@ -188,7 +193,8 @@ from_each!(
     RescheduleBooking,
     CreateWebhook,
     DeleteWebhook,
-    PatchEvent
+    PatchEvent,
+    CreateBestHold
 );
 
 /// The answer a seat-claiming command gets when its seats are already taken (the claim fills
@@ -275,6 +281,8 @@ enum Seen {
     Slot {
         blocked: Range,
     },
+    /// Seats chosen by the plan (best available).
+    Chosen(Vec<Uuid>),
     /// A booked slot to move, and the new slot's buffered range.
     Reschedule {
         booking: booking_rows::BookingRow,

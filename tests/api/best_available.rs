@@ -1,0 +1,117 @@
+//! Best available (issue 13, part 3): holdfast chooses adjacent seats in one row, best first,
+//! without leaving single seats stranded, and spreads concurrent buyers over different blocks.
+
+use std::collections::{HashMap, HashSet};
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::app::{Res, TestApp, spawn_app};
+
+async fn best(app: &TestApp, user: &str, event: Uuid, want: Value, key: &str) -> Res {
+    app.post(&format!("/v1/events/{event}/holds"), user, key, &json!({ "best_available": want })).await
+}
+
+/// (row, number) of every seat of the event, by id.
+async fn places(app: &TestApp, event: Uuid) -> HashMap<Uuid, (String, i64)> {
+    let page = app.get(&format!("/v1/events/{event}/seats?limit=10000"), None).await;
+    page.body["seats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let id = s["id"].as_str().unwrap().parse().unwrap();
+            (id, (s["row"].as_str().unwrap().to_owned(), s["number"].as_i64().unwrap()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn two_hundred_buyers_of_pairs_get_adjacent_seats_or_409_and_strand_no_single_seat() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 20, 20).await; // section A: 20 rows of 20
+    let answers = join_all((0..200).map(|i| {
+        let app = &app;
+        async move { best(app, &format!("buyer{i}"), event.id, json!({ "quantity": 2, "section": "A" }), "k").await }
+    }))
+    .await;
+    let seats = places(&app, event.id).await;
+    let mut taken = HashSet::new();
+    let mut successes = 0;
+    for answer in &answers {
+        if answer.status != StatusCode::CREATED {
+            assert_eq!(answer.status, StatusCode::CONFLICT, "{answer:?}");
+            continue;
+        }
+        successes += 1;
+        let ids: Vec<Uuid> =
+            answer.body["seat_ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().parse().unwrap()).collect();
+        assert_eq!(ids.len(), 2, "{answer:?}");
+        let (a, b) = (&seats[&ids[0]], &seats[&ids[1]]);
+        assert!(a.0 == b.0 && (a.1 - b.1).abs() == 1, "not side by side: {a:?} {b:?}");
+        for id in ids {
+            assert!(taken.insert(id), "seat {id} in two holds");
+        }
+    }
+    assert!(successes > 0, "{answers:?}");
+    let held: i64 = app.count("select count(*) from seats where hold_id is not null and hold_expires_at > now()").await;
+    assert_eq!(held, 2 * successes, "seats held = 2 × successes");
+    // Stranded single seats: a free seat with no free neighbour in its row. Every row has an even
+    // number of seats and every hold takes two, so none is unavoidable.
+    let free: HashSet<(String, i64)> =
+        seats.iter().filter(|(id, _)| !taken.contains(*id)).map(|(_, place)| place.clone()).collect();
+    let stranded: Vec<_> = free
+        .iter()
+        .filter(|(row, n)| !free.contains(&(row.clone(), n - 1)) && !free.contains(&(row.clone(), n + 1)))
+        .collect();
+    assert!(stranded.is_empty(), "{} successes stranded {stranded:?}", successes);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn best_available_picks_the_front_middle_replays_and_refuses_what_does_not_fit() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 2, 10).await;
+    let seats = places(&app, event.id).await;
+    let first = best(&app, "gina", event.id, json!({ "quantity": 2 }), "gina-1").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    let ids: Vec<Uuid> =
+        first.body["seat_ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().parse().unwrap()).collect();
+    let rows: HashSet<&str> = ids.iter().map(|id| seats[id].0.as_str()).collect();
+    assert_eq!(rows, HashSet::from(["1"]), "the front row first");
+    // Near the middle of the row (seats 3-4 .. 7-8 of 10), on a pair boundary.
+    let numbers: Vec<i64> = ids.iter().map(|id| seats[id].1).collect();
+    assert!(numbers.iter().all(|n| (3..=8).contains(n)), "{numbers:?}");
+    assert_eq!(numbers.iter().min().unwrap() % 2, 1, "{numbers:?}");
+
+    // The same key replays the same seats.
+    let again = best(&app, "gina", event.id, json!({ "quantity": 2 }), "gina-1").await;
+    assert_eq!(again.body["seat_ids"], first.body["seat_ids"]);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+
+    // 18 seats are left in rows of 10 and 8: no 11 side by side.
+    let refused = best(&app, "hal", event.id, json!({ "quantity": 10, "section": "A" }), "hal-1").await;
+    assert_eq!(refused.status, StatusCode::CREATED, "a whole free row fits: {refused:?}");
+    let too_many = best(&app, "ida", event.id, json!({ "quantity": 9 }), "ida-1").await;
+    too_many.assert_problem(409, "NO_SEATS_AVAILABLE");
+    assert_eq!(too_many.body["free"], 8, "{too_many:?}");
+    // Apart, when allowed (at most HOLD_MAX_SEATS, 10 by default).
+    let split = best(&app, "ida", event.id, json!({ "quantity": 7, "allow_split": true }), "ida-2").await;
+    assert_eq!(split.status, StatusCode::CREATED, "{split:?}");
+    assert_eq!(split.body["seat_ids"].as_array().unwrap().len(), 7);
+
+    // One of the two, never both or neither; a section with no seats has none available.
+    let both = json!({ "seat_ids": [ids[0]], "best_available": { "quantity": 1 } });
+    let res = app.post(&format!("/v1/events/{}/holds", event.id), "jo", "jo-1", &both).await;
+    res.assert_problem(422, "VALIDATION_FAILED");
+    app.post(&format!("/v1/events/{}/holds", event.id), "jo", "jo-2", &json!({}))
+        .await
+        .assert_problem(422, "VALIDATION_FAILED");
+    best(&app, "jo", event.id, json!({ "quantity": 0 }), "jo-3").await.assert_problem(422, "VALIDATION_FAILED");
+    best(&app, "jo", event.id, json!({ "quantity": 1, "section": "Z" }), "jo-4")
+        .await
+        .assert_problem(409, "NO_SEATS_AVAILABLE");
+    best(&app, "jo", Uuid::new_v4(), json!({ "quantity": 1 }), "jo-5").await.assert_problem(404, "NOT_FOUND");
+}
