@@ -3,7 +3,8 @@
 # machine's ceiling (pgbench running one hold transaction's SQL) measured in the same run.
 #
 #   scripts/bench.sh [scenario] [instances] [clients] [seconds] [seats] [runs]
-#   scenario: spread | spread-holds | spread-recycle | hot-seat | browse | rooms | slots  (default spread)
+#   scenario: spread | spread-holds | spread-recycle | best-pairs | hot-seat | browse | rooms | slots
+#   (default spread; best-pairs = holds of the best 2 seats side by side, `best_available`, no confirm)
 #   (spread = hold + confirm per seat; spread-holds = spread without the confirm;
 #    spread-recycle = hold then release, wrapping around the seats: for comparing event sizes;
 #    rooms = hold 1 unit for 1-3 of 30 nights, then confirm, capacity [seats] per night;
@@ -127,6 +128,7 @@ for run in $(seq 1 "$runs"); do
   mode=(--scenario "$scenario")
   [ "$scenario" = spread-holds ] && mode=(--scenario spread --hold-only)
   [ "$scenario" = spread-recycle ] && mode=(--scenario spread --hold-only --recycle)
+  [ "$scenario" = best-pairs ] && mode=(--scenario spread --hold-only --best-available 2)
   holdfast_pids=$(IFS=,; echo "${pids[*]}")
   # The "before" counters are taken by the load generator once its event is set up.
   snapshot_before="python3 scripts/bench_cost.py snapshot $holdfast_pids $postmaster $redis_pids $DATABASE_URL > /tmp/holdfast-bench-before.json"

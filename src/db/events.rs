@@ -273,25 +273,29 @@ pub async fn taken_seats(db: &PgPool, event_id: Uuid, seat_ids: &[Uuid]) -> Resu
     .await
 }
 
-/// The seats best-available chooses from: those of `section` (or the whole event), in seat-map
-/// order, each marked free (no booking, no live hold, and at most `max_price_cents`).
-pub async fn spots(
+/// The free seats best-available chooses from (no booking, no live hold, at most
+/// `max_price_cents`), of `section` or the whole event, the first `limit` in seat-map order (the
+/// front rows: where the best blocks are).
+pub async fn free_spots(
     pool: &PgPool,
     event_id: Uuid,
     section: Option<&str>,
     max_price_cents: Option<i64>,
+    limit: i64,
 ) -> Result<Vec<crate::domain::best_available::Spot>, sqlx::Error> {
     sqlx::query_as!(
         crate::domain::best_available::Spot,
-        r#"select id, section, row_label as "row", number,
-                  (booking_id is null and (hold_id is null or hold_expires_at <= now())
-                   and ($3::int8 is null or price_cents <= $3)) as "free!"
+        r#"select id, section, row_label as "row", number, true as "free!"
              from seats
             where event_id = $1 and ($2::text is null or section = $2)
-            order by section, length(row_label), row_label, number"#,
+              and booking_id is null and (hold_id is null or hold_expires_at <= now())
+              and ($3::int8 is null or price_cents <= $3)
+            order by section, length(row_label), row_label, number
+            limit $4"#,
         event_id,
         section,
         max_price_cents,
+        limit,
     )
     .fetch_all(pool)
     .await

@@ -12,9 +12,13 @@
 //! 4. the distance of the block's centre from the row's centre.
 //!
 //! Concurrent buyers should not all race for the first block: [`choose`] picks at random among
-//! the best few, so they spread over different blocks, and the database's guard stays the final
-//! word (a lost race answers 409 like any taken seat). With `allow_split`, when no block fits,
-//! the best free seats one by one.
+//! the best [`SPREAD`] blocks that are as good as the best on the first two counts (so the spread
+//! never strands a seat), and the database's guard stays the final word (a lost race answers 409
+//! like any taken seat). With `allow_split`, when no block fits, the best free seats one by one.
+//!
+//! The input is the free seats only, in seat-map order: a block is a run of consecutive numbers,
+//! its neighbours beyond the run are taken (or the row ends), and a row's middle is taken as the
+//! middle of its free seats.
 
 use rand::Rng;
 use uuid::Uuid;
@@ -31,7 +35,7 @@ pub struct Spot {
 }
 
 /// How many of the best blocks a choice is drawn from.
-pub const SPREAD: usize = 4;
+pub const SPREAD: usize = 16;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Block {
@@ -106,8 +110,12 @@ pub fn ranked_blocks(spots: &[Spot], quantity: usize) -> Vec<Block> {
 pub fn choose(spots: &[Spot], quantity: usize, allow_split: bool, rng: &mut impl Rng) -> Choice {
     let blocks = ranked_blocks(spots, quantity);
     if let Some(best) = blocks.first() {
-        // Never trade an orphan-free block for one with an orphan.
-        let pool: Vec<&Block> = blocks.iter().take_while(|b| b.orphans == best.orphans).take(SPREAD).collect();
+        // Never trade an orphan-free or fillable block for a worse one.
+        let pool: Vec<&Block> = blocks
+            .iter()
+            .take_while(|b| (b.orphans, b.unpackable) == (best.orphans, best.unpackable))
+            .take(SPREAD)
+            .collect();
         return Choice::Block(pool[rng.random_range(0..pool.len())].seats.clone());
     }
     let free: Vec<(usize, f64, Uuid)> = rows(spots)

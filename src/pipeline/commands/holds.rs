@@ -60,6 +60,9 @@ pub struct BestAvailable {
     pub allow_split: bool,
 }
 
+/// How many free seats, from the front of the map, best-available looks at first.
+const FRONT_WINDOW: i64 = 1000;
+
 /// A hold on the best seats free now (see `domain::best_available`): the plan reads the section's
 /// seats and chooses (no lock yet); the seats chosen are then locked and claimed like any hold's,
 /// the claim's guard deciding a lost race (409 SEAT_UNAVAILABLE: ask again with a new key).
@@ -77,11 +80,21 @@ impl Execute for CreateBestHold {
 
     async fn plan(&self, state: &AppState, _caller: &Caller) -> Result<Step, Error> {
         let want = &self.want;
-        let spots = events::spots(&state.db, self.event_id, want.section.as_deref(), want.max_price_cents).await?;
-        if spots.is_empty() && events::find_event(&state.db, self.event_id).await?.is_none() {
-            return Err(Error::NotFound("event"));
+        let (section, price) = (want.section.as_deref(), want.max_price_cents);
+        // The front of the map first; all of it only when no block is there.
+        let mut choice = Choice::Nothing { free: 0 };
+        for window in [Some(FRONT_WINDOW), None] {
+            let limit = window.unwrap_or(i64::MAX);
+            let spots = events::free_spots(&state.db, self.event_id, section, price, limit).await?;
+            if spots.is_empty() && events::find_event(&state.db, self.event_id).await?.is_none() {
+                return Err(Error::NotFound("event"));
+            }
+            choice = best_available::choose(&spots, want.quantity, want.allow_split, &mut rand::rng());
+            if !matches!(choice, Choice::Nothing { .. }) || (spots.len() as i64) < limit {
+                break;
+            }
         }
-        match best_available::choose(&spots, want.quantity, want.allow_split, &mut rand::rng()) {
+        match choice {
             Choice::Block(seats) | Choice::Split(seats) => write(seat_resources(&seats), Seen::Chosen(seats)),
             Choice::Nothing { free } => Err(Error::NoSeatsAvailable { free: free as i64 }),
         }

@@ -66,6 +66,10 @@ struct Args {
     /// spread: hold only, no confirm (measures hold throughput on its own).
     #[arg(long)]
     hold_only: bool,
+    /// spread --hold-only: ask for the best N seats (`best_available`) instead of naming one; runs
+    /// until the deadline or until no seats are left.
+    #[arg(long)]
+    best_available: Option<u32>,
     /// spread --hold-only: release each hold right after taking it and wrap around the seat
     /// list, so a small event sustains the same load as a large one (for the event-size check).
     #[arg(long)]
@@ -318,7 +322,7 @@ async fn main() {
                     let (seats, next_seat, sections, scenario) =
                         (seats.clone(), next_seat.clone(), sections.clone(), args.scenario);
                     let confirm = scenario == Scenario::Spread && !args.hold_only;
-                    let recycle = args.recycle;
+                    let (recycle, best_available) = (args.recycle, args.best_available);
                     tokio::spawn(async move {
                         let mut rec = Recorder::new();
                         let mut n = i;
@@ -332,12 +336,20 @@ async fn main() {
                                 rec.record("browse", took, &answer);
                                 continue;
                             }
-                            let index = next_seat.fetch_add(1, Ordering::Relaxed);
-                            let index = if recycle { index % seats.len() } else { index };
-                            let Some(seat) = seats.get(index) else { break };
-                            let (took, answer, body) = client
-                                .post(n, &format!("/v1/events/{event}/holds"), &json!({ "seat_ids": [seat] }))
-                                .await;
+                            let request = match best_available {
+                                Some(quantity) => json!({ "best_available": { "quantity": quantity } }),
+                                None => {
+                                    let index = next_seat.fetch_add(1, Ordering::Relaxed);
+                                    let index = if recycle { index % seats.len() } else { index };
+                                    let Some(seat) = seats.get(index) else { break };
+                                    json!({ "seat_ids": [seat] })
+                                }
+                            };
+                            let (took, answer, body) =
+                                client.post(n, &format!("/v1/events/{event}/holds"), &request).await;
+                            if best_available.is_some() && body["code"] == "NO_SEATS_AVAILABLE" {
+                                break;
+                            }
                             rec.record("hold", took, &answer);
                             if recycle && answer == "201" {
                                 let hold = body["id"].as_str().unwrap().to_owned();
