@@ -73,6 +73,10 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
         "Age of the oldest change not yet delivered to each enabled webhook endpoint (0: none waiting).",
     ),
     ("holdfast_webhook_endpoints_disabled_total", "Webhook endpoints disabled, by reason: gone, failing."),
+    (
+        "holdfast_best_available_rechosen_total",
+        "Best-available holds whose first choice was taken meanwhile and that chose again once.",
+    ),
     ("holdfast_idempotency_recovered_total", "In-flight idempotency records whose lease ran out, marked FAILED."),
     ("holdfast_claim_batch_rows", "Claims per batched claim statement for contended seats."),
     ("holdfast_holds_created_total", "Holds created (seats, rooms and slots)."),

@@ -276,8 +276,8 @@ pub async fn taken_seats(db: &PgPool, event_id: Uuid, seat_ids: &[Uuid]) -> Resu
 /// The free seats best-available chooses from (no booking, no live hold, at most
 /// `max_price_cents`), of `section` or the whole event, the first `limit` in seat-map order (the
 /// front rows: where the best blocks are).
-pub async fn free_spots(
-    pool: &PgPool,
+pub async fn free_spots<'e>(
+    db: impl PgExecutor<'e>,
     event_id: Uuid,
     section: Option<&str>,
     max_price_cents: Option<i64>,
@@ -297,6 +297,6 @@ pub async fn free_spots(
         max_price_cents,
         limit,
     )
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }

@@ -101,14 +101,37 @@ impl Execute for CreateBestHold {
     }
 
     async fn apply(&self, tx: &mut PgConnection, _: &AppState, caller: &Caller, plan: Plan) -> Result<Reply, Error> {
-        let Seen::Chosen(seat_ids) = plan.seen else { return Err(planned_without::<Self>()) };
+        let Seen::Chosen(mut seat_ids) = plan.seen else { return Err(planned_without::<Self>()) };
         let event_id = self.event_id;
         let hold_id = Uuid::now_v7();
-        let created =
-            holds::create(tx, hold_id, event_id, &caller.user_id, self.ttl.seconds(), &seat_ids, caller.admin).await?;
-        if created.claimed.len() < seat_ids.len() {
-            return Err(seats::unclaimable(tx, caller, event_id, &seat_ids, &created.claimed).await);
-        }
+        let ttl = self.ttl.seconds();
+        // Another buyer may have taken the block between the plan and now. Once, the claim is
+        // undone (a savepoint) and the choice made again from what this statement sees: the new
+        // seats are not under our Redis lock, but the claim's guard is what decides, as always.
+        let mut retried = false;
+        let created = loop {
+            sqlx::raw_sql("savepoint best_available").execute(&mut *tx).await?;
+            let created = holds::create(tx, hold_id, event_id, &caller.user_id, ttl, &seat_ids, caller.admin).await?;
+            if created.claimed.len() == seat_ids.len() {
+                break created;
+            }
+            sqlx::raw_sql("rollback to savepoint best_available").execute(&mut *tx).await?;
+            if retried {
+                return Err(seats::unclaimable(tx, caller, event_id, &seat_ids, &[]).await);
+            }
+            retried = true;
+            metrics::counter!("holdfast_best_available_rechosen_total").increment(1);
+            let want = &self.want;
+            let (section, price) = (want.section.as_deref(), want.max_price_cents);
+            let spots = events::free_spots(&mut *tx, event_id, section, price, FRONT_WINDOW).await?;
+            let choice = best_available::choose(&spots, want.quantity, want.allow_split, &mut rand::rng());
+            match choice {
+                Choice::Block(seats) | Choice::Split(seats) => seat_ids = seats,
+                Choice::Nothing { .. } => {
+                    return Err(seats::unclaimable(tx, caller, event_id, &seat_ids, &[]).await);
+                }
+            }
+        };
         if let Some(limit) = created.buyer_limit {
             seats::check_buyer_limit(tx, caller, event_id, limit, seat_ids.len()).await?;
         }
