@@ -70,19 +70,9 @@ pub async fn list_changes(
 }
 
 fn parse_types(list: &str) -> Result<Vec<String>, ValidationError> {
-    let mut types: Vec<String> = Vec::new();
-    for name in list.split(',') {
-        if !changes::TYPES.contains(&name) {
-            return Err(ValidationError::new(
-                "types",
-                format!("must be a comma-separated list of: {}", changes::TYPES.join(", ")),
-            ));
-        }
-        if !types.iter().any(|t| t == name) {
-            types.push(name.to_owned());
-        }
-    }
-    Ok(types)
+    changes::known_types(list.split(',')).ok_or_else(|| {
+        ValidationError::new("types", format!("must be a comma-separated list of: {}", changes::TYPES.join(", ")))
+    })
 }
 
 #[cfg(test)]

@@ -87,19 +87,9 @@ fn parse_event_types(list: &[String]) -> Result<Vec<String>, ValidationError> {
     if list.is_empty() || list.len() > MAX_EVENT_TYPES {
         return Err(ValidationError::new("event_types", format!("must list 1 to {MAX_EVENT_TYPES} change types")));
     }
-    let mut types: Vec<String> = Vec::new();
-    for name in list {
-        if !changes::TYPES.contains(&name.as_str()) {
-            return Err(ValidationError::new(
-                "event_types",
-                format!("must be change types: {}", changes::TYPES.join(", ")),
-            ));
-        }
-        if !types.contains(name) {
-            types.push(name.clone());
-        }
-    }
-    Ok(types)
+    changes::known_types(list.iter().map(String::as_str)).ok_or_else(|| {
+        ValidationError::new("event_types", format!("must be change types: {}", changes::TYPES.join(", ")))
+    })
 }
 
 /// States in the OpenAPI document that `event_types` takes the change types of

@@ -40,6 +40,20 @@ pub const TYPES: &[&str] = &[
 /// The types a public stream carries: availability, nothing about who.
 pub const PUBLIC_TYPES: &[&str] = &["seats.changed", "nights.changed", "inventory.nights_changed", "slots.changed"];
 
+/// `names` as known change types, each once, in the order given; None if one is not a type.
+pub fn known_types<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<Vec<String>> {
+    let mut types: Vec<String> = Vec::new();
+    for name in names {
+        if !TYPES.contains(&name) {
+            return None;
+        }
+        if !types.iter().any(|t| t == name) {
+            types.push(name.to_owned());
+        }
+    }
+    Some(types)
+}
+
 pub fn is_public(kind: &str) -> bool {
     PUBLIC_TYPES.contains(&kind)
 }

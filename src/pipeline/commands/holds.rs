@@ -42,13 +42,24 @@ impl Execute for CreateHold {
         if created.claimed.len() < seat_ids.len() {
             return Err(seats::unclaimable(tx, caller, event_id, seat_ids, &created.claimed).await);
         }
-        if let Some(limit) = created.buyer_limit {
-            seats::check_buyer_limit(tx, caller, event_id, limit, seat_ids.len()).await?;
-        }
-        let target = Target::Seats { event_id, seat_ids: created.claimed, total_cents: created.total_cents };
-        let hold = holds::HoldRow::created(hold_id, &caller.user_id, created.expires_at, created.created_at, target);
-        Ok(Reply::created(views::hold(&hold)))
+        held(tx, caller, event_id, hold_id, created).await
     }
+}
+
+/// The rest of a seat hold once all its seats are claimed: the per-buyer limit, then the answer.
+async fn held(
+    tx: &mut PgConnection,
+    caller: &Caller,
+    event_id: Uuid,
+    hold_id: Uuid,
+    created: holds::CreatedHold,
+) -> Result<Reply, Error> {
+    if let Some(limit) = created.buyer_limit {
+        seats::check_buyer_limit(tx, caller, event_id, limit, created.claimed.len()).await?;
+    }
+    let target = Target::Seats { event_id, seat_ids: created.claimed, total_cents: created.total_cents };
+    let hold = holds::HoldRow::created(hold_id, &caller.user_id, created.expires_at, created.created_at, target);
+    Ok(Reply::created(views::hold(&hold)))
 }
 
 /// What a best-available hold asks for.
@@ -132,12 +143,7 @@ impl Execute for CreateBestHold {
                 }
             }
         };
-        if let Some(limit) = created.buyer_limit {
-            seats::check_buyer_limit(tx, caller, event_id, limit, seat_ids.len()).await?;
-        }
-        let target = Target::Seats { event_id, seat_ids: created.claimed, total_cents: created.total_cents };
-        let hold = holds::HoldRow::created(hold_id, &caller.user_id, created.expires_at, created.created_at, target);
-        Ok(Reply::created(views::hold(&hold)))
+        held(tx, caller, event_id, hold_id, created).await
     }
 }
 
