@@ -84,6 +84,10 @@ pub enum Error {
     WebhookTargetRefused { reason: String },
     #[error("too many stream clients")]
     TooManyStreams,
+    #[error("no live admission from the event's waiting room")]
+    NotAdmitted,
+    #[error("the event has no waiting room")]
+    QueueNotEnabled,
     #[error("streams are starting")]
     StreamsStarting,
     #[error(transparent)]
@@ -194,6 +198,8 @@ impl Error {
                 kind("BUYER_LIMIT_REACHED", 409, "This would take you past the event's seats per buyer").settled()
             }
             WebhookTargetRefused { .. } => kind("WEBHOOK_TARGET_REFUSED", 422, "The webhook URL cannot be used"),
+            NotAdmitted => kind("NOT_ADMITTED", 403, "Join the event's waiting room and wait to be admitted"),
+            QueueNotEnabled => kind("QUEUE_NOT_ENABLED", 409, "This event has no waiting room").settled(),
             TooManyStreams => kind("TOO_MANY_STREAMS", 503, "This instance serves as many streams as it may").retry(5),
             StreamsStarting => kind("STREAMS_STARTING", 503, "Live streams are not available yet").retry(1),
             Validation(_) | InvalidBody(_) => kind("VALIDATION_FAILED", 422, "The request is invalid"),
@@ -300,6 +306,14 @@ impl Error {
                 json!({ "field": "url" }),
             ),
             TooManyStreams => ("Retry later, or on another instance.".into(), Value::Null),
+            NotAdmitted => (
+                "This event's seats are for buyers admitted from its waiting room: join with POST \
+                 /v1/events/{id}/queue, and once admitted send the ticket's admission_token as the \
+                 Admission-Token header."
+                    .into(),
+                Value::Null,
+            ),
+            QueueNotEnabled => ("Hold seats directly: no waiting room is open for this event.".into(), Value::Null),
             StreamsStarting => {
                 ("Retry in a moment: this instance has not read the change log yet.".into(), Value::Null)
             }

@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod lock;
 pub mod pipeline;
+pub mod queue;
 pub mod rate_limit;
 pub mod readiness;
 pub mod serve;

@@ -88,6 +88,7 @@ impl Application {
             redlock: Arc::new(redlock),
             metrics: telemetry::metrics_handle(),
             hot_seats: Arc::default(),
+            queues: Arc::new(crate::queue::Board::default()),
             hub,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),

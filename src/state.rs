@@ -52,6 +52,8 @@ pub struct Shared {
     pub hot_seats: Arc<HotSeats>,
     /// Claims for the same hot seats, sent as one statement (see `idempotency::ClaimBatches`).
     pub claim_batches: Arc<ClaimBatches>,
+    /// This instance's memory of the open waiting rooms and their tickets (see `crate::queue`).
+    pub queues: Arc<crate::queue::Board>,
     /// This instance's live stream clients (see `crate::streams`).
     pub hub: Arc<crate::streams::Hub>,
     /// Work that must finish even if the client goes away (see `pipeline::run`).

@@ -27,22 +27,24 @@ pub struct BookSeatsBody {
 #[utoipa::path(
     post, path = "/v1/events/{event_id}/bookings", tag = "seats",
     summary = "Book seats directly, all or none",
-    params(("event_id" = Uuid, Path, description = "Event id"), crate::api::openapi::IdempotencyKeyParam),
+    params(("event_id" = Uuid, Path, description = "Event id"), crate::api::openapi::IdempotencyKeyParam, crate::api::openapi::AdmissionTokenParam),
     request_body = BookSeatsBody,
-    responses((status = 201, description = "Booked", body = crate::pipeline::views::BookingView), (status = 409, description = "SEAT_UNAVAILABLE, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    responses((status = 201, description = "Booked", body = crate::pipeline::views::BookingView), (status = 409, description = "SEAT_UNAVAILABLE, NOT_ON_SALE, BUYER_LIMIT_REACHED, SEAT_LOCKED, IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "NOT_ADMITTED: the event has a waiting room and the request carries no live admission", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn book_seats(
     State(state): State<AppState>,
     Auth(caller): Auth,
     key: IdempotencyKeyHeader,
+    headers: axum::http::HeaderMap,
     ApiPath(event_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<BookSeatsBody>,
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
+    let admission = crate::queue::admission(&state, &headers, event_id, &caller).await?;
     let seat_ids = SeatIds::parse(body.seat_ids, state.config.holds.max_seats)?;
     let payment_reference = parse_payment_reference(body.payment_reference)?;
-    let command = pipeline::BookSeats { event_id, seat_ids, payment_reference };
+    let command = pipeline::BookSeats { event_id, seat_ids, payment_reference, admission };
     let reply = pipeline::run(&state, caller, Some(idem), command).await?;
     Ok(reply::render(reply))
 }

@@ -10,7 +10,7 @@ use super::auth::Admin;
 use super::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader};
 use super::reply;
 use crate::db::{changes, events};
-use crate::domain::{EventLayout, NewEvent, SeatSpec, ValidationError, event};
+use crate::domain::{EventLayout, NewEvent, QueueChange, SeatSpec, ValidationError, event};
 use crate::error::Error;
 use crate::pipeline::{self, views};
 use crate::state::AppState;
@@ -31,6 +31,36 @@ pub struct CreateEventBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 1000)]
     pub max_seats_per_buyer: Option<i64>,
+    /// A waiting room in front of the seats (enabled unless `enabled: false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueBody>,
+}
+
+/// Waiting-room settings; a field left out keeps its value (at creation: its default).
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueBody {
+    /// Whether holds and direct bookings need an admission (`Admission-Token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Tickets admitted per minute, across all instances (0 pauses admissions). Default 600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub admit_per_minute: Option<i64>,
+    /// The most tickets admitted and not yet finished at once. Default 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub max_active_shoppers: Option<i64>,
+    /// How long an admission lasts. Default 600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86400)]
+    pub admission_ttl_seconds: Option<i64>,
+}
+
+impl QueueBody {
+    fn parse(self) -> Result<QueueChange, ValidationError> {
+        QueueChange::parse(self.enabled, self.admit_per_minute, self.max_active_shoppers, self.admission_ttl_seconds)
+    }
 }
 
 /// Sale settings to change; a field left out stays as it is, `null` clears it.
@@ -45,6 +75,10 @@ pub struct PatchEventBody {
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<i64>, nullable, minimum = 1, maximum = 1000)]
     pub max_seats_per_buyer: Option<Option<i64>>,
+    /// Waiting-room settings to change (fields left out stay); `null` turns the waiting room off.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<QueueBody>, nullable)]
+    pub queue: Option<Option<QueueBody>>,
 }
 
 /// A field that is present, `null` or not: `Some(None)` for `null`, `None` when left out (the
@@ -74,14 +108,15 @@ pub async fn create_event(
     let idem = key.bind(&caller, &body)?;
     let event =
         NewEvent::parse(body.name, body.starts_at, body.seats, body.layout, state.config.holds.event_max_seats)?
-            .with_sale(body.on_sale_at, body.max_seats_per_buyer)?;
+            .with_sale(body.on_sale_at, body.max_seats_per_buyer)?
+            .with_queue(body.queue.map(QueueBody::parse).transpose()?);
     let reply = pipeline::run(&state, caller, Some(idem), pipeline::CreateEvent { event }).await?;
     Ok(reply::render(reply))
 }
 
 #[utoipa::path(
     patch, path = "/v1/events/{event_id}", tag = "seats",
-    summary = "Change an event's sale settings: on-sale time, seats per buyer (admin)",
+    summary = "Change an event's sale settings: on-sale time, seats per buyer, waiting room (admin)",
     params(("event_id" = Uuid, Path, description = "Event id"), crate::api::openapi::OptionalIdempotencyKeyParam),
     request_body = PatchEventBody,
     responses((status = 200, description = "The event after the change", body = crate::pipeline::views::EventView),
@@ -96,15 +131,26 @@ pub async fn patch_event(
     ApiJson(body): ApiJson<PatchEventBody>,
 ) -> Result<Response, Error> {
     let idem = key.map(|k| k.bind(&caller, &body)).transpose()?;
-    if body.on_sale_at.is_none() && body.max_seats_per_buyer.is_none() {
-        return Err(ValidationError::new("body", "set `on_sale_at` or `max_seats_per_buyer` (null clears one)").into());
+    if body.on_sale_at.is_none() && body.max_seats_per_buyer.is_none() && body.queue.is_none() {
+        return Err(ValidationError::new(
+            "body",
+            "set `on_sale_at`, `max_seats_per_buyer` or `queue` (null clears one)",
+        )
+        .into());
     }
+    let queue = match body.queue {
+        None => QueueChange::default(),
+        Some(None) => QueueChange { enabled: Some(false), ..QueueChange::default() },
+        // `{}` changes nothing, like any field left out.
+        Some(Some(queue)) => queue.parse()?,
+    };
     let change = events::SaleChange {
         on_sale_at: body.on_sale_at.map(|at| at.map(event::parse_sale_at).transpose()).transpose()?,
         max_seats_per_buyer: body
             .max_seats_per_buyer
             .map(|n| n.map(event::parse_seats_per_buyer).transpose())
             .transpose()?,
+        queue,
     };
     let reply = pipeline::run(&state, caller, idem, pipeline::PatchEvent { event_id, change }).await?;
     Ok(reply::render(reply))

@@ -47,29 +47,33 @@ pub struct BestAvailableBody {
 #[utoipa::path(
     post, path = "/v1/events/{event_id}/holds", tag = "seats",
     summary = "Hold seats, all or none",
-    params(("event_id" = Uuid, Path, description = "Event id"), crate::api::openapi::IdempotencyKeyParam),
+    params(("event_id" = Uuid, Path, description = "Event id"), crate::api::openapi::IdempotencyKeyParam, crate::api::openapi::AdmissionTokenParam),
     request_body = CreateHoldBody,
-    responses((status = 201, description = "Held", body = crate::pipeline::views::HoldView), (status = 409, description = "SEAT_UNAVAILABLE (taken; names the seats; for best_available, another buyer took the seats chosen: ask again), NO_SEATS_AVAILABLE (best_available: no block fits; `free` says how many matching seats are free), NOT_ON_SALE, BUYER_LIMIT_REACHED, SEAT_LOCKED (retry), IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    responses((status = 201, description = "Held", body = crate::pipeline::views::HoldView), (status = 409, description = "SEAT_UNAVAILABLE (taken; names the seats; for best_available, another buyer took the seats chosen: ask again), NO_SEATS_AVAILABLE (best_available: no block fits; `free` says how many matching seats are free), NOT_ON_SALE, BUYER_LIMIT_REACHED, SEAT_LOCKED (retry), IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "NOT_ADMITTED: the event has a waiting room and the request carries no live admission", body = crate::api::openapi::Problem, content_type = "application/problem+json"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn create_hold(
     State(state): State<AppState>,
     Auth(caller): Auth,
     key: IdempotencyKeyHeader,
+    headers: axum::http::HeaderMap,
     ApiPath(event_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<CreateHoldBody>,
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
+    let admission = crate::queue::admission(&state, &headers, event_id, &caller).await?;
     let config = &state.config;
     let ttl = Ttl::parse(body.ttl_seconds, config.holds.default_ttl_seconds, config.holds.max_ttl_seconds)?;
     let reply = match (body.seat_ids, body.best_available) {
         (Some(seat_ids), None) => {
             let seat_ids = SeatIds::parse(seat_ids, config.holds.max_seats)?;
-            pipeline::run(&state, caller, Some(idem), pipeline::CreateHold { event_id, seat_ids, ttl }).await?
+            pipeline::run(&state, caller, Some(idem), pipeline::CreateHold { event_id, seat_ids, ttl, admission })
+                .await?
         }
         (None, Some(best)) => {
             let want = parse_best(best, config.holds.max_seats)?;
-            pipeline::run(&state, caller, Some(idem), pipeline::CreateBestHold { event_id, want, ttl }).await?
+            pipeline::run(&state, caller, Some(idem), pipeline::CreateBestHold { event_id, want, ttl, admission })
+                .await?
         }
         _ => return Err(ValidationError::new("seat_ids", "give exactly one of `seat_ids` and `best_available`").into()),
     };

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod openapi_limits;
 pub mod ops;
 pub mod problem;
+pub mod queue;
 pub mod rate_limit;
 pub mod reply;
 pub mod resources;
@@ -81,6 +82,8 @@ fn routes(max_body: usize) -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>)
         .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
         .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
         .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(queue::join_queue, queue::queue_status))
+        .routes(routes!(queue::get_ticket, queue::leave_queue))
         .layer(DefaultBodyLimit::max(SMALL_BODY_BYTES.min(max_body)));
     let v1 = large.merge(small);
     let ops = OpenApiRouter::new()

@@ -32,6 +32,7 @@ carries `Idempotent-Replayed: true`. Every error is RFC 9457 `application/proble
         (name = "streams", description = "Live availability as Server-Sent Events"),
         (name = "changes", description = "Every change, in commit-safe order, for consumers that follow them"),
         (name = "webhooks", description = "Signed webhooks (Standard Webhooks): endpoints, deliveries, attempts"),
+        (name = "queue", description = "Waiting rooms: a fair line in front of an event's seats, admission tokens"),
         (name = "operations", description = "Health, readiness, metrics, integrity")
     )
 )]
@@ -157,6 +158,13 @@ pub struct OptionalIdempotencyKeyParam(
     /// As for other requests: a retry with the same key gets the stored answer.
     Option<String>,
 );
+
+/// The `Admission-Token` header: on an event with a waiting room, the admitted ticket's
+/// `admission_token` (`GET /v1/queue/{ticket_id}`). Without a live one: 403 NOT_ADMITTED.
+#[derive(Debug, IntoParams)]
+#[into_params(names("Admission-Token"), parameter_in = Header)]
+#[allow(dead_code)]
+pub struct AdmissionTokenParam(Option<String>);
 
 /// A slot as `[start, end)`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -328,6 +336,8 @@ mod tests {
             Error::SlotRefused(SlotRefusal::InPast),
             Error::OutsideCancellationWindow { deadline: t },
             Error::EventStarted { starts_at: t },
+            Error::NotAdmitted,
+            Error::QueueNotEnabled,
             Error::NightInPast { night: t.date_naive() },
             Error::TooManyHolds { limit: 5 },
             Error::NotOnSale { on_sale_at: t },

@@ -367,6 +367,11 @@ pub struct JobsConfig {
     #[arg(long, env = "OUTBOX_PURGE_INTERVAL_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(10..))]
     pub outbox_purge_interval_ms: u64,
 
+    /// How often each instance runs a pacing round of every open waiting room (the draw at
+    /// on-sale, admissions, expiries; jittered ±20%). The admission rate does not depend on it.
+    #[arg(long, env = "QUEUE_PACE_INTERVAL_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub queue_pace_interval_ms: u64,
+
     /// Rows one background batch takes.
     #[arg(
         id = "job_batch_size",

@@ -170,6 +170,13 @@ pub async fn confirm_hold(
               where hn.hold_id = $1 and n.inventory_id = hn.inventory_id and n.night = hn.night
                 and exists (select 1 from booking)
              returning 1
+         ), admission_ended as (
+             -- A confirmed booking ends the buyer's waiting-room admission for the event.
+             update queue_tickets t set status = 'booked', ended_at = now()
+               from moved
+              where moved.event_id is not null and t.event_id = moved.event_id and t.user_id = $4
+                and t.status = 'admitted'
+             returning 1
          )
          select exists (select 1 from moved) as "moved!",
                 array(select seat_id from recorded order by seat_id) as "sold!",

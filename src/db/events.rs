@@ -13,6 +13,21 @@ pub struct EventRow {
     pub created_at: DateTime<Utc>,
     pub on_sale_at: Option<DateTime<Utc>>,
     pub max_seats_per_buyer: Option<i32>,
+    pub queue_enabled: bool,
+    pub queue_admit_per_minute: i32,
+    pub queue_max_active_shoppers: i32,
+    pub queue_admission_ttl_seconds: i32,
+}
+
+impl EventRow {
+    pub fn queue(&self) -> crate::domain::QueueSettings {
+        crate::domain::QueueSettings {
+            enabled: self.queue_enabled,
+            admit_per_minute: self.queue_admit_per_minute,
+            max_active_shoppers: self.queue_max_active_shoppers,
+            admission_ttl_seconds: self.queue_admission_ttl_seconds,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
@@ -55,15 +70,20 @@ pub async fn insert_event(
 ) -> Result<EventRow, sqlx::Error> {
     let row = sqlx::query_as!(
         EventRow,
-        "insert into events (id, name, starts_at, created_by, on_sale_at, max_seats_per_buyer)
-         values ($1, $2, $3, $4, $5, $6)
-         returning id, name, starts_at, created_at, on_sale_at, max_seats_per_buyer",
+        "insert into events (id, name, starts_at, created_by, on_sale_at, max_seats_per_buyer, queue_enabled,
+                             queue_admit_per_minute, queue_max_active_shoppers, queue_admission_ttl_seconds)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         returning id, name, starts_at, created_at, on_sale_at, max_seats_per_buyer, queue_enabled, queue_admit_per_minute, queue_max_active_shoppers, queue_admission_ttl_seconds",
         id,
         &event.name,
         event.starts_at,
         created_by,
         event.on_sale_at,
         event.max_seats_per_buyer,
+        event.queue.enabled,
+        event.queue.admit_per_minute,
+        event.queue.max_active_shoppers,
+        event.queue.admission_ttl_seconds,
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -104,7 +124,7 @@ pub async fn insert_event(
 pub async fn find_event<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<EventRow>, sqlx::Error> {
     sqlx::query_as!(
         EventRow,
-        "select id, name, starts_at, created_at, on_sale_at, max_seats_per_buyer from events where id = $1",
+        "select id, name, starts_at, created_at, on_sale_at, max_seats_per_buyer, queue_enabled, queue_admit_per_minute, queue_max_active_shoppers, queue_admission_ttl_seconds from events where id = $1",
         id
     )
     .fetch_optional(db)
@@ -116,6 +136,7 @@ pub async fn find_event<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<
 pub struct SaleChange {
     pub on_sale_at: Option<Option<DateTime<Utc>>>,
     pub max_seats_per_buyer: Option<Option<i32>>,
+    pub queue: crate::domain::QueueChange,
 }
 
 /// Applies `change` to the event; None if there is no such event.
@@ -128,14 +149,22 @@ pub async fn update_sale(
         EventRow,
         "update events
             set on_sale_at = case when $2 then $3 else on_sale_at end,
-                max_seats_per_buyer = case when $4 then $5 else max_seats_per_buyer end
+                max_seats_per_buyer = case when $4 then $5 else max_seats_per_buyer end,
+                queue_enabled = coalesce($6, queue_enabled),
+                queue_admit_per_minute = coalesce($7, queue_admit_per_minute),
+                queue_max_active_shoppers = coalesce($8, queue_max_active_shoppers),
+                queue_admission_ttl_seconds = coalesce($9, queue_admission_ttl_seconds)
           where id = $1
-          returning id, name, starts_at, created_at, on_sale_at, max_seats_per_buyer",
+          returning id, name, starts_at, created_at, on_sale_at, max_seats_per_buyer, queue_enabled, queue_admit_per_minute, queue_max_active_shoppers, queue_admission_ttl_seconds",
         id,
         change.on_sale_at.is_some(),
         change.on_sale_at.flatten(),
         change.max_seats_per_buyer.is_some(),
         change.max_seats_per_buyer.flatten(),
+        change.queue.enabled,
+        change.queue.admit_per_minute,
+        change.queue.max_active_shoppers,
+        change.queue.admission_ttl_seconds,
     )
     .fetch_optional(conn)
     .await

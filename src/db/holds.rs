@@ -195,7 +195,8 @@ pub async fn create(
     user_id: &str,
     ttl_seconds: i64,
     seat_ids: &[Uuid],
-    before_sale: bool,
+    admin: bool,
+    admission: Option<Uuid>,
 ) -> Result<CreatedHold, sqlx::Error> {
     sqlx::query_as!(
         CreatedHold,
@@ -209,8 +210,14 @@ pub async fn create(
               where event_id = $2 and id = any($5)
                 and booking_id is null
                 and (hold_id is null or hold_expires_at <= now())
-                and exists (select 1 from events e where e.id = $2 and e.starts_at > now()
-                                                     and ($6 or e.on_sale_at is null or e.on_sale_at <= now()))
+                and exists (select 1 from events e
+                             where e.id = $2 and e.starts_at > now()
+                               and ($6 or ((e.on_sale_at is null or e.on_sale_at <= now())
+                                           and (not e.queue_enabled
+                                                or exists (select 1 from queue_tickets t
+                                                            where t.id = $7 and t.event_id = $2 and t.user_id = $3
+                                                              and t.status = 'admitted'
+                                                              and t.admission_expires_at > now())))))
              returning id, price_cents
          ), recorded as (
              insert into hold_seats (hold_id, seat_id) select $1, id from claimed returning seat_id
@@ -225,7 +232,8 @@ pub async fn create(
         user_id,
         ttl_seconds,
         seat_ids,
-        before_sale,
+        admin,
+        admission,
     )
     .fetch_one(conn)
     .await

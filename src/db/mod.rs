@@ -13,6 +13,7 @@ pub mod events;
 pub mod holds;
 pub mod invariants;
 pub mod inventories;
+pub mod queue;
 pub mod resources;
 mod status;
 pub mod webhooks;

@@ -40,6 +40,83 @@ pub struct NewEvent {
     /// Set by [`NewEvent::with_sale`].
     pub on_sale_at: Option<DateTime<Utc>>,
     pub max_seats_per_buyer: Option<i32>,
+    /// Set by [`NewEvent::with_queue`]; the defaults (no queue) otherwise.
+    pub queue: QueueSettings,
+}
+
+/// An event's waiting room (see `crate::queue`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct QueueSettings {
+    /// Whether holds and direct bookings need an admission from the waiting room.
+    pub enabled: bool,
+    /// Tickets admitted per minute (0 pauses admissions).
+    pub admit_per_minute: i32,
+    /// The most tickets admitted and not yet finished (booked, expired or left) at once.
+    pub max_active_shoppers: i32,
+    /// How long an admission lasts.
+    pub admission_ttl_seconds: i32,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self { enabled: false, admit_per_minute: 600, max_active_shoppers: 1000, admission_ttl_seconds: 600 }
+    }
+}
+
+/// Queue settings to change: each `None` keeps its setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueChange {
+    pub enabled: Option<bool>,
+    pub admit_per_minute: Option<i32>,
+    pub max_active_shoppers: Option<i32>,
+    pub admission_ttl_seconds: Option<i32>,
+}
+
+/// The bounds of each queue setting.
+pub const QUEUE_ADMIT_PER_MINUTE: (i64, i64) = (0, 1_000_000);
+pub const QUEUE_MAX_ACTIVE_SHOPPERS: (i64, i64) = (1, 1_000_000);
+pub const QUEUE_ADMISSION_TTL_SECONDS: (i64, i64) = (1, 86_400);
+
+impl QueueChange {
+    /// Checks each given setting against its bounds (`field` names them in errors).
+    pub fn parse(
+        enabled: Option<bool>,
+        admit_per_minute: Option<i64>,
+        max_active_shoppers: Option<i64>,
+        admission_ttl_seconds: Option<i64>,
+    ) -> Result<Self, ValidationError> {
+        let bounded = |value: Option<i64>, (lo, hi): (i64, i64), field: &'static str| {
+            value
+                .map(|v| {
+                    if (lo..=hi).contains(&v) {
+                        Ok(v as i32)
+                    } else {
+                        Err(ValidationError::new(field, format!("must be between {lo} and {hi}")))
+                    }
+                })
+                .transpose()
+        };
+        Ok(Self {
+            enabled,
+            admit_per_minute: bounded(admit_per_minute, QUEUE_ADMIT_PER_MINUTE, "queue.admit_per_minute")?,
+            max_active_shoppers: bounded(max_active_shoppers, QUEUE_MAX_ACTIVE_SHOPPERS, "queue.max_active_shoppers")?,
+            admission_ttl_seconds: bounded(
+                admission_ttl_seconds,
+                QUEUE_ADMISSION_TTL_SECONDS,
+                "queue.admission_ttl_seconds",
+            )?,
+        })
+    }
+
+    /// The settings after this change.
+    pub fn applied_to(self, base: QueueSettings) -> QueueSettings {
+        QueueSettings {
+            enabled: self.enabled.unwrap_or(base.enabled),
+            admit_per_minute: self.admit_per_minute.unwrap_or(base.admit_per_minute),
+            max_active_shoppers: self.max_active_shoppers.unwrap_or(base.max_active_shoppers),
+            admission_ttl_seconds: self.admission_ttl_seconds.unwrap_or(base.admission_ttl_seconds),
+        }
+    }
 }
 
 /// The most `max_seats_per_buyer` may say.
@@ -147,7 +224,14 @@ impl NewEvent {
                 seats
             }
         };
-        Ok(Self { name, starts_at, seats, on_sale_at: None, max_seats_per_buyer: None })
+        Ok(Self {
+            name,
+            starts_at,
+            seats,
+            on_sale_at: None,
+            max_seats_per_buyer: None,
+            queue: QueueSettings::default(),
+        })
     }
 
     /// The event with its sale settings.
@@ -155,6 +239,14 @@ impl NewEvent {
         self.on_sale_at = on_sale_at.map(parse_sale_at).transpose()?;
         self.max_seats_per_buyer = max.map(parse_seats_per_buyer).transpose()?;
         Ok(self)
+    }
+
+    /// The event with a waiting room: a queue given at creation is enabled unless it says not.
+    pub fn with_queue(mut self, change: Option<QueueChange>) -> Self {
+        if let Some(change) = change {
+            self.queue = QueueChange { enabled: change.enabled.or(Some(true)), ..change }.applied_to(self.queue);
+        }
+        self
     }
 }
 

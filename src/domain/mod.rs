@@ -14,7 +14,7 @@ mod time;
 
 pub use availability::StartsWanted;
 pub use caller::Caller;
-pub use event::{EventLayout, NewEvent, NewSeat, SeatSpec};
+pub use event::{EventLayout, NewEvent, NewSeat, QueueChange, QueueSettings, SeatSpec};
 pub use hold::{SeatIds, Ttl, parse_payment_reference};
 pub use idempotency_key::IdempotencyKey;
 pub use nights::{MAX_NIGHTS, Nights, units};

@@ -120,6 +120,14 @@ pub fn spawn_all(state: &AppState) -> Vec<JoinHandle<()>> {
         },
         {
             let state = state.clone();
+            let every = Duration::from_millis(config.jobs.queue_pace_interval_ms);
+            spawn_loop("queue_pacing", every, state.shutdown.clone(), move || {
+                let state = state.clone();
+                async move { Ok(crate::queue::pace_all(&state).await?) }
+            })
+        },
+        {
+            let state = state.clone();
             let every = Duration::from_secs(config.jobs.integrity_check_interval_seconds);
             spawn_loop("integrity_check", every, state.shutdown.clone(), move || {
                 let state = state.clone();

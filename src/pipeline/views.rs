@@ -118,6 +118,8 @@ pub struct EventView {
     /// The most seats one buyer may hold and own in this event at once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_seats_per_buyer: Option<i32>,
+    /// The waiting room (`enabled: false`: none).
+    pub queue: crate::domain::QueueSettings,
     pub seats: SeatCounts,
 }
 
@@ -129,6 +131,7 @@ pub fn event(row: &EventRow, counts: &SeatCounts) -> Value {
         created_at: row.created_at,
         on_sale_at: row.on_sale_at,
         max_seats_per_buyer: row.max_seats_per_buyer,
+        queue: row.queue(),
         seats: *counts,
     })
 }

@@ -14,6 +14,7 @@ mod lifecycle;
 mod limits;
 mod onsale;
 mod ops;
+mod queue;
 mod redis_faults;
 mod rolling;
 mod rooms;

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::{Execute, Plan, Seen, planned_without, seat_resources, seats, slots, target_resources, write};
 use crate::db::holds::Target;
-use crate::db::{bookings, events, holds};
+use crate::db::{bookings, events, holds, queue};
 use crate::domain::{BookingStatus, Caller, HoldStatus, SeatIds};
 use crate::error::Error;
 use crate::pipeline::{Reply, Step, views};
@@ -16,6 +16,8 @@ pub struct BookSeats {
     pub event_id: Uuid,
     pub seat_ids: SeatIds,
     pub payment_reference: Option<String>,
+    /// As `CreateHold::admission`.
+    pub admission: Option<Uuid>,
 }
 
 impl Execute for BookSeats {
@@ -36,9 +38,12 @@ impl Execute for BookSeats {
         if let (Some(on_sale_at), false) = (on_sale_ahead, caller.admin) {
             return Err(Error::NotOnSale { on_sale_at });
         }
+        if !caller.admin && !queue::admits(tx, event_id, &caller.user_id, self.admission).await? {
+            return Err(Error::NotAdmitted);
+        }
         let (found, total_cents) = bookings::price_of(tx, event_id, seat_ids).await?;
         if (found as usize) < seat_ids.len() {
-            return Err(seats::unclaimable(tx, caller, event_id, seat_ids, &[]).await);
+            return Err(seats::unclaimable(tx, caller, event_id, seat_ids, &[], self.admission).await);
         }
         // A booking always comes from a hold; here the hold is born CONFIRMED.
         let hold_id = Uuid::now_v7();
@@ -49,12 +54,14 @@ impl Execute for BookSeats {
         bookings::insert(tx, booking_id, event_id, hold_id, &caller.user_id, payment_reference, total_cents).await?;
         let sold = bookings::sell_free_seats(tx, event_id, booking_id, seat_ids).await?;
         if sold.len() < seat_ids.len() {
-            return Err(seats::unclaimable(tx, caller, event_id, seat_ids, &sold).await);
+            return Err(seats::unclaimable(tx, caller, event_id, seat_ids, &sold, self.admission).await);
         }
         bookings::record_seats(tx, booking_id, seat_ids).await?;
         if let Some(limit) = buyer_limit {
             seats::check_buyer_limit(tx, caller, event_id, limit, seat_ids.len()).await?;
         }
+        // A confirmed booking ends the buyer's admission.
+        queue::mark_booked(tx, event_id, &caller.user_id).await?;
         let booking =
             bookings::find(&mut *tx, booking_id).await?.ok_or_else(|| Error::internal("new booking vanished"))?;
         Ok(Reply::created(views::booking(&booking)))

@@ -18,6 +18,8 @@ pub struct CreateHold {
     pub event_id: Uuid,
     pub seat_ids: SeatIds,
     pub ttl: Ttl,
+    /// The waiting-room ticket whose admission the request carries (`crate::queue::admission`).
+    pub admission: Option<Uuid>,
 }
 
 impl Execute for CreateHold {
@@ -37,10 +39,11 @@ impl Execute for CreateHold {
         let (event_id, seat_ids) = (self.event_id, self.seat_ids.as_slice());
         let hold_id = Uuid::now_v7();
         // An unknown event claims no seats: `unclaimable` then answers 404.
+        let (ttl, admission) = (self.ttl.seconds(), self.admission);
         let created =
-            holds::create(tx, hold_id, event_id, &caller.user_id, self.ttl.seconds(), seat_ids, caller.admin).await?;
+            holds::create(tx, hold_id, event_id, &caller.user_id, ttl, seat_ids, caller.admin, admission).await?;
         if created.claimed.len() < seat_ids.len() {
-            return Err(seats::unclaimable(tx, caller, event_id, seat_ids, &created.claimed).await);
+            return Err(seats::unclaimable(tx, caller, event_id, seat_ids, &created.claimed, admission).await);
         }
         held(tx, caller, event_id, hold_id, created).await
     }
@@ -82,6 +85,8 @@ pub struct CreateBestHold {
     pub event_id: Uuid,
     pub want: BestAvailable,
     pub ttl: Ttl,
+    /// As [`CreateHold::admission`].
+    pub admission: Option<Uuid>,
 }
 
 impl Execute for CreateBestHold {
@@ -122,13 +127,15 @@ impl Execute for CreateBestHold {
         let mut retried = false;
         let created = loop {
             sqlx::raw_sql("savepoint best_available").execute(&mut *tx).await?;
-            let created = holds::create(tx, hold_id, event_id, &caller.user_id, ttl, &seat_ids, caller.admin).await?;
+            let created =
+                holds::create(tx, hold_id, event_id, &caller.user_id, ttl, &seat_ids, caller.admin, self.admission)
+                    .await?;
             if created.claimed.len() == seat_ids.len() {
                 break created;
             }
             sqlx::raw_sql("rollback to savepoint best_available").execute(&mut *tx).await?;
             if retried {
-                return Err(seats::unclaimable(tx, caller, event_id, &seat_ids, &[]).await);
+                return Err(seats::unclaimable(tx, caller, event_id, &seat_ids, &[], self.admission).await);
             }
             retried = true;
             metrics::counter!("holdfast_best_available_rechosen_total").increment(1);
@@ -139,7 +146,7 @@ impl Execute for CreateBestHold {
             match choice {
                 Choice::Block(seats) | Choice::Split(seats) => seat_ids = seats,
                 Choice::Nothing { .. } => {
-                    return Err(seats::unclaimable(tx, caller, event_id, &seat_ids, &[]).await);
+                    return Err(seats::unclaimable(tx, caller, event_id, &seat_ids, &[], self.admission).await);
                 }
             }
         };

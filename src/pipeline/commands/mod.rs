@@ -9,6 +9,7 @@
 
 mod bookings;
 mod holds;
+mod queue;
 mod rooms;
 mod seats;
 mod slots;
@@ -23,6 +24,7 @@ use uuid::Uuid;
 
 pub use bookings::{BookSeats, CancelBooking};
 pub use holds::{BestAvailable, ConfirmHold, CreateBestHold, CreateHold, ExtendHold, ReleaseHold};
+pub use queue::{JoinQueue, LeaveQueue};
 pub use rooms::{CreateInventory, CreateRoomHold, PatchNights};
 pub use seats::{CreateEvent, PatchEvent};
 pub use slots::{CreateResource, CreateSlotHold, RescheduleBooking};
@@ -88,6 +90,8 @@ pub enum Command {
     DeleteWebhook(DeleteWebhook),
     PatchEvent(PatchEvent),
     CreateBestHold(CreateBestHold),
+    JoinQueue(JoinQueue),
+    LeaveQueue(LeaveQueue),
 }
 
 /// `$body` with `$c` bound to the command inside whichever variant `$command` is, and `$T` to
@@ -163,6 +167,14 @@ macro_rules! dispatch {
                 type $T = CreateBestHold;
                 $body
             }
+            Command::JoinQueue($c) => {
+                type $T = JoinQueue;
+                $body
+            }
+            Command::LeaveQueue($c) => {
+                type $T = LeaveQueue;
+                $body
+            }
         }
     };
 }
@@ -194,7 +206,9 @@ from_each!(
     CreateWebhook,
     DeleteWebhook,
     PatchEvent,
-    CreateBestHold
+    CreateBestHold,
+    JoinQueue,
+    LeaveQueue
 );
 
 /// The answer a seat-claiming command gets when its seats are already taken (the claim fills

@@ -4,7 +4,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Execute, Plan, Seen, missing, write};
-use crate::db::events;
+use crate::db::{events, queue};
 use crate::domain::{Caller, NewEvent};
 use crate::error::Error;
 use crate::pipeline::{Reply, Step, views};
@@ -26,6 +26,9 @@ impl Execute for CreateEvent {
     async fn apply(&self, tx: &mut PgConnection, _: &AppState, caller: &Caller, _: Plan) -> Result<Reply, Error> {
         let id = Uuid::now_v7();
         let row = events::insert_event(tx, id, &self.event, &caller.user_id).await?;
+        if row.queue_enabled {
+            queue::ensure_state(tx, id, &crate::queue::new_secret()).await?;
+        }
         let n = self.event.seats.len() as i64;
         let counts = events::SeatCounts { total: n, available: n, held: 0, booked: 0 };
         Ok(Reply::created(views::event(&row, &counts)))
@@ -49,6 +52,9 @@ impl Execute for PatchEvent {
 
     async fn apply(&self, tx: &mut PgConnection, _: &AppState, _: &Caller, _: Plan) -> Result<Reply, Error> {
         let row = events::update_sale(tx, self.event_id, self.change).await?.ok_or(Error::NotFound("event"))?;
+        if row.queue_enabled {
+            queue::ensure_state(tx, row.id, &crate::queue::new_secret()).await?;
+        }
         let counts = events::seat_counts(&mut *tx, self.event_id).await?;
         Ok(Reply::ok(views::event(&row, &counts)))
     }
@@ -85,6 +91,7 @@ pub(super) async fn unclaimable(
     event_id: Uuid,
     requested: &[Uuid],
     claimed: &[Uuid],
+    admission: Option<Uuid>,
 ) -> Error {
     match events::started_at(&mut *tx, event_id).await {
         Ok(Some(starts_at)) => return Error::EventStarted { starts_at },
@@ -95,6 +102,11 @@ pub(super) async fn unclaimable(
         match events::on_sale_ahead(&mut *tx, event_id).await {
             Ok(Some(on_sale_at)) => return Error::NotOnSale { on_sale_at },
             Ok(None) => {}
+            Err(err) => return err.into(),
+        }
+        match queue::admits(&mut *tx, event_id, &caller.user_id, admission).await {
+            Ok(false) => return Error::NotAdmitted,
+            Ok(true) => {}
             Err(err) => return err.into(),
         }
     }

@@ -1,0 +1,115 @@
+//! The waiting room (see `crate::queue`): join an event's line, poll your ticket, leave; and the
+//! queue's counts for admins.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::auth::{Admin, Auth};
+use super::extract::{ApiPath, IdempotencyKeyHeader};
+use super::reply;
+use crate::db::queue as rows;
+use crate::domain::QueueSettings;
+use crate::error::Error;
+use crate::pipeline;
+use crate::queue::TicketView;
+use crate::state::AppState;
+
+#[utoipa::path(
+    post, path = "/v1/events/{event_id}/queue", tag = "queue",
+    summary = "Join the event's waiting room (one ticket per user and event: joining again answers the same ticket)",
+    params(("event_id" = Uuid, Path, description = "Event id"), crate::api::openapi::IdempotencyKeyParam),
+    responses(
+        (status = 201, description = "A new ticket", body = TicketView),
+        (status = 200, description = "The ticket you already have", body = TicketView),
+        (status = 409, description = "QUEUE_NOT_ENABLED (hold seats directly), IDEMPOTENCY_IN_PROGRESS", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
+pub async fn join_queue(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    key: IdempotencyKeyHeader,
+    ApiPath(event_id): ApiPath<Uuid>,
+) -> Result<Response, Error> {
+    let idem = key.bind(&caller, &())?;
+    let reply = pipeline::run(&state, caller, Some(idem), pipeline::JoinQueue { event_id }).await?;
+    Ok(reply::render(reply))
+}
+
+#[utoipa::path(
+    get, path = "/v1/queue/{ticket_id}", tag = "queue",
+    summary = "Your ticket: status, position, and once admitted the admission token (Retry-After: when to ask again)",
+    params(("ticket_id" = Uuid, Path, description = "Ticket id")),
+    responses((status = 200, description = "The ticket", body = TicketView,
+        headers(("Retry-After" = u64, description = "Seconds until a new answer is worth asking for"))),
+        crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
+pub async fn get_ticket(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(ticket_id): ApiPath<Uuid>,
+) -> Result<Response, Error> {
+    let ticket = state
+        .queues
+        .ticket(&state.db, ticket_id)
+        .await?
+        .filter(|t| caller.may_access(&t.user_id))
+        .ok_or(Error::NotFound("ticket"))?;
+    let queue = state.queues.queue(&state.db, ticket.event_id).await?;
+    let (view, retry_after) = crate::queue::view(&ticket, queue.as_deref(), Utc::now());
+    let mut response = reply::ok(serde_json::to_value(view).map_err(Error::internal)?).into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    Ok(response)
+}
+
+#[utoipa::path(
+    delete, path = "/v1/queue/{ticket_id}", tag = "queue",
+    summary = "Leave the line, or give up an admission (the key is optional). The ticket stays yours: joining again answers it, ended",
+    params(("ticket_id" = Uuid, Path, description = "Ticket id"), crate::api::openapi::OptionalIdempotencyKeyParam),
+    responses((status = 204, description = "Left (or had already ended)"), crate::api::openapi::NotFound, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
+pub async fn leave_queue(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    key: Option<IdempotencyKeyHeader>,
+    ApiPath(ticket_id): ApiPath<Uuid>,
+) -> Result<Response, Error> {
+    let idem = key.map(|k| k.bind(&caller, &())).transpose()?;
+    let reply = pipeline::run(&state, caller, idem, pipeline::LeaveQueue { ticket_id }).await?;
+    Ok(reply::render(reply))
+}
+
+/// An event's waiting room as its admins see it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QueueStatusView {
+    pub event_id: Uuid,
+    pub settings: QueueSettings,
+    #[serde(flatten)]
+    pub counts: rows::QueueStats,
+}
+
+#[utoipa::path(
+    get, path = "/v1/events/{event_id}/queue", tag = "queue",
+    summary = "The event's waiting room: settings and counts (admin)",
+    params(("event_id" = Uuid, Path, description = "Event id")),
+    responses((status = 200, description = "The waiting room", body = QueueStatusView),
+        crate::api::openapi::NotFound, crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
+    security(("bearer" = []))
+)]
+pub async fn queue_status(
+    State(state): State<AppState>,
+    Admin(_admin): Admin,
+    ApiPath(event_id): ApiPath<Uuid>,
+) -> Result<Response, Error> {
+    let event = crate::db::events::find_event(&state.db, event_id).await?.ok_or(Error::NotFound("event"))?;
+    let counts = rows::stats(&state.db, event_id).await?;
+    Ok(reply::ok(
+        serde_json::to_value(QueueStatusView { event_id, settings: event.queue(), counts }).map_err(Error::internal)?,
+    ))
+}
