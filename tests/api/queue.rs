@@ -134,8 +134,8 @@ async fn early_joiners_are_drawn_at_random_and_later_ones_keep_their_arrival_ord
         .await;
     assert_eq!(opened.status, StatusCode::OK, "{opened:?}");
     assert_eq!(opened.body["queue"]["enabled"], true, "{opened:?}");
-    let probe = joined[0].1["ticket_id"].as_str().unwrap().to_owned();
-    ticket_until(&app, "early-0", &probe, "the draw", |t| t["position"].is_i64()).await;
+    let (probe_user, probe) = (format!("early-{}", joined[0].0), joined[0].1["ticket_id"].as_str().unwrap().to_owned());
+    ticket_until(&app, &probe_user, &probe, "the draw", |t| t["position"].is_i64()).await;
 
     let positions = {
         let (app, joined) = (app.clone(), std::sync::Arc::new(joined));
