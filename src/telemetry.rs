@@ -60,6 +60,19 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
         "From a change's statement to its publication to this instance's stream clients.",
     ),
     (
+        "holdfast_queue_joins_total",
+        "Waiting-room tickets taken (joins that found the user's ticket already there count too).",
+    ),
+    ("holdfast_queue_admitted_total", "Waiting-room tickets admitted by this instance's pacing rounds."),
+    (
+        "holdfast_queue_admissions_expired_total",
+        "Waiting-room admissions that ran out unused, ended by this instance's pacing rounds.",
+    ),
+    (
+        "holdfast_queue_polls_total",
+        "Ticket polls by where the answer came from: memory (no database read) or database.",
+    ),
+    (
         "holdfast_webhook_deliveries_total",
         "Webhook delivery attempts by outcome: delivered, http_error, gone, timeout, connect_error, refused_target, error.",
     ),
