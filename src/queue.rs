@@ -7,7 +7,7 @@
 //!   `random()`), then those who joined later in order of arrival. A ticket taken after the
 //!   draw gets the next rank at once. Joining again returns the same ticket, for good, so
 //!   leaving and rejoining cannot buy a better place.
-//! - **Pacing without a leader.** Every instance runs [`pace_all`] every
+//! - **Pacing without a leader.** Every instance (`crate::jobs`) runs a round of `db::queue::pace` every
 //!   `QUEUE_PACE_INTERVAL_MS`; a round for one event locks that event's `queue_state` row with
 //!   `for update skip locked`, so only one instance paces an event at a time and a killed
 //!   instance's round simply rolls back. Admissions come from a token bucket refilled at
@@ -41,7 +41,6 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::db::queue::{self as rows, QueueRow, TicketRow};
-use crate::state::AppState;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -238,7 +237,7 @@ pub fn view(ticket: &TicketRow, queue: Option<&QueueRow>, now: DateTime<Utc>) ->
                 (None, _) => None,
             };
             retry = match view.estimated_wait_seconds {
-                Some(wait) => (wait / 10).clamp(1, 30) as u64,
+                Some(wait) => (wait / 5).clamp(1, 30) as u64,
                 None => 10,
             };
         }
@@ -262,55 +261,6 @@ pub fn view(ticket: &TicketRow, queue: Option<&QueueRow>, now: DateTime<Utc>) ->
         }
     }
     (view, retry)
-}
-
-/// One pacing round for every open queue (each in its own transaction), then this instance's
-/// memory of them refreshed.
-pub async fn pace_all(state: &AppState) -> Result<(), sqlx::Error> {
-    for queue in rows::queues(&state.db).await? {
-        let mut tx = state.db.begin().await?;
-        let paced = rows::pace(&mut tx, queue.event_id).await?;
-        tx.commit().await?;
-        if let Some(paced) = paced {
-            metrics::counter!("holdfast_queue_admitted_total").increment(paced.admitted as u64);
-            metrics::counter!("holdfast_queue_admissions_expired_total").increment(paced.expired as u64);
-            if paced.ranked > 0 {
-                tracing::info!(event_id = %queue.event_id, ranked = paced.ranked, "queue tickets ranked");
-            }
-        }
-    }
-    state.queues.replace(rows::queues(&state.db).await?);
-    Ok(())
-}
-
-/// For a hold or direct booking: the ticket whose admission the request carries, checked in
-/// memory. `Err(NotAdmitted)` at once when this instance knows the event's queue is open and the
-/// request has no valid token (admins are exempt); otherwise the claim's statement decides.
-pub async fn admission(
-    state: &AppState,
-    headers: &axum::http::HeaderMap,
-    event_id: Uuid,
-    caller: &crate::domain::Caller,
-) -> Result<Option<Uuid>, crate::error::Error> {
-    if caller.admin {
-        return Ok(None);
-    }
-    let token = headers.get(ADMISSION_HEADER).and_then(|v| v.to_str().ok());
-    let queue = match (state.queues.open(event_id), token) {
-        (Some(queue), _) => queue,
-        // Not known here as open: without a token there is nothing to check; with one, read
-        // the queue (rare: a queue opened within the last pacing interval).
-        (None, None) => return Ok(None),
-        (None, Some(_)) => match state.queues.queue(&state.db, event_id).await? {
-            Some(queue) if queue.enabled => queue,
-            _ => return Ok(None),
-        },
-    };
-    let ticket = token.and_then(|t| verify_token(&queue.secret, t, event_id, &caller.user_id, Utc::now()));
-    match ticket {
-        Some(ticket) => Ok(Some(ticket)),
-        None => Err(crate::error::Error::NotAdmitted),
-    }
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ pub async fn book_seats(
     ApiJson(body): ApiJson<BookSeatsBody>,
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
-    let admission = crate::queue::admission(&state, &headers, event_id, &caller).await?;
+    let admission = super::queue::admission(&state, &headers, event_id, &caller).await?;
     let seat_ids = SeatIds::parse(body.seat_ids, state.config.holds.max_seats)?;
     let payment_reference = parse_payment_reference(body.payment_reference)?;
     let command = pipeline::BookSeats { event_id, seat_ids, payment_reference, admission };

@@ -35,6 +35,7 @@ pub fn layer(origins: &CorsOrigins) -> Option<CorsLayer> {
                 header::CONTENT_TYPE,
                 HeaderName::from_static("idempotency-key"),
                 HeaderName::from_static("last-event-id"),
+                HeaderName::from_static(crate::queue::ADMISSION_HEADER),
                 REQUEST_ID,
             ])
             .expose_headers([HeaderName::from_static(REPLAYED), header::RETRY_AFTER, REQUEST_ID, header::LOCATION])

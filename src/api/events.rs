@@ -32,7 +32,7 @@ pub struct CreateEventBody {
     #[schema(minimum = 1, maximum = 1000)]
     pub max_seats_per_buyer: Option<i64>,
     /// A waiting room in front of the seats (enabled unless `enabled: false`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "super::extract::object", skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueBody>,
 }
 
@@ -76,9 +76,18 @@ pub struct PatchEventBody {
     #[schema(value_type = Option<i64>, nullable, minimum = 1, maximum = 1000)]
     pub max_seats_per_buyer: Option<Option<i64>>,
     /// Waiting-room settings to change (fields left out stay); `null` turns the waiting room off.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "present_object", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<QueueBody>, nullable)]
     pub queue: Option<Option<QueueBody>>,
+}
+
+/// As [`present`], for an object field (see `super::extract::object`).
+fn present_object<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::de::DeserializeOwned,
+    D: serde::Deserializer<'de>,
+{
+    super::extract::object(deserializer).map(Some)
 }
 
 /// A field that is present, `null` or not: `Some(None)` for `null`, `None` when left out (the

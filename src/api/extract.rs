@@ -76,6 +76,22 @@ fn integral_floats_to_integers(value: &mut serde_json::Value) {
     }
 }
 
+/// For a nested object field (`#[serde(deserialize_with = "object")]`): refuses the array of its
+/// fields that serde would also read into a struct (`"queue": [null, null]`), which the documented
+/// schema does not admit. `null` stays `None` for an `Option`.
+pub fn object<'de, T, D>(deserializer: D) -> Result<T, D::Error>
+where
+    T: DeserializeOwned,
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error as _;
+    let value = <serde_json::Value as serde::Deserialize>::deserialize(deserializer)?;
+    if value.is_array() {
+        return Err(D::Error::custom("expected an object, not an array"));
+    }
+    T::deserialize(value).map_err(D::Error::custom)
+}
+
 /// A body that could not be read: too large (413), or cut off (400).
 fn body_rejection(rejection: axum::extract::rejection::BytesRejection) -> Error {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

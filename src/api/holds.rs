@@ -61,7 +61,7 @@ pub async fn create_hold(
     ApiJson(body): ApiJson<CreateHoldBody>,
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &body)?;
-    let admission = crate::queue::admission(&state, &headers, event_id, &caller).await?;
+    let admission = super::queue::admission(&state, &headers, event_id, &caller).await?;
     let config = &state.config;
     let ttl = Ttl::parse(body.ttl_seconds, config.holds.default_ttl_seconds, config.holds.max_ttl_seconds)?;
     let reply = match (body.seat_ids, body.best_available) {

@@ -113,3 +113,34 @@ pub async fn queue_status(
         serde_json::to_value(QueueStatusView { event_id, settings: event.queue(), counts }).map_err(Error::internal)?,
     ))
 }
+
+/// For a hold or direct booking: the ticket whose admission the request carries, checked in
+/// memory. `Err(NotAdmitted)` at once when this instance knows the event's queue is open and the
+/// request has no valid token (admins are exempt); otherwise the claim's statement decides.
+pub async fn admission(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    event_id: Uuid,
+    caller: &crate::domain::Caller,
+) -> Result<Option<Uuid>, Error> {
+    if caller.admin {
+        return Ok(None);
+    }
+    let token = headers.get(crate::queue::ADMISSION_HEADER).and_then(|v| v.to_str().ok());
+    let queue = match (state.queues.open(event_id), token) {
+        (Some(queue), _) => queue,
+        // Not known here as open: without a token there is nothing to check; with one, read
+        // the queue (rare: a queue opened within the last pacing interval).
+        (None, None) => return Ok(None),
+        (None, Some(_)) => match state.queues.queue(&state.db, event_id).await? {
+            Some(queue) if queue.enabled => queue,
+            _ => return Ok(None),
+        },
+    };
+    let ticket =
+        token.and_then(|t| crate::queue::verify_token(&queue.secret, t, event_id, &caller.user_id, Utc::now()));
+    match ticket {
+        Some(ticket) => Ok(Some(ticket)),
+        None => Err(Error::NotAdmitted),
+    }
+}

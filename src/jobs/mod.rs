@@ -11,7 +11,7 @@ use rand::Rng;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{changes, holds, invariants, webhooks};
+use crate::db::{changes, holds, invariants, queue as queue_rows, webhooks};
 use crate::idempotency;
 use crate::state::AppState;
 
@@ -123,7 +123,7 @@ pub fn spawn_all(state: &AppState) -> Vec<JoinHandle<()>> {
             let every = Duration::from_millis(config.jobs.queue_pace_interval_ms);
             spawn_loop("queue_pacing", every, state.shutdown.clone(), move || {
                 let state = state.clone();
-                async move { Ok(crate::queue::pace_all(&state).await?) }
+                async move { Ok(pace_queues(&state).await?) }
             })
         },
         {
@@ -181,6 +181,25 @@ where
         }
         tokio::task::yield_now().await;
     }
+}
+
+/// One pacing round for every open queue (each in its own transaction), then this instance's
+/// memory of them refreshed.
+async fn pace_queues(state: &AppState) -> Result<(), sqlx::Error> {
+    for queue in queue_rows::queues(&state.db).await? {
+        let mut tx = state.db.begin().await?;
+        let paced = queue_rows::pace(&mut tx, queue.event_id).await?;
+        tx.commit().await?;
+        if let Some(paced) = paced {
+            metrics::counter!("holdfast_queue_admitted_total").increment(paced.admitted as u64);
+            metrics::counter!("holdfast_queue_admissions_expired_total").increment(paced.expired as u64);
+            if paced.ranked > 0 {
+                tracing::info!(event_id = %queue.event_id, ranked = paced.ranked, "queue tickets ranked");
+            }
+        }
+    }
+    state.queues.replace(queue_rows::queues(&state.db).await?);
+    Ok(())
 }
 
 /// Redis node liveness and pool usage, for dashboards and alerts.

@@ -48,7 +48,7 @@ async fn a_preflight_from_an_allowed_origin_is_answered_on_every_route_without_a
         assert_eq!(res.header("access-control-allow-origin"), Some(PAGE), "{path}");
         assert!(listed(&res, "access-control-allow-methods").contains(&method.to_ascii_lowercase()), "{path}: {res:?}");
         let headers = listed(&res, "access-control-allow-headers");
-        for needed in ["authorization", "content-type", "idempotency-key", "last-event-id"] {
+        for needed in ["authorization", "content-type", "idempotency-key", "last-event-id", "admission-token"] {
             assert!(headers.contains(&needed.to_owned()), "{path}: {needed} not allowed: {res:?}");
         }
         assert_eq!(res.header("access-control-max-age"), Some("600"));

@@ -254,6 +254,32 @@ async fn no_seat_without_a_live_admission_and_an_ended_admission_lets_the_next_i
     assert_eq!(rejoined.status, StatusCode::OK, "{rejoined:?}");
     assert_eq!((rejoined.body["ticket_id"].as_str(), rejoined.body["ended"].as_str()), (Some(&*dave_id), Some("left")));
 
+    // Settings are an object (serde alone would read a struct from an array of its fields).
+    let mut bad = event_body(2, None, json!([true, 10]));
+    let admin = app.admin_token();
+    let refused = app.send(Method::POST, "/v1/events", Some(&admin), Some(&new_key()), Some(&bad)).await;
+    refused.assert_problem(422, "VALIDATION_FAILED");
+    bad["queue"] = json!({ "admit_per_minute": -1 });
+    let refused = app.send(Method::POST, "/v1/events", Some(&admin), Some(&new_key()), Some(&bad)).await;
+    refused.assert_problem(422, "VALIDATION_FAILED");
+    let path = format!("/v1/events/{event}");
+    let refused = app.send(Method::PATCH, &path, Some(&admin), None, Some(&json!({ "queue": [null, null] }))).await;
+    refused.assert_problem(422, "VALIDATION_FAILED");
+    let off = app.send(Method::PATCH, &path, Some(&admin), None, Some(&json!({ "queue": null }))).await;
+    assert_eq!(off.body["queue"]["enabled"], false, "{off:?}");
+    // Without its waiting room, the event's seats need no admission again (each instance learns
+    // it within one pacing round; until then it refuses from memory, writing nothing).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let free = claim(&app, "frank", &holds, &seats[6..7], None).await;
+        if free.status == StatusCode::CREATED {
+            break;
+        }
+        free.assert_problem(403, "NOT_ADMITTED");
+        assert!(Instant::now() < deadline, "the waiting room stayed on: {free:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     // An event without a waiting room has no line to join.
     let plain = app.create_event(1, 1, 2).await;
     join(&app, "erin", plain.id).await.assert_problem(409, "QUEUE_NOT_ENABLED");

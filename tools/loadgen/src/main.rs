@@ -12,6 +12,13 @@
 //!   one inventory (capacity `--seats` per night), then confirms it. Every hold of a night takes
 //!   that night's lock key, so this measures the per-night serialization.
 //! - `slots`: each client holds the next free 30-minute slot of one resource, then confirms it.
+//! - `queue-joins`: the waiting room's own cost. For `--duration-secs`, each client joins an
+//!   event's waiting room as a new user, again and again; then, for as long again, each client
+//!   polls random tickets among those taken (as their owners).
+//! - `on-sale`: `--clients` buyers arrive at once at an event with a waiting room (on sale a
+//!   few seconds later, so all join early and are drawn): each joins, polls its ticket as
+//!   `Retry-After` says (at most every `--poll-cap-ms`), and once admitted holds the next seat
+//!   with its admission token and confirms it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +40,8 @@ enum Scenario {
     Browse,
     Rooms,
     Slots,
+    QueueJoins,
+    OnSale,
 }
 
 #[derive(Parser, Debug)]
@@ -74,6 +83,15 @@ struct Args {
     /// list, so a small event sustains the same load as a large one (for the event-size check).
     #[arg(long)]
     recycle: bool,
+    /// Waiting-room scenarios: tickets admitted per minute.
+    #[arg(long, default_value_t = 30_000)]
+    queue_admit_per_minute: u32,
+    /// Waiting-room scenarios: admitted and unfinished tickets at most.
+    #[arg(long, default_value_t = 500)]
+    queue_max_active: u32,
+    /// on-sale: the longest a client waits between polls, whatever Retry-After says.
+    #[arg(long, default_value_t = 2_000)]
+    poll_cap_ms: u64,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
@@ -135,16 +153,28 @@ impl Client {
     }
 
     async fn post(&self, i: usize, path: &str, body: &Value) -> (Duration, String, Value) {
+        self.post_with(i, path, body, None).await
+    }
+
+    /// A POST with a new Idempotency-Key, and an `Admission-Token` when given.
+    async fn post_with(
+        &self,
+        i: usize,
+        path: &str,
+        body: &Value,
+        admission: Option<&str>,
+    ) -> (Duration, String, Value) {
         let started = Instant::now();
-        let result = self
+        let mut request = self
             .http
             .post(format!("{}{path}", self.target(i)))
             .bearer_auth(&self.token)
             .header("idempotency-key", Uuid::new_v4().to_string())
-            .json(body)
-            .send()
-            .await;
-        Self::finish(started, result).await
+            .json(body);
+        if let Some(token) = admission {
+            request = request.header("admission-token", token);
+        }
+        Self::finish(started, request.send().await).await
     }
 
     /// Confirms the hold in a 201 hold answer, recording the outcome.
@@ -165,6 +195,24 @@ impl Client {
         let started = Instant::now();
         let result = self.http.get(format!("{}{path}", self.target(i))).send().await;
         Self::finish(started, result).await
+    }
+
+    /// A GET as this client's user.
+    async fn get_as(&self, i: usize, path: &str) -> (Duration, String, Value) {
+        let started = Instant::now();
+        let result = self.http.get(format!("{}{path}", self.target(i))).bearer_auth(&self.token).send().await;
+        Self::finish(started, result).await
+    }
+
+    /// Polls a waiting-room ticket; also answers its Retry-After.
+    async fn poll(&self, i: usize, ticket: &str) -> (Duration, String, Value, Option<Duration>) {
+        let started = Instant::now();
+        let result =
+            self.http.get(format!("{}/v1/queue/{ticket}", self.target(i))).bearer_auth(&self.token).send().await;
+        let retry = result.as_ref().ok().and_then(|r| r.headers().get("retry-after")).and_then(|v| v.to_str().ok());
+        let retry = retry.and_then(|v| v.parse().ok()).map(Duration::from_secs);
+        let (took, answer, body) = Self::finish(started, result).await;
+        (took, answer, body, retry)
     }
 
     async fn finish(started: Instant, result: Result<reqwest::Response, reqwest::Error>) -> (Duration, String, Value) {
@@ -267,11 +315,39 @@ async fn main() {
         .build()
         .unwrap();
     let probe = Client { http: http.clone(), targets: args.targets.clone(), token: admin.clone() };
-    let seat_scenario = matches!(args.scenario, Scenario::HotSeat | Scenario::Spread | Scenario::Browse);
+    let seat_scenario =
+        matches!(args.scenario, Scenario::HotSeat | Scenario::Spread | Scenario::Browse | Scenario::OnSale);
     let (event, seats, sections) = if seat_scenario {
         setup_event(&probe, &admin, args.seats).await
     } else {
         (Uuid::nil(), Vec::new(), Vec::new())
+    };
+    let waiting_room = matches!(args.scenario, Scenario::QueueJoins | Scenario::OnSale);
+    let event = if waiting_room {
+        // A waiting room of its own, on sale in a few seconds (queue-joins: never).
+        let body = json!({ "name": "Waiting room", "starts_at": "2030-01-01T00:00:00Z",
+                           "layout": { "sections": 1, "rows": 1, "seats_per_row": 1, "price_cents": 1000 } });
+        let queue_event =
+            if args.scenario == Scenario::OnSale { event } else { create(&probe, &admin, "/v1/events", &body).await };
+        let on_sale_at = match args.scenario {
+            Scenario::OnSale => chrono::Utc::now() + chrono::Duration::seconds(5),
+            _ => chrono::Utc::now() + chrono::Duration::days(365),
+        };
+        let settings = json!({ "on_sale_at": on_sale_at, "queue": { "enabled": true,
+            "admit_per_minute": args.queue_admit_per_minute, "max_active_shoppers": args.queue_max_active,
+            "admission_ttl_seconds": 120 } });
+        let patched = probe
+            .http
+            .patch(format!("{}/v1/events/{queue_event}", probe.target(0)))
+            .bearer_auth(&admin)
+            .json(&settings)
+            .send()
+            .await
+            .expect("open the waiting room");
+        assert!(patched.status().is_success(), "open the waiting room: {}", patched.text().await.unwrap_or_default());
+        queue_event
+    } else {
+        event
     };
     if let Some(command) = &args.after_setup {
         let status = std::process::Command::new("sh").arg("-c").arg(command).status().expect("runs sh");
@@ -282,6 +358,7 @@ async fn main() {
     let total = Arc::new(Mutex::new(Recorder::new()));
     let mut winners_per_round = Vec::new();
     let mut p99_per_round = Vec::new();
+    let mut queue_rates: Option<(f64, f64)> = None;
 
     let started = Instant::now();
     match args.scenario {
@@ -359,6 +436,102 @@ async fn main() {
                             if confirm && answer == "201" {
                                 client.confirm(n, &body, &mut rec).await;
                             }
+                        }
+                        rec
+                    })
+                })
+                .collect();
+            merge_all(tasks, &total).await;
+        }
+        Scenario::QueueJoins => {
+            let tickets = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+            let run = Duration::from_secs(args.duration_secs);
+            let deadline = Instant::now() + run;
+            let tasks: Vec<_> = (0..args.clients)
+                .map(|i| {
+                    let (http, targets, keys, tickets) =
+                        (http.clone(), args.targets.clone(), JwtKeys::new(&args.jwt_secret), tickets.clone());
+                    tokio::spawn(async move {
+                        let mut rec = Recorder::new();
+                        let mut n = 0;
+                        while Instant::now() < deadline {
+                            n += 1;
+                            let client = Client::for_user(&http, &targets, &keys, &format!("q{i}-{n}"));
+                            let (took, answer, body) =
+                                client.post(n, &format!("/v1/events/{event}/queue"), &Value::Null).await;
+                            rec.record("join", took, &answer);
+                            if let Some(ticket) = body["ticket_id"].as_str() {
+                                tickets.lock().unwrap().push((client.token, ticket.to_owned()));
+                            }
+                        }
+                        rec
+                    })
+                })
+                .collect();
+            merge_all(tasks, &total).await;
+            let tickets = Arc::new(std::mem::take(&mut *tickets.lock().unwrap()));
+            let polls_from = Instant::now();
+            let deadline = polls_from + run;
+            let tasks: Vec<_> = (0..args.clients)
+                .map(|i| {
+                    let (http, targets, tickets) = (http.clone(), args.targets.clone(), tickets.clone());
+                    tokio::spawn(async move {
+                        let mut rec = Recorder::new();
+                        let mut n = i;
+                        while Instant::now() < deadline && !tickets.is_empty() {
+                            n += 1;
+                            let (token, ticket) = &tickets[rand::rng().random_range(0..tickets.len())];
+                            let client = Client { http: http.clone(), targets: targets.clone(), token: token.clone() };
+                            let (took, answer, _) = client.get_as(n, &format!("/v1/queue/{ticket}")).await;
+                            rec.record("poll", took, &answer);
+                        }
+                        rec
+                    })
+                })
+                .collect();
+            merge_all(tasks, &total).await;
+            let polls = total.lock().await.count("poll 200") as f64;
+            let joins = total.lock().await.count("join 201") as f64;
+            queue_rates = Some((joins / run.as_secs_f64(), polls / polls_from.elapsed().as_secs_f64()));
+        }
+        Scenario::OnSale => {
+            let poll_cap = Duration::from_millis(args.poll_cap_ms);
+            let barrier = Arc::new(Barrier::new(args.clients));
+            let tasks: Vec<_> = (0..args.clients)
+                .map(|i| {
+                    let client = Client::for_user(&http, &args.targets, &keys, &format!("buyer-{i}"));
+                    let (barrier, seats, next_seat) = (barrier.clone(), seats.clone(), next_seat.clone());
+                    tokio::spawn(async move {
+                        let mut rec = Recorder::new();
+                        barrier.wait().await;
+                        let (took, answer, body) =
+                            client.post(i, &format!("/v1/events/{event}/queue"), &Value::Null).await;
+                        rec.record("join", took, &answer);
+                        let Some(ticket) = body["ticket_id"].as_str().map(str::to_owned) else { return rec };
+                        let mut n = i;
+                        let token = loop {
+                            n += 1;
+                            let (took, answer, body, retry) = client.poll(n, &ticket).await;
+                            rec.record("poll", took, &answer);
+                            match body["status"].as_str() {
+                                Some("admitted") => break body["admission_token"].as_str().unwrap().to_owned(),
+                                Some("waiting") | None => {}
+                                Some(_) => return rec,
+                            }
+                            tokio::time::sleep(retry.unwrap_or(poll_cap).min(poll_cap)).await;
+                        };
+                        let Some(seat) = seats.get(next_seat.fetch_add(1, Ordering::Relaxed)) else { return rec };
+                        let (took, answer, body) = client
+                            .post_admitted(
+                                n,
+                                &format!("/v1/events/{event}/holds"),
+                                &json!({ "seat_ids": [seat] }),
+                                &token,
+                            )
+                            .await;
+                        rec.record("hold", took, &answer);
+                        if answer == "201" {
+                            client.confirm(n, &body, &mut rec).await;
                         }
                         rec
                     })
@@ -468,6 +641,8 @@ async fn main() {
         "latency": latency,
         "answers": total.answers,
         "hot_seat_winners_per_round": winners_per_round,
+        "queue_joins_per_s": queue_rates.map(|r| r.0),
+        "queue_polls_per_s": queue_rates.map(|r| r.1),
         "hot_seat_p99_ms_per_round": p99_per_round,
         "ready_after": ready_after,
         "peak_rss_kib": rss.iter().map(|(p, r)| json!({ "pid": p, "vm_hwm_kib": r })).collect::<Vec<_>>(),
@@ -498,6 +673,9 @@ async fn main() {
         }
         for (answer, n) in &total.answers {
             println!("  {answer}: {n}");
+        }
+        if let Some((joins, polls)) = queue_rates {
+            println!("waiting room: {joins:.0} joins/s, then {polls:.0} ticket polls/s");
         }
         if !winners_per_round.is_empty() {
             println!("hot-seat winners per round: {winners_per_round:?}");
