@@ -4,6 +4,8 @@
 #
 #   scripts/bench.sh [scenario] [instances] [clients] [seconds] [seats] [runs]
 #   scenario: spread | spread-holds | spread-recycle | best-pairs | hot-seat | browse | rooms | slots
+#             | queue-joins | on-sale   (the waiting room: see tools/loadgen; BENCH_LOADGEN_ARGS adds
+#             loadgen flags, e.g. "--queue-admit-per-minute 12000 --queue-max-active 300")
 #   (default spread; best-pairs = holds of the best 2 seats side by side, `best_available`, no confirm)
 #   (spread = hold + confirm per seat; spread-holds = spread without the confirm;
 #    spread-recycle = hold then release, wrapping around the seats: for comparing event sizes;
@@ -118,6 +120,8 @@ for run in $(seq 1 "$runs"); do
   targets=""
   for i in $(seq 1 "$instances"); do
     port=$((18180 + i))
+    # Enough connections for every client at once (past the cap they would queue in the kernel).
+    HTTP_MAX_CONNECTIONS=$(( clients + 1000 > 4096 ? clients + 1000 : 4096 )) \
     RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=${BENCH_RATE_LIMIT_PER_USER:-0} HOLD_MAX_LIVE_PER_USER=${BENCH_HOLD_CAP:-0} LISTEN_ADDR=127.0.0.1:$port RUST_LOG=warn \
       REDIS_KEY_PREFIX="bench:$run:" DATABASE_MAX_CONNECTIONS=${BENCH_POOL:-20} \
       "${HOLDFAST_BIN:-target/release/holdfast}" serve >/dev/null 2>&1 &
@@ -129,6 +133,8 @@ for run in $(seq 1 "$runs"); do
   [ "$scenario" = spread-holds ] && mode=(--scenario spread --hold-only)
   [ "$scenario" = spread-recycle ] && mode=(--scenario spread --hold-only --recycle)
   [ "$scenario" = best-pairs ] && mode=(--scenario spread --hold-only --best-available 2)
+  # shellcheck disable=SC2206 # word splitting wanted: loadgen flags
+  mode+=(${BENCH_LOADGEN_ARGS:-})
   holdfast_pids=$(IFS=,; echo "${pids[*]}")
   # The "before" counters are taken by the load generator once its event is set up.
   snapshot_before="python3 scripts/bench_cost.py snapshot $holdfast_pids $postmaster $redis_pids $DATABASE_URL > /tmp/holdfast-bench-before.json"

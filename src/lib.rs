@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod queue;
 pub mod rate_limit;
 pub mod readiness;
+pub mod seat_index;
 pub mod serve;
 pub mod startup;
 pub mod state;

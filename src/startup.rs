@@ -89,6 +89,7 @@ impl Application {
             metrics: telemetry::metrics_handle(),
             hot_seats: Arc::default(),
             queues: Arc::new(crate::queue::Board::default()),
+            seat_index: Arc::default(),
             hub,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),

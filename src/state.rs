@@ -52,6 +52,8 @@ pub struct Shared {
     pub hot_seats: Arc<HotSeats>,
     /// Claims for the same hot seats, sent as one statement (see `idempotency::ClaimBatches`).
     pub claim_batches: Arc<ClaimBatches>,
+    /// This instance's memory of seat maps for best-available holds (see `crate::seat_index`).
+    pub seat_index: Arc<crate::seat_index::SeatIndex>,
     /// This instance's memory of the open waiting rooms and their tickets (see `crate::queue`).
     pub queues: Arc<crate::queue::Board>,
     /// This instance's live stream clients (see `crate::streams`).

@@ -329,3 +329,39 @@ pub async fn free_spots<'e>(
     .fetch_all(db)
     .await
 }
+
+/// One seat of an event's map, and whether it is free now (for `crate::seat_index`).
+#[derive(Debug)]
+pub struct MapSeat {
+    pub id: Uuid,
+    pub section: String,
+    pub row_label: String,
+    pub number: i32,
+    pub price_cents: i64,
+    pub free: bool,
+}
+
+/// Every seat of the event in map order (the order `free_spots` ranks rows by).
+pub async fn seat_map<'e>(db: impl PgExecutor<'e>, event_id: Uuid) -> Result<Vec<MapSeat>, sqlx::Error> {
+    sqlx::query_as!(
+        MapSeat,
+        r#"select id, section, row_label, number, price_cents,
+                  (booking_id is null and (hold_id is null or hold_expires_at <= now())) as "free!"
+             from seats where event_id = $1
+            order by section, length(row_label), row_label, number"#,
+        event_id,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The ids of the event's free seats.
+pub async fn free_seat_ids<'e>(db: impl PgExecutor<'e>, event_id: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "select id from seats
+          where event_id = $1 and booking_id is null and (hold_id is null or hold_expires_at <= now())",
+        event_id,
+    )
+    .fetch_all(db)
+    .await
+}

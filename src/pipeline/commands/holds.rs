@@ -97,6 +97,18 @@ impl Execute for CreateBestHold {
     async fn plan(&self, state: &AppState, _caller: &Caller) -> Result<Step, Error> {
         let want = &self.want;
         let (section, price) = (want.section.as_deref(), want.max_price_cents);
+        // From this instance's memory of the seat map (`crate::seat_index`): no read, and the
+        // seats chosen are taken there at once, so this instance's requests choose apart.
+        if let Some(seats) = state.seat_index.event(&state.db, self.event_id).await? {
+            let window = FRONT_WINDOW as usize;
+            match seats.choose(section, price, want.quantity, want.allow_split, window, &mut rand::rng()) {
+                Choice::Block(seats) | Choice::Split(seats) => {
+                    return write(seat_resources(&seats), Seen::Chosen(seats));
+                }
+                // Memory may be stale: only Postgres may say there is nothing.
+                Choice::Nothing { .. } => {}
+            }
+        }
         // The front of the map first; all of it only when no block is there.
         let mut choice = Choice::Nothing { free: 0 };
         for window in [Some(FRONT_WINDOW), None] {
@@ -116,7 +128,13 @@ impl Execute for CreateBestHold {
         }
     }
 
-    async fn apply(&self, tx: &mut PgConnection, _: &AppState, caller: &Caller, plan: Plan) -> Result<Reply, Error> {
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        state: &AppState,
+        caller: &Caller,
+        plan: Plan,
+    ) -> Result<Reply, Error> {
         let Seen::Chosen(mut seat_ids) = plan.seen else { return Err(planned_without::<Self>()) };
         let event_id = self.event_id;
         let hold_id = Uuid::now_v7();
@@ -143,8 +161,13 @@ impl Execute for CreateBestHold {
             let (section, price) = (want.section.as_deref(), want.max_price_cents);
             let spots = events::free_spots(&mut *tx, event_id, section, price, FRONT_WINDOW).await?;
             let choice = best_available::choose(&spots, want.quantity, want.allow_split, &mut rand::rng());
+            // Someone took (some of) the seats drawn: this instance's memory learns it.
+            state.seat_index.mark_taken(event_id, &seat_ids);
             match choice {
-                Choice::Block(seats) | Choice::Split(seats) => seat_ids = seats,
+                Choice::Block(seats) | Choice::Split(seats) => {
+                    state.seat_index.mark_taken(event_id, &seats);
+                    seat_ids = seats;
+                }
                 Choice::Nothing { .. } => {
                     return Err(seats::unclaimable(tx, caller, event_id, &seat_ids, &[], self.admission).await);
                 }

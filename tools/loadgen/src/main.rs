@@ -522,11 +522,11 @@ async fn main() {
                         };
                         let Some(seat) = seats.get(next_seat.fetch_add(1, Ordering::Relaxed)) else { return rec };
                         let (took, answer, body) = client
-                            .post_admitted(
+                            .post_with(
                                 n,
                                 &format!("/v1/events/{event}/holds"),
                                 &json!({ "seat_ids": [seat] }),
-                                &token,
+                                Some(&token),
                             )
                             .await;
                         rec.record("hold", took, &answer);

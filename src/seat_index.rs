@@ -1,0 +1,212 @@
+//! Each instance's memory of the seat maps best-available holds choose from, so that choosing
+//! costs no database read (issue 13, part 3).
+//!
+//! An event's seats (id, section, row, number, price) never change after it is created: they
+//! are read once. Which seats are free is a copy that is
+//! - refreshed from Postgres in the background once it is older than [`REFRESH`] (one read of
+//!   the free seats' ids), and
+//! - updated at once by this instance's own choices: the seats a request chose are taken in
+//!   memory before its transaction runs, so requests on one instance choose different blocks
+//!   instead of racing each other for one. Such a mark outlives a refresh that started before
+//!   it (for [`MARK_KEEP`]), since that read may not see the claim yet.
+//!
+//! The copy may be stale (another instance's claims, releases and expiries reach it within
+//! [`REFRESH`]); the claim's guard in Postgres decides as always, and a request whose block was
+//! taken meanwhile chooses again inside its transaction from what Postgres shows. A memory that
+//! finds nothing to offer is not trusted: the choice is then made from Postgres.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::db::events;
+use crate::domain::best_available::{self, Choice, Spot};
+
+/// How old the copy of which seats are free may get before a request refreshes it.
+pub const REFRESH: Duration = Duration::from_secs(2);
+/// How long this instance's own marks outlive refreshes that may not see them yet.
+const MARK_KEEP: Duration = Duration::from_secs(5);
+
+struct SeatInfo {
+    id: Uuid,
+    section: String,
+    row: String,
+    number: i32,
+    price_cents: i64,
+}
+
+struct Free {
+    free: Vec<bool>,
+    /// Seats this instance chose, and when.
+    marked: Vec<(usize, Instant)>,
+    read_at: Instant,
+    refreshing: bool,
+}
+
+/// One event's seat map, in map order, and which seats are free as far as this instance knows.
+pub struct EventSeats {
+    seats: Vec<SeatInfo>,
+    position: HashMap<Uuid, usize>,
+    state: Mutex<Free>,
+}
+
+impl EventSeats {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Free> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Chooses from the first `window` free seats that match (all of them when none fits there)
+    /// and takes the seats chosen in memory. `Choice::Nothing` means only "nothing here".
+    pub fn choose(
+        &self,
+        section: Option<&str>,
+        max_price_cents: Option<i64>,
+        quantity: usize,
+        allow_split: bool,
+        window: usize,
+        rng: &mut impl Rng,
+    ) -> Choice {
+        let mut state = self.lock();
+        let mut choice = Choice::Nothing { free: 0 };
+        for limit in [window, usize::MAX] {
+            let spots: Vec<Spot> = self
+                .seats
+                .iter()
+                .zip(&state.free)
+                .filter(|(s, free)| {
+                    **free
+                        && section.is_none_or(|x| s.section == x)
+                        && max_price_cents.is_none_or(|max| s.price_cents <= max)
+                })
+                .take(limit)
+                .map(|(s, _)| Spot {
+                    id: s.id,
+                    section: s.section.clone(),
+                    row: s.row.clone(),
+                    number: s.number,
+                    free: true,
+                })
+                .collect();
+            choice = best_available::choose(&spots, quantity, allow_split, rng);
+            if !matches!(choice, Choice::Nothing { .. }) || spots.len() < limit {
+                break;
+            }
+        }
+        if let Choice::Block(seats) | Choice::Split(seats) = &choice {
+            self.mark(&mut state, seats);
+        }
+        choice
+    }
+
+    fn mark(&self, state: &mut Free, seat_ids: &[Uuid]) {
+        let now = Instant::now();
+        for id in seat_ids {
+            if let Some(&at) = self.position.get(id) {
+                state.free[at] = false;
+                state.marked.push((at, now));
+            }
+        }
+    }
+
+    /// Seats known to be taken (chosen again inside a transaction, or found taken there).
+    pub fn mark_taken(&self, seat_ids: &[Uuid]) {
+        let mut state = self.lock();
+        self.mark(&mut state, seat_ids);
+    }
+
+    /// True (once) when the copy is old enough to refresh and no refresh is under way.
+    fn begin_refresh(&self) -> bool {
+        let mut state = self.lock();
+        if state.refreshing || state.read_at.elapsed() < REFRESH {
+            return false;
+        }
+        state.refreshing = true;
+        true
+    }
+
+    /// A read of the free seats that started at `started`.
+    fn refreshed(&self, free_ids: Option<Vec<Uuid>>, started: Instant) {
+        let mut state = self.lock();
+        state.refreshing = false;
+        let Some(free_ids) = free_ids else { return };
+        state.free.iter_mut().for_each(|f| *f = false);
+        for id in free_ids {
+            if let Some(&at) = self.position.get(&id) {
+                state.free[at] = true;
+            }
+        }
+        let keep_from = started.checked_sub(MARK_KEEP).unwrap_or(started);
+        state.marked.retain(|(_, at)| *at >= keep_from);
+        let marked = std::mem::take(&mut state.marked);
+        for (at, _) in &marked {
+            state.free[*at] = false;
+        }
+        state.marked = marked;
+        state.read_at = started;
+    }
+}
+
+/// The seat maps of the events best-available holds were asked of lately.
+pub struct SeatIndex {
+    events: moka::sync::Cache<Uuid, Arc<EventSeats>>,
+}
+
+impl Default for SeatIndex {
+    fn default() -> Self {
+        Self { events: moka::sync::Cache::builder().max_capacity(64).time_to_idle(Duration::from_secs(600)).build() }
+    }
+}
+
+impl SeatIndex {
+    /// The event's seats from memory (refreshed in the background when due), or read now. None:
+    /// no such event.
+    pub async fn event(&self, db: &PgPool, event_id: Uuid) -> Result<Option<Arc<EventSeats>>, sqlx::Error> {
+        if let Some(seats) = self.events.get(&event_id) {
+            if seats.begin_refresh() {
+                let (db, seats) = (db.clone(), seats.clone());
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let ids = events::free_seat_ids(&db, event_id).await;
+                    if let Err(err) = &ids {
+                        tracing::warn!(%event_id, error = %err, "refreshing the free seats failed; will retry");
+                    }
+                    seats.refreshed(ids.ok(), started);
+                });
+            }
+            return Ok(Some(seats));
+        }
+        let started = Instant::now();
+        let rows = events::seat_map(db, event_id).await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut seats = Vec::with_capacity(rows.len());
+        let mut free = Vec::with_capacity(rows.len());
+        for row in rows {
+            free.push(row.free);
+            seats.push(SeatInfo {
+                id: row.id,
+                section: row.section,
+                row: row.row_label,
+                number: row.number,
+                price_cents: row.price_cents,
+            });
+        }
+        let position = seats.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+        let state = Mutex::new(Free { free, marked: Vec::new(), read_at: started, refreshing: false });
+        let seats = Arc::new(EventSeats { seats, position, state });
+        // Two requests may read it at once; the first one stored wins, the other's is dropped.
+        Ok(Some(self.events.entry(event_id).or_insert(seats).into_value()))
+    }
+
+    /// Marks seats taken in the event's copy, if this instance keeps one.
+    pub fn mark_taken(&self, event_id: Uuid, seat_ids: &[Uuid]) {
+        if let Some(seats) = self.events.get(&event_id) {
+            seats.mark_taken(seat_ids);
+        }
+    }
+}
