@@ -119,10 +119,30 @@ impl Default for Board {
 }
 
 impl Board {
-    /// The open queues as just read from Postgres.
-    pub fn replace(&self, queues: Vec<QueueRow>) {
-        let map = queues.into_iter().map(|q| (q.event_id, Arc::new(q))).collect();
-        *self.queues.write().unwrap_or_else(|e| e.into_inner()) = map;
+    /// The open queues as just read from Postgres. Answers the events whose draw this instance
+    /// sees for the first time (their tickets' ranks are worth learning in one read).
+    pub fn replace(&self, queues: Vec<QueueRow>) -> Vec<Uuid> {
+        let mut map = self.queues.write().unwrap_or_else(|e| e.into_inner());
+        let newly_drawn = queues
+            .iter()
+            .filter(|q| q.drawn && !map.get(&q.event_id).is_some_and(|known| known.drawn))
+            .map(|q| q.event_id)
+            .collect();
+        *map = queues.into_iter().map(|q| (q.event_id, Arc::new(q))).collect();
+        newly_drawn
+    }
+
+    /// Gives the remembered tickets their ranks, as read after a draw.
+    pub fn learn_ranks(&self, ranks: &[(Uuid, i64)]) {
+        for (id, rank) in ranks {
+            if let Some(cached) = self.tickets.get(id)
+                && cached.ticket.status == "waiting"
+                && cached.ticket.rank.is_none()
+            {
+                let ticket = TicketRow { rank: Some(*rank), ..(*cached.ticket).clone() };
+                self.tickets.insert(*id, Cached { ticket: Arc::new(ticket), read_at: cached.read_at });
+            }
+        }
     }
 
     /// The event's open queue, as of the last pacing round (None: no queue, or not known yet).

@@ -175,6 +175,19 @@ pub async fn queue<'e>(db: impl PgExecutor<'e>, event_id: Uuid) -> Result<Option
     .await
 }
 
+/// The ranks of the event's waiting tickets (after the draw: for instances to learn them in
+/// one read instead of one read per ticket).
+pub async fn waiting_ranks<'e>(db: impl PgExecutor<'e>, event_id: Uuid) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"select id, rank as "rank!" from queue_tickets
+            where event_id = $1 and status = 'waiting' and rank is not null"#,
+        event_id
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.rank)).collect())
+}
+
 /// What one pacing round did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Paced {

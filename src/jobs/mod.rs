@@ -198,7 +198,11 @@ async fn pace_queues(state: &AppState) -> Result<(), sqlx::Error> {
             }
         }
     }
-    state.queues.replace(queue_rows::queues(&state.db).await?);
+    for event_id in state.queues.replace(queue_rows::queues(&state.db).await?) {
+        // Right after the draw every remembered ticket would ask Postgres for its new rank:
+        // one read of them all instead.
+        state.queues.learn_ranks(&queue_rows::waiting_ranks(&state.db, event_id).await?);
+    }
     Ok(())
 }
 

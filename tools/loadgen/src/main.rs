@@ -197,6 +197,26 @@ impl Client {
         Self::finish(started, result).await
     }
 
+    /// A body-less POST with the given Idempotency-Key; also answers Retry-After.
+    async fn post_keyed(&self, i: usize, path: &str, key: &str) -> (Duration, String, Value, Option<Duration>) {
+        let started = Instant::now();
+        let result = self
+            .http
+            .post(format!("{}{path}", self.target(i)))
+            .bearer_auth(&self.token)
+            .header("idempotency-key", key)
+            .send()
+            .await;
+        let retry = Self::retry_after(&result);
+        let (took, answer, body) = Self::finish(started, result).await;
+        (took, answer, body, retry)
+    }
+
+    fn retry_after(result: &Result<reqwest::Response, reqwest::Error>) -> Option<Duration> {
+        let value = result.as_ref().ok()?.headers().get("retry-after")?.to_str().ok()?;
+        value.parse().ok().map(Duration::from_secs)
+    }
+
     /// A GET as this client's user.
     async fn get_as(&self, i: usize, path: &str) -> (Duration, String, Value) {
         let started = Instant::now();
@@ -209,8 +229,7 @@ impl Client {
         let started = Instant::now();
         let result =
             self.http.get(format!("{}/v1/queue/{ticket}", self.target(i))).bearer_auth(&self.token).send().await;
-        let retry = result.as_ref().ok().and_then(|r| r.headers().get("retry-after")).and_then(|v| v.to_str().ok());
-        let retry = retry.and_then(|v| v.parse().ok()).map(Duration::from_secs);
+        let retry = Self::retry_after(&result);
         let (took, answer, body) = Self::finish(started, result).await;
         (took, answer, body, retry)
     }
@@ -504,9 +523,18 @@ async fn main() {
                     tokio::spawn(async move {
                         let mut rec = Recorder::new();
                         barrier.wait().await;
-                        let (took, answer, body) =
-                            client.post(i, &format!("/v1/events/{event}/queue"), &Value::Null).await;
-                        rec.record("join", took, &answer);
+                        // A client that is told 503 (the stampede outran the database pool) comes
+                        // back after Retry-After, as a well-behaved one does, with the same key.
+                        let key = Uuid::new_v4().to_string();
+                        let path = format!("/v1/events/{event}/queue");
+                        let body = loop {
+                            let (took, answer, body, retry) = client.post_keyed(i, &path, &key).await;
+                            rec.record("join", took, &answer);
+                            match retry {
+                                Some(wait) if answer.starts_with("503") => tokio::time::sleep(wait).await,
+                                _ => break body,
+                            }
+                        };
                         let Some(ticket) = body["ticket_id"].as_str().map(str::to_owned) else { return rec };
                         let mut n = i;
                         let token = loop {
