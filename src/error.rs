@@ -88,6 +88,8 @@ pub enum Error {
     NotAdmitted,
     #[error("the event has no waiting room")]
     QueueNotEnabled,
+    #[error("too many waiting-room requests at once")]
+    QueueBusy,
     #[error("streams are starting")]
     StreamsStarting,
     #[error(transparent)]
@@ -200,6 +202,9 @@ impl Error {
             WebhookTargetRefused { .. } => kind("WEBHOOK_TARGET_REFUSED", 422, "The webhook URL cannot be used"),
             NotAdmitted => kind("NOT_ADMITTED", 403, "Join the event's waiting room and wait to be admitted"),
             QueueNotEnabled => kind("QUEUE_NOT_ENABLED", 409, "This event has no waiting room").settled(),
+            QueueBusy => {
+                kind("QUEUE_BUSY", 503, "Too many people are joining this instance's waiting rooms at once").retry(1)
+            }
             TooManyStreams => kind("TOO_MANY_STREAMS", 503, "This instance serves as many streams as it may").retry(5),
             StreamsStarting => kind("STREAMS_STARTING", 503, "Live streams are not available yet").retry(1),
             Validation(_) | InvalidBody(_) => kind("VALIDATION_FAILED", 422, "The request is invalid"),
@@ -314,6 +319,9 @@ impl Error {
                 Value::Null,
             ),
             QueueNotEnabled => ("Hold seats directly: no waiting room is open for this event.".into(), Value::Null),
+            QueueBusy => {
+                ("Nothing was changed; retry in a moment (a join with the same Idempotency-Key).".into(), Value::Null)
+            }
             StreamsStarting => {
                 ("Retry in a moment: this instance has not read the change log yet.".into(), Value::Null)
             }

@@ -150,12 +150,17 @@ impl Board {
         self.queues.read().unwrap_or_else(|e| e.into_inner()).get(&event_id).cloned()
     }
 
-    /// The event's queue from memory, or else from Postgres (enabled or not).
+    /// The event's queue from memory, or else from Postgres (enabled or not). An open queue
+    /// read here is remembered until the next pacing round replaces the lot.
     pub async fn queue(&self, db: &PgPool, event_id: Uuid) -> Result<Option<Arc<QueueRow>>, sqlx::Error> {
         if let Some(queue) = self.open(event_id) {
             return Ok(Some(queue));
         }
-        Ok(rows::queue(db, event_id).await?.map(Arc::new))
+        let queue = rows::queue(db, event_id).await?.map(Arc::new);
+        if let Some(queue) = queue.as_ref().filter(|q| q.enabled && q.starts_at > Utc::now()) {
+            self.queues.write().unwrap_or_else(|e| e.into_inner()).insert(event_id, queue.clone());
+        }
+        Ok(queue)
     }
 
     pub fn remember(&self, ticket: TicketRow) -> Arc<TicketRow> {
@@ -168,14 +173,16 @@ impl Board {
         self.tickets.invalidate(&ticket_id);
     }
 
-    /// A ticket, from memory when what memory says cannot have changed (see the module's notes).
-    pub async fn ticket(&self, db: &PgPool, ticket_id: Uuid) -> Result<Option<Arc<TicketRow>>, sqlx::Error> {
-        if let Some(cached) = self.tickets.get(&ticket_id)
-            && self.still_true(&cached)
-        {
-            metrics::counter!("holdfast_queue_polls_total", "source" => "memory").increment(1);
-            return Ok(Some(cached.ticket));
-        }
+    /// A ticket from memory, when what memory says cannot have changed (see the module's notes);
+    /// None: ask Postgres ([`Board::read_ticket`]).
+    pub fn remembered(&self, ticket_id: Uuid) -> Option<Arc<TicketRow>> {
+        let cached = self.tickets.get(&ticket_id).filter(|cached| self.still_true(cached))?;
+        metrics::counter!("holdfast_queue_polls_total", "source" => "memory").increment(1);
+        Some(cached.ticket)
+    }
+
+    /// A ticket read from Postgres, and remembered.
+    pub async fn read_ticket(&self, db: &PgPool, ticket_id: Uuid) -> Result<Option<Arc<TicketRow>>, sqlx::Error> {
         metrics::counter!("holdfast_queue_polls_total", "source" => "database").increment(1);
         Ok(rows::find(db, ticket_id).await?.map(|t| self.remember(t)))
     }

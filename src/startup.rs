@@ -72,6 +72,7 @@ impl Application {
             None => None,
         };
         let hub = Arc::new(Hub::new(config.streams.max_clients as usize, config.streams.client_buffer as usize));
+        let queue_gate = Arc::new(tokio::sync::Semaphore::new((config.database.max_connections as usize / 4).max(1)));
         let state = AppState::new(Shared {
             jwt: Arc::new(jwt),
             rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
@@ -90,6 +91,7 @@ impl Application {
             hot_seats: Arc::default(),
             queues: Arc::new(crate::queue::Board::default()),
             seat_index: Arc::default(),
+            queue_gate,
             hub,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),

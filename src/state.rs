@@ -54,6 +54,9 @@ pub struct Shared {
     pub claim_batches: Arc<ClaimBatches>,
     /// This instance's memory of seat maps for best-available holds (see `crate::seat_index`).
     pub seat_index: Arc<crate::seat_index::SeatIndex>,
+    /// Turns at the database for waiting-room joins and polls that miss memory (a quarter of
+    /// the pool; see `api::queue`).
+    pub queue_gate: Arc<tokio::sync::Semaphore>,
     /// This instance's memory of the open waiting rooms and their tickets (see `crate::queue`).
     pub queues: Arc<crate::queue::Board>,
     /// This instance's live stream clients (see `crate::streams`).

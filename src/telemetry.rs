@@ -63,6 +63,10 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
         "holdfast_queue_joins_total",
         "Waiting-room tickets taken (joins that found the user's ticket already there count too).",
     ),
+    (
+        "holdfast_queue_busy_total",
+        "Waiting-room joins and database polls answered 503 QUEUE_BUSY: no turn at the database within a second.",
+    ),
     ("holdfast_queue_admitted_total", "Waiting-room tickets admitted by this instance's pacing rounds."),
     (
         "holdfast_queue_admissions_expired_total",

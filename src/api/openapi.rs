@@ -338,6 +338,7 @@ mod tests {
             Error::EventStarted { starts_at: t },
             Error::NotAdmitted,
             Error::QueueNotEnabled,
+            Error::QueueBusy,
             Error::NightInPast { night: t.date_naive() },
             Error::TooManyHolds { limit: 5 },
             Error::NotOnSale { on_sale_at: t },

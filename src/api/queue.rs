@@ -36,6 +36,7 @@ pub async fn join_queue(
     ApiPath(event_id): ApiPath<Uuid>,
 ) -> Result<Response, Error> {
     let idem = key.bind(&caller, &())?;
+    let _turn = gate(&state).await?;
     let reply = pipeline::run(&state, caller, Some(idem), pipeline::JoinQueue { event_id }).await?;
     Ok(reply::render(reply))
 }
@@ -54,12 +55,14 @@ pub async fn get_ticket(
     Auth(caller): Auth,
     ApiPath(ticket_id): ApiPath<Uuid>,
 ) -> Result<Response, Error> {
-    let ticket = state
-        .queues
-        .ticket(&state.db, ticket_id)
-        .await?
-        .filter(|t| caller.may_access(&t.user_id))
-        .ok_or(Error::NotFound("ticket"))?;
+    let ticket = match state.queues.remembered(ticket_id) {
+        Some(ticket) => Some(ticket),
+        None => {
+            let _turn = gate(&state).await?;
+            state.queues.read_ticket(&state.db, ticket_id).await?
+        }
+    };
+    let ticket = ticket.filter(|t| caller.may_access(&t.user_id)).ok_or(Error::NotFound("ticket"))?;
     let queue = state.queues.queue(&state.db, ticket.event_id).await?;
     let (view, retry_after) = crate::queue::view(&ticket, queue.as_deref(), Utc::now());
     let mut response = reply::ok(serde_json::to_value(view).map_err(Error::internal)?).into_response();
@@ -83,6 +86,24 @@ pub async fn leave_queue(
     let idem = key.map(|k| k.bind(&caller, &())).transpose()?;
     let reply = pipeline::run(&state, caller, idem, pipeline::LeaveQueue { ticket_id }).await?;
     Ok(reply::render(reply))
+}
+
+/// How long a join, or a poll that must read Postgres, waits for its turn before answering 503
+/// QUEUE_BUSY (Retry-After: 1).
+const GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A turn at the database for waiting-room work: at most a quarter of the pool's connections
+/// (`AppState::queue_gate`), so that a stampede of joins queues in memory, cheaply, and the
+/// admitted buyers' holds and bookings keep the rest of the pool.
+async fn gate(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+    match tokio::time::timeout(GATE_WAIT, state.queue_gate.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(closed)) => Err(Error::internal(closed)),
+        Err(_) => {
+            metrics::counter!("holdfast_queue_busy_total").increment(1);
+            Err(Error::QueueBusy)
+        }
+    }
 }
 
 /// An event's waiting room as its admins see it.
