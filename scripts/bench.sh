@@ -48,9 +48,10 @@ out="bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$scenario-${instances}x.jsonl"
 
 # --- the ceiling: pgbench doing one hold transaction's SQL, same clients, same machine ---
 ceiling_tps=""
-# No hold-transaction ceiling where holds are not what is measured (or 10,000 clients would ask
-# pgbench for as many connections).
-if [ "$scenario" != hot-seat ] && [ "$scenario" != queue-joins ] && [ "$scenario" != on-sale ]; then
+# No hold-transaction ceiling where holds are not what is measured, nor for more clients than
+# Postgres takes connections (pgbench opens one per client).
+if [ "$scenario" != hot-seat ] && [ "$scenario" != queue-joins ] && [ "$scenario" != on-sale ] \
+    && [ "$clients" -le 500 ]; then
   psql_admin -c "drop database if exists holdfast_ceiling with (force)" -c "create database holdfast_ceiling"
   DATABASE_URL="$base_url/holdfast_ceiling" "${HOLDFAST_BIN:-target/release/holdfast}" migrate >/dev/null
   ceiling_sql=bench/hold.sql

@@ -256,7 +256,8 @@ pub async fn pace(conn: &mut PgConnection, event_id: Uuid) -> Result<Option<Pace
     // The bucket holds at most two seconds of admissions (at least one): a pause in pacing (every
     // instance down) does not release a burst afterwards.
     let rate = f64::from(s.queue_admit_per_minute) / 60.0;
-    let credit = (s.credit + s.elapsed.max(0.0) * rate).min((2.0 * rate).max(1.0));
+    let cap = if rate > 0.0 { (2.0 * rate).max(1.0) } else { 0.0 };
+    let credit = (s.credit + s.elapsed.max(0.0) * rate).min(cap);
     let wanted = credit.floor() as i64;
     let admitted = if wanted > 0 {
         sqlx::query!(

@@ -296,7 +296,7 @@ async fn counts(clients: &Clients, base: &str, event: Uuid) -> (i64, i64) {
 
 #[tokio::test]
 async fn three_instances_pace_admissions_at_the_set_rate_with_one_killed_midway() {
-    let fleet = Fleet::start().await;
+    let mut fleet = Fleet::start().await;
     let mut instances = fleet.spawn_many(3, &[("QUEUE_PACE_INTERVAL_MS", "100")]).await;
     let clients = Clients::new();
     let bases: Vec<String> = instances.iter().map(|i| i.base.clone()).collect();
@@ -358,4 +358,26 @@ async fn three_instances_pace_admissions_at_the_set_rate_with_one_killed_midway(
     assert_eq!(most_active, 5, "the capped queue fills its 5 places");
     let (capped_total, _) = counts(&clients, &bases[1], capped).await;
     assert_eq!(capped_total, 5, "nobody beyond the cap while all 5 admissions last");
+
+    // The queue's truth is in Postgres: with every Redis node gone, a new waiting room opens,
+    // a buyer joins through one instance and is admitted by the others' pacing.
+    for node in &mut fleet.redis.nodes {
+        node.stop();
+    }
+    let body = event_body(4, None, json!({ "admit_per_minute": 60000 }));
+    let created = clients.send(&bases[1], Method::POST, "/v1/events", "admin", Some(&new_key()), Some(&body)).await;
+    let created = created.unwrap();
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let path = format!("/v1/events/{}/queue", created.id());
+    let joined = clients.send(&bases[2], Method::POST, &path, "late", Some(&new_key()), None).await.unwrap();
+    assert_eq!(joined.status, StatusCode::CREATED, "{joined:?}");
+    let ticket = format!("/v1/queue/{}", joined.body["ticket_id"].as_str().unwrap());
+    eventually("an admission without Redis", Duration::from_secs(10), || {
+        let (clients, base, ticket) = (clients.clone(), bases[1].clone(), ticket.clone());
+        async move {
+            let res = clients.send(&base, Method::GET, &ticket, "late", None, None).await.unwrap();
+            res.body["status"] == "admitted"
+        }
+    })
+    .await;
 }
