@@ -3,20 +3,23 @@
 //!
 //! An event's seats (id, section, row, number, price) never change after it is created: they
 //! are read once. Which seats are free is a copy that is
+//! - kept current by the event's live stream: the instance's tailer of the change log (see
+//!   `crate::streams`) hands every `seats.changed` of the event, committed through any instance,
+//!   to the copy within milliseconds of its commit;
 //! - refreshed from Postgres in the background once it is older than [`REFRESH`] (one read of
-//!   the free seats' ids), and
+//!   the free seats' ids: the safety net for a missed message), and
 //! - updated at once by this instance's own choices: the seats a request chose are taken in
 //!   memory before its transaction runs, so requests on one instance choose different blocks
 //!   instead of racing each other for one. Such a mark outlives a refresh that started before
 //!   it (for [`MARK_KEEP`]), since that read may not see the claim yet.
 //!
-//! The copy may be stale (another instance's claims, releases and expiries reach it within
-//! [`REFRESH`]); the claim's guard in Postgres decides as always, and a request whose block was
+//! The copy may be stale (another instance's claims reach it as fast as the stream does, and
+//! within [`REFRESH`] at worst); the claim's guard in Postgres decides as always, and a request whose block was
 //! taken meanwhile chooses again inside its transaction from what Postgres shows. A memory that
 //! finds nothing to offer is not trusted: the choice is then made from Postgres.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -25,6 +28,7 @@ use uuid::Uuid;
 
 use crate::db::events;
 use crate::domain::best_available::{self, Choice, Spot};
+use crate::streams::Hub;
 
 /// How old the copy of which seats are free may get before a request refreshes it.
 pub const REFRESH: Duration = Duration::from_secs(2);
@@ -118,6 +122,23 @@ impl EventSeats {
         self.mark(&mut state, seat_ids);
     }
 
+    /// A `seats.changed` message's `data` (`{"seats": [{"id", "status", ...}]}`): what it says is
+    /// free becomes free (unless this instance chose the seat within [`MARK_KEEP`]: its claim
+    /// may not have committed yet), the rest taken.
+    fn apply_change(&self, data: &str) {
+        let Ok(data) = serde_json::from_str::<serde_json::Value>(data) else { return };
+        let Some(changed) = data.get("seats").and_then(serde_json::Value::as_array) else { return };
+        let mut state = self.lock();
+        let recent = Instant::now().checked_sub(MARK_KEEP);
+        for seat in changed {
+            let id = seat.get("id").and_then(serde_json::Value::as_str).and_then(|id| id.parse::<Uuid>().ok());
+            let Some(&at) = id.as_ref().and_then(|id| self.position.get(id)) else { continue };
+            let free = seat.get("status").and_then(serde_json::Value::as_str) == Some("AVAILABLE");
+            let chosen_here = state.marked.iter().any(|(m, when)| *m == at && recent.is_none_or(|r| *when >= r));
+            state.free[at] = free && !chosen_here;
+        }
+    }
+
     /// True (once) when the copy is old enough to refresh and no refresh is under way.
     fn begin_refresh(&self) -> bool {
         let mut state = self.lock();
@@ -161,10 +182,42 @@ impl Default for SeatIndex {
     }
 }
 
+/// Follows the event's live stream for as long as its copy is kept, applying each
+/// `seats.changed` (subscribing again after an overflow or before the hub has started).
+fn follow(hub: Arc<Hub>, seats: Weak<EventSeats>, event_id: Uuid) {
+    tokio::spawn(async move {
+        while seats.strong_count() > 0 {
+            let Ok(mut subscription) = hub.subscribe(event_id) else {
+                tokio::time::sleep(REFRESH).await;
+                continue;
+            };
+            loop {
+                let message = tokio::select! {
+                    message = subscription.rx.recv() => message,
+                    // A copy dropped from the cache stops its follower within a minute.
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                        if seats.strong_count() == 0 { return } else { continue }
+                    }
+                };
+                let Some(message) = message else { break };
+                let Some(seats) = seats.upgrade() else { return };
+                if message.event == "seats.changed" {
+                    seats.apply_change(&message.data);
+                }
+            }
+        }
+    });
+}
+
 impl SeatIndex {
-    /// The event's seats from memory (refreshed in the background when due), or read now. None:
-    /// no such event.
-    pub async fn event(&self, db: &PgPool, event_id: Uuid) -> Result<Option<Arc<EventSeats>>, sqlx::Error> {
+    /// The event's seats from memory (refreshed in the background when due), or read now (and
+    /// then followed on `hub`). None: no such event.
+    pub async fn event(
+        &self,
+        db: &PgPool,
+        hub: &Arc<Hub>,
+        event_id: Uuid,
+    ) -> Result<Option<Arc<EventSeats>>, sqlx::Error> {
         if let Some(seats) = self.events.get(&event_id) {
             if seats.begin_refresh() {
                 let (db, seats) = (db.clone(), seats.clone());
@@ -200,7 +253,11 @@ impl SeatIndex {
         let state = Mutex::new(Free { free, marked: Vec::new(), read_at: started, refreshing: false });
         let seats = Arc::new(EventSeats { seats, position, state });
         // Two requests may read it at once; the first one stored wins, the other's is dropped.
-        Ok(Some(self.events.entry(event_id).or_insert(seats).into_value()))
+        let entry = self.events.entry(event_id).or_insert(seats);
+        if entry.is_fresh() {
+            follow(hub.clone(), Arc::downgrade(entry.value()), event_id);
+        }
+        Ok(Some(entry.into_value()))
     }
 
     /// Marks seats taken in the event's copy, if this instance keeps one.

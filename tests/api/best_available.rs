@@ -32,26 +32,60 @@ async fn places(app: &TestApp, event: Uuid) -> HashMap<Uuid, (String, i64)> {
 async fn two_hundred_buyers_of_pairs_get_adjacent_seats_or_409_and_strand_no_single_seat() {
     let app = spawn_app().await;
     let event = app.create_event(1, 20, 20).await; // section A: 20 rows of 20
-    // The instance reads the seat map once (a first buyer); then the first three rows are taken
-    // by name behind its back, so the memory it chooses from is stale there, as it is when other
-    // instances sell: first choices are lost in Postgres and chosen again from what it shows.
+    // The instance reads the seat map once (a first buyer). Then a rival's transaction takes the
+    // first three rows and stays open while the buyers arrive: the instance's memory still shows
+    // those rows free (nothing committed, so nothing streamed), the buyers' claims queue behind
+    // the rival's row locks, and when it commits they find the seats gone and choose again inside
+    // their transactions, from what Postgres shows.
     let first = best(&app, "early", event.id, json!({ "quantity": 2, "section": "A" }), "k").await;
     assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
     let mut taken: HashSet<Uuid> =
         first.body["seat_ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().parse().unwrap()).collect();
     let front: Vec<Uuid> = event.seats[..60].iter().filter(|id| !taken.contains(id)).copied().collect();
-    for (n, chunk) in front.chunks(10).enumerate() {
-        let held = app.hold("rival", event.id, chunk, &format!("rival-{n}")).await;
-        if held.status == StatusCode::CREATED {
-            taken.extend(chunk);
-        }
-    }
+    let mut rival = app.db.begin().await.unwrap();
+    let rival_hold = Uuid::now_v7();
+    sqlx::query(
+        "insert into holds (id, event_id, user_id, status, expires_at)
+         values ($1, $2, 'rival', 'HELD', now() + interval '10 minutes')",
+    )
+    .bind(rival_hold)
+    .bind(event.id)
+    .execute(&mut *rival)
+    .await
+    .unwrap();
+    sqlx::query("insert into hold_seats (hold_id, seat_id) select $1, unnest($2::uuid[])")
+        .bind(rival_hold)
+        .bind(&front)
+        .execute(&mut *rival)
+        .await
+        .unwrap();
+    sqlx::query(
+        "update seats set hold_id = $1, hold_expires_at = now() + interval '10 minutes', version = version + 1
+          where id = any($2)",
+    )
+    .bind(rival_hold)
+    .bind(&front)
+    .execute(&mut *rival)
+    .await
+    .unwrap();
+    taken.extend(&front);
     let before = taken.len() as i64;
-    let answers = join_all((0..200).map(|i| {
+    let buyers = join_all((0..200).map(|i| {
         let app = &app;
         async move { best(app, &format!("buyer{i}"), event.id, json!({ "quantity": 2, "section": "A" }), "k").await }
-    }))
-    .await;
+    }));
+    let rival_commits = async {
+        let waiting =
+            "select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'";
+        crate::support::app::eventually(
+            "buyers waiting behind the rival",
+            std::time::Duration::from_secs(10),
+            || async { app.count(waiting).await > 0 },
+        )
+        .await;
+        rival.commit().await.unwrap();
+    };
+    let (answers, ()) = tokio::join!(buyers, rival_commits);
     let seats = places(&app, event.id).await;
     let mut successes = 0;
     for answer in &answers {

@@ -99,7 +99,7 @@ impl Execute for CreateBestHold {
         let (section, price) = (want.section.as_deref(), want.max_price_cents);
         // From this instance's memory of the seat map (`crate::seat_index`): no read, and the
         // seats chosen are taken there at once, so this instance's requests choose apart.
-        if let Some(seats) = state.seat_index.event(&state.db, self.event_id).await? {
+        if let Some(seats) = state.seat_index.event(&state.db, &state.hub, self.event_id).await? {
             let window = FRONT_WINDOW as usize;
             match seats.choose(section, price, want.quantity, want.allow_split, window, &mut rand::rng()) {
                 Choice::Block(seats) | Choice::Split(seats) => {
