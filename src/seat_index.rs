@@ -260,6 +260,11 @@ impl SeatIndex {
         Ok(Some(entry.into_value()))
     }
 
+    /// The event's copy, if this instance keeps one (no read).
+    pub fn cached(&self, event_id: Uuid) -> Option<Arc<EventSeats>> {
+        self.events.get(&event_id)
+    }
+
     /// Marks seats taken in the event's copy, if this instance keeps one.
     pub fn mark_taken(&self, event_id: Uuid, seat_ids: &[Uuid]) {
         if let Some(seats) = self.events.get(&event_id) {

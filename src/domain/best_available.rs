@@ -35,7 +35,7 @@ pub struct Spot {
 }
 
 /// How many of the best blocks a choice is drawn from.
-pub const SPREAD: usize = 16;
+pub const SPREAD: usize = 64;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Block {

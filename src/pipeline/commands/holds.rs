@@ -159,10 +159,20 @@ impl Execute for CreateBestHold {
             metrics::counter!("holdfast_best_available_rechosen_total").increment(1);
             let want = &self.want;
             let (section, price) = (want.section.as_deref(), want.max_price_cents);
-            let spots = events::free_spots(&mut *tx, event_id, section, price, FRONT_WINDOW).await?;
-            let choice = best_available::choose(&spots, want.quantity, want.allow_split, &mut rand::rng());
-            // Someone took (some of) the seats drawn: this instance's memory learns it.
+            // Someone took (some of) the seats drawn: this instance's memory learns it, and
+            // chooses again (no read); when memory has nothing left, Postgres is asked.
             state.seat_index.mark_taken(event_id, &seat_ids);
+            let remembered = state.seat_index.cached(event_id).map(|seats| {
+                let window = FRONT_WINDOW as usize;
+                seats.choose(section, price, want.quantity, want.allow_split, window, &mut rand::rng())
+            });
+            let choice = match remembered {
+                Some(choice @ (Choice::Block(_) | Choice::Split(_))) => choice,
+                _ => {
+                    let spots = events::free_spots(&mut *tx, event_id, section, price, FRONT_WINDOW).await?;
+                    best_available::choose(&spots, want.quantity, want.allow_split, &mut rand::rng())
+                }
+            };
             match choice {
                 Choice::Block(seats) | Choice::Split(seats) => {
                     state.seat_index.mark_taken(event_id, &seats);
