@@ -152,7 +152,11 @@ impl Board {
 
     /// The event's queue from memory, or else from Postgres (enabled or not). An open queue
     /// read here is remembered until the next pacing round replaces the lot.
-    pub async fn queue(&self, db: &PgPool, event_id: Uuid) -> Result<Option<Arc<QueueRow>>, sqlx::Error> {
+    pub async fn queue<'e>(
+        &self,
+        db: impl sqlx::PgExecutor<'e>,
+        event_id: Uuid,
+    ) -> Result<Option<Arc<QueueRow>>, sqlx::Error> {
         if let Some(queue) = self.open(event_id) {
             return Ok(Some(queue));
         }

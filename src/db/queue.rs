@@ -259,8 +259,8 @@ pub async fn pace(conn: &mut PgConnection, event_id: Uuid) -> Result<Option<Pace
     let cap = if rate > 0.0 { (2.0 * rate).max(1.0) } else { 0.0 };
     let credit = (s.credit + s.elapsed.max(0.0) * rate).min(cap);
     let wanted = credit.floor() as i64;
-    let admitted = if wanted > 0 {
-        sqlx::query!(
+    let (admitted, through) = if wanted > 0 {
+        let admitted = sqlx::query!(
             r#"with active as (
                    select count(*) as n from queue_tickets where event_id = $1 and status = 'admitted'
                ), picked as (
@@ -282,27 +282,23 @@ pub async fn pace(conn: &mut PgConnection, event_id: Uuid) -> Result<Option<Pace
             i64::from(s.queue_admission_ttl_seconds),
         )
         .fetch_one(&mut *conn)
-        .await?
+        .await?;
+        (admitted.n, admitted.through)
     } else {
-        return finish(conn, event_id, credit, None).await.map(|()| Some(paced));
+        (0, None)
     };
-    paced.admitted = admitted.n;
-    finish(conn, event_id, credit - admitted.n as f64, admitted.through).await?;
-    Ok(Some(paced))
-}
-
-async fn finish(conn: &mut PgConnection, event_id: Uuid, credit: f64, through: Option<i64>) -> Result<(), sqlx::Error> {
+    paced.admitted = admitted;
     sqlx::query!(
         "update queue_state set credit = $2, paced_at = now(),
                 admitted_through = greatest(admitted_through, coalesce($3::int8, 0))
           where event_id = $1",
         event_id,
-        credit,
+        credit - admitted as f64,
         through,
     )
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(Some(paced))
 }
 
 /// Counts for the event's admins.

@@ -34,12 +34,8 @@ impl Execute for JoinQueue {
             Joined::NotEnabled => return Err(Error::QueueNotEnabled),
             Joined::Started(starts_at) => return Err(Error::EventStarted { starts_at }),
         };
-        // From memory, or read on this transaction's connection (never a second one from the
-        // pool while this one is held).
-        let queue = match state.queues.open(self.event_id) {
-            Some(queue) => Some(queue),
-            None => rows::queue(&mut *tx, self.event_id).await?.map(std::sync::Arc::new),
-        };
+        // On this transaction's connection: never a second one from the pool while it is held.
+        let queue = state.queues.queue(&mut *tx, self.event_id).await?;
         let ticket = state.queues.remember(ticket);
         let (view, _) = crate::queue::view(&ticket, queue.as_deref(), Utc::now());
         let body = serde_json::to_value(view).map_err(Error::internal)?;
