@@ -180,18 +180,39 @@ pub async fn on_sale_ahead(conn: &mut PgConnection, event_id: Uuid) -> Result<Op
     .await
 }
 
-/// An event's sale rules, for a direct booking: (on sale from, if ahead; the per-buyer limit).
+/// An event's sale rules for a direct booking by `user_id`, read in one statement.
+#[derive(Debug, Default)]
+pub struct SaleRules {
+    /// When the event goes on sale, if that is still ahead.
+    pub on_sale_ahead: Option<DateTime<Utc>>,
+    pub buyer_limit: Option<i32>,
+    /// Whether the event has a waiting room open.
+    pub queue_enabled: bool,
+    /// No waiting room, or `ticket` is the user's live admission to it.
+    pub admitted: bool,
+}
+
 pub async fn sale_rules(
     conn: &mut PgConnection,
     event_id: Uuid,
-) -> Result<Option<(Option<DateTime<Utc>>, Option<i32>)>, sqlx::Error> {
-    let row = sqlx::query!(
-        "select case when on_sale_at > now() then on_sale_at end as ahead, max_seats_per_buyer from events where id = $1",
-        event_id
+    user_id: &str,
+    ticket: Option<Uuid>,
+) -> Result<Option<SaleRules>, sqlx::Error> {
+    sqlx::query_as!(
+        SaleRules,
+        r#"select case when e.on_sale_at > now() then e.on_sale_at end as on_sale_ahead,
+                  e.max_seats_per_buyer as buyer_limit, e.queue_enabled,
+                  not e.queue_enabled
+                  or exists (select 1 from queue_tickets t
+                              where t.id = $3 and t.event_id = e.id and t.user_id = $2
+                                and t.status = 'admitted' and t.admission_expires_at > now()) as "admitted!"
+             from events e where e.id = $1"#,
+        event_id,
+        user_id,
+        ticket,
     )
     .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|r| (r.ahead, r.max_seats_per_buyer)))
+    .await
 }
 
 /// How many seats `user_id` holds (live holds) and owns (confirmed bookings) in the event,

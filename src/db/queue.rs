@@ -333,29 +333,6 @@ pub async fn stats<'e>(db: impl PgExecutor<'e>, event_id: Uuid) -> Result<QueueS
     .await
 }
 
-/// Whether a live admission lets `user_id` claim seats of the event: true when the event has no
-/// queue, or `ticket` is the user's admitted, unexpired ticket for it.
-pub async fn admits(
-    conn: &mut PgConnection,
-    event_id: Uuid,
-    user_id: &str,
-    ticket: Option<Uuid>,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"select not e.queue_enabled
-                  or exists (select 1 from queue_tickets t
-                              where t.id = $3 and t.event_id = e.id and t.user_id = $2
-                                and t.status = 'admitted' and t.admission_expires_at > now()) as "admits!"
-             from events e where e.id = $1"#,
-        event_id,
-        user_id,
-        ticket,
-    )
-    .fetch_optional(conn)
-    .await
-    .map(|admits| admits.unwrap_or(true))
-}
-
 /// Ends the buyer's admission for the event: their booking is confirmed.
 pub async fn mark_booked(conn: &mut PgConnection, event_id: Uuid, user_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query!(

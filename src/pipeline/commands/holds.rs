@@ -140,8 +140,8 @@ impl Execute for CreateBestHold {
         let hold_id = Uuid::now_v7();
         let ttl = self.ttl.seconds();
         // Another buyer may have taken the block between the plan and now. Once, the claim is
-        // undone (a savepoint) and the choice made again from what this statement sees: the new
-        // seats are not under our Redis lock, but the claim's guard is what decides, as always.
+        // undone (a savepoint) and the choice made again: the new seats are not under our Redis
+        // lock, but the claim's guard is what decides, as always.
         let mut retried = false;
         let created = loop {
             sqlx::raw_sql("savepoint best_available").execute(&mut *tx).await?;
@@ -170,14 +170,15 @@ impl Execute for CreateBestHold {
                 Some(choice @ (Choice::Block(_) | Choice::Split(_))) => choice,
                 _ => {
                     let spots = events::free_spots(&mut *tx, event_id, section, price, FRONT_WINDOW).await?;
-                    best_available::choose(&spots, want.quantity, want.allow_split, &mut rand::rng())
+                    let choice = best_available::choose(&spots, want.quantity, want.allow_split, &mut rand::rng());
+                    if let Choice::Block(seats) | Choice::Split(seats) = &choice {
+                        state.seat_index.mark_taken(event_id, seats);
+                    }
+                    choice
                 }
             };
             match choice {
-                Choice::Block(seats) | Choice::Split(seats) => {
-                    state.seat_index.mark_taken(event_id, &seats);
-                    seat_ids = seats;
-                }
+                Choice::Block(seats) | Choice::Split(seats) => seat_ids = seats,
                 Choice::Nothing { .. } => {
                     return Err(seats::unclaimable(tx, caller, event_id, &seat_ids, &[], self.admission).await);
                 }

@@ -104,9 +104,9 @@ pub(super) async fn unclaimable(
             Ok(None) => {}
             Err(err) => return err.into(),
         }
-        match queue::admits(&mut *tx, event_id, &caller.user_id, admission).await {
-            Ok(false) => return Error::NotAdmitted,
-            Ok(true) => {}
+        match events::sale_rules(&mut *tx, event_id, &caller.user_id, admission).await {
+            Ok(Some(rules)) if rules.queue_enabled && !rules.admitted => return Error::NotAdmitted,
+            Ok(_) => {}
             Err(err) => return err.into(),
         }
     }
