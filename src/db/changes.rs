@@ -216,11 +216,13 @@ pub struct TailRow {
     pub data: Option<Value>,
 }
 
-/// Up to `limit` readable rows after `after`, in feed order: one statement.
+/// Up to `limit` readable rows after `after`, in feed order: one statement. Each instance reads
+/// every row, so the compact `seats.changed` data is expanded here, as [`seats_changed_data`],
+/// not by Postgres (`change_data` cost Postgres about 18 µs a row, 45 times the read itself).
 pub async fn tail(pool: &PgPool, after: Position, limit: i64) -> Result<Vec<TailRow>, sqlx::Error> {
-    sqlx::query_as!(
+    let mut rows = sqlx::query_as!(
         TailRow,
-        r#"select id, txid::text::int8 as "txid!", type, scope_id, at, change_data(type, data) as data from audit_log
+        r#"select id, txid::text::int8 as "txid!", type, scope_id, at, data from audit_log
             where (txid, id) > ($1::text::xid8, $2) and txid < pg_snapshot_xmin(pg_current_snapshot())
             order by txid, id limit $3"#,
         after.txid.to_string(),
@@ -228,7 +230,35 @@ pub async fn tail(pool: &PgPool, after: Position, limit: i64) -> Result<Vec<Tail
         limit,
     )
     .fetch_all(pool)
-    .await
+    .await?;
+    for row in &mut rows {
+        if row.r#type.as_deref() == Some("seats.changed") {
+            row.data = row.data.take().map(seats_changed_data);
+        }
+    }
+    Ok(rows)
+}
+
+/// A `seats.changed` row's data as readers see it, exactly as the SQL function `change_data`
+/// makes it: the stored `[[id, status, version], ...]` becomes `{"seats": [{id, status,
+/// version}, ...]}` in the same order; data in any other shape is left as it is.
+pub fn seats_changed_data(stored: Value) -> Value {
+    let Value::Array(entries) = stored else { return stored };
+    let seats = entries
+        .into_iter()
+        .map(|entry| {
+            // As jsonb's `->` reads an entry: an array by index, a scalar as if it were the one
+            // element of an array, an object not at all.
+            let at = |i: usize| match &entry {
+                Value::Array(items) => items.get(i).cloned().unwrap_or(Value::Null),
+                Value::Object(_) => Value::Null,
+                scalar if i == 0 => scalar.clone(),
+                _ => Value::Null,
+            };
+            serde_json::json!({ "id": at(0), "status": at(1), "version": at(2) })
+        })
+        .collect::<Vec<_>>();
+    serde_json::json!({ "seats": seats })
 }
 
 /// Whether committed rows lie after `after` that the gate still hides (an older transaction is

@@ -53,6 +53,16 @@ pub const CHECKS: &[(&str, &str)] = &[
               + (select count(*) from slot_claims t where not exists (select 1 from resources p where p.id = t.resource_id))",
     ),
     (
+        // Kept by construction since the change log's foreign keys went (migration
+        // audit_history_without_foreign_keys): history rows are written by the triggers of the
+        // rows they name, and holds and bookings are never deleted.
+        "history row of an unknown hold or booking",
+        "select count(*) from audit_log a
+          where a.hold_id is not null
+            and (not exists (select 1 from holds h where h.id = a.hold_id)
+                 or (a.booking_id is not null and not exists (select 1 from bookings b where b.id = a.booking_id)))",
+    ),
+    (
         // The recovery job marks these FAILED within a sweep interval; 5 s of slack.
         "idempotency record stuck IN_PROGRESS past its lease",
         "select count(*) from idempotency_records where state = 'IN_PROGRESS' and lease_until < now() - interval '5 seconds'",

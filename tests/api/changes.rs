@@ -201,6 +201,50 @@ async fn each_change_says_what_happened_and_the_public_ones_say_nothing_of_who()
     assert_eq!(paged, changes);
 }
 
+/// The stream tailer expands `seats.changed` rows itself instead of asking Postgres (issue 10):
+/// what it reads of every row is what the feed's SQL function `change_data` makes of it.
+#[tokio::test]
+async fn the_tailer_reads_every_row_as_the_feed_does() {
+    use holdfast::db::changes::{Position, tail};
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 4).await;
+    let held = app.hold("alice", event.id, &event.seats[..3], &Uuid::new_v4().to_string()).await;
+    assert_eq!(app.confirm("alice", held.id()).await.status, StatusCode::CREATED);
+    let other = app.hold("bob", event.id, &event.seats[3..], &Uuid::new_v4().to_string()).await;
+    let released =
+        app.send(Method::DELETE, &format!("/v1/holds/{}", other.id()), Some(&app.token("bob")), None, None).await;
+    assert_eq!(released.status, StatusCode::NO_CONTENT);
+    // Shapes no trigger writes, each as change_data leaves or reads them.
+    sqlx::query(
+        r#"insert into audit_log (type, scope_id, data, actor, actor_role)
+           values ('seats.changed', $1, '[]', 'x', 'system'), ('seats.changed', $1, '[["a"], "b", {"c": 1}, null, [1, 2, 3, 4]]', 'x', 'system'),
+                  ('seats.changed', $1, '{"seats": []}', 'x', 'system'), ('seats.changed', $1, null, 'x', 'system')"#,
+    )
+    .bind(event.id)
+    .execute(&app.db)
+    .await
+    .unwrap();
+
+    let expected: Vec<(i64, Option<Value>)> =
+        sqlx::query_as("select id, change_data(type, data) from audit_log where type is not null order by txid, id")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert!(expected.len() >= 8, "{expected:?}");
+    // Rows of a transaction older than one still open stay hidden a moment: poll with a deadline.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let read = loop {
+        let rows = tail(&app.db, Position { txid: 0, id: 0 }, 1000).await.unwrap();
+        let read: Vec<(i64, Option<Value>)> =
+            rows.into_iter().filter(|r| r.r#type.is_some()).map(|r| (r.id, r.data)).collect();
+        if read.len() >= expected.len() || Instant::now() > deadline {
+            break read;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(read, expected);
+}
+
 #[tokio::test]
 async fn the_feed_is_for_admins_and_refuses_what_it_cannot_read() {
     let app = spawn_app().await;

@@ -75,6 +75,38 @@ async fn a_bookings_history_lists_every_change_with_actor_and_request_id() {
     assert!(erase.is_err(), "audit_log refuses deletes");
 }
 
+/// History rows name their hold and booking without foreign keys (issue 10): the invariants
+/// catch a row that names neither an existing hold nor booking.
+#[tokio::test]
+async fn a_history_row_of_an_unknown_hold_or_booking_is_an_invariant_violation() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 2).await;
+    let hold = app.hold("alice", event.id, &event.seats[..1], "o1").await;
+    assert_eq!(hold.status, StatusCode::CREATED, "{hold:?}");
+    assert_eq!(app.confirm("alice", hold.id()).await.status, StatusCode::CREATED);
+    app.assert_invariants().await;
+    let name = "history row of an unknown hold or booking";
+    let violations = |db| async move { holdfast::db::invariants::violations(db).await.unwrap() };
+
+    sqlx::query(
+        "insert into audit_log (hold_id, entity, to_status, actor, actor_role) values (gen_random_uuid(), 'hold', 'HELD', 'x', 'user')",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(violations(&app.db).await, [(name, 1)], "a row naming no hold");
+
+    sqlx::query(
+        "insert into audit_log (hold_id, booking_id, entity, to_status, actor, actor_role)
+         values ($1, gen_random_uuid(), 'booking', 'CONFIRMED', 'x', 'user')",
+    )
+    .bind(hold.id())
+    .execute(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(violations(&app.db).await, [(name, 2)], "a row naming a hold but no booking");
+}
+
 #[tokio::test]
 async fn expiry_and_reschedule_are_recorded_too() {
     let app = spawn_app().await;
