@@ -248,14 +248,15 @@ pub fn seats_changed_data(stored: Value) -> Value {
         .into_iter()
         .map(|entry| {
             // As jsonb's `->` reads an entry: an array by index, a scalar as if it were the one
-            // element of an array, an object not at all.
-            let at = |i: usize| match &entry {
-                Value::Array(items) => items.get(i).cloned().unwrap_or(Value::Null),
-                Value::Object(_) => Value::Null,
-                scalar if i == 0 => scalar.clone(),
-                _ => Value::Null,
+            // element of an array, an object not at all. Taken apart, not copied.
+            let mut fields = match entry {
+                Value::Array(items) => items.into_iter(),
+                Value::Object(_) => Vec::new().into_iter(),
+                scalar => vec![scalar].into_iter(),
             };
-            serde_json::json!({ "id": at(0), "status": at(1), "version": at(2) })
+            let mut next = || fields.next().unwrap_or(Value::Null);
+            let (id, status, version) = (next(), next(), next());
+            serde_json::json!({ "id": id, "status": status, "version": version })
         })
         .collect::<Vec<_>>();
     serde_json::json!({ "seats": seats })
