@@ -41,6 +41,8 @@ target/release/holdfast-loadgen --json --scenario spread --hold-only --targets "
   --database-url "$base_url/holdfast_streams" \
   > "$work/load.json"
 after=$(ticks)
+# The instance's own share of the delay: from the change to the tailer's read (its histogram).
+curl -s "http://127.0.0.1:$port/metrics" > "$work/metrics.txt" || true
 for _ in $(seq 300); do [ -s "$work/streams.json" ] && break; sleep 0.1; done
 hz=$(getconf CLK_TCK)
 python3 - "$work" "$pid" "$after" "$hz" "$seconds" <<'PY'
@@ -50,9 +52,25 @@ before = int(open(f"{work}/ticks-before").read())
 streams = json.load(open(f"{work}/streams.json"))
 load = json.load(open(f"{work}/load.json"))
 status = dict(l.split(":", 1) for l in open(f"/proc/{pid}/status") if ":" in l)
+# Upper bound of the bucket holding each quantile of holdfast_stream_fanout_delay_seconds.
+buckets = []
+for line in open(f"{work}/metrics.txt"):
+    if line.startswith("holdfast_stream_fanout_delay_seconds_bucket"):
+        le = line.split('le="', 1)[1].split('"', 1)[0]
+        buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+buckets.sort()
+def bucket_ms(q):
+    total = buckets[-1][1] if buckets else 0
+    for le, count in buckets:
+        if total and count >= q * total:
+            return le * 1000
+    return None
 print(json.dumps({
     "stream_clients": streams,
     "holds_per_s": load.get("holds_per_s") or load.get("requests_per_s"),
+    # A change's delay counts from its transaction's start: a slow request's own time is in it.
+    "request_latency_ms": {op: {"p50": l["p50_ms"], "p99": l["p99_ms"], "max": l["max_ms"]} for op, l in load.get("latency", {}).items()},
+    "tailer_read_delay_ms_at_most": {"p50": bucket_ms(0.5), "p99": bucket_ms(0.99)},
     "holdfast_cpu_cores": (after - before) / hz / seconds,
     "holdfast_rss_mb": int(status["VmRSS"].split()[0]) / 1024,
     "holdfast_peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024,

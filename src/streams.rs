@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -48,6 +49,30 @@ pub struct Message {
     pub event: String,
     /// The `data:` line: the change's data (no actor, no request id).
     pub data: String,
+    /// The whole Server-Sent Events message (`id:`, `event:`, `data:`), rendered once: each client's
+    /// stream sends this buffer (a reference count, not a copy).
+    pub frame: Bytes,
+}
+
+/// A Server-Sent Events message: `id:` (when given), `event:`, one `data:` line per line of `data`,
+/// and the blank line that ends it.
+pub fn sse_frame(id: Option<&str>, event: &str, data: &str) -> Bytes {
+    let mut out = String::with_capacity(data.len() + event.len() + id.map_or(0, str::len) + 24);
+    if let Some(id) = id {
+        out.push_str("id: ");
+        out.push_str(id);
+        out.push('\n');
+    }
+    out.push_str("event: ");
+    out.push_str(event);
+    out.push('\n');
+    for line in data.lines() {
+        out.push_str("data: ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push('\n');
+    Bytes::from(out)
 }
 
 impl Message {
@@ -56,7 +81,9 @@ impl Message {
         if let Some(object) = data.as_object_mut() {
             object.insert("occurred_at".into(), serde_json::json!(at));
         }
-        Message { position, scope, event: event.to_owned(), data: data.to_string() }
+        let data = data.to_string();
+        let frame = sse_frame(Some(&position.to_string()), event, &data);
+        Message { position, scope, event: event.to_owned(), data, frame }
     }
 
     /// A public change read back from the feed (a stream's catch-up).
@@ -415,6 +442,24 @@ mod tests {
 
     fn row(id: i64, kind: &str, scope: Uuid, data: Value) -> TailRow {
         TailRow { id, txid: 7, r#type: Some(kind.to_owned()), scope_id: Some(scope), at: Utc::now(), data: Some(data) }
+    }
+
+    #[test]
+    fn a_frame_is_one_server_sent_event_whatever_its_data_holds() {
+        assert_eq!(
+            &sse_frame(Some("7-1"), "seats.changed", r#"{"a":1}"#)[..],
+            b"id: 7-1\nevent: seats.changed\ndata: {\"a\":1}\n\n"
+        );
+        // A line break in the data would end the message early: each line gets its own `data:`.
+        assert_eq!(
+            &sse_frame(None, "reset", "one\ntwo\r\nthree")[..],
+            b"event: reset\ndata: one\ndata: two\ndata: three\n\n"
+        );
+        // A message's frame is rendered from its own fields.
+        let event = Uuid::new_v4();
+        let rows = vec![row(3, "slots.changed", event, serde_json::json!({ "taken": [], "freed": [] }))];
+        let message = Message::from_pass(&rows).pop().unwrap();
+        assert_eq!(message.frame, sse_frame(Some("7-3"), "slots.changed", &message.data));
     }
 
     #[test]

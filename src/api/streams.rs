@@ -17,9 +17,9 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -31,7 +31,7 @@ use crate::db::{events, inventories, resources};
 use crate::domain::ValidationError;
 use crate::error::Error;
 use crate::state::AppState;
-use crate::streams::{Message, Refused};
+use crate::streams::{Message, Refused, Subscription, sse_frame};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -119,17 +119,13 @@ fn resume_from(headers: &HeaderMap, query: &StreamQuery) -> Result<Option<Positi
         .transpose()
 }
 
-fn message_event(message: &Message) -> SseEvent {
-    SseEvent::default().id(message.position.to_string()).event(&message.event).data(&message.data)
+fn reset_event(id: Option<Position>, why: &str) -> Bytes {
+    let data = serde_json::json!({ "reason": why }).to_string();
+    sse_frame(id.map(|id| id.to_string()).as_deref(), "reset", &data)
 }
 
-fn reset_event(id: Option<Position>, why: &str) -> SseEvent {
-    let event = SseEvent::default().event("reset").data(serde_json::json!({ "reason": why }).to_string());
-    match id {
-        Some(id) => event.id(id.to_string()),
-        None => event,
-    }
-}
+/// A heartbeat: an empty comment line, which every client ignores.
+const HEARTBEAT: &[u8] = b":\n\n";
 
 async fn stream(state: AppState, scope: Uuid, after: Option<Position>) -> Result<Response, Error> {
     let subscription = state.hub.join(scope, Duration::from_secs(2)).await.map_err(|refused| match refused {
@@ -151,39 +147,67 @@ async fn stream(state: AppState, scope: Uuid, after: Option<Position>) -> Result
                 metrics::counter!("holdfast_stream_resets_total", "reason" => "too_far_behind").increment(1);
                 first.push(reset_event(Some(joined_at), "too_far_behind"));
             } else {
-                first.extend(rows.iter().filter_map(Message::from_change).map(|m| message_event(&m)));
+                first.extend(rows.iter().filter_map(Message::from_change).map(|m| m.frame));
             }
         }
         _ => {}
     }
-    first.push(
-        SseEvent::default()
-            .event("ready")
-            .id(floor.to_string())
-            .data(serde_json::json!({ "cursor": floor.to_string() }).to_string()),
-    );
+    let ready = serde_json::json!({ "cursor": floor.to_string() }).to_string();
+    first.push(sse_frame(Some(&floor.to_string()), "ready", &ready));
 
-    let live = futures_util::stream::unfold(Some(subscription), move |subscription| async move {
-        let mut subscription = subscription?;
+    // Each live message is the hub's rendered frame, shared by every client: per client, a
+    // reference count and a write. A heartbeat comment goes out every `STREAM_HEARTBEAT_SECONDS`
+    // whatever else was sent (one timer per client, not one reset per message).
+    let period = Duration::from_millis(state.config.streams.heartbeat_ms);
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let live = Live {
+        first: first.into_iter(),
+        subscription: Some(subscription),
+        heartbeat,
+        draining: state.draining.clone(),
+    };
+    let frames = futures_util::stream::unfold(live, move |mut live| async move {
+        if let Some(frame) = live.first.next() {
+            return Some((frame, live));
+        }
+        let subscription = live.subscription.as_mut()?;
         loop {
-            match subscription.rx.recv().await {
-                Some(message) if message.position <= floor => continue,
-                Some(message) => return Some((message_event(&message), Some(subscription))),
-                // Dropped by the hub for being too slow: what was queued went out; say so.
-                None if subscription.overflowed.load(Ordering::Relaxed) => {
-                    return Some((reset_event(None, "too_slow"), None));
-                }
-                None => return None,
+            tokio::select! {
+                biased;
+                () = live.draining.cancelled() => return None,
+                message = subscription.rx.recv() => match message {
+                    Some(message) if message.position <= floor => continue,
+                    Some(message) => return Some((message.frame.clone(), live)),
+                    // Dropped by the hub for being too slow: what was queued went out; say so.
+                    None if subscription.overflowed.load(Ordering::Relaxed) => {
+                        live.subscription = None;
+                        return Some((reset_event(None, "too_slow"), live));
+                    }
+                    None => return None,
+                },
+                _ = live.heartbeat.tick() => return Some((Bytes::from_static(HEARTBEAT), live)),
             }
         }
     });
-    let events = futures_util::stream::iter(first)
-        .chain(live)
-        .map(Ok::<_, Infallible>)
-        .take_until(state.draining.clone().cancelled_owned());
-    let heartbeat = Duration::from_millis(state.config.streams.heartbeat_ms);
-    let mut response = Sse::new(events).keep_alive(KeepAlive::new().interval(heartbeat)).into_response();
-    // Proxies such as nginx must pass each message on at once.
-    response.headers_mut().insert("x-accel-buffering", axum::http::HeaderValue::from_static("no"));
-    Ok(response)
+    let body = Body::from_stream(frames.map(Ok::<_, Infallible>));
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            // Proxies such as nginx must pass each message on at once.
+            (HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no")),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// A stream's state: the messages it starts with, then the hub's.
+struct Live {
+    first: std::vec::IntoIter<Bytes>,
+    /// None once the stream has said `reset` after being dropped by the hub.
+    subscription: Option<Subscription>,
+    heartbeat: tokio::time::Interval,
+    draining: tokio_util::sync::CancellationToken,
 }
