@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use futures_util::future::join_all;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -164,4 +164,45 @@ async fn best_available_picks_the_front_middle_replays_and_refuses_what_does_not
         .await
         .assert_problem(409, "NO_SEATS_AVAILABLE");
     best(&app, "jo", Uuid::new_v4(), json!({ "quantity": 1 }), "jo-5").await.assert_problem(404, "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_choice_made_from_postgres_is_taken_in_memory_too() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 2, 10).await;
+    let seats = places(&app, event.id).await;
+    let seat = |row: &str, number: i64| *seats.iter().find(|(_, place)| **place == (row.to_owned(), number)).unwrap().0;
+    // Neither row has ten free seats side by side: Ann holds seat 5 of row 1, Bob seat 10 of row 2.
+    let ann = app.hold("ann", event.id, &[seat("1", 5)], "ann-1").await;
+    assert_eq!(ann.status, StatusCode::CREATED, "{ann:?}");
+    let bob = app.hold("bob", event.id, &[seat("2", 10)], "bob-1").await;
+    assert_eq!(bob.status, StatusCode::CREATED, "{bob:?}");
+    // The instance reads the seat map into its memory (and finds no ten).
+    best(&app, "scout", event.id, json!({ "quantity": 10 }), "scout-1").await.assert_problem(409, "NO_SEATS_AVAILABLE");
+    // A transaction left open holds the change feed back (nothing after it is readable), so the
+    // memory learns nothing by the stream from here on: only what this instance chose itself.
+    let mut rival = app.db.begin().await.unwrap();
+    sqlx::query("select pg_current_xact_id()").execute(&mut *rival).await.unwrap();
+    let released =
+        app.send(Method::DELETE, &format!("/v1/holds/{}", bob.id()), Some(&app.token("bob")), None, None).await;
+    assert_eq!(released.status, StatusCode::NO_CONTENT, "{released:?}");
+    // Memory still sees seat 10 of row 2 taken, so it has no ten: Postgres chooses row 2, all of it.
+    let hal = best(&app, "hal", event.id, json!({ "quantity": 10 }), "hal-1").await;
+    assert_eq!(hal.status, StatusCode::CREATED, "{hal:?}");
+    let mut rows: Vec<String> = hal.body["seat_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| seats[&id.as_str().unwrap().parse::<Uuid>().unwrap()].0.clone())
+        .collect();
+    rows.dedup();
+    assert_eq!(rows, ["2"], "{hal:?}");
+    // Nine side by side are left nowhere (row 1 is split by Ann's seat). A memory that did not
+    // learn Hal's choice would offer seats 1-9 of row 2 and lose the claim twice (SEAT_UNAVAILABLE).
+    let ida = best(&app, "ida", event.id, json!({ "quantity": 9 }), "ida-1").await;
+    ida.assert_problem(409, "NO_SEATS_AVAILABLE");
+    assert_eq!(ida.body["free"], 9, "{ida:?}");
+    assert_eq!(app.metric("holdfast_best_available_rechosen_total", "").await, 0.0);
+    rival.rollback().await.unwrap();
+    app.assert_invariants().await;
 }

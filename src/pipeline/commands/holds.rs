@@ -123,7 +123,12 @@ impl Execute for CreateBestHold {
             }
         }
         match choice {
-            Choice::Block(seats) | Choice::Split(seats) => write(seat_resources(&seats), Seen::Chosen(seats)),
+            Choice::Block(seats) | Choice::Split(seats) => {
+                // Taken in memory too, as a choice made there is: else this instance's next
+                // request may choose them again until their change arrives by the stream.
+                state.seat_index.mark_taken(self.event_id, &seats);
+                write(seat_resources(&seats), Seen::Chosen(seats))
+            }
             Choice::Nothing { free } => Err(Error::NoSeatsAvailable { free: free as i64 }),
         }
     }
