@@ -31,7 +31,7 @@ use crate::db::{events, inventories, resources};
 use crate::domain::ValidationError;
 use crate::error::Error;
 use crate::state::AppState;
-use crate::streams::{Message, Refused, Subscription, sse_frame};
+use crate::streams::{Message, Refused, sse_frame};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -161,36 +161,31 @@ async fn stream(state: AppState, scope: Uuid, after: Option<Position>) -> Result
     let period = Duration::from_millis(state.config.streams.heartbeat_ms);
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let live = Live {
-        first: first.into_iter(),
-        subscription: Some(subscription),
-        heartbeat,
-        draining: state.draining.clone(),
-    };
-    let frames = futures_util::stream::unfold(live, move |mut live| async move {
-        if let Some(frame) = live.first.next() {
-            return Some((frame, live));
-        }
-        let subscription = live.subscription.as_mut()?;
-        loop {
-            tokio::select! {
-                biased;
-                () = live.draining.cancelled() => return None,
-                message = subscription.rx.recv() => match message {
-                    Some(message) if message.position <= floor => continue,
-                    Some(message) => return Some((message.frame.clone(), live)),
-                    // Dropped by the hub for being too slow: what was queued went out; say so.
-                    None if subscription.overflowed.load(Ordering::Relaxed) => {
-                        live.subscription = None;
-                        return Some((reset_event(None, "too_slow"), live));
-                    }
-                    None => return None,
-                },
-                _ = live.heartbeat.tick() => return Some((Bytes::from_static(HEARTBEAT), live)),
+    let live = futures_util::stream::unfold(
+        (Some(subscription), heartbeat),
+        move |(subscription, mut heartbeat)| async move {
+            let mut subscription = subscription?;
+            loop {
+                tokio::select! {
+                    message = subscription.rx.recv() => match message {
+                        Some(message) if message.position <= floor => continue,
+                        Some(message) => return Some((message.frame.clone(), (Some(subscription), heartbeat))),
+                        // Dropped by the hub for being too slow: what was queued went out; say so.
+                        None if subscription.overflowed.load(Ordering::Relaxed) => {
+                            return Some((reset_event(None, "too_slow"), (None, heartbeat)));
+                        }
+                        None => return None,
+                    },
+                    _ = heartbeat.tick() => return Some((Bytes::from_static(HEARTBEAT), (Some(subscription), heartbeat))),
+                }
             }
-        }
-    });
-    let body = Body::from_stream(frames.map(Ok::<_, Infallible>));
+        },
+    );
+    let frames = futures_util::stream::iter(first)
+        .chain(live)
+        .map(Ok::<_, Infallible>)
+        .take_until(state.draining.clone().cancelled_owned());
+    let body = Body::from_stream(frames);
     Ok((
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
@@ -201,13 +196,4 @@ async fn stream(state: AppState, scope: Uuid, after: Option<Position>) -> Result
         body,
     )
         .into_response())
-}
-
-/// A stream's state: the messages it starts with, then the hub's.
-struct Live {
-    first: std::vec::IntoIter<Bytes>,
-    /// None once the stream has said `reset` after being dropped by the hub.
-    subscription: Option<Subscription>,
-    heartbeat: tokio::time::Interval,
-    draining: tokio_util::sync::CancellationToken,
 }

@@ -67,7 +67,7 @@ async fn client(args: Arc<Args>, counts: Arc<Counts>, stop: Arc<AtomicBool>, epo
     let ready_event = memchr::memmem::Finder::new(b"event: ready\n");
     let reset_event = memchr::memmem::Finder::new(b"event: reset\n");
     let mut buffer = vec![0u8; 64 * 1024];
-    let (mut filled, mut messages) = (0usize, 0u64);
+    let mut filled = 0usize;
     let mut ready = false;
     while !stop.load(Ordering::Relaxed) {
         if filled == buffer.len() {
@@ -109,7 +109,6 @@ async fn client(args: Arc<Args>, counts: Arc<Counts>, stop: Arc<AtomicBool>, epo
                     seen.delays.push(micros as u32);
                     seen.per_second[second][0] += 1;
                     seen.per_second[second][1] += u32::from(micros > 1_000_000);
-                    messages += 1;
                 }
             }
             start = end;
@@ -119,7 +118,7 @@ async fn client(args: Arc<Args>, counts: Arc<Counts>, stop: Arc<AtomicBool>, epo
         buffer.copy_within(start..filled, 0);
         filled -= start;
     }
-    counts.messages.fetch_add(messages, Ordering::Relaxed);
+    counts.messages.fetch_add(seen.delays.len() as u64, Ordering::Relaxed);
     seen
 }
 
