@@ -11,7 +11,10 @@
 //! - updated at once by this instance's own choices: the seats a request chose are taken in
 //!   memory before its transaction runs, so requests on one instance choose different blocks
 //!   instead of racing each other for one. Such a mark outlives a refresh that started before
-//!   it (for [`MARK_KEEP`]), since that read may not see the claim yet.
+//!   it (for [`MARK_KEEP`]), since that read may not see the claim yet. A request that does
+//!   not commit its choice (its key was another request's, its lock or transaction failed)
+//!   gives the seats back at once ([`Marked::give_back`]), unless this instance heard meanwhile
+//!   that someone else took them.
 //!
 //! The copy may be stale (another instance's claims reach it as fast as the stream does, and
 //! within [`REFRESH`] at worst); the claim's guard in Postgres decides as always, and a request whose block was
@@ -19,6 +22,7 @@
 //! finds nothing to offer is not trusted: the choice is then made from Postgres.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -43,10 +47,38 @@ struct SeatInfo {
     price_cents: i64,
 }
 
+/// A seat this instance chose (or found taken), for one request.
+struct Mark {
+    at: usize,
+    when: Instant,
+    /// The request's own marks share one; see [`Marked`].
+    token: u64,
+    /// A change or a refresh since said the seat is taken: giving it back leaves it taken.
+    heard_taken: bool,
+}
+
+/// The seats one request took in this instance's memory, to give back if it does not commit.
+pub struct Marked {
+    seats: Weak<EventSeats>,
+    token: u64,
+}
+
+impl Marked {
+    /// The request's choice did not commit: its seats are offered again (those no other mark
+    /// holds, and that no change or refresh since has said are taken).
+    pub fn give_back(self) {
+        if let Some(seats) = self.seats.upgrade() {
+            seats.give_back(self.token);
+        }
+    }
+}
+
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
 struct Free {
     free: Vec<bool>,
     /// Seats this instance chose, and when.
-    marked: Vec<(usize, Instant)>,
+    marked: Vec<Mark>,
     read_at: Instant,
     refreshing: bool,
 }
@@ -66,14 +98,14 @@ impl EventSeats {
     /// Chooses from the first `window` free seats that match (all of them when none fits there)
     /// and takes the seats chosen in memory. `Choice::Nothing` means only "nothing here".
     pub fn choose(
-        &self,
+        self: &Arc<Self>,
         section: Option<&str>,
         max_price_cents: Option<i64>,
         quantity: usize,
         allow_split: bool,
         window: usize,
         rng: &mut impl Rng,
-    ) -> Choice {
+    ) -> (Choice, Option<Marked>) {
         let mut state = self.lock();
         let mut choice = Choice::Nothing { free: 0 };
         for limit in [window, usize::MAX] {
@@ -100,26 +132,40 @@ impl EventSeats {
                 break;
             }
         }
-        if let Choice::Block(seats) | Choice::Split(seats) = &choice {
-            self.mark(&mut state, seats);
-        }
-        choice
+        let marked = match &choice {
+            Choice::Block(seats) | Choice::Split(seats) => Some(self.mark(&mut state, seats)),
+            Choice::Nothing { .. } => None,
+        };
+        (choice, marked)
     }
 
-    fn mark(&self, state: &mut Free, seat_ids: &[Uuid]) {
-        let now = Instant::now();
+    fn mark(self: &Arc<Self>, state: &mut Free, seat_ids: &[Uuid]) -> Marked {
+        let (when, token) = (Instant::now(), NEXT_TOKEN.fetch_add(1, Ordering::Relaxed));
         for id in seat_ids {
             if let Some(&at) = self.position.get(id) {
                 state.free[at] = false;
-                state.marked.push((at, now));
+                state.marked.push(Mark { at, when, token, heard_taken: false });
             }
         }
+        Marked { seats: Arc::downgrade(self), token }
     }
 
-    /// Seats known to be taken (chosen again inside a transaction, or found taken there).
-    pub fn mark_taken(&self, seat_ids: &[Uuid]) {
+    /// Seats chosen (from Postgres, or again inside a transaction), or found taken there.
+    pub fn mark_taken(self: &Arc<Self>, seat_ids: &[Uuid]) -> Marked {
         let mut state = self.lock();
-        self.mark(&mut state, seat_ids);
+        self.mark(&mut state, seat_ids)
+    }
+
+    fn give_back(&self, token: u64) {
+        let mut state = self.lock();
+        let (mine, others): (Vec<Mark>, Vec<Mark>) =
+            std::mem::take(&mut state.marked).into_iter().partition(|m| m.token == token);
+        state.marked = others;
+        for mark in mine {
+            if !mark.heard_taken && !state.marked.iter().any(|m| m.at == mark.at) {
+                state.free[mark.at] = true;
+            }
+        }
     }
 
     /// A `seats.changed` message's `data` (`{"seats": [{"id", "status", ...}]}`): what it says is
@@ -134,7 +180,11 @@ impl EventSeats {
             let id = seat.get("id").and_then(serde_json::Value::as_str).and_then(|id| id.parse::<Uuid>().ok());
             let Some(&at) = id.as_ref().and_then(|id| self.position.get(id)) else { continue };
             let free = seat.get("status").and_then(serde_json::Value::as_str) == Some("AVAILABLE");
-            let chosen_here = state.marked.iter().any(|(m, when)| *m == at && recent.is_none_or(|r| *when >= r));
+            let mut chosen_here = false;
+            for mark in state.marked.iter_mut().filter(|m| m.at == at) {
+                mark.heard_taken = !free;
+                chosen_here |= recent.is_none_or(|r| mark.when >= r);
+            }
             state.free[at] = free && !chosen_here;
         }
     }
@@ -161,10 +211,13 @@ impl EventSeats {
             }
         }
         let keep_from = started.checked_sub(MARK_KEEP).unwrap_or(started);
-        state.marked.retain(|(_, at)| *at >= keep_from);
-        let marked = std::mem::take(&mut state.marked);
-        for (at, _) in &marked {
-            state.free[*at] = false;
+        state.marked.retain(|m| m.when >= keep_from);
+        let mut marked = std::mem::take(&mut state.marked);
+        for mark in &mut marked {
+            // Not free in a read that started after the mark: someone's claim (if it is ours,
+            // it committed, and nothing is given back).
+            mark.heard_taken |= !state.free[mark.at] && mark.when <= started;
+            state.free[mark.at] = false;
         }
         state.marked = marked;
         state.read_at = started;
@@ -266,9 +319,65 @@ impl SeatIndex {
     }
 
     /// Marks seats taken in the event's copy, if this instance keeps one.
-    pub fn mark_taken(&self, event_id: Uuid, seat_ids: &[Uuid]) {
-        if let Some(seats) = self.events.get(&event_id) {
-            seats.mark_taken(seat_ids);
-        }
+    pub fn mark_taken(&self, event_id: Uuid, seat_ids: &[Uuid]) -> Option<Marked> {
+        self.events.get(&event_id).map(|seats| seats.mark_taken(seat_ids))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: usize) -> Arc<EventSeats> {
+        let seats: Vec<SeatInfo> = (0..n)
+            .map(|i| SeatInfo {
+                id: Uuid::from_u128(i as u128 + 1),
+                section: "A".into(),
+                row: "1".into(),
+                number: i as i32 + 1,
+                price_cents: 100,
+            })
+            .collect();
+        let position = seats.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+        let free = Free { free: vec![true; n], marked: Vec::new(), read_at: Instant::now(), refreshing: false };
+        Arc::new(EventSeats { seats, position, state: Mutex::new(free) })
+    }
+
+    fn free(seats: &EventSeats) -> Vec<bool> {
+        seats.lock().free.clone()
+    }
+
+    fn change(id: u128, status: &str) -> String {
+        serde_json::json!({ "seats": [{ "id": Uuid::from_u128(id), "status": status, "version": 1 }] }).to_string()
+    }
+
+    #[test]
+    fn seats_given_back_are_free_unless_someone_else_took_them_meanwhile() {
+        let seats = event(3);
+        let ids = [Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3)];
+        // Given back untouched: free again.
+        let marked = seats.mark_taken(&ids[..1]);
+        assert_eq!(free(&seats), [false, true, true]);
+        marked.give_back();
+        assert_eq!(free(&seats), [true, true, true]);
+        // Heard taken by someone else meanwhile: stays taken.
+        let marked = seats.mark_taken(&ids[1..2]);
+        seats.apply_change(&change(2, "HELD"));
+        marked.give_back();
+        assert_eq!(free(&seats), [true, false, true]);
+        // Another request's mark on the same seat keeps it taken; a later free change is heard.
+        let first = seats.mark_taken(&ids[2..]);
+        let second = seats.mark_taken(&ids[2..]);
+        seats.apply_change(&change(3, "HELD"));
+        seats.apply_change(&change(3, "AVAILABLE"));
+        first.give_back();
+        assert_eq!(free(&seats), [true, false, false]);
+        second.give_back();
+        assert_eq!(free(&seats), [true, false, true]);
+        // A refresh that started after the mark and found the seat taken counts as heard.
+        let marked = seats.mark_taken(&ids[..1]);
+        seats.refreshed(Some(vec![ids[2]]), Instant::now());
+        marked.give_back();
+        assert_eq!(free(&seats), [false, false, true]);
     }
 }

@@ -91,6 +91,10 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     ),
     ("holdfast_webhook_endpoints_disabled_total", "Webhook endpoints disabled, by reason: gone, failing."),
     (
+        "holdfast_best_available_choices_total",
+        "Best-available choices, by where they were made: memory (this instance's copy of the seat map), postgres.",
+    ),
+    (
         "holdfast_best_available_rechosen_total",
         "Best-available holds whose first choice was taken meanwhile and that chose again once.",
     ),

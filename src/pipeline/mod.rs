@@ -261,12 +261,32 @@ async fn plan_lock_apply(
     command: &Command,
 ) -> Result<(Reply, bool), Error> {
     let started = Instant::now();
-    let plan = match command.plan(state, caller).await? {
+    let mut plan = match command.plan(state, caller).await? {
         Step::Done(reply) => return Ok((reply, false)),
         Step::Write(plan) => plan,
     };
     stage("plan", started);
+    let marked = plan.marked.take();
+    let result = lock_apply(state, key, command, caller, plan).await;
+    if result.is_err()
+        && let Some(marked) = marked
+    {
+        // Not committed: the seats the plan took in memory are offered again.
+        marked.give_back();
+    }
+    let reply = result?;
+    command.count_success();
+    Ok((reply, !matches!(key, Key::None)))
+}
 
+/// Locks what the plan names, then runs the transaction.
+async fn lock_apply(
+    state: &AppState,
+    key: Key<'_>,
+    command: &Command,
+    caller: &Caller,
+    plan: commands::Plan,
+) -> Result<Reply, Error> {
     let lock = if plan.resources.is_empty() {
         None
     } else {
@@ -312,8 +332,7 @@ async fn plan_lock_apply(
         let redlock = state.redlock.clone();
         state.tasks.spawn(async move { redlock.release(lock).await });
     }
-    command.count_success();
-    Ok((reply, !matches!(key, Key::None)))
+    Ok(reply)
 }
 
 async fn transact(

@@ -206,3 +206,29 @@ async fn a_choice_made_from_postgres_is_taken_in_memory_too() {
     rival.rollback().await.unwrap();
     app.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn seats_chosen_by_a_request_that_does_not_commit_are_offered_again_at_once() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 4).await;
+    let from = |place: &'static str| {
+        let app = &app;
+        async move { app.metric("holdfast_best_available_choices_total", &format!("from=\"{place}\"")).await }
+    };
+    let first = best(&app, "gina", event.id, json!({ "quantity": 2 }), "gina-1").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    // The retry of the same request chooses the other pair in memory before it learns, at
+    // COMMIT, that its key was answered already; it replays the first answer.
+    let again = best(&app, "gina", event.id, json!({ "quantity": 2 }), "gina-1").await;
+    assert_eq!(again.body["seat_ids"], first.body["seat_ids"]);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!((from("memory").await, from("postgres").await), (2.0, 0.0));
+    // That pair was given back: the next buyer gets it from memory, without asking Postgres.
+    let hal = best(&app, "hal", event.id, json!({ "quantity": 2 }), "hal-1").await;
+    assert_eq!(hal.status, StatusCode::CREATED, "{hal:?}");
+    assert_eq!((from("memory").await, from("postgres").await), (3.0, 0.0));
+    let taken: HashSet<&Value> =
+        first.body["seat_ids"].as_array().unwrap().iter().chain(hal.body["seat_ids"].as_array().unwrap()).collect();
+    assert_eq!(taken.len(), 4, "{first:?} {hal:?}");
+    app.assert_invariants().await;
+}

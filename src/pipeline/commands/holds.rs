@@ -11,6 +11,7 @@ use crate::domain::best_available::{self, Choice};
 use crate::domain::{BookingStatus, Caller, HoldStatus, SeatIds, Ttl};
 use crate::error::Error;
 use crate::pipeline::{Reply, Step, views};
+use crate::seat_index::Marked;
 use crate::state::AppState;
 
 #[derive(Debug)]
@@ -102,11 +103,12 @@ impl Execute for CreateBestHold {
         if let Some(seats) = state.seat_index.event(&state.db, &state.hub, self.event_id).await? {
             let window = FRONT_WINDOW as usize;
             match seats.choose(section, price, want.quantity, want.allow_split, window, &mut rand::rng()) {
-                Choice::Block(seats) | Choice::Split(seats) => {
-                    return write(seat_resources(&seats), Seen::Chosen(seats));
+                (Choice::Block(seats) | Choice::Split(seats), marked) => {
+                    metrics::counter!("holdfast_best_available_choices_total", "from" => "memory").increment(1);
+                    return chosen(seats, marked);
                 }
                 // Memory may be stale: only Postgres may say there is nothing.
-                Choice::Nothing { .. } => {}
+                (Choice::Nothing { .. }, _) => {}
             }
         }
         // The front of the map first; all of it only when no block is there.
@@ -124,10 +126,11 @@ impl Execute for CreateBestHold {
         }
         match choice {
             Choice::Block(seats) | Choice::Split(seats) => {
+                metrics::counter!("holdfast_best_available_choices_total", "from" => "postgres").increment(1);
                 // Taken in memory too, as a choice made there is: else this instance's next
                 // request may choose them again until their change arrives by the stream.
-                state.seat_index.mark_taken(self.event_id, &seats);
-                write(seat_resources(&seats), Seen::Chosen(seats))
+                let marked = state.seat_index.mark_taken(self.event_id, &seats);
+                chosen(seats, marked)
             }
             Choice::Nothing { free } => Err(Error::NoSeatsAvailable { free: free as i64 }),
         }
@@ -167,9 +170,11 @@ impl Execute for CreateBestHold {
             // Someone took (some of) the seats drawn: this instance's memory learns it, and
             // chooses again (no read); when memory has nothing left, Postgres is asked.
             state.seat_index.mark_taken(event_id, &seat_ids);
+            // (The seats chosen again stay taken in memory should this transaction still not
+            // commit: rare, and only until a refresh past `seat_index::MARK_KEEP`.)
             let remembered = state.seat_index.cached(event_id).map(|seats| {
                 let window = FRONT_WINDOW as usize;
-                seats.choose(section, price, want.quantity, want.allow_split, window, &mut rand::rng())
+                seats.choose(section, price, want.quantity, want.allow_split, window, &mut rand::rng()).0
             });
             let choice = match remembered {
                 Some(choice @ (Choice::Block(_) | Choice::Split(_))) => choice,
@@ -191,6 +196,12 @@ impl Execute for CreateBestHold {
         };
         held(tx, caller, event_id, hold_id, created).await
     }
+}
+
+/// The plan of a best-available hold: the seats chosen, taken in memory until the request
+/// commits them or gives them back.
+fn chosen(seats: Vec<Uuid>, marked: Option<Marked>) -> Result<Step, Error> {
+    Ok(Step::Write(Plan { resources: seat_resources(&seats), seen: Seen::Chosen(seats), marked }))
 }
 
 /// The plan of a command on an existing hold: the hold as seen, locked by what it covers, if

@@ -36,6 +36,7 @@ use crate::db::{bookings as booking_rows, holds as hold_rows};
 use crate::domain::{Caller, Nights};
 use crate::error::Error;
 use crate::idempotency::SeatProbe;
+use crate::seat_index::Marked;
 use crate::state::AppState;
 
 /// What one command does, beside its data.
@@ -285,6 +286,9 @@ type Range = (DateTime<Utc>, DateTime<Utc>);
 pub struct Plan {
     pub resources: Vec<String>,
     seen: Seen,
+    /// Seats the plan took in this instance's memory (best available): the pipeline gives them
+    /// back when the request does not commit them.
+    pub marked: Option<Marked>,
 }
 
 enum Seen {
@@ -305,7 +309,7 @@ enum Seen {
 }
 
 fn write(resources: Vec<String>, seen: Seen) -> Result<Step, Error> {
-    Ok(Step::Write(Plan { resources, seen }))
+    Ok(Step::Write(Plan { resources, seen, marked: None }))
 }
 
 /// The error for a command whose plan did not see what its apply needs (a bug).
