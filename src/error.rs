@@ -73,7 +73,8 @@ pub enum Error {
     #[error("concurrent modification")]
     ConcurrentModification,
     #[error("cursor expired")]
-    CursorExpired { oldest: String },
+    /// Outside what the feed keeps: older than its retention, or (`ahead`) beyond its end.
+    CursorExpired { oldest: String, ahead: bool },
     #[error("the event is not on sale yet")]
     NotOnSale { on_sale_at: DateTime<Utc> },
     #[error("no seats available")]
@@ -193,7 +194,7 @@ impl Error {
             ConcurrentModification => {
                 kind("CONCURRENT_MODIFICATION", 409, "The resource changed while this request ran").retry(1)
             }
-            CursorExpired { .. } => kind("CURSOR_EXPIRED", 410, "The cursor is older than the changes kept"),
+            CursorExpired { .. } => kind("CURSOR_EXPIRED", 410, "The cursor is outside the changes kept"),
             NotOnSale { .. } => kind("NOT_ON_SALE", 409, "The event is not on sale yet").settled(),
             NoSeatsAvailable { .. } => kind("NO_SEATS_AVAILABLE", 409, "No seats fit the request").settled(),
             BuyerLimitReached { .. } => {
@@ -287,8 +288,15 @@ impl Error {
             IdempotencyInProgress => ("Retry later with the same key to get its outcome.".into(), Value::Null),
             IdempotencyKeyReused => ("Use a new Idempotency-Key for a different request.".into(), Value::Null),
             ConcurrentModification => ("Nothing was changed; retry the request.".into(), Value::Null),
-            CursorExpired { oldest } => (
+            CursorExpired { oldest, ahead: false } => (
                 "Changes after this cursor were purged: re-read the current state, then follow from `oldest_cursor`."
+                    .into(),
+                json!({ "oldest_cursor": oldest }),
+            ),
+            CursorExpired { oldest, ahead: true } => (
+                "This cursor lies ahead of the feed: this database did not issue it (one from another database, or \
+                 from before a restore from a logical dump). Re-read the current state, then follow from \
+                 `oldest_cursor`."
                     .into(),
                 json!({ "oldest_cursor": oldest }),
             ),

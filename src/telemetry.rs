@@ -53,7 +53,7 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     ("holdfast_stream_clients", "Live stream clients (Server-Sent Events) connected to this instance."),
     (
         "holdfast_stream_resets_total",
-        "Streams told to re-read (event: reset), by reason: slow_client, cursor_expired, too_far_behind.",
+        "Streams told to re-read (event: reset), by reason: slow_client, cursor_expired, cursor_unknown, too_far_behind.",
     ),
     (
         "holdfast_stream_fanout_delay_seconds",

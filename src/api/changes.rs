@@ -43,7 +43,7 @@ const MAX_PAGE: i64 = 1000;
     params(ChangesQuery),
     responses(
         (status = 200, description = "A page of changes and the cursor to read on with", body = crate::pipeline::views::ChangePage),
-        (status = 410, description = "CURSOR_EXPIRED: changes after the cursor were purged (OUTBOX_RETENTION_HOURS); `oldest_cursor` says where the feed starts now", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "CURSOR_EXPIRED: changes after the cursor were purged (OUTBOX_RETENTION_HOURS), or the cursor lies ahead of the feed (not issued by this database: say, one restored from a logical dump); `oldest_cursor` says where the feed starts now", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
         crate::api::openapi::AdminOnly, crate::api::openapi::CommonErrors),
     security(("bearer" = []))
 )]
@@ -65,7 +65,8 @@ pub async fn list_changes(
     let types = query.types.as_deref().map(parse_types).transpose()?;
     match changes::read(&state.db, after, types.as_deref(), limit).await? {
         Read::Page(page) => Ok(reply::ok(views::change_page(&page))),
-        Read::Expired { oldest } => Err(Error::CursorExpired { oldest: oldest.to_string() }),
+        Read::Expired { oldest } => Err(Error::CursorExpired { oldest: oldest.to_string(), ahead: false }),
+        Read::Ahead { oldest } => Err(Error::CursorExpired { oldest: oldest.to_string(), ahead: true }),
     }
 }
 

@@ -345,7 +345,7 @@ mod tests {
             Error::BuyerLimitReached { limit: 4, current: 4 },
             Error::NoSeatsAvailable { free: 3 },
             Error::WebhookTargetRefused { reason: "must be an https URL".into() },
-            Error::CursorExpired { oldest: "1-2".into() },
+            Error::CursorExpired { oldest: "1-2".into(), ahead: false },
             Error::SlotRefused(SlotRefusal::BeyondHorizon { days: 365 }),
             Error::internal("secret"),
         ];

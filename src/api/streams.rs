@@ -135,13 +135,23 @@ async fn stream(state: AppState, scope: Uuid, after: Option<Position>) -> Result
     let joined_at = subscription.joined_at;
     let mut first = Vec::new();
     // Every message after `floor` is this client's; the hub sends those after `joined_at`.
-    let floor = after.map_or(joined_at, |after| after.max(joined_at));
-    match after {
-        Some(after) if after < changes::oldest(&state.db).await? => {
+    let served = match after {
+        Some(_) => Some(changes::served(&state.db).await?),
+        None => None,
+    };
+    let mut floor = after.map_or(joined_at, |after| after.max(joined_at));
+    match (after, served) {
+        (Some(after), Some(served)) if after < served.oldest => {
             metrics::counter!("holdfast_stream_resets_total", "reason" => "cursor_expired").increment(1);
             first.push(reset_event(Some(joined_at), "cursor_expired"));
         }
-        Some(after) if after < joined_at => {
+        // No read of this database sent that id: live messages would wait for it for ever.
+        (Some(after), Some(served)) if after > served.end => {
+            metrics::counter!("holdfast_stream_resets_total", "reason" => "cursor_unknown").increment(1);
+            first.push(reset_event(Some(joined_at), "cursor_unknown"));
+            floor = joined_at;
+        }
+        (Some(after), _) if after < joined_at => {
             let rows = changes::read_scope(&state.db, scope, after, joined_at, CATCH_UP_LIMIT + 1).await?;
             if rows.len() as i64 > CATCH_UP_LIMIT {
                 metrics::counter!("holdfast_stream_resets_total", "reason" => "too_far_behind").increment(1);

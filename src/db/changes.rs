@@ -137,6 +137,12 @@ pub enum Read {
     Expired {
         oldest: Position,
     },
+    /// `after` lies beyond everything this database has made readable, so no read of it issued
+    /// that cursor (one from another database, or from before a restore that started the
+    /// transaction ids over): polling with it would wait for ever in silence.
+    Ahead {
+        oldest: Position,
+    },
 }
 
 /// Reads up to `limit` changes after `after` (from the oldest kept when None), of `types` when
@@ -150,9 +156,10 @@ pub async fn read(
 ) -> Result<Read, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query!("set transaction isolation level repeatable read, read only").execute(&mut *tx).await?;
-    let horizon = horizon(&mut tx).await?;
+    let Bounds { oldest: horizon, end } = bounds(&mut tx).await?;
     let start = match after {
         Some(after) if after < horizon => return Ok(Read::Expired { oldest: horizon }),
+        Some(after) if after > end => return Ok(Read::Ahead { oldest: horizon }),
         Some(after) => after,
         None => horizon,
     };
@@ -310,14 +317,29 @@ pub async fn read_scope(
     .await
 }
 
-async fn horizon(conn: &mut PgConnection) -> Result<Position, sqlx::Error> {
-    let row = sqlx::query!(r#"select txid::text::int8 as "txid!", id from change_log_horizon"#).fetch_one(conn).await?;
-    Ok(Position { txid: row.txid, id: row.id })
+/// What the feed serves: the positions after `oldest` up to `end`.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// The last position purged: a cursor before it missed changes.
+    pub oldest: Position,
+    /// The readable end (as [`readable_end`]): no cursor this database issued lies beyond it.
+    pub end: Position,
 }
 
-/// The oldest position the feed still serves (see [`read`]).
-pub async fn oldest(pool: &PgPool) -> Result<Position, sqlx::Error> {
-    horizon(&mut *pool.acquire().await?).await
+async fn bounds(conn: &mut PgConnection) -> Result<Bounds, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select txid::text::int8 as "txid!", id,
+                  pg_snapshot_xmin(pg_current_snapshot())::text::int8 as "xmin!"
+             from change_log_horizon"#
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(Bounds { oldest: Position { txid: row.txid, id: row.id }, end: Position { txid: row.xmin, id: 0 } })
+}
+
+/// The positions the feed serves now (see [`read`]): one statement.
+pub async fn served(pool: &PgPool) -> Result<Bounds, sqlx::Error> {
+    bounds(&mut *pool.acquire().await?).await
 }
 
 /// One purge batch: walks up to `batch` readable rows after the horizon, oldest first, and

@@ -63,6 +63,16 @@ pub const CHECKS: &[(&str, &str)] = &[
                  or (a.booking_id is not null and not exists (select 1 from bookings b where b.id = a.booking_id)))",
     ),
     (
+        // Feed positions are transaction ids (`db::changes`). In a snapshot every committed row
+        // has an id below the next one to be assigned, unless the rows came from another
+        // cluster whose ids ran ahead (a logical dump restored into a new one): the feed would
+        // then hide every later change behind them. Physical backups keep the ids.
+        "change log position beyond this database's transaction ids",
+        "select (select count(*) from (select txid from audit_log order by txid desc, id desc limit 1) last
+                  where last.txid >= pg_snapshot_xmax(pg_current_snapshot()))
+              + (select count(*) from change_log_horizon where txid >= pg_snapshot_xmax(pg_current_snapshot()))",
+    ),
+    (
         // The recovery job marks these FAILED within a sweep interval; 5 s of slack.
         "idempotency record stuck IN_PROGRESS past its lease",
         "select count(*) from idempotency_records where state = 'IN_PROGRESS' and lease_until < now() - interval '5 seconds'",

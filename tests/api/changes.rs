@@ -271,6 +271,38 @@ async fn the_feed_is_for_admins_and_refuses_what_it_cannot_read() {
     let res = app.send(Method::GET, "/v1/changes?after=5-5&limit=1000", Some(&admin), None, None).await;
     assert_eq!(res.status, StatusCode::OK, "{res:?}");
     assert_eq!(res.body["next_cursor"], "5-5");
+    // A cursor beyond everything this database has made readable was never issued by it (one
+    // from another database): 410, not an empty page to poll in silence for ever.
+    let end: i64 = sqlx::query_scalar("select pg_snapshot_xmin(pg_current_snapshot())::text::int8")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    for ahead in [format!("{end}-1"), format!("{}-0", end + 1_000_000), "9000000000000000000-1".to_owned()] {
+        let res = app.send(Method::GET, &format!("/v1/changes?after={ahead}"), Some(&admin), None, None).await;
+        res.assert_problem(410, "CURSOR_EXPIRED");
+        assert_eq!(res.body["oldest_cursor"], "0-0", "{ahead}: {res:?}");
+    }
+    // The readable end itself is where a stream's `ready` may stand: valid.
+    let res = app.send(Method::GET, &format!("/v1/changes?after={end}-0"), Some(&admin), None, None).await;
+    assert_eq!(res.status, StatusCode::OK, "{res:?}");
+}
+
+/// A change log whose positions run ahead of the cluster's transaction ids (restored from a
+/// logical dump into a new cluster) is reported by the invariants, not left to hide changes.
+#[tokio::test]
+async fn a_change_log_from_another_cluster_is_an_invariant_violation() {
+    let app = spawn_app().await;
+    app.create_event(1, 1, 2).await;
+    app.assert_invariants().await;
+    sqlx::query(
+        "insert into audit_log (txid, type, scope_id, actor, actor_role)
+         values ('9000000000000000000', 'event.created', gen_random_uuid(), 'x', 'system')",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let violations = holdfast::db::invariants::violations(&app.db).await.unwrap();
+    assert_eq!(violations, [("change log position beyond this database's transaction ids", 1)]);
 }
 
 #[tokio::test]

@@ -219,6 +219,22 @@ async fn a_stalled_client_is_reset_and_never_delays_a_healthy_one() {
 }
 
 #[tokio::test]
+async fn a_last_event_id_this_database_never_sent_gets_a_reset_then_live_changes() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 2).await;
+    // Ahead of every position (say, an id from another database): waiting for it would be
+    // silence for ever.
+    let mut stream = Stream::open(&app.client, &app.stream_url(event.id), Some("9000000000000000000-1")).await;
+    let first = stream.next(Duration::from_secs(5)).await.unwrap();
+    assert_eq!((first.event.as_str(), &first.data["reason"]), ("reset", &json!("cursor_unknown")), "{first:?}");
+    let held = app.hold("alice", event.id, &event.seats[..1], "k1").await;
+    assert_eq!(held.status, StatusCode::CREATED, "{held:?}");
+    let change = stream.next_change(Duration::from_secs(5)).await;
+    assert_eq!(seat_statuses(&change), [(event.seats[0].to_string(), "HELD".to_owned())]);
+    assert_eq!(app.metric("holdfast_stream_resets_total", "reason=\"cursor_unknown\"").await, 1.0);
+}
+
+#[tokio::test]
 async fn streams_refuse_what_they_cannot_serve() {
     let app = spawn_app_with(|c| c.streams.max_clients = 1).await;
     let event = app.create_event(1, 1, 2).await;
