@@ -135,23 +135,18 @@ async fn stream(state: AppState, scope: Uuid, after: Option<Position>) -> Result
     let joined_at = subscription.joined_at;
     let mut first = Vec::new();
     // Every message after `floor` is this client's; the hub sends those after `joined_at`.
-    let served = match after {
-        Some(_) => Some(changes::served(&state.db).await?),
-        None => None,
-    };
     let mut floor = after.map_or(joined_at, |after| after.max(joined_at));
-    match (after, served) {
-        (Some(after), Some(served)) if after < served.oldest => {
+    if let Some(after) = after {
+        let served = changes::served(&state.db).await?;
+        if after < served.oldest {
             metrics::counter!("holdfast_stream_resets_total", "reason" => "cursor_expired").increment(1);
             first.push(reset_event(Some(joined_at), "cursor_expired"));
-        }
-        // No read of this database sent that id: live messages would wait for it for ever.
-        (Some(after), Some(served)) if after > served.end => {
+        } else if after > served.end {
+            // No read of this database sent that id: live messages would wait for it for ever.
             metrics::counter!("holdfast_stream_resets_total", "reason" => "cursor_unknown").increment(1);
             first.push(reset_event(Some(joined_at), "cursor_unknown"));
             floor = joined_at;
-        }
-        (Some(after), _) if after < joined_at => {
+        } else if after < joined_at {
             let rows = changes::read_scope(&state.db, scope, after, joined_at, CATCH_UP_LIMIT + 1).await?;
             if rows.len() as i64 > CATCH_UP_LIMIT {
                 metrics::counter!("holdfast_stream_resets_total", "reason" => "too_far_behind").increment(1);
@@ -160,7 +155,6 @@ async fn stream(state: AppState, scope: Uuid, after: Option<Position>) -> Result
                 first.extend(rows.iter().filter_map(Message::from_change).map(|m| m.frame));
             }
         }
-        _ => {}
     }
     let ready = serde_json::json!({ "cursor": floor.to_string() }).to_string();
     first.push(sse_frame(Some(&floor.to_string()), "ready", &ready));
