@@ -101,6 +101,9 @@ SQL
         -f bench/minimal_hold.sql "$base_url/holdfast_ceiling" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
     echo "pgbench minimal-hold ceiling: $minimal_tps tps ($clients clients, ${pg_seconds}s)" >&2
   fi
+  # Gone before the service runs: autovacuum cleaning up after the ceilings would otherwise run
+  # meanwhile, and its CPU and WAL would be counted against the service's requests.
+  psql_admin -c "drop database holdfast_ceiling with (force)"
 fi
 # Where the work goes (issue 10): CPU per request of each process, WAL and commits per request.
 pg_data=$(psql_admin -c 'show data_directory')

@@ -6,8 +6,9 @@
 
 CPU is utime + stime from /proc, in seconds: for Postgres, the postmaster with every child it has
 reaped (cutime, cstime) plus every live child (backends, walwriter, checkpointer...), so short-lived
-backends are counted too. WAL bytes (pg_stat_wal) and commits (pg_stat_database) are the whole
-cluster's: run nothing else on it meanwhile. Statements, rows and buffers come from
+backends are counted too. WAL bytes (how far the WAL's write position moved), WAL records and
+commits (pg_stat_database) are the whole cluster's: run nothing else on it meanwhile. WAL bytes are
+also given by the table or index each record changes (pg_waldump). Statements, rows and buffers come from
 pg_stat_statements (loaded by scripts/dev-env.sh), for the benchmark's database only; the delta
 also lists the statements that cost the most execution time, per request.
 """
@@ -67,7 +68,18 @@ def snapshot(holdfast, postmaster, redis, url):
         "redis": sum((stat(p) or {"self": 0})["self"] for p in pids(redis)),
         "wal_bytes": float(counters[0]), "wal_records": float(counters[1]), "commits": float(counters[2]),
         "lsn": counters[3],
+        # Relation file numbers to names, for the WAL bytes by relation.
+        "relations": dict(line.split("|", 1) for line in subprocess.run(
+            ["psql", url, "-AtX", "-c", "select (select oid from pg_database where datname = current_database()) || '/' || relfilenode, relname"
+             " from pg_class where relfilenode <> 0"],
+            capture_output=True, text=True).stdout.splitlines() if "|" in line),
     }
+
+
+def lsn_bytes(lsn):
+    """A pg_lsn's text form (`HI/LO`, hexadecimal) as a byte position."""
+    hi, lo = lsn.split("/")
+    return (int(hi, 16) << 32) + int(lo, 16)
 
 
 def wal_records(start, end, requests):
@@ -85,6 +97,32 @@ def wal_records(start, end, requests):
         if len(parts) > 2 and "/" in parts[0] and parts[1].isdigit():
             counts[parts[0]] = round(int(parts[1]) / requests, 3)
     return dict(sorted(counts.items(), key=lambda kv: -kv[1])) or None
+
+
+def wal_by_relation(start, end, requests, relations):
+    """WAL bytes per request by the relation each record changes (its first block reference;
+    full-page images included), from pg_waldump's record listing; records that change no
+    relation's block (commits, for instance) count under their resource manager."""
+    wal_dir, bindir = os.environ.get("BENCH_PG_WAL"), os.environ.get("BENCH_PG_BINDIR")
+    if not (start and end and wal_dir and bindir and requests and relations):
+        return None
+    out = subprocess.run([f"{bindir}/pg_waldump", "-p", wal_dir, "-s", start, "-e", end],
+                         capture_output=True, text=True)
+    sizes = {}
+    for line in out.stdout.splitlines():
+        # "rmgr: Heap len (rec/tot): 59/ 59, tx: 737, lsn: ..., desc: ..., blkref #0: rel 1663/16384/16391 blk 0"
+        try:
+            tot = int(line.split("len (rec/tot):", 1)[1].split(",", 1)[0].split("/")[1])
+        except (IndexError, ValueError):
+            continue
+        if "blkref #0: rel " in line:
+            node = "/".join(line.split("blkref #0: rel ", 1)[1].split()[0].split("/")[1:])
+            name = relations.get(node, "(other relations)")
+        else:
+            name = "(" + line.split()[1] + ")"
+        sizes[name] = sizes.get(name, 0) + tot
+    per = {k: round(v / requests) for k, v in sorted(sizes.items(), key=lambda kv: -kv[1])}
+    return {k: v for k, v in per.items() if v} or None
 
 
 def statements_delta(before, after, requests):
@@ -116,17 +154,26 @@ if __name__ == "__main__":
     else:
         before, after = json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
         requests, loadgen = float(sys.argv[4]), float(sys.argv[5])
-        d = {k: after[k] - before[k] for k in before if k not in ("statements", "lsn")}
+        d = {k: after[k] - before[k] for k in before if k not in ("statements", "lsn", "relations")}
+        # WAL bytes from the write position, not pg_stat_wal: a backend reports its counters up to
+        # seconds late when idle, so the WAL of the event's setup, just before the "before"
+        # snapshot, was counted against the requests (a quarter too much in a 10 s run).
+        if before.get("lsn") and after.get("lsn"):
+            d["wal_bytes"] = lsn_bytes(after["lsn"]) - lsn_bytes(before["lsn"])
         wal = wal_records(before.get("lsn"), after.get("lsn"), requests)
         per = lambda v, scale=1.0: round(v * scale / requests, 3) if requests else None
         print(json.dumps({
             "requests": int(requests),
             "cpu_ms_per_request": {"holdfast": per(d["holdfast"], 1000), "postgres": per(d["postgres"], 1000),
                                     "redis": per(d["redis"], 1000), "loadgen": per(loadgen, 1000)},
-            "wal_bytes_per_request": per(d["wal_bytes"]), "wal_records_per_request": per(d["wal_records"]),
+            "wal_bytes_per_request": per(d["wal_bytes"]),
+            # Counted in the WAL itself when pg_waldump is at hand (same lag as above otherwise).
+            "wal_records_per_request": round(sum(wal.values()), 3) if wal else per(d["wal_records"]),
             "commits_per_request": per(d["commits"]),
             # Commit records in the WAL: transactions that wrote something (read-only ones write none).
             "write_commits_per_request": wal.get("Transaction/COMMIT") if wal else None,
             "wal_records_by_type_per_request": wal,
+            "wal_bytes_by_relation_per_request": wal_by_relation(before.get("lsn"), after.get("lsn"), requests,
+                                                                 after.get("relations")),
             "statements": statements_delta(before.get("statements"), after.get("statements"), requests),
         }))
