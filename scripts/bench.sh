@@ -188,6 +188,9 @@ if costs:
         print(f"  per request: {med(wc):.2f} commit records in the WAL (transactions that wrote)")
         kinds = costs[-1]['wal_records_by_type_per_request']
         print("  WAL records per request in the last run:", ", ".join(f"{k} {v}" for k, v in list(kinds.items())[:14]))
+        rels = costs[-1].get('wal_bytes_by_relation_per_request') or {}
+        if rels:
+            print("  WAL bytes per request by table or index in the last run:", ", ".join(f"{k} {v}" for k, v in list(rels.items())[:14]))
     st = [c['statements'] for c in costs if c.get('statements')]
     if st:
         s = lambda k: med([x[k] for x in st])
