@@ -67,13 +67,23 @@ pub async fn create_hold(
     let reply = match (body.seat_ids, body.best_available) {
         (Some(seat_ids), None) => {
             let seat_ids = SeatIds::parse(seat_ids, config.holds.max_seats)?;
-            pipeline::run(&state, caller, Some(idem), pipeline::CreateHold { event_id, seat_ids, ttl, admission })
-                .await?
+            pipeline::run(
+                &state,
+                caller,
+                Some(idem),
+                pipeline::CreateHold { hold_id: Uuid::now_v7(), event_id, seat_ids, ttl, admission },
+            )
+            .await?
         }
         (None, Some(best)) => {
             let want = parse_best(best, config.holds.max_seats)?;
-            pipeline::run(&state, caller, Some(idem), pipeline::CreateBestHold { event_id, want, ttl, admission })
-                .await?
+            pipeline::run(
+                &state,
+                caller,
+                Some(idem),
+                pipeline::CreateBestHold { hold_id: Uuid::now_v7(), event_id, want, ttl, admission },
+            )
+            .await?
         }
         _ => return Err(ValidationError::new("seat_ids", "give exactly one of `seat_ids` and `best_available`").into()),
     };

@@ -135,6 +135,11 @@ pub struct Confirmed {
 /// sell the seats the hold still claims and record the sale, and move its units on each night
 /// from held to booked. Each step runs only if the one before it did. A slot hold's claim just
 /// stays active. The caller rolls back unless the hold moved and every seat was sold.
+///
+/// The same statement writes the change rows, as `holds::create` does, when the transaction
+/// began with `hold_id` as its logged hold (else the triggers write them): the hold's
+/// (`hold.confirmed`), then the booking's (`booking.confirmed`), which for seats also carries the
+/// seats sold (`seats.changed`): two rows, three events, in the order the triggers wrote them.
 #[allow(clippy::too_many_arguments)]
 pub async fn confirm_hold(
     conn: &mut PgConnection,
@@ -160,7 +165,23 @@ pub async fn confirm_hold(
              update seats set booking_id = $3, hold_id = null, hold_expires_at = null, version = version + 1
               where id = any($7) and hold_id = $1 and hold_expires_at > now() and booking_id is null
                 and exists (select 1 from booking)
-             returning id
+             returning id, version
+         ), logged as (
+             insert into audit_log (hold_id, booking_id, entity, from_status, to_status, type, scope_id, data,
+                                    actor, actor_role, request_id)
+             select $1, r.booking_id, r.entity, r.from_status, 'CONFIRMED', r.type, r.scope_id, r.data,
+                    change_actor(), change_actor_role(), change_request_id()
+               from moved
+              cross join lateral (
+                  values (1, null::uuid, 'hold', 'HELD', null::text, null::uuid, null::jsonb),
+                         (2, $3, 'booking', null, case when moved.event_id is not null then 'seats.changed' end,
+                          moved.event_id,
+                          case when moved.event_id is not null then
+                              coalesce((select jsonb_agg(jsonb_build_array(s.id, 'BOOKED', s.version) order by s.id)
+                                          from sold s), '[]') end)
+              ) as r(ord, booking_id, entity, from_status, type, scope_id, data)
+              where change_logged_hold() = $1 and exists (select 1 from booking)
+              order by r.ord
          ), recorded as (
              insert into booking_seats (booking_id, seat_id) select $3, id from sold returning seat_id
          ), nights as (

@@ -1,8 +1,10 @@
-//! The change log: one row per change event, written by triggers in the same transaction as the
-//! change (see the migration `change_log`), read here in commit-safe order.
+//! The change log: change events, written in the same transaction as the change by triggers (see
+//! the migration `change_log`) or by the statement itself (a seat hold's one row, migration
+//! `one_change_row_per_hold`), read here in commit-safe order.
 //!
 //! A position in the log is `(txid, id)`: the id of the transaction that wrote the row, then the
-//! row's own id. Transactions commit out of order, so a reader only reads rows of transactions
+//! row's own id. A row carrying two events (a hold's history and its seats) gives the first the
+//! position `(txid, id - 1)`: row ids step by 2, so that position is no other row's. Transactions commit out of order, so a reader only reads rows of transactions
 //! older than the oldest one still running (`pg_snapshot_xmin` of its snapshot): every row that
 //! can still appear is then after every position already read, and a consumer that keeps its
 //! cursor misses nothing and sees nothing twice. The price: a transaction left open anywhere on
@@ -109,8 +111,8 @@ impl ChangeRow {
         Position { txid: self.txid, id: self.id }
     }
 
-    /// The event's stable id: its position, as a UUID (version 8, custom). A row's position never
-    /// changes, so neither does its id, and no two rows share one; nothing is stored for it.
+    /// The event's stable id: its position, as a UUID (version 8, custom). An event's position
+    /// never changes, so neither does its id, and no two events share one; nothing is stored for it.
     pub fn uid(&self) -> Uuid {
         let (txid, id) = (self.txid.to_be_bytes(), self.id.to_be_bytes());
         let mut bytes = [0u8; 16];
@@ -169,10 +171,10 @@ pub async fn read(
                   subject_kind as "subject_kind!", subject_id, event_id, inventory_id, resource_id,
                   actor as "actor!", actor_role as "actor_role!", request_id, data
              from change_log
-            where (txid, id) > ($1::text::xid8, $2)
+            where (txid, row_id) > ($1::text::xid8, $2) and (txid, id) > ($1::text::xid8, $2)
               and txid < pg_snapshot_xmin(pg_current_snapshot())
               and ($3::text[] is null or type = any($3))
-            order by txid, id
+            order by txid, row_id, id
             limit $4"#,
         start.txid.to_string(),
         start.id,
@@ -300,10 +302,11 @@ pub async fn read_scope(
                   subject_kind as "subject_kind!", subject_id, event_id, inventory_id, resource_id,
                   actor as "actor!", actor_role as "actor_role!", request_id, data
              from change_log
-            where (txid, id) > ($1::text::xid8, $2) and (txid, id) <= ($3::text::xid8, $4)
+            where (txid, row_id) > ($1::text::xid8, $2) and (txid, id) > ($1::text::xid8, $2)
+              and (txid, row_id) <= ($3::text::xid8, $4::int8 + 1) and (txid, id) <= ($3::text::xid8, $4)
               and txid < pg_snapshot_xmin(pg_current_snapshot())
               and type = any($5) and $6 in (event_id, inventory_id, resource_id)
-            order by txid, id
+            order by txid, row_id, id
             limit $7"#,
         after.txid.to_string(),
         after.id,

@@ -188,6 +188,12 @@ pub struct CreatedHold {
 /// lock, then re-evaluates the "still free" predicate against the winner's row and skips it.
 /// The caller rolls back unless every seat asked for was claimed. Seats of an event not on sale
 /// yet are not claimed unless `before_sale` (an admin).
+///
+/// The same statement writes the hold's one change row: its history (`hold.created`, as the
+/// `holds_audit` trigger would write it) and its seats' availability (`seats.changed`, as
+/// `seats_changed` would), when the transaction began with `hold_id` as its logged hold
+/// (`WriteTx::begin_as`), which makes those triggers leave this hold and its seats to this row
+/// (see the migration `one_change_row_per_hold`); else the triggers write them, as for any writer.
 pub async fn create(
     conn: &mut PgConnection,
     hold_id: Uuid,
@@ -218,9 +224,17 @@ pub async fn create(
                                                             where t.id = $7 and t.event_id = $2 and t.user_id = $3
                                                               and t.status = 'admitted'
                                                               and t.admission_expires_at > now())))))
-             returning id, price_cents
+             returning id, price_cents, version
          ), recorded as (
              insert into hold_seats (hold_id, seat_id) select $1, id from claimed returning seat_id
+         ), logged as (
+             insert into audit_log (hold_id, entity, to_status, detail, type, scope_id, data, actor, actor_role, request_id)
+             select $1, 'hold', 'HELD', jsonb_build_object('expires_at', hold.expires_at), 'seats.changed', $2,
+                    coalesce((select jsonb_agg(jsonb_build_array(c.id, 'HELD', c.version) order by c.id) from claimed c),
+                             '[]'),
+                    change_actor(), change_actor_role(), change_request_id()
+               from hold
+              where change_logged_hold() = $1
          )
          select array(select seat_id from recorded order by seat_id) as "claimed!",
                 (select coalesce(sum(price_cents), 0)::int8 from claimed) as "total_cents!",

@@ -17,6 +17,7 @@ use serde_json::Value;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
 use sqlx::{Executor, PgConnection, PgPool, Postgres, Row};
+use uuid::Uuid;
 
 use super::holds;
 use crate::idempotency::{self, IdempotentRequest, no_nul};
@@ -47,17 +48,20 @@ impl WriteTx {
     /// counts the actor's live holds, each in a statement of its own: under READ COMMITTED each
     /// statement of a simple query takes a fresh snapshot, so the count sees every hold the
     /// actor's other transactions committed before we got the lock. Returns that count.
+    /// `logged_hold`: the hold whose creating statement writes its own change row (see
+    /// `holds::create`), for the triggers not to write it again.
     pub async fn begin_as(
         pool: &PgPool,
         actor: &str,
         role: &str,
         request_id: Option<&str>,
         serialize_actor: bool,
+        logged_hold: Option<Uuid>,
     ) -> Result<(Self, Option<i64>), sqlx::Error> {
         let request_id = request_id.unwrap_or("");
         no_nul(&[actor, role, request_id])?;
         let mut tx = WriteTx { conn: Some(pool.acquire().await?) };
-        let sql = begin_sql(actor, role, request_id, serialize_actor);
+        let sql = begin_sql(actor, role, request_id, serialize_actor, logged_hold);
         let result = if serialize_actor {
             let rows: Result<Vec<PgRow>, _> =
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch(tx.conn()).try_collect().await;
@@ -139,7 +143,7 @@ impl Drop for WriteTx {
 /// `hold_id = $1`), with literal statuses, so the generic plan is the custom one minus the
 /// planning. It stays local to the transaction: the listings' optional filters (`$2 is null or
 /// ...`) need custom plans to use their indexes, and they run outside any `WriteTx`.
-fn begin_sql(actor: &str, role: &str, request_id: &str, serialize_actor: bool) -> String {
+fn begin_sql(actor: &str, role: &str, request_id: &str, serialize_actor: bool, logged_hold: Option<Uuid>) -> String {
     let actor = escape_literal(actor);
     let mut sql = format!(
         "begin; select set_config('plan_cache_mode', 'force_generic_plan', true), \
@@ -148,6 +152,9 @@ fn begin_sql(actor: &str, role: &str, request_id: &str, serialize_actor: bool) -
         escape_literal(role),
         escape_literal(request_id)
     );
+    if let Some(hold) = logged_hold {
+        sql.push_str(&format!(", set_config('holdfast.logged_hold', {}, true)", escape_literal(&hold.to_string())));
+    }
     if serialize_actor {
         sql.push_str(&format!(
             "; select pg_advisory_xact_lock(hashtextextended('holdfast:actor:' || {actor}, 0)); {}",
@@ -163,10 +170,16 @@ mod tests {
 
     #[test]
     fn the_actor_travels_as_quoted_literals() {
-        let sql = begin_sql("o'brien\\'; drop table holds; --", "user", "", false);
+        let sql = begin_sql("o'brien\\'; drop table holds; --", "user", "", false, None);
         assert!(sql.contains(r"E'o''brien\\''; drop table holds; --'"), "{sql}");
         assert!(sql.ends_with("set_config('holdfast.request_id', '', true)"), "{sql}");
-        let serialized = begin_sql("a'b", "user", "r", true);
+        let serialized = begin_sql("a'b", "user", "r", true, Some(Uuid::nil()));
+        assert!(
+            serialized.contains(
+                "set_config('holdfast.logged_hold', '00000000-0000-0000-0000-000000000000', true); select pg_advisory"
+            ),
+            "{serialized}"
+        );
         assert!(
             serialized.contains("hashtextextended('holdfast:actor:' || 'a''b', 0)); select count(*)"),
             "{serialized}"

@@ -347,8 +347,15 @@ async fn transact(
         // READ COMMITTED (Postgres's default): every write below carries its own guard, and
         // blocked writers re-check those guards against the winner's row.
         let capped = state.config.holds.max_live_per_user > 0 && command.creates_live_hold();
-        let (mut tx, live_holds) =
-            WriteTx::begin_as(&state.db, &caller.user_id, caller.role(), caller.request_id.as_deref(), capped).await?;
+        let (mut tx, live_holds) = WriteTx::begin_as(
+            &state.db,
+            &caller.user_id,
+            caller.role(),
+            caller.request_id.as_deref(),
+            capped,
+            command.logged_hold(),
+        )
+        .await?;
         let cap = state.config.holds.max_live_per_user;
         if live_holds.is_some_and(|n| n >= cap) {
             tx.rollback().await;

@@ -500,3 +500,239 @@ async fn every_effect_of_concurrent_requests_over_three_instances_is_in_the_feed
     drop(instances);
     drop(fleet);
 }
+
+/// A feed cursor `TXID-ID` as its two numbers.
+fn position(cursor: &Value) -> (i64, i64) {
+    let (txid, id) = cursor.as_str().unwrap().split_once('-').unwrap();
+    (txid.parse().unwrap(), id.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_seat_hold_and_its_confirm_each_write_one_change_row_that_the_feed_reads_as_two_events() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 4).await;
+    let (_, start) = app.feed(None).await;
+    let held = app.hold("alice", event.id, &event.seats[..2], "one-row").await;
+    assert_eq!(held.status, StatusCode::CREATED, "{held:?}");
+    let hold_id = held.id();
+
+    // One row: the hold's history and its seats' availability together.
+    let rows: Vec<(Option<String>, Option<String>, Option<Uuid>)> = sqlx::query_as(
+        "select entity, type, scope_id from audit_log where hold_id = $1 or scope_id = $2 and type = 'seats.changed'",
+    )
+    .bind(hold_id)
+    .bind(event.id)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(rows, [(Some("hold".to_owned()), Some("seats.changed".to_owned()), Some(event.id))]);
+
+    // Read one change per page: the two events come one after the other, each once, each with
+    // its own cursor and id, and a cursor between them loses neither.
+    let mut seen: Vec<Value> = Vec::new();
+    let mut cursor = start.clone();
+    let started = Instant::now();
+    while seen.len() < 2 {
+        let res = app
+            .send(Method::GET, &format!("/v1/changes?limit=1&after={cursor}"), Some(&app.admin_token()), None, None)
+            .await;
+        assert_eq!(res.status, StatusCode::OK, "{res:?}");
+        let page = res.body["changes"].as_array().unwrap();
+        assert!(page.len() <= 1, "{res:?}");
+        if let Some(change) = page.first() {
+            assert_eq!(change["cursor"], res.body["next_cursor"]);
+            // (The event's creation may become readable only now: other tests' transactions
+            // hold the feed back.)
+            if change["type"] != "event.created" {
+                seen.push(change.clone());
+            }
+        } else {
+            assert!(started.elapsed() < Duration::from_secs(30), "the hold's changes never became readable: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        cursor = res.body["next_cursor"].as_str().unwrap().to_owned();
+    }
+    let (created, seats) = (&seen[0], &seen[1]);
+    assert_eq!(created["type"], "hold.created", "{seen:?}");
+    assert_eq!(created["subject"]["id"], json!(hold_id));
+    assert_eq!(created["data"]["status"], "HELD");
+    assert_eq!(created["data"]["user_id"], "alice");
+    assert_eq!(created["data"]["expires_at"].as_str().map(|s| s.is_empty()), Some(false), "{created}");
+    assert_eq!(created["request_id"], seats["request_id"]);
+    assert_eq!(seats["type"], "seats.changed", "{seen:?}");
+    assert_eq!(seats["subject"]["id"], json!(event.id));
+    let mut listed: Vec<&str> =
+        seats["data"]["seats"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    listed.sort_unstable();
+    let mut asked: Vec<String> = event.seats[..2].iter().map(Uuid::to_string).collect();
+    asked.sort_unstable();
+    assert_eq!(listed, asked);
+    assert!(seats["data"]["seats"].as_array().unwrap().iter().all(|s| s["status"] == "HELD" && s["version"] == 1));
+    assert_ne!(created["id"], seats["id"]);
+    let ((t1, i1), (t2, i2)) = (position(&created["cursor"]), position(&seats["cursor"]));
+    assert_eq!((t1, i1 + 1), (t2, i2), "the history part sits just before its row's own position");
+    let (rest, _) = app.feed(Some(&cursor)).await;
+    assert!(
+        rest.iter().all(|c| c["subject"]["id"] != json!(hold_id) && c["subject"]["id"] != json!(event.id)),
+        "{rest:?}"
+    );
+
+    // Filtered by type, a page ends after the whole row: the other part is not served again.
+    let res = app
+        .send(
+            Method::GET,
+            &format!("/v1/changes?types=hold.created&after={start}"),
+            Some(&app.admin_token()),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(res.body["changes"].as_array().unwrap().len(), 1, "{res:?}");
+    assert_eq!(res.body["changes"][0]["id"], created["id"]);
+    let after_row = res.body["next_cursor"].as_str().unwrap().to_owned();
+    let res = app
+        .send(
+            Method::GET,
+            &format!("/v1/changes?types=seats.changed&after={after_row}"),
+            Some(&app.admin_token()),
+            None,
+            None,
+        )
+        .await;
+    assert!(res.body["changes"].as_array().unwrap().iter().all(|c| c["id"] != seats["id"]), "{res:?}");
+
+    // The confirm: the hold's row says confirmed and lists the seats sold; the booking's is its own.
+    let confirmed = app.confirm("alice", hold_id).await;
+    assert_eq!(confirmed.status, StatusCode::CREATED, "{confirmed:?}");
+    let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "select entity, to_status, type from audit_log where hold_id = $1 or scope_id = $2 and type = 'seats.changed' order by id",
+    )
+    .bind(hold_id)
+    .bind(event.id)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let kinds =
+        |entity: &str, to: &str, kind: Option<&str>| (entity.to_owned(), Some(to.to_owned()), kind.map(str::to_owned));
+    assert_eq!(
+        rows,
+        [
+            kinds("hold", "HELD", Some("seats.changed")),
+            kinds("hold", "CONFIRMED", None),
+            kinds("booking", "CONFIRMED", Some("seats.changed"))
+        ]
+    );
+    let mut after_confirm: Vec<Value> = Vec::new();
+    let started = Instant::now();
+    while after_confirm.len() < 3 {
+        let (more, next) = app.feed(Some(&cursor)).await;
+        after_confirm.extend(more);
+        cursor = next;
+        assert!(started.elapsed() < Duration::from_secs(30), "the confirm's changes never became readable");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let types: Vec<&str> = after_confirm.iter().map(|c| c["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["hold.confirmed", "booking.confirmed", "seats.changed"], "{after_confirm:?}");
+    assert_eq!(after_confirm[0]["subject"]["id"], json!(hold_id));
+    assert_eq!(after_confirm[0]["data"]["status"], "CONFIRMED");
+    assert_eq!(after_confirm[1]["subject"]["id"], confirmed.body["id"]);
+    assert_eq!(after_confirm[1]["data"]["total_cents"], confirmed.body["total_cents"]);
+    assert_eq!(position(&after_confirm[1]["cursor"]).1 + 1, position(&after_confirm[2]["cursor"]).1);
+    let sold = after_confirm[2]["data"]["seats"].as_array().unwrap();
+    assert!(sold.iter().all(|s| s["status"] == "BOOKED" && s["version"] == 2), "{sold:?}");
+    assert_eq!(sold.len(), 2);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_hold_written_by_anyone_else_is_logged_by_the_triggers_and_no_seat_change_goes_unannounced() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 3).await;
+    let claim = |hold: Uuid, seat: Uuid| {
+        [
+            sqlx::query("insert into holds (id, event_id, user_id, status, expires_at) values ($1, $2, 'sql', 'HELD', now() + interval '1 minute')")
+                .bind(hold)
+                .bind(event.id),
+            sqlx::query("update seats set hold_id = $1, hold_expires_at = now() + interval '1 minute', version = version + 1 where id = $2")
+                .bind(hold)
+                .bind(seat),
+            sqlx::query("insert into hold_seats (hold_id, seat_id) values ($1, $2)").bind(hold).bind(seat),
+        ]
+    };
+    // Straight in SQL, as any writer but the service: the triggers write the hold's and the
+    // seat's changes.
+    let hold = Uuid::new_v4();
+    let mut conn = PgConnection::connect(&app.database.url).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    for statement in claim(hold, event.seats[0]) {
+        statement.execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let changes = app.feed_of_at_least(3).await;
+    let created: Vec<_> =
+        changes.iter().filter(|c| c["type"] == "hold.created" && c["subject"]["id"] == json!(hold)).collect();
+    assert_eq!(created.len(), 1, "{changes:?}");
+    let held: Vec<_> = of_type(&changes, "seats.changed")
+        .into_iter()
+        .filter(|c| {
+            c["data"]["seats"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["id"] == json!(event.seats[0]) && s["status"] == "HELD")
+        })
+        .collect();
+    assert_eq!(held.len(), 1, "{changes:?}");
+
+    // A transaction that names a hold whose changes log themselves (as the service's BEGIN does)
+    // claims a seat for another hold, by another statement: refused, not left unannounced.
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("select set_config('holdfast.logged_hold', $1, true)")
+        .bind(Uuid::new_v4().to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let [insert, update, _] = claim(Uuid::new_v4(), event.seats[1]);
+    insert.execute(&mut *tx).await.unwrap();
+    let refused = update.execute(&mut *tx).await.unwrap_err();
+    let refused = refused.as_database_error().unwrap();
+    assert_eq!(refused.code().as_deref(), Some("P0001"), "{refused}");
+    assert!(refused.message().contains("changed outside the statement that logs"), "{refused}");
+    tx.rollback().await.unwrap();
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn two_change_events_at_one_position_are_an_invariant_violation() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 2).await;
+    let hold = app.hold("alice", event.id, &event.seats[..1], "shared").await;
+    assert_eq!(hold.status, StatusCode::CREATED, "{hold:?}");
+    app.assert_invariants().await;
+
+    // A row at the position the hold's history part takes, in the same transaction: as if the
+    // ids had stopped stepping by 2.
+    let mut conn = PgConnection::connect(&app.database.url).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let id: i64 = sqlx::query_scalar(
+        "insert into audit_log (id, type, scope_id, actor, actor_role) overriding system value
+         values (nextval(pg_get_serial_sequence('audit_log', 'id')) + 1, 'seats.changed', $1, 'sql', 'system') returning id",
+    )
+    .bind(event.id)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into audit_log (id, hold_id, entity, to_status, type, scope_id, data, actor, actor_role)
+         overriding system value values ($1 + 1, $2, 'hold', 'HELD', 'seats.changed', $3, '[]', 'sql', 'system')",
+    )
+    .bind(id)
+    .bind(hold.id())
+    .bind(event.id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let violations = holdfast::db::invariants::violations(&app.db).await.unwrap();
+    assert_eq!(violations, [("two change events at one feed position", 1)]);
+}

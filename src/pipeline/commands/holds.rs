@@ -16,6 +16,8 @@ use crate::state::AppState;
 
 #[derive(Debug)]
 pub struct CreateHold {
+    /// The id the hold will have, chosen before the transaction (see [`Execute::logged_hold`]).
+    pub hold_id: Uuid,
     pub event_id: Uuid,
     pub seat_ids: SeatIds,
     pub ttl: Ttl,
@@ -32,13 +34,16 @@ impl Execute for CreateHold {
         Some((self.event_id, self.seat_ids.as_slice()))
     }
 
+    fn logged_hold(&self) -> Option<Uuid> {
+        Some(self.hold_id)
+    }
+
     async fn plan(&self, _state: &AppState, _caller: &Caller) -> Result<Step, Error> {
         write(seat_resources(self.seat_ids.as_slice()), Seen::Nothing)
     }
 
     async fn apply(&self, tx: &mut PgConnection, _: &AppState, caller: &Caller, _: Plan) -> Result<Reply, Error> {
-        let (event_id, seat_ids) = (self.event_id, self.seat_ids.as_slice());
-        let hold_id = Uuid::now_v7();
+        let (event_id, seat_ids, hold_id) = (self.event_id, self.seat_ids.as_slice(), self.hold_id);
         // An unknown event claims no seats: `unclaimable` then answers 404.
         let (ttl, admission) = (self.ttl.seconds(), self.admission);
         let created =
@@ -83,6 +88,8 @@ const FRONT_WINDOW: i64 = 1000;
 /// the claim's guard deciding a lost race (409 SEAT_UNAVAILABLE: ask again with a new key).
 #[derive(Debug)]
 pub struct CreateBestHold {
+    /// As [`CreateHold::hold_id`].
+    pub hold_id: Uuid,
     pub event_id: Uuid,
     pub want: BestAvailable,
     pub ttl: Ttl,
@@ -94,6 +101,10 @@ impl Execute for CreateBestHold {
     const NAME: &'static str = "create_best_hold";
     const COUNTERS: &'static [&'static str] = &["holdfast_holds_created_total"];
     const CREATES_LIVE_HOLD: bool = true;
+
+    fn logged_hold(&self) -> Option<Uuid> {
+        Some(self.hold_id)
+    }
 
     async fn plan(&self, state: &AppState, _caller: &Caller) -> Result<Step, Error> {
         let want = &self.want;
@@ -144,8 +155,7 @@ impl Execute for CreateBestHold {
         plan: Plan,
     ) -> Result<Reply, Error> {
         let Seen::Chosen(mut seat_ids) = plan.seen else { return Err(planned_without::<Self>()) };
-        let event_id = self.event_id;
-        let hold_id = Uuid::now_v7();
+        let (event_id, hold_id) = (self.event_id, self.hold_id);
         let ttl = self.ttl.seconds();
         // Another buyer may have taken the block between the plan and now. Once, the claim is
         // undone (a savepoint) and the choice made again: the new seats are not under our Redis
@@ -259,6 +269,10 @@ pub struct ConfirmHold {
 impl Execute for ConfirmHold {
     const NAME: &'static str = "confirm_hold";
     const COUNTERS: &'static [&'static str] = &["holdfast_holds_confirmed_total", "holdfast_bookings_created_total"];
+
+    fn logged_hold(&self) -> Option<Uuid> {
+        Some(self.hold_id)
+    }
 
     async fn plan(&self, state: &AppState, caller: &Caller) -> Result<Step, Error> {
         plan_on_hold(state, caller, self.hold_id, false).await

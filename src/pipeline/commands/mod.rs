@@ -53,6 +53,13 @@ pub(super) trait Execute {
         None
     }
 
+    /// For commands whose one statement creates a seat hold and writes its change row itself
+    /// (`db::holds::create`): that hold's id, for the BEGIN to tell the triggers (see the
+    /// migration `one_change_row_per_hold`).
+    fn logged_hold(&self) -> Option<Uuid> {
+        None
+    }
+
     /// Reads (autocommit, no lock) what the command will act on.
     async fn plan(&self, state: &AppState, caller: &Caller) -> Result<Step, Error>;
 
@@ -231,6 +238,11 @@ impl Command {
     /// Whether the command creates a HELD hold (and so counts against `HOLD_MAX_LIVE_PER_USER`).
     pub(super) fn creates_live_hold(&self) -> bool {
         dispatch!(self, _c: T => T::CREATES_LIVE_HOLD)
+    }
+
+    /// The hold whose creating statement logs itself (see [`Execute::logged_hold`]).
+    pub(super) fn logged_hold(&self) -> Option<Uuid> {
+        dispatch!(self, c: _T => c.logged_hold())
     }
 
     /// The seats a seat-claiming command asks for (empty for the others).
