@@ -1,13 +1,14 @@
 //! The change log: change events, written in the same transaction as the change by triggers (see
-//! the migration `change_log`) or by the statement itself (a seat hold's one row, migration
-//! `one_change_row_per_hold`), read here in commit-safe order.
+//! the migration `change_log`) or by the statement itself (a seat hold's and a confirm's rows,
+//! migration `one_change_row_per_hold`), read here in commit-safe order.
 //!
 //! A position in the log is `(txid, id)`: the id of the transaction that wrote the row, then the
 //! row's own id. A row carrying two events (a hold's history and its seats) gives the first the
-//! position `(txid, id - 1)`: row ids step by 2, so that position is no other row's. Transactions commit out of order, so a reader only reads rows of transactions
-//! older than the oldest one still running (`pg_snapshot_xmin` of its snapshot): every row that
-//! can still appear is then after every position already read, and a consumer that keeps its
-//! cursor misses nothing and sees nothing twice. The price: a transaction left open anywhere on
+//! position `(txid, id - 1)`: row ids step by 2, so that position is no other row's.
+//! Transactions commit out of order, so a reader only reads rows of transactions older than the
+//! oldest one still running (`pg_snapshot_xmin` of its snapshot): every row that can still appear
+//! is then after every position already read, and a consumer that keeps its cursor misses nothing
+//! and sees nothing twice. The price: a transaction left open anywhere on
 //! the Postgres cluster holds the feed back until it ends.
 
 use std::fmt;

@@ -53,9 +53,9 @@ pub(super) trait Execute {
         None
     }
 
-    /// For commands whose one statement creates a seat hold and writes its change row itself
-    /// (`db::holds::create`): that hold's id, for the BEGIN to tell the triggers (see the
-    /// migration `one_change_row_per_hold`).
+    /// For commands whose one statement creates or confirms a hold and writes its change rows
+    /// itself (`db::holds::create`, `db::bookings::confirm_hold`): that hold's id, for the BEGIN
+    /// to tell the triggers (see the migration `one_change_row_per_hold`).
     fn logged_hold(&self) -> Option<Uuid> {
         None
     }
@@ -240,7 +240,7 @@ impl Command {
         dispatch!(self, _c: T => T::CREATES_LIVE_HOLD)
     }
 
-    /// The hold whose creating statement logs itself (see [`Execute::logged_hold`]).
+    /// The hold whose creating or confirming statement logs itself (see [`Execute::logged_hold`]).
     pub(super) fn logged_hold(&self) -> Option<Uuid> {
         dispatch!(self, c: _T => c.logged_hold())
     }
