@@ -132,9 +132,15 @@ pub struct Confirmed {
 
 /// Confirms a hold into a booking in one statement (one round trip): move the hold from HELD
 /// (at the version we read, unexpired) to CONFIRMED, insert the booking for the hold's target,
-/// sell the seats the hold still claims and record the sale, and move its units on each night
-/// from held to booked. Each step runs only if the one before it did. A slot hold's claim just
-/// stays active. The caller rolls back unless the hold moved and every seat was sold.
+/// then, by kind, sell the seats the hold still claims and record the sale, or move its units on
+/// each night from held to booked (a slot hold's claim just stays active). Each step runs only
+/// if the one before it did. The caller rolls back unless the hold moved and every seat was sold
+/// (every night moved).
+///
+/// Each kind has its own statement, which touches only its own tables: a statement that updates
+/// a table runs that table's statement-level triggers even when it changes no row, and
+/// `nights_changed`, called for every seat confirm while one statement served all kinds, was a
+/// whole query more per confirm (see the migration `lean_trigger_conditions_and_keys`).
 ///
 /// The same statement writes the change rows, as `holds::create` does, when the transaction
 /// began with `hold_id` as its logged hold (else the triggers write them): the hold's
@@ -148,71 +154,139 @@ pub async fn confirm_hold(
     booking_id: Uuid,
     user_id: &str,
     payment_reference: Option<&str>,
-    total_cents: i64,
-    seat_ids: &[Uuid],
+    target: &Target,
 ) -> Result<Confirmed, sqlx::Error> {
-    sqlx::query_as!(
-        Confirmed,
-        r#"with moved as (
-             update holds set status = 'CONFIRMED', version = version + 1, updated_at = now()
-              where id = $1 and version = $2 and status = 'HELD' and expires_at > now()
-             returning id, event_id, inventory_id, resource_id
-         ), booking as (
-             insert into bookings (id, event_id, inventory_id, resource_id, hold_id, user_id, status, payment_reference, total_cents)
-             select $3, event_id, inventory_id, resource_id, id, $4, 'CONFIRMED', $5, $6 from moved
-             returning created_at
-         ), sold as (
-             update seats set booking_id = $3, hold_id = null, hold_expires_at = null, version = version + 1
-              where id = any($7) and hold_id = $1 and hold_expires_at > now() and booking_id is null
-                and exists (select 1 from booking)
-             returning id, version
-         ), logged as (
-             insert into audit_log (hold_id, booking_id, entity, from_status, to_status, type, scope_id, data,
-                                    actor, actor_role, request_id)
-             select $1, r.booking_id, r.entity, r.from_status, 'CONFIRMED', r.type, r.scope_id, r.data,
-                    change_actor(), change_actor_role(), change_request_id()
-               from moved
-              cross join lateral (
-                  values (1, null::uuid, 'hold', 'HELD', null::text, null::uuid, null::jsonb),
-                         (2, $3, 'booking', null, case when moved.event_id is not null then 'seats.changed' end,
-                          moved.event_id,
-                          case when moved.event_id is not null then
-                              coalesce((select jsonb_agg(jsonb_build_array(s.id, 'BOOKED', s.version) order by s.id)
-                                          from sold s), '[]') end)
-              ) as r(ord, booking_id, entity, from_status, type, scope_id, data)
-              where change_logged_hold() = $1 and exists (select 1 from booking)
-              order by r.ord
-         ), recorded as (
-             insert into booking_seats (booking_id, seat_id) select $3, id from sold returning seat_id
-         ), nights as (
-             update inventory_nights n
-                set held = n.held - hn.quantity, booked = n.booked + hn.quantity, version = n.version + 1
-               from hold_nights hn
-              where hn.hold_id = $1 and n.inventory_id = hn.inventory_id and n.night = hn.night
-                and exists (select 1 from booking)
-             returning 1
-         ), admission_ended as (
-             -- A confirmed booking ends the buyer's waiting-room admission for the event.
-             update queue_tickets t set status = 'booked', ended_at = now()
-               from moved
-              where moved.event_id is not null and t.event_id = moved.event_id and t.user_id = $4
-                and t.status = 'admitted'
-             returning 1
-         )
-         select exists (select 1 from moved) as "moved!",
-                array(select seat_id from recorded order by seat_id) as "sold!",
-                (select created_at from booking) as created_at,
-                (select count(*) from nights) as "nights_moved!""#,
-        hold_id,
-        seen_version,
-        booking_id,
-        user_id,
-        payment_reference,
-        total_cents,
-        seat_ids,
-    )
-    .fetch_one(conn)
-    .await
+    match target {
+        Target::Seats { seat_ids, total_cents, .. } => {
+            sqlx::query_as!(
+                Confirmed,
+                r#"with moved as (
+                     update holds set status = 'CONFIRMED', version = version + 1, updated_at = now()
+                      where id = $1 and version = $2 and status = 'HELD' and expires_at > now()
+                     returning id, event_id
+                 ), booking as (
+                     insert into bookings (id, event_id, hold_id, user_id, status, payment_reference, total_cents)
+                     select $3, event_id, id, $4, 'CONFIRMED', $5, $6 from moved
+                     returning created_at
+                 ), sold as (
+                     update seats set booking_id = $3, hold_id = null, hold_expires_at = null, version = version + 1
+                      where id = any($7) and hold_id = $1 and hold_expires_at > now() and booking_id is null
+                        and exists (select 1 from booking)
+                     returning id, version
+                 ), logged as (
+                     insert into audit_log (hold_id, booking_id, entity, from_status, to_status, type, scope_id, data,
+                                            actor, actor_role, request_id)
+                     select $1, r.booking_id, r.entity, r.from_status, 'CONFIRMED', r.type, r.scope_id, r.data,
+                            change_actor(), change_actor_role(), change_request_id()
+                       from moved
+                      cross join lateral (
+                          values (1, null::uuid, 'hold', 'HELD', null::text, null::uuid, null::jsonb),
+                                 (2, $3, 'booking', null, 'seats.changed', moved.event_id,
+                                  coalesce((select jsonb_agg(jsonb_build_array(s.id, 'BOOKED', s.version) order by s.id)
+                                              from sold s), '[]'))
+                      ) as r(ord, booking_id, entity, from_status, type, scope_id, data)
+                      where change_logged_hold() = $1 and exists (select 1 from booking)
+                      order by r.ord
+                 ), recorded as (
+                     insert into booking_seats (booking_id, seat_id) select $3, id from sold returning seat_id
+                 ), admission_ended as (
+                     -- A confirmed booking ends the buyer's waiting-room admission for the event.
+                     update queue_tickets t set status = 'booked', ended_at = now()
+                       from moved
+                      where t.event_id = moved.event_id and t.user_id = $4 and t.status = 'admitted'
+                     returning 1
+                 )
+                 select exists (select 1 from moved) as "moved!",
+                        array(select seat_id from recorded order by seat_id) as "sold!",
+                        (select created_at from booking) as created_at,
+                        0::int8 as "nights_moved!""#,
+                hold_id,
+                seen_version,
+                booking_id,
+                user_id,
+                payment_reference,
+                total_cents,
+                seat_ids,
+            )
+            .fetch_one(conn)
+            .await
+        }
+        Target::Rooms { .. } => {
+            sqlx::query_as!(
+                Confirmed,
+                r#"with moved as (
+                     update holds set status = 'CONFIRMED', version = version + 1, updated_at = now()
+                      where id = $1 and version = $2 and status = 'HELD' and expires_at > now()
+                     returning id, inventory_id
+                 ), booking as (
+                     insert into bookings (id, inventory_id, hold_id, user_id, status, payment_reference, total_cents)
+                     select $3, inventory_id, id, $4, 'CONFIRMED', $5, 0 from moved
+                     returning created_at
+                 ), logged as (
+                     insert into audit_log (hold_id, booking_id, entity, from_status, to_status, actor, actor_role, request_id)
+                     select $1, r.booking_id, r.entity, r.from_status, 'CONFIRMED',
+                            change_actor(), change_actor_role(), change_request_id()
+                       from moved
+                      cross join lateral (values (1, null::uuid, 'hold', 'HELD'), (2, $3, 'booking', null))
+                                 as r(ord, booking_id, entity, from_status)
+                      where change_logged_hold() = $1 and exists (select 1 from booking)
+                      order by r.ord
+                 ), nights as (
+                     update inventory_nights n
+                        set held = n.held - hn.quantity, booked = n.booked + hn.quantity, version = n.version + 1
+                       from hold_nights hn
+                      where hn.hold_id = $1 and n.inventory_id = hn.inventory_id and n.night = hn.night
+                        and exists (select 1 from booking)
+                     returning 1
+                 )
+                 select exists (select 1 from moved) as "moved!",
+                        '{}'::uuid[] as "sold!",
+                        (select created_at from booking) as created_at,
+                        (select count(*) from nights) as "nights_moved!""#,
+                hold_id,
+                seen_version,
+                booking_id,
+                user_id,
+                payment_reference,
+            )
+            .fetch_one(conn)
+            .await
+        }
+        Target::Slot { .. } => {
+            sqlx::query_as!(
+                Confirmed,
+                r#"with moved as (
+                     update holds set status = 'CONFIRMED', version = version + 1, updated_at = now()
+                      where id = $1 and version = $2 and status = 'HELD' and expires_at > now()
+                     returning id, resource_id
+                 ), booking as (
+                     insert into bookings (id, resource_id, hold_id, user_id, status, payment_reference, total_cents)
+                     select $3, resource_id, id, $4, 'CONFIRMED', $5, 0 from moved
+                     returning created_at
+                 ), logged as (
+                     insert into audit_log (hold_id, booking_id, entity, from_status, to_status, actor, actor_role, request_id)
+                     select $1, r.booking_id, r.entity, r.from_status, 'CONFIRMED',
+                            change_actor(), change_actor_role(), change_request_id()
+                       from moved
+                      cross join lateral (values (1, null::uuid, 'hold', 'HELD'), (2, $3, 'booking', null))
+                                 as r(ord, booking_id, entity, from_status)
+                      where change_logged_hold() = $1 and exists (select 1 from booking)
+                      order by r.ord
+                 )
+                 select exists (select 1 from moved) as "moved!",
+                        '{}'::uuid[] as "sold!",
+                        (select created_at from booking) as created_at,
+                        0::int8 as "nights_moved!""#,
+                hold_id,
+                seen_version,
+                booking_id,
+                user_id,
+                payment_reference,
+            )
+            .fetch_one(conn)
+            .await
+        }
+    }
 }
 
 /// Sells free seats straight to the booking (hold-and-confirm in one call), with the same

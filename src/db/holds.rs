@@ -311,32 +311,63 @@ pub async fn transition(
     Ok(moved == 1)
 }
 
+/// Which kinds of claim a set of holds may have: each kind is given back by a statement of its
+/// own, run only when some hold is of that kind (see [`end_claims`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Claims {
+    pub seats: bool,
+    pub nights: bool,
+    pub slots: bool,
+}
+
+impl Claims {
+    pub fn of(target: &Target) -> Self {
+        match target {
+            Target::Seats { .. } => Claims { seats: true, ..Claims::default() },
+            Target::Rooms { .. } => Claims { nights: true, ..Claims::default() },
+            Target::Slot { .. } => Claims { slots: true, ..Claims::default() },
+        }
+    }
+
+    fn add(self, seats: bool, nights: bool, slots: bool) -> Self {
+        Claims { seats: self.seats || seats, nights: self.nights || nights, slots: self.slots || slots }
+    }
+}
+
 /// Gives back everything holds that have just left HELD (released or expired, in this same
-/// transaction) still claim: their seats, their units on each night, their slot. One round trip.
-/// Seats claimed since by someone else are untouched. A hold's seats are found through
-/// `hold_seats`: `seats.hold_id` carries no index, so that claiming and freeing a seat are HOT
-/// updates (see the migration `lean_write_path`).
-pub async fn end_claims(conn: &mut PgConnection, hold_ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "with freed_seats as (
-             update seats set hold_id = null, hold_expires_at = null, version = version + 1
-              where id in (select seat_id from hold_seats where hold_id = any($1)) and hold_id = any($1)
-             returning 1
-         ), released_nights as (
-             update inventory_nights n set held = n.held - x.quantity, version = n.version + 1
+/// transaction) still claim: their seats, their units on each night, their slot, each kind in a
+/// statement of its own that runs only when `claims` has that kind. A statement that updates a
+/// table runs that table's statement-level triggers (the change log's `seats_changed`,
+/// `nights_changed`, `slots_changed`) even when it changes no row: one statement for every kind
+/// would run all three for every release. Seats claimed since by someone else are untouched.
+/// A hold's seats are found through `hold_seats`: `seats.hold_id` carries no index, so that
+/// claiming and freeing a seat are HOT updates (see the migration `lean_write_path`).
+pub async fn end_claims(conn: &mut PgConnection, hold_ids: &[Uuid], claims: Claims) -> Result<(), sqlx::Error> {
+    if claims.seats {
+        sqlx::query!(
+            "update seats set hold_id = null, hold_expires_at = null, version = version + 1
+              where id in (select seat_id from hold_seats where hold_id = any($1)) and hold_id = any($1)",
+            hold_ids,
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    if claims.nights {
+        sqlx::query!(
+            "update inventory_nights n set held = n.held - x.quantity, version = n.version + 1
                from (select inventory_id, night, sum(quantity)::int4 as quantity
                        from hold_nights where hold_id = any($1) group by inventory_id, night) x
-              where n.inventory_id = x.inventory_id and n.night = x.night
-             returning 1
-         ), freed_slots as (
-             update slot_claims set active = false where hold_id = any($1) and active returning 1
-         )
-         select (select count(*) from freed_seats) + (select count(*) from released_nights)
-                + (select count(*) from freed_slots) as given_back",
-        hold_ids,
-    )
-    .fetch_one(conn)
-    .await?;
+              where n.inventory_id = x.inventory_id and n.night = x.night",
+            hold_ids,
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    if claims.slots {
+        sqlx::query!("update slot_claims set active = false where hold_id = any($1) and active", hold_ids)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 
@@ -393,42 +424,63 @@ pub async fn extend(
     Ok(if moved as usize == seat_count { Extended::To(expires_at) } else { Extended::LostSeats })
 }
 
+/// A hold that has just ended, with the kind of claim it had.
+struct Ended {
+    id: Uuid,
+    seats: bool,
+    nights: bool,
+    slots: bool,
+}
+
+impl Ended {
+    /// Gives back what these holds claimed ([`end_claims`]); returns how many there were.
+    async fn give_back(conn: &mut PgConnection, ended: &[Ended]) -> Result<u64, sqlx::Error> {
+        if ended.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<Uuid> = ended.iter().map(|h| h.id).collect();
+        let claims = ended.iter().fold(Claims::default(), |c, h| c.add(h.seats, h.nights, h.slots));
+        end_claims(conn, &ids, claims).await?;
+        Ok(ended.len() as u64)
+    }
+}
+
 /// Marks EXPIRED those of `hold_ids` that are HELD past their expiry, and gives back what they
 /// claimed, so a request never waits for the sweeper. Returns how many expired.
 pub async fn expire(conn: &mut PgConnection, hold_ids: &[Uuid]) -> Result<u64, sqlx::Error> {
     if hold_ids.is_empty() {
         return Ok(0);
     }
-    let expired = sqlx::query_scalar!(
-        "update holds set status = 'EXPIRED', version = version + 1, updated_at = now()
+    let expired = sqlx::query_as!(
+        Ended,
+        r#"update holds set status = 'EXPIRED', version = version + 1, updated_at = now()
           where id = any($1) and status = 'HELD' and expires_at <= now()
-         returning id",
+         returning id, event_id is not null as "seats!", inventory_id is not null as "nights!",
+                   resource_id is not null as "slots!""#,
         hold_ids,
     )
     .fetch_all(&mut *conn)
     .await?;
-    end_claims(conn, &expired).await?;
-    Ok(expired.len() as u64)
+    Ended::give_back(conn, &expired).await
 }
 
 /// One sweeper batch: marks expired holds EXPIRED and gives back what they claimed, skipping rows another
 /// instance (or a request) holds. Returns how many holds expired.
 pub async fn expire_batch(conn: &mut PgConnection, batch: i64) -> Result<u64, sqlx::Error> {
-    let expired = sqlx::query_scalar!(
-        "update holds h set status = 'EXPIRED', version = version + 1, updated_at = now()
+    let expired = sqlx::query_as!(
+        Ended,
+        r#"update holds h set status = 'EXPIRED', version = version + 1, updated_at = now()
            from (select id from holds
                   where status = 'HELD' and expires_at <= now()
                   order by expires_at
                   limit $1
                   for update skip locked) due
           where h.id = due.id
-         returning h.id",
+         returning h.id, h.event_id is not null as "seats!", h.inventory_id is not null as "nights!",
+                   h.resource_id is not null as "slots!""#,
         batch,
     )
     .fetch_all(&mut *conn)
     .await?;
-    if !expired.is_empty() {
-        end_claims(conn, &expired).await?;
-    }
-    Ok(expired.len() as u64)
+    Ended::give_back(conn, &expired).await
 }

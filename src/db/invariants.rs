@@ -53,6 +53,28 @@ pub const CHECKS: &[(&str, &str)] = &[
               + (select count(*) from slot_claims t where not exists (select 1 from resources p where p.id = t.resource_id))",
     ),
     (
+        // Kept by construction since the write path's foreign keys to holds, bookings, seats and
+        // nights went (migration lean_trigger_conditions_and_keys): each such row is written in
+        // the transaction that inserts the hold or booking it names, from seats or nights that
+        // transaction found, and none of these is ever deleted.
+        "claim or record of an unknown hold, booking, seat or night",
+        "select (select count(*) from seats s
+                  where (s.hold_id is not null and not exists (select 1 from holds h where h.id = s.hold_id))
+                     or (s.booking_id is not null and not exists (select 1 from bookings b where b.id = s.booking_id)))
+              + (select count(*) from hold_seats t
+                  where not exists (select 1 from holds h where h.id = t.hold_id)
+                     or not exists (select 1 from seats s where s.id = t.seat_id))
+              + (select count(*) from booking_seats t
+                  where not exists (select 1 from bookings b where b.id = t.booking_id)
+                     or not exists (select 1 from seats s where s.id = t.seat_id))
+              + (select count(*) from bookings t where not exists (select 1 from holds h where h.id = t.hold_id))
+              + (select count(*) from hold_nights t
+                  where not exists (select 1 from holds h where h.id = t.hold_id)
+                     or not exists (select 1 from inventory_nights n
+                                     where n.inventory_id = t.inventory_id and n.night = t.night))
+              + (select count(*) from slot_claims t where not exists (select 1 from holds h where h.id = t.hold_id))",
+    ),
+    (
         // Kept by construction since the change log's foreign keys went (migration
         // audit_history_without_foreign_keys): history rows are written by the triggers of the
         // rows they name, and holds and bookings are never deleted.

@@ -107,6 +107,54 @@ async fn a_history_row_of_an_unknown_hold_or_booking_is_an_invariant_violation()
     assert_eq!(violations(&app.db).await, [(name, 2)], "a row naming a hold but no booking");
 }
 
+/// Seats, seat records, bookings, room nights and slot claims name their hold, booking, seat or
+/// night without foreign keys (issue 10): the invariants catch each kind of row that names one
+/// that does not exist.
+#[tokio::test]
+async fn a_claim_or_record_of_an_unknown_hold_booking_seat_or_night_is_an_invariant_violation() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 3).await;
+    let hold = app.hold("alice", event.id, &event.seats[..1], "o1").await;
+    assert_eq!(hold.status, StatusCode::CREATED, "{hold:?}");
+    assert_eq!(app.confirm("alice", hold.id()).await.status, StatusCode::CREATED);
+    app.assert_invariants().await;
+    let name = "claim or record of an unknown hold, booking, seat or night";
+    let violations = |db| async move { holdfast::db::invariants::violations(db).await.unwrap() };
+    let (free, other) = (event.seats[1], event.seats[2]);
+    let inventory = app.create_inventory("2027-03-01", "2027-03-02", 1, 0).await;
+    let resource = app.create_resource(json!({})).await;
+    let rows = [
+        // A seat claimed by no hold, and one sold to no booking.
+        format!(
+            "update seats set hold_id = gen_random_uuid(), hold_expires_at = now() + interval '1 hour' where id = '{free}'"
+        ),
+        format!("update seats set booking_id = gen_random_uuid() where id = '{other}'"),
+        format!("insert into hold_seats (hold_id, seat_id) values (gen_random_uuid(), '{free}')"),
+        format!("insert into hold_seats (hold_id, seat_id) values ('{}', gen_random_uuid())", hold.id()),
+        format!("insert into booking_seats (booking_id, seat_id, active) values (gen_random_uuid(), '{free}', false)"),
+        "insert into bookings (id, event_id, hold_id, user_id, status, total_cents)
+         values (gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 'x', 'CONFIRMED', 0)"
+            .to_owned(),
+        format!(
+            "insert into hold_nights (hold_id, inventory_id, night, quantity) values (gen_random_uuid(), '{inventory}', '2027-03-01', 1)"
+        ),
+        format!(
+            "insert into hold_nights (hold_id, inventory_id, night, quantity) values ('{}', '{inventory}', '2027-04-01', 1)",
+            hold.id()
+        ),
+        format!(
+            "insert into slot_claims (hold_id, resource_id, span, blocked, active)
+             values (gen_random_uuid(), '{resource}', tstzrange(now(), now() + interval '1 hour'),
+                     tstzrange(now(), now() + interval '1 hour'), false)"
+        ),
+    ];
+    for (n, sql) in rows.iter().enumerate() {
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).execute(&app.db).await.unwrap();
+        let found = violations(&app.db).await;
+        assert!(found.contains(&(name, n as i64 + 1)), "after {sql}: {found:?}");
+    }
+}
+
 #[tokio::test]
 async fn expiry_and_reschedule_are_recorded_too() {
     let app = spawn_app().await;

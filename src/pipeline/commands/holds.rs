@@ -282,19 +282,15 @@ impl Execute for ConfirmHold {
         let Seen::Hold(seen) = plan.seen else { return Err(planned_without::<Self>()) };
         let hold_id = self.hold_id;
         let booking_id = Uuid::now_v7();
-        let total_cents = match &seen.target {
-            Target::Seats { total_cents, .. } => *total_cents,
-            _ => 0,
-        };
+        let payment_reference = self.payment_reference.as_deref();
         let confirmed = bookings::confirm_hold(
             tx,
             hold_id,
             seen.version,
             booking_id,
             &seen.user_id,
-            self.payment_reference.as_deref(),
-            total_cents,
-            seen.seat_ids(),
+            payment_reference,
+            &seen.target,
         )
         .await?;
         if !confirmed.moved {
@@ -353,7 +349,7 @@ impl Execute for ReleaseHold {
                 err => Err(err),
             };
         }
-        holds::end_claims(tx, &[hold_id]).await?;
+        holds::end_claims(tx, &[hold_id], holds::Claims::of(&seen.target)).await?;
         Ok(Reply::no_content())
     }
 }
