@@ -132,6 +132,11 @@ async fn a_claim_or_record_of_an_unknown_hold_booking_seat_or_night_is_an_invari
         format!("insert into hold_seats (hold_id, seat_id) values (gen_random_uuid(), '{free}')"),
         format!("insert into hold_seats (hold_id, seat_id) values ('{}', gen_random_uuid())", hold.id()),
         format!("insert into booking_seats (booking_id, seat_id, active) values (gen_random_uuid(), '{free}', false)"),
+        format!(
+            "insert into booking_seats (booking_id, seat_id, active)
+             select id, gen_random_uuid(), false from bookings where hold_id = '{}'",
+            hold.id()
+        ),
         "insert into bookings (id, event_id, hold_id, user_id, status, total_cents)
          values (gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 'x', 'CONFIRMED', 0)"
             .to_owned(),
