@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::domain::BookingStatus;
 
-use super::holds::{TARGET_COLUMNS, Target, TargetRecord, target_joins};
+use super::holds::{BY_ID, TARGET_COLUMNS, Target, TargetRecord, target_joins};
 
 #[derive(Debug, Clone)]
 pub struct BookingRow {
@@ -52,20 +52,25 @@ impl BookingRecord {
     }
 }
 
-fn select_booking(filter: &str) -> String {
+fn select_booking(with: &str, from: &str, filter: &str) -> String {
     format!(
-        "select b.id, b.hold_id, b.user_id, b.status, b.payment_reference, b.created_at, b.cancelled_at, b.version,
+        "{with}
+         select b.id, b.hold_id, b.user_id, b.status, b.payment_reference, b.created_at, b.cancelled_at, b.version,
                 b.event_id, b.inventory_id, b.resource_id, {TARGET_COLUMNS}
-           from bookings b
+           from {from}
            {}
           {filter}",
         target_joins("b.hold_id")
     )
 }
 
-static FIND_BOOKING: LazyLock<String> = LazyLock::new(|| select_booking("where b.id = $1"));
+/// By id, behind `BY_ID` so that its generic plan is kept (see `holds::BY_ID`).
+static FIND_BOOKING: LazyLock<String> =
+    LazyLock::new(|| select_booking(BY_ID, "by_id join bookings b on b.id = by_id.id", ""));
 static LIST_BOOKINGS: LazyLock<String> = LazyLock::new(|| {
     select_booking(
+        "",
+        "bookings b",
         "where b.user_id = $1
            and ($2::uuid is null or (b.created_at, b.id) <
                 (select created_at, id from bookings where id = $2 and user_id = $1))
