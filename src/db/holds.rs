@@ -338,10 +338,6 @@ impl Claims {
             Target::Slot { .. } => Claims { slots: true, ..Claims::default() },
         }
     }
-
-    fn add(self, seats: bool, nights: bool, slots: bool) -> Self {
-        Claims { seats: self.seats || seats, nights: self.nights || nights, slots: self.slots || slots }
-    }
 }
 
 /// Gives back everything holds that have just left HELD (released or expired, in this same
@@ -449,7 +445,11 @@ impl Ended {
             return Ok(0);
         }
         let ids: Vec<Uuid> = ended.iter().map(|h| h.id).collect();
-        let claims = ended.iter().fold(Claims::default(), |c, h| c.add(h.seats, h.nights, h.slots));
+        let claims = Claims {
+            seats: ended.iter().any(|h| h.seats),
+            nights: ended.iter().any(|h| h.nights),
+            slots: ended.iter().any(|h| h.slots),
+        };
         end_claims(conn, &ids, claims).await?;
         Ok(ended.len() as u64)
     }
