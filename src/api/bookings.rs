@@ -61,7 +61,7 @@ pub async fn get_booking(
     Auth(caller): Auth,
     ApiPath(booking_id): ApiPath<Uuid>,
 ) -> Result<Response, Error> {
-    let booking = pipeline::visible_booking(&state, &caller, booking_id).await?;
+    let booking = pipeline::visible_booking(&state.db, &caller, booking_id).await?;
     Ok(reply::ok(views::booking(&booking)))
 }
 
@@ -150,7 +150,7 @@ pub async fn booking_history(
     if query.cursor.is_some_and(|c| c < 0) {
         return Err(ValidationError::new("cursor", "must be a cursor from a previous page").into());
     }
-    let booking = pipeline::visible_booking(&state, &caller, booking_id).await?;
+    let booking = pipeline::visible_booking(&state.db, &caller, booking_id).await?;
     let rows = audit::history(&state.db, booking.hold_id, query.cursor, limit).await?;
     let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id)).flatten();
     Ok(reply::ok(views::history(booking.id, booking.hold_id, &rows, next_cursor)))

@@ -125,7 +125,7 @@ pub async fn get_hold(
     Auth(caller): Auth,
     ApiPath(hold_id): ApiPath<Uuid>,
 ) -> Result<Response, Error> {
-    let hold = pipeline::visible_hold(&state, &caller, hold_id).await?;
+    let hold = pipeline::visible_hold(&state.db, &caller, hold_id).await?;
     Ok(reply::ok(views::hold(&hold)))
 }
 

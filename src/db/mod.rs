@@ -52,7 +52,7 @@ pub fn on_constraint(constraint: &str) -> Option<Conflict> {
 /// A lazily connecting pool: the service starts (and answers /health) while Postgres is down.
 /// Every session commits synchronously: a 201 is on disk before it is sent.
 pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
-    build_pool(config, config.max_connections, "on")
+    build_pool(config, config.max_connections, "on", "auto")
 }
 
 /// Opens the pool's minimum of connections now, in the background, instead of on the first
@@ -69,13 +69,24 @@ pub fn warm_up(pool: &PgPool) {
     });
 }
 
-/// A small pool whose sessions commit asynchronously, only for idempotency claims and FAILED
-/// marks. Losing one in a crash is harmless: a lost claim means the retry runs afresh, a lost
-/// FAILED mark lapses with its lease. And a claim is durable whenever the effect it guards is:
-/// the business transaction commits synchronously, and its WAL flush covers every earlier
-/// record. This saves one WAL flush wait per request; stored answers still commit synchronously.
+/// A small pool for the short statements by key that run outside the business transaction:
+/// idempotency claims and FAILED marks, and the reads by id that plan a command (the hold a
+/// confirm, release or extend acts on; the booking a cancel or reschedule acts on).
+///
+/// Its sessions commit asynchronously. Losing a claim or a mark in a crash is harmless: a lost
+/// claim means the retry runs afresh, a lost FAILED mark lapses with its lease. And a claim is
+/// durable whenever the effect it guards is: the business transaction commits synchronously, and
+/// its WAL flush covers every earlier record. This saves one WAL flush wait per request; stored
+/// answers still commit synchronously. (Reads commit nothing.)
+///
+/// Its sessions also always run a prepared statement's generic plan (`plan_cache_mode`), as the
+/// write transactions do (see `write_tx`): every statement here finds its rows by key, so the
+/// generic plan is the custom one minus the planning. With the default (`auto`) the read of a
+/// hold was planned afresh on 11-26% of its calls in `spread` (each time autovacuum's statistics
+/// invalidated it, Postgres built custom plans again until their average cost caught up with the
+/// generic plan's), at 0.5 ms a plan, more than its execution (BENCHMARKS.md, session 17).
 pub fn claims_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
-    build_pool(config, (config.max_connections / 2).max(2), "off")
+    build_pool(config, (config.max_connections / 2).max(2), "off", "force_generic_plan")
 }
 
 /// One connection of its own for `/ready`'s probe: a flood of readiness checks can never take
@@ -105,7 +116,12 @@ pub fn listen_pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
 /// Connections idle this long are pinged before use.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
-fn build_pool(config: &DatabaseConfig, size: u32, synchronous_commit: &str) -> Result<PgPool, sqlx::Error> {
+fn build_pool(
+    config: &DatabaseConfig,
+    size: u32,
+    synchronous_commit: &str,
+    plan_cache_mode: &str,
+) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = config.url.0.parse()?;
     let options = options.application_name("holdfast").options([
         ("statement_timeout", format!("{}ms", config.statement_timeout_ms)),
@@ -113,6 +129,7 @@ fn build_pool(config: &DatabaseConfig, size: u32, synchronous_commit: &str) -> R
         // A connection left idle inside a transaction is a bug; never let it pin row locks.
         ("idle_in_transaction_session_timeout", "15s".to_owned()),
         ("synchronous_commit", synchronous_commit.to_owned()),
+        ("plan_cache_mode", plan_cache_mode.to_owned()),
     ]);
     let min = config.min_connections.unwrap_or(size).min(size);
     Ok(PgPoolOptions::new()

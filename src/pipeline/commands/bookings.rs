@@ -81,7 +81,7 @@ impl Execute for CancelBooking {
     const COUNTERS: &'static [&'static str] = &["holdfast_bookings_cancelled_total"];
 
     async fn plan(&self, state: &AppState, caller: &Caller) -> Result<Step, Error> {
-        let booking = super::visible_booking(state, caller, self.booking_id).await?;
+        let booking = super::visible_booking(&state.claims_db, caller, self.booking_id).await?;
         if booking.status == BookingStatus::Cancelled {
             return Ok(Step::Done(Reply::ok(views::booking(&booking))));
         }

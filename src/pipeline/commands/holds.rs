@@ -217,7 +217,7 @@ fn chosen(seats: Vec<Uuid>, marked: Option<Marked>) -> Result<Step, Error> {
 /// The plan of a command on an existing hold: the hold as seen, locked by what it covers, if
 /// it is still HELD.
 async fn plan_on_hold(state: &AppState, caller: &Caller, hold_id: Uuid, releasing: bool) -> Result<Step, Error> {
-    let hold = super::visible_hold(state, caller, hold_id).await?;
+    let hold = super::visible_hold(&state.claims_db, caller, hold_id).await?;
     match hold.effective_status() {
         HoldStatus::Held => write(target_resources(state, &hold.target).await?, Seen::Hold(hold)),
         // Releasing what is already gone is a harmless repeat.

@@ -19,7 +19,7 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 pub use bookings::{BookSeats, CancelBooking};
@@ -357,18 +357,20 @@ fn missing(requested: &[Uuid], got: &[Uuid]) -> Vec<Uuid> {
     requested.iter().filter(|id| !got.contains(id)).copied().collect()
 }
 
-/// A hold the caller may see (their own; any for admins), or 404: others' holds do not exist for them.
-pub async fn visible_hold(state: &AppState, caller: &Caller, hold_id: Uuid) -> Result<hold_rows::HoldRow, Error> {
-    hold_rows::find(&state.db, hold_id).await?.filter(|h| caller.may_access(&h.user_id)).ok_or(Error::NotFound("hold"))
+/// A hold the caller may see (their own; any for admins), or 404: others' holds do not exist for
+/// them. A command's plan reads it on `state.claims_db`, whose sessions keep generic plans (see
+/// `db::claims_pool`); everything else on `state.db`.
+pub async fn visible_hold(db: &PgPool, caller: &Caller, hold_id: Uuid) -> Result<hold_rows::HoldRow, Error> {
+    hold_rows::find(db, hold_id).await?.filter(|h| caller.may_access(&h.user_id)).ok_or(Error::NotFound("hold"))
 }
 
 /// A booking the caller may see, or 404 (as [`visible_hold`]).
 pub async fn visible_booking(
-    state: &AppState,
+    db: &PgPool,
     caller: &Caller,
     booking_id: Uuid,
 ) -> Result<booking_rows::BookingRow, Error> {
-    booking_rows::find(&state.db, booking_id)
+    booking_rows::find(db, booking_id)
         .await?
         .filter(|b| caller.may_access(&b.user_id))
         .ok_or(Error::NotFound("booking"))

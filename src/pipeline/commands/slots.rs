@@ -86,7 +86,7 @@ impl Execute for RescheduleBooking {
     const COUNTERS: &'static [&'static str] = &["holdfast_bookings_rescheduled_total"];
 
     async fn plan(&self, state: &AppState, caller: &Caller) -> Result<Step, Error> {
-        let booking = super::visible_booking(state, caller, self.booking_id).await?;
+        let booking = super::visible_booking(&state.claims_db, caller, self.booking_id).await?;
         let Target::Slot { resource_id, start: old_start, end: old_end } = booking.target else {
             return Err(ValidationError::new("booking", "only slot bookings can be rescheduled").into());
         };
