@@ -7,9 +7,19 @@
 //! request ids are visible ASCII, and JSON escapes it. A value holding one anyway is an error,
 //! never a truncated query.
 //!
+//! Postgres parses, analyses and plans every statement of a simple query afresh, so the two
+//! statements that ride with the BEGIN and the COMMIT are prepared once per connection (SQL
+//! `PREPARE`, on the connection's first write transaction: [`PREPARE`]) and sent as `execute
+//! holdfast_begin(...)` and `execute holdfast_record(...)`: what Postgres then parses is the
+//! `execute` and its literals, and the statement runs on its cached plan. Measured, parsing,
+//! analysing and planning those two statements were a tenth of Postgres's CPU in `spread`
+//! (BENCHMARKS.md, session 17).
+//!
 //! sqlx's `Transaction` cannot commit through a statement of ours, so this type keeps the
 //! transaction itself: [`WriteTx::rollback`] on every error path, and a connection dropped with
 //! its transaction still open (a panic) is closed, never returned to the pool.
+
+use std::sync::LazyLock;
 
 use futures_util::TryStreamExt;
 use postgres_protocol::escape::escape_literal;
@@ -62,20 +72,43 @@ impl WriteTx {
         no_nul(&[actor, role, request_id])?;
         let mut tx = WriteTx { conn: Some(pool.acquire().await?) };
         let sql = begin_sql(actor, role, request_id, serialize_actor, logged_hold);
-        let result = if serialize_actor {
-            let rows: Result<Vec<PgRow>, _> =
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch(tx.conn()).try_collect().await;
-            // The count is the last statement's single row.
-            rows.and_then(|rows| rows.last().ok_or(sqlx::Error::RowNotFound)?.try_get::<i64, _>(0)).map(Some)
-        } else {
-            tx.conn().execute(sqlx::AssertSqlSafe(sql)).await.map(|_| None)
-        };
+        let mut result = tx.begin(&sql, serialize_actor).await;
+        if matches!(&result, Err(err) if unprepared(err)) {
+            // This connection's first write transaction: prepare, then begin again.
+            result = match tx.conn().execute("rollback").await {
+                Ok(_) => match tx.conn().execute(sqlx::AssertSqlSafe(PREPARE.as_str())).await {
+                    Ok(_) => tx.begin(&sql, serialize_actor).await,
+                    Err(err) => {
+                        // Prepared statements outlive a failed simple query: a connection left
+                        // with one of the two would fail every transaction. Start afresh.
+                        if let Some(conn) = tx.conn.as_mut() {
+                            conn.close_on_drop();
+                        }
+                        Err(err)
+                    }
+                },
+                // The connection failed meanwhile: that is the answer, not the missing statement.
+                Err(err) => Err(err),
+            };
+        }
         match result {
             Ok(live_holds) => Ok((tx, live_holds)),
             Err(err) => {
                 tx.rollback().await;
                 Err(err)
             }
+        }
+    }
+
+    /// Runs [`begin_sql`]'s statements; with `serialize_actor`, returns the count they end with.
+    async fn begin(&mut self, sql: &str, serialize_actor: bool) -> Result<Option<i64>, sqlx::Error> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if serialize_actor {
+            let rows: Vec<PgRow> = sqlx::raw_sql(sql).fetch(self.conn()).try_collect().await?;
+            // The count is the last statement's single row.
+            Ok(Some(rows.last().ok_or(sqlx::Error::RowNotFound)?.try_get::<i64, _>(0)?))
+        } else {
+            self.conn().execute(sql).await.map(|_| None)
         }
     }
 
@@ -135,6 +168,28 @@ impl Drop for WriteTx {
     }
 }
 
+/// What a connection prepares before its first write transaction (see the module notes): the
+/// record first, so that a connection with `holdfast_begin` always has `holdfast_record` too.
+/// `holdfast_begin` says who acts, for the audit triggers, and which hold's statement writes its
+/// own change rows (`''` for none, which the triggers read as none: see the migration
+/// `lean_trigger_conditions_and_keys`).
+static PREPARE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "prepare holdfast_record (text, text, bytea, uuid, int2, jsonb) as {};
+         prepare holdfast_begin (text, text, text, text) as
+           select set_config('plan_cache_mode', 'force_generic_plan', true), set_config('holdfast.actor', $1, true),
+                  set_config('holdfast.actor_role', $2, true), set_config('holdfast.request_id', $3, true),
+                  set_config('holdfast.logged_hold', $4, true)",
+        idempotency::RECORD
+    )
+});
+
+/// Whether a statement failed because this connection has not prepared [`PREPARE`] yet
+/// (`invalid_sql_statement_name`).
+fn unprepared(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("26000"))
+}
+
 /// The BEGIN also makes this transaction's prepared statements run their generic plan. With the
 /// default (`auto`) Postgres keeps planning the write path's CTEs afresh on every execution,
 /// because a custom plan's estimate never loses to the generic one: measured, that planning was
@@ -145,16 +200,12 @@ impl Drop for WriteTx {
 /// ...`) need custom plans to use their indexes, and they run outside any `WriteTx`.
 fn begin_sql(actor: &str, role: &str, request_id: &str, serialize_actor: bool, logged_hold: Option<Uuid>) -> String {
     let actor = escape_literal(actor);
+    let logged_hold = logged_hold.map(|hold| hold.to_string()).unwrap_or_default();
     let mut sql = format!(
-        "begin; select set_config('plan_cache_mode', 'force_generic_plan', true), \
-         set_config('holdfast.actor', {actor}, true), set_config('holdfast.actor_role', {}, true), \
-         set_config('holdfast.request_id', {}, true)",
+        "begin; execute holdfast_begin({actor}, {}, {}, '{logged_hold}')",
         escape_literal(role),
         escape_literal(request_id)
     );
-    if let Some(hold) = logged_hold {
-        sql.push_str(&format!(", set_config('holdfast.logged_hold', {}, true)", escape_literal(&hold.to_string())));
-    }
     if serialize_actor {
         sql.push_str(&format!(
             "; select pg_advisory_xact_lock(hashtextextended('holdfast:actor:' || {actor}, 0)); {}",
@@ -171,12 +222,11 @@ mod tests {
     #[test]
     fn the_actor_travels_as_quoted_literals() {
         let sql = begin_sql("o'brien\\'; drop table holds; --", "user", "", false, None);
-        assert!(sql.contains(r"E'o''brien\\''; drop table holds; --'"), "{sql}");
-        assert!(sql.ends_with("set_config('holdfast.request_id', '', true)"), "{sql}");
+        assert_eq!(sql, r"begin; execute holdfast_begin( E'o''brien\\''; drop table holds; --', 'user', '', '')");
         let serialized = begin_sql("a'b", "user", "r", true, Some(Uuid::nil()));
         assert!(
             serialized.contains(
-                "set_config('holdfast.logged_hold', '00000000-0000-0000-0000-000000000000', true); select pg_advisory"
+                "execute holdfast_begin('a''b', 'user', 'r', '00000000-0000-0000-0000-000000000000'); select pg_advisory"
             ),
             "{serialized}"
         );

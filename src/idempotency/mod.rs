@@ -271,15 +271,31 @@ pub async fn record(
     status: u16,
     body: &Value,
 ) -> Result<bool, sqlx::Error> {
-    let sql = record_sql(req, status, body)?;
-    match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(conn).await {
+    no_nul(&[&req.user_id, &req.key])?;
+    let inserted = sqlx::query(RECORD)
+        .bind(&req.user_id)
+        .bind(&req.key)
+        .bind(&req.fingerprint)
+        .bind(Uuid::new_v4())
+        .bind(status as i16)
+        .bind(sqlx::types::Json(body))
+        .execute(conn)
+        .await;
+    match inserted {
         Ok(_) => Ok(true),
         Err(err) if key_taken(&err) => Ok(false),
         Err(err) => Err(err),
     }
 }
 
-/// [`record`]'s insert as one statement of literals (see `db::write_tx`).
+/// [`record`]'s insert: user, key, fingerprint, claim token, status, body.
+pub(crate) const RECORD: &str = "insert into idempotency_records
+        (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)
+    values ($1, $2, $3, 'SUCCEEDED', $4, now(), $5, $6)";
+
+/// [`record`]'s insert as one statement of literals, for a simple query (see `db::write_tx`):
+/// the execution of [`RECORD`] prepared on the connection as `holdfast_record`, so that Postgres
+/// parses, analyses and plans only the `execute`, not the insert.
 pub(crate) fn record_sql(req: &IdempotentRequest, status: u16, body: &Value) -> Result<String, sqlx::Error> {
     use std::fmt::Write;
     let body = body.to_string();
@@ -289,9 +305,7 @@ pub(crate) fn record_sql(req: &IdempotentRequest, status: u16, body: &Value) -> 
         let _ = write!(fingerprint, "{byte:02x}");
     }
     Ok(format!(
-        "insert into idempotency_records
-                (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)
-         values ({}, {}, decode('{fingerprint}', 'hex'), 'SUCCEEDED', '{}', now(), {status}, {}::jsonb)",
+        "execute holdfast_record({}, {}, decode('{fingerprint}', 'hex'), '{}', {status}, {})",
         escape_literal(&req.user_id),
         escape_literal(&req.key),
         Uuid::new_v4(),
@@ -407,8 +421,8 @@ mod tests {
     fn the_record_travels_as_literals_or_not_at_all() {
         let req = IdempotentRequest { user_id: "u'1".into(), key: "k\\".into(), fingerprint: vec![0, 255] };
         let sql = record_sql(&req, 201, &serde_json::json!({ "a": "it's \\ \u{1}" })).unwrap();
-        assert!(sql.contains("values ('u''1',  E'k\\\\', decode('00ff', 'hex')"), "{sql}");
-        assert!(sql.contains(r#"201,  E'{"a":"it''s \\\\ \\u0001"}'::jsonb"#), "{sql}");
+        assert!(sql.starts_with("execute holdfast_record('u''1',  E'k\\\\', decode('00ff', 'hex'), '"), "{sql}");
+        assert!(sql.ends_with(r#"', 201,  E'{"a":"it''s \\\\ \\u0001"}')"#), "{sql}");
         let nul = IdempotentRequest { user_id: "u\0".into(), key: "k".into(), fingerprint: vec![] };
         assert!(record_sql(&nul, 201, &Value::Null).is_err());
     }
