@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::support::app::{
-    Event, JWT_SECRET, RedisCluster, Res, TestDatabase, eventually, free_port, request, seat_ids,
+    Event, JWT_SECRET, RedisCluster, Res, TestDatabase, eventually, free_port, request, restartable_port, seat_ids,
 };
 
 fn signal(pid: u32, sig: &str) {
@@ -59,7 +59,7 @@ pub fn shared_env(database_url: &str, redis_urls: &str, key_prefix: &str) -> Vec
 
 impl Instance {
     pub async fn spawn(env: &[(String, String)], extra: &[(&str, &str)]) -> Self {
-        Self::spawn_on(free_port(), env, extra).await
+        Self::spawn_on(restartable_port(), env, extra).await
     }
 
     /// Starts on a given port (a restarted instance keeps its place behind the balancer).
@@ -153,7 +153,7 @@ impl PgCluster {
         let bindir = std::env::var("HOLDFAST_PG_BINDIR").expect("HOLDFAST_PG_BINDIR is set by scripts/test.sh");
         let dir = std::env::temp_dir().join(format!("holdfast-pg-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let cluster = Self { port: free_port(), dir, bindir };
+        let cluster = Self { port: restartable_port(), dir, bindir };
         if is_root() {
             // Postgres refuses to run as root: the cluster belongs to the postgres user.
             assert!(
@@ -212,7 +212,15 @@ impl PgCluster {
             .stdout(Stdio::null())
             .status()
             .unwrap();
-        assert!(status.success(), "pg_ctl start failed");
+        if !status.success() {
+            let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            panic!(
+                "pg_ctl start failed on port {}; the server's log ends:\n{}",
+                self.port,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
     }
 
     /// Stops at once, like a crash: no checkpoint, clients cut off mid-statement.
