@@ -192,9 +192,11 @@ pub struct CreatedHold {
     pub buyer_limit: Option<i32>,
 }
 
-/// Creates a HELD hold and claims its seats in one statement (one round trip): insert the hold,
-/// take only seats that are still free (no booking, no live hold; an expired hold never
-/// blocks), and record the seats taken. Under READ COMMITTED a racing claim blocks on the row
+/// Creates a HELD hold and claims its seats in one statement (one round trip): take only seats
+/// that are still free (no booking, no live hold; an expired hold never blocks), then insert the
+/// hold with the ids of the seats taken (`holds.seat_ids`; see the migration
+/// `hold_seats_in_the_hold_row`). Hold and seats get the same expiry: `now()` is the
+/// transaction's start, the same in both. Under READ COMMITTED a racing claim blocks on the row
 /// lock, then re-evaluates the "still free" predicate against the winner's row and skips it.
 /// The caller rolls back unless every seat asked for was claimed. Seats of an event not on sale
 /// yet are not claimed unless `before_sale` (an admin).
@@ -216,13 +218,9 @@ pub async fn create(
 ) -> Result<CreatedHold, sqlx::Error> {
     sqlx::query_as!(
         CreatedHold,
-        r#"with hold as (
-             insert into holds (id, event_id, user_id, status, expires_at)
-             values ($1, $2, $3, 'HELD', now() + $4::int8 * interval '1 second')
-             returning expires_at, created_at
-         ), claimed as (
+        r#"with claimed as (
              update seats
-                set hold_id = $1, hold_expires_at = (select expires_at from hold), version = version + 1
+                set hold_id = $1, hold_expires_at = now() + $4::int8 * interval '1 second', version = version + 1
               where event_id = $2 and id = any($5)
                 and booking_id is null
                 and (hold_id is null or hold_expires_at <= now())
@@ -235,8 +233,11 @@ pub async fn create(
                                                               and t.status = 'admitted'
                                                               and t.admission_expires_at > now())))))
              returning id, price_cents, version
-         ), recorded as (
-             insert into hold_seats (hold_id, seat_id) select $1, id from claimed returning seat_id
+         ), hold as (
+             insert into holds (id, event_id, user_id, status, expires_at, seat_ids)
+             values ($1, $2, $3, 'HELD', now() + $4::int8 * interval '1 second',
+                     array(select id from claimed order by id))
+             returning expires_at, created_at, seat_ids
          ), logged as (
              insert into audit_log (hold_id, entity, to_status, detail, type, scope_id, data, actor, actor_role, request_id)
              select $1, 'hold', 'HELD', jsonb_build_object('expires_at', hold.expires_at), 'seats.changed', $2,
@@ -246,7 +247,7 @@ pub async fn create(
                from hold
               where change_logged_hold() = $1
          )
-         select array(select seat_id from recorded order by seat_id) as "claimed!",
+         select hold.seat_ids as "claimed!",
                 (select coalesce(sum(price_cents), 0)::int8 from claimed) as "total_cents!",
                 hold.expires_at as "expires_at!", hold.created_at as "created_at!",
                 (select max_seats_per_buyer from events where id = $2) as buyer_limit
@@ -270,7 +271,8 @@ pub async fn create(
 pub(crate) const LIVE_HOLDS_OF: &str =
     "select count(*) from holds where user_id = $1 and status = 'HELD' and expires_at > now()";
 
-/// Inserts a hold row in `status` with `expires_at = now() + ttl`; returns the expiry.
+/// Inserts a seat hold in `status` with `expires_at = now() + ttl` and its seats (sorted, as
+/// [`create`] records them); returns the expiry.
 pub async fn insert(
     conn: &mut PgConnection,
     hold_id: Uuid,
@@ -278,26 +280,21 @@ pub async fn insert(
     user_id: &str,
     status: HoldStatus,
     ttl_seconds: i64,
+    seat_ids: &[Uuid],
 ) -> Result<DateTime<Utc>, sqlx::Error> {
     sqlx::query_scalar!(
-        "insert into holds (id, event_id, user_id, status, expires_at)
-         values ($1, $2, $3, $4, now() + $5::int8 * interval '1 second')
+        "insert into holds (id, event_id, user_id, status, expires_at, seat_ids)
+         values ($1, $2, $3, $4, now() + $5::int8 * interval '1 second', array(select unnest($6::uuid[]) order by 1))
          returning expires_at",
         hold_id,
         event_id,
         user_id,
         status as HoldStatus,
         ttl_seconds,
+        seat_ids,
     )
     .fetch_one(conn)
     .await
-}
-
-pub async fn record_seats(conn: &mut PgConnection, hold_id: Uuid, seat_ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query!("insert into hold_seats (hold_id, seat_id) select $1, unnest($2::uuid[])", hold_id, seat_ids)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 /// Moves a live hold at the version we read to `to`. Returns false when the hold changed,
@@ -346,8 +343,10 @@ impl Claims {
 /// table runs that table's statement-level triggers (the change log's `seats_changed`,
 /// `nights_changed`, `slots_changed`) even when it changes no row: one statement for every kind
 /// would run all three for every release. Seats claimed since by someone else are untouched.
-/// A hold's seats are found through `hold_seats`: `seats.hold_id` carries no index, so that
-/// claiming and freeing a seat are HOT updates (see the migration `lean_write_path`).
+/// A hold's seats are found through `hold_seats` (a view of each hold's `seat_ids`, and of the
+/// rows of holds made before the migration `hold_seats_in_the_hold_row`): `seats.hold_id`
+/// carries no index, so that claiming and freeing a seat are HOT updates (see the migration
+/// `lean_write_path`).
 pub async fn end_claims(conn: &mut PgConnection, hold_ids: &[Uuid], claims: Claims) -> Result<(), sqlx::Error> {
     if claims.seats {
         sqlx::query!(

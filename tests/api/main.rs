@@ -22,5 +22,6 @@ mod shutdown;
 mod slots;
 mod streams;
 mod support;
+mod upgrade;
 mod validation;
 mod webhooks;

@@ -48,8 +48,7 @@ impl Execute for BookSeats {
         }
         // A booking always comes from a hold; here the hold is born CONFIRMED.
         let hold_id = Uuid::now_v7();
-        holds::insert(tx, hold_id, event_id, &caller.user_id, HoldStatus::Confirmed, 0).await?;
-        holds::record_seats(tx, hold_id, seat_ids).await?;
+        holds::insert(tx, hold_id, event_id, &caller.user_id, HoldStatus::Confirmed, 0, seat_ids).await?;
         let booking_id = Uuid::now_v7();
         let payment_reference = self.payment_reference.as_deref();
         bookings::insert(tx, booking_id, event_id, hold_id, &caller.user_id, payment_reference, total_cents).await?;

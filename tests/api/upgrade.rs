@@ -1,0 +1,138 @@
+//! Rolling upgrades: migrations run at start-up (README), so for a while instances of the
+//! previous release serve beside this release's schema. What they write must still be served, and
+//! what this release writes must still read right to them. Their statements are replayed here
+//! verbatim, as they sent them, against this release's schema and service.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::support::app::spawn_app;
+
+/// The previous release's hold statement (`db::holds::create` before the migration
+/// `hold_seats_in_the_hold_row`), which records a hold's seats as rows of `hold_seats`.
+const PREVIOUS_CREATE_HOLD: &str = r#"with hold as (
+             insert into holds (id, event_id, user_id, status, expires_at)
+             values ($1, $2, $3, 'HELD', now() + $4::int8 * interval '1 second')
+             returning expires_at, created_at
+         ), claimed as (
+             update seats
+                set hold_id = $1, hold_expires_at = (select expires_at from hold), version = version + 1
+              where event_id = $2 and id = any($5)
+                and booking_id is null
+                and (hold_id is null or hold_expires_at <= now())
+                and exists (select 1 from events e
+                             where e.id = $2 and e.starts_at > now()
+                               and ($6 or ((e.on_sale_at is null or e.on_sale_at <= now())
+                                           and (not e.queue_enabled
+                                                or exists (select 1 from queue_tickets t
+                                                            where t.id = $7 and t.event_id = $2 and t.user_id = $3
+                                                              and t.status = 'admitted'
+                                                              and t.admission_expires_at > now())))))
+             returning id, price_cents, version
+         ), recorded as (
+             insert into hold_seats (hold_id, seat_id) select $1, id from claimed returning seat_id
+         ), logged as (
+             insert into audit_log (hold_id, entity, to_status, detail, type, scope_id, data, actor, actor_role, request_id)
+             select $1, 'hold', 'HELD', jsonb_build_object('expires_at', hold.expires_at), 'seats.changed', $2,
+                    coalesce((select jsonb_agg(jsonb_build_array(c.id, 'HELD', c.version) order by c.id) from claimed c),
+                             '[]'),
+                    change_actor(), change_actor_role(), change_request_id()
+               from hold
+              where change_logged_hold() = $1
+         )
+         select array(select seat_id from recorded order by seat_id) as "claimed!",
+                (select coalesce(sum(price_cents), 0)::int8 from claimed) as "total_cents!",
+                hold.expires_at as "expires_at!", hold.created_at as "created_at!",
+                (select max_seats_per_buyer from events where id = $2) as buyer_limit
+           from hold"#;
+
+/// Makes a hold as the previous release did: its BEGIN's settings, then its statement.
+async fn previous_release_hold(db: &sqlx::PgPool, user: &str, event: Uuid, seats: &[Uuid]) -> Uuid {
+    let hold_id = Uuid::now_v7();
+    let mut tx = db.begin().await.unwrap();
+    sqlx::query(
+        "select set_config('holdfast.actor', $1, true), set_config('holdfast.actor_role', 'user', true),
+                set_config('holdfast.request_id', '', true), set_config('holdfast.logged_hold', $2, true)",
+    )
+    .bind(user)
+    .bind(hold_id.to_string())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let claimed: Vec<Uuid> = sqlx::query_scalar(PREVIOUS_CREATE_HOLD)
+        .bind(hold_id)
+        .bind(event)
+        .bind(user)
+        .bind(600_i64)
+        .bind(seats)
+        .bind(false)
+        .bind(None::<Uuid>)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), seats.len(), "the previous release's statement claims every seat");
+    tx.commit().await.unwrap();
+    hold_id
+}
+
+fn sorted(seats: &[Uuid]) -> serde_json::Value {
+    let mut ids: Vec<String> = seats.iter().map(Uuid::to_string).collect();
+    ids.sort();
+    json!(ids)
+}
+
+#[tokio::test]
+async fn holds_made_by_the_previous_release_are_read_extended_confirmed_and_released() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 2, 4).await;
+    let (kept, let_go) = (&event.seats[0..2], &event.seats[2..5]);
+    let confirmed = previous_release_hold(&app.db, "alice", event.id, kept).await;
+    let released = previous_release_hold(&app.db, "alice", event.id, let_go).await;
+    assert_eq!(app.count("select count(*) from hold_seats_before").await, 5, "their seat rows are kept as they were");
+
+    let read = app.get(&format!("/v1/holds/{confirmed}"), Some("alice")).await;
+    assert_eq!(read.status, StatusCode::OK, "{read:?}");
+    assert_eq!(read.body["seat_ids"], sorted(kept));
+    assert_eq!(read.body["total_cents"], 5000);
+    let extended =
+        app.post(&format!("/v1/holds/{confirmed}/extend"), "alice", "e", &json!({ "ttl_seconds": 900 })).await;
+    assert_eq!(extended.status, StatusCode::OK, "{extended:?}");
+    let booking = app.confirm("alice", confirmed).await;
+    assert_eq!(booking.status, StatusCode::CREATED, "{booking:?}");
+    assert_eq!(booking.body["seat_ids"], sorted(kept));
+    assert_eq!(booking.body["total_cents"], 5000);
+
+    let token = app.token("alice");
+    let res = app.send(Method::DELETE, &format!("/v1/holds/{released}"), Some(&token), None, None).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "{res:?}");
+    assert_eq!(app.hold("bob", event.id, let_go, "b").await.status, StatusCode::CREATED, "the released seats are free");
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn the_previous_release_reads_this_releases_holds_from_hold_seats() {
+    let app = spawn_app().await;
+    let event = app.create_event(1, 1, 4).await;
+    let seats = &event.seats[1..3];
+    let hold = app.hold("alice", event.id, seats, "h").await.id();
+    let direct = app
+        .post(&format!("/v1/events/{}/bookings", event.id), "bob", "d", &json!({ "seat_ids": [event.seats[3]] }))
+        .await;
+    assert_eq!(direct.status, StatusCode::CREATED, "{direct:?}");
+
+    // Where the previous release looks for a hold's seats (`hold_seats`), for both kinds of hold.
+    let seats_of = |hold: Uuid| {
+        sqlx::query_scalar::<_, Uuid>("select seat_id from hold_seats where hold_id = $1 order by seat_id")
+            .bind(hold)
+            .fetch_all(&app.db)
+    };
+    let mut expected = seats.to_vec();
+    expected.sort();
+    assert_eq!(seats_of(hold).await.unwrap(), expected);
+    let direct_hold: Uuid = direct.body["hold_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(seats_of(direct_hold).await.unwrap(), vec![event.seats[3]]);
+    // This release writes them only in the hold's row.
+    assert_eq!(app.count("select count(*) from hold_seats_before").await, 0);
+    assert_eq!(app.count("select count(*) from holds where cardinality(seat_ids) > 0").await, 2);
+}
