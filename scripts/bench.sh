@@ -89,7 +89,7 @@ SQL
       ;;
   esac
   pg_seconds=$([ "$seconds" -gt 0 ] && echo "$seconds" || echo 10)
-  ceiling_tps=$("$HOLDFAST_PG_BINDIR/pgbench" -n -M prepared -c "$clients" -j 2 -T "$pg_seconds" -D nseats="$seats" \
+  ceiling_tps=$("$HOLDFAST_PG_BINDIR/pgbench" -n -M prepared -c "$clients" -j 2 -T "$pg_seconds" -D nseats="$seats" -D ttl=600 \
       -f "$ceiling_sql" "$base_url/holdfast_ceiling" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
   echo "pgbench hold-transaction ceiling: $ceiling_tps tps ($clients clients, ${pg_seconds}s)" >&2
   # The second ceiling, independent of holdfast's SQL and schema: the least work a hold needs

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# What each part of a hold costs Postgres (issue 10): pgbench runs, in alternating rounds, on a
+# database migrated by holdfast, the least work a hold needs (bench/minimal_hold.sql, on two plain
+# tables), then bench/parts/*.sql, each adding one part of what a hold writes to the one before
+# (holdfast's holds and seats; the hold's seat list; its change row; its idempotency record), then
+# holdfast's own statements (bench/hold.sql). Per part: transactions per second,
+# Postgres CPU per transaction (/proc, as scripts/bench.sh), pgbench's own CPU per transaction,
+# WAL bytes per transaction, medians over the rounds, and Postgres CPU against part 1's. No
+# service runs: this measures the SQL and the schema alone. Each run starts after a checkpoint,
+# with full_page_writes off on the dev cluster while the script runs (restored on exit): a page's
+# first change after a checkpoint would otherwise add the whole page to the WAL, and how many
+# pages a short run touches first says more about the run than about the part.
+#
+#   scripts/bench-parts.sh [clients] [seconds] [rounds] [parts...]
+#   e.g.  scripts/bench-parts.sh 16 10 3
+#         scripts/bench-parts.sh 16 10 5 bench/parts/3_seat_list.sql bench/parts/3_seat_rows_before.sql
+#   HOLDFAST_BIN=path migrates with that binary (default target/release/holdfast, built if missing).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+clients=${1:-16}; seconds=${2:-10}; rounds=${3:-3}; shift $(( $# < 3 ? $# : 3 ))
+parts=("$@"); [ ${#parts[@]} -gt 0 ] || parts=(bench/minimal_hold.sql bench/parts/*.sql bench/hold.sql)
+dev_env=$(scripts/dev-env.sh up)
+eval "$dev_env"
+base_url=${DATABASE_URL%/*}
+bin=${HOLDFAST_BIN:-target/release/holdfast}
+[ -n "${HOLDFAST_BIN:-}" ] || [ -x "$bin" ] || cargo build --release --bin holdfast >&2
+url="$base_url/holdfast_parts"
+psql "$base_url/postgres" -qAtX -v ON_ERROR_STOP=1 -c "drop database if exists holdfast_parts with (force)" \
+  -c "create database holdfast_parts"
+DATABASE_URL=$url "$bin" migrate >/dev/null
+# Holds last a second (-D ttl=1), and the seats taken (at random, or from a sequence that wraps
+# around all 300,000) are free again long before their turn comes back, so every hold that claims
+# its seat claims it, as in the service's runs.
+psql "$url" -qAtX -v ON_ERROR_STOP=1 <<'SQL'
+insert into events (id, name, starts_at, created_by)
+  values ('00000000-0000-7000-8000-000000000001', 'parts', now() + interval '1 year', 'bench');
+insert into seats (id, event_id, section, row_label, number, price_cents)
+  select gen_random_uuid(), '00000000-0000-7000-8000-000000000001', 'A', (g / 50)::text, g % 50 + 1, 1000
+    from generate_series(0, 299999) g;
+create table bench_seats as select row_number() over () as n, id as seat_id, event_id from seats;
+create unique index on bench_seats (n);
+create sequence bench_seat_seq maxvalue 300000 cycle;
+SQL
+psql "$url" -qAtX -v ON_ERROR_STOP=1 -f bench/minimal_schema.sql >/dev/null
+psql "$url" -qAtX -c "vacuum analyze" >/dev/null
+psql_admin() { psql "$base_url/postgres" -qAtX -v ON_ERROR_STOP=1 "$@"; }
+psql_admin -c "alter system set full_page_writes = off" -c "select pg_reload_conf()" >/dev/null
+trap 'psql_admin -c "alter system reset full_page_writes" -c "select pg_reload_conf()" >/dev/null' EXIT
+pg_data=$(psql "$url" -qAtX -c 'show data_directory')
+BENCH_PG_BINDIR="$HOLDFAST_PG_BINDIR" python3 scripts/bench_parts.py "$url" "$(head -1 "$pg_data/postmaster.pid")" \
+  "$rounds" "$seconds" "$clients" "${parts[@]}"
+psql "$base_url/postgres" -qAtX -c "drop database holdfast_parts with (force)"
