@@ -14,11 +14,23 @@
 #   scripts/bench-parts.sh [clients] [seconds] [rounds] [parts...]
 #   e.g.  scripts/bench-parts.sh 16 10 3
 #         scripts/bench-parts.sh 16 10 5 bench/parts/3_seat_list.sql bench/parts/3_seat_rows_before.sql
+#         scripts/bench-parts.sh 16 10 5 confirm     # a hold, then a hold and each part of its confirm
 #   HOLDFAST_BIN=path migrates with that binary (default target/release/holdfast, built if missing).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 clients=${1:-16}; seconds=${2:-10}; rounds=${3:-3}; shift $(( $# < 3 ? $# : 3 ))
+seats=300000
 parts=("$@"); [ ${#parts[@]} -gt 0 ] || parts=(bench/minimal_hold.sql bench/parts/*.sql bench/hold.sql)
+# `confirm`: a hold as holdfast makes it, alone; then followed by the parts of a confirm, one more
+# each time (bench/parts/confirm/[1-4]_*.sql, then commit.sql); then by holdfast's confirm.
+if [ "${parts[0]}" = confirm ]; then
+  parts=(bench/hold.sql); so_far=bench/hold.sql
+  for f in bench/parts/confirm/[1-4]_*.sql; do
+    so_far+="+$f"; parts+=("$so_far+bench/parts/confirm/commit.sql")
+  done
+  parts+=(bench/hold.sql+bench/parts/confirm/5_holdfast.sql)
+  seats=1000000   # a booked seat is never free again: enough that no seat comes round twice
+fi
 dev_env=$(scripts/dev-env.sh up)
 eval "$dev_env"
 base_url=${DATABASE_URL%/*}
@@ -29,17 +41,17 @@ psql "$base_url/postgres" -qAtX -v ON_ERROR_STOP=1 -c "drop database if exists h
   -c "create database holdfast_parts"
 DATABASE_URL=$url "$bin" migrate >/dev/null
 # Holds last a second (-D ttl=1), and the seats taken (at random, or from a sequence that wraps
-# around all 300,000) are free again long before their turn comes back, so every hold that claims
+# around all of them) are free again long before their turn comes back, so every hold that claims
 # its seat claims it, as in the service's runs.
-psql "$url" -qAtX -v ON_ERROR_STOP=1 <<'SQL'
+psql "$url" -qAtX -v ON_ERROR_STOP=1 <<SQL
 insert into events (id, name, starts_at, created_by)
   values ('00000000-0000-7000-8000-000000000001', 'parts', now() + interval '1 year', 'bench');
 insert into seats (id, event_id, section, row_label, number, price_cents)
   select gen_random_uuid(), '00000000-0000-7000-8000-000000000001', 'A', (g / 50)::text, g % 50 + 1, 1000
-    from generate_series(0, 299999) g;
+    from generate_series(0, $seats - 1) g;
 create table bench_seats as select row_number() over () as n, id as seat_id, event_id from seats;
 create unique index on bench_seats (n);
-create sequence bench_seat_seq maxvalue 300000 cycle;
+create sequence bench_seat_seq maxvalue $seats cycle;
 SQL
 psql "$url" -qAtX -v ON_ERROR_STOP=1 -f bench/minimal_schema.sql >/dev/null
 psql "$url" -qAtX -c "vacuum analyze" >/dev/null
@@ -48,5 +60,8 @@ psql_admin -c "alter system set full_page_writes = off" -c "select pg_reload_con
 trap 'psql_admin -c "alter system reset full_page_writes" -c "select pg_reload_conf()" >/dev/null' EXIT
 pg_data=$(psql "$url" -qAtX -c 'show data_directory')
 BENCH_PG_BINDIR="$HOLDFAST_PG_BINDIR" python3 scripts/bench_parts.py "$url" "$(head -1 "$pg_data/postmaster.pid")" \
-  "$rounds" "$seconds" "$clients" "${parts[@]}"
+  "$rounds" "$seconds" "$clients" "$seats" "${parts[@]}"
+# What the parts did, for a look: holds by status, and the bookings the confirm parts made.
+psql "$url" -qAtX -F ' ' -c "select 'holds ' || status, count(*) from holds group by status
+                              union all select 'bookings', count(*) from bookings" >&2
 psql "$base_url/postgres" -qAtX -c "drop database holdfast_parts with (force)"

@@ -1,0 +1,2 @@
+-- The end of a confirm's parts (scripts/bench-parts.sh `... confirm`).
+commit;
