@@ -76,16 +76,7 @@ SQL
       # next seat of a sequence, on an event that has not started, with more seats than the
       # ceiling can take in its seconds.
       ceiling_seats=$(( seats > 300000 ? seats : 300000 ))
-      psql "$base_url/holdfast_ceiling" -qAtX -v ON_ERROR_STOP=1 <<SQL
-insert into events (id, name, starts_at, created_by)
-  values ('00000000-0000-7000-8000-000000000001', 'ceiling', now() + interval '1 year', 'bench');
-insert into seats (id, event_id, section, row_label, number, price_cents)
-  select gen_random_uuid(), '00000000-0000-7000-8000-000000000001', 'A', (g / 50)::text, g % 50 + 1, 1000
-    from generate_series(0, $ceiling_seats - 1) g;
-create table bench_seats as select row_number() over () as n, id as seat_id, event_id from seats;
-create unique index on bench_seats (n);
-create sequence bench_seat_seq maxvalue $ceiling_seats cycle;
-SQL
+      psql "$base_url/holdfast_ceiling" -qAtX -v ON_ERROR_STOP=1 -v seats="$ceiling_seats" -f bench/seats.sql >/dev/null
       ;;
   esac
   pg_seconds=$([ "$seconds" -gt 0 ] && echo "$seconds" || echo 10)

@@ -10,4 +10,3 @@ insert into holds (id, event_id, user_id, status, expires_at)
   values (:hold_id, :event_id, 'pgbench', 'HELD', now() + interval '1 second' * :ttl);
 update seats set hold_id = :hold_id, hold_expires_at = now() + interval '1 second' * :ttl, version = version + 1
  where id = :seat_id;
-commit;

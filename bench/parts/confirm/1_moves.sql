@@ -2,7 +2,7 @@
 -- booking inserted, the seat pointed at it (the transaction is the hold's logged one, as
 -- holdfast's BEGIN says, so the audit triggers leave the change rows to part 3).
 -- scripts/bench-parts.sh (`... confirm`) runs each part after bench/hold.sql and every part
--- before it, then bench/parts/confirm/commit.sql, as one pgbench script; its Postgres CPU less
+-- before it, then bench/parts/commit.sql, as one pgbench script; its Postgres CPU less
 -- bench/hold.sql's alone, run beside it, is what the confirm costs. The booking's id is derived
 -- from the hold's (pgbench makes no UUIDs of its own).
 begin;

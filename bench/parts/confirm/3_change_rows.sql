@@ -1,7 +1,7 @@
 -- Confirm part 3: the confirm's two change rows (the hold's, and the booking's with the seats
 -- sold).
 -- scripts/bench-parts.sh (`... confirm`) runs each part after bench/hold.sql and every part
--- before it, then bench/parts/confirm/commit.sql, as one pgbench script; its Postgres CPU less
+-- before it, then bench/parts/commit.sql, as one pgbench script; its Postgres CPU less
 -- bench/hold.sql's alone, run beside it, is what the confirm costs. The booking's id is derived
 -- from the hold's (pgbench makes no UUIDs of its own).
 insert into audit_log (hold_id, booking_id, entity, from_status, to_status, type, scope_id, data, actor, actor_role, request_id)

@@ -1,6 +1,6 @@
 -- Confirm part 4: the confirm's settled idempotency record.
 -- scripts/bench-parts.sh (`... confirm`) runs each part after bench/hold.sql and every part
--- before it, then bench/parts/confirm/commit.sql, as one pgbench script; its Postgres CPU less
+-- before it, then bench/parts/commit.sql, as one pgbench script; its Postgres CPU less
 -- bench/hold.sql's alone, run beside it, is what the confirm costs. The booking's id is derived
 -- from the hold's (pgbench makes no UUIDs of its own).
 insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)

@@ -1,0 +1,2 @@
+-- The end of a part made of increments (scripts/bench-parts.sh).
+commit;

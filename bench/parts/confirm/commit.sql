@@ -1,2 +1,0 @@
--- The end of a confirm's parts (scripts/bench-parts.sh `... confirm`).
-commit;
