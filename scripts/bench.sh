@@ -21,6 +21,11 @@
 #   (default 0, off; the service's own default is 5, which adds the per-user count to each hold);
 #   BENCH_RATE_LIMIT_PER_USER: RATE_LIMIT_PER_USER (default 0, off; set it high, e.g. 1000000, to
 #   measure what the per-instance and cluster-wide limiters cost without refusing anything).
+#   BENCH_CEILINGS=0: no pgbench ceilings (their SQL is this tree's: builds from before it differ);
+#   BENCH_INVARIANTS=0: the load generator does not check the invariants (builds whose schema
+#   predates its checks).
+#   BENCH_SERVICE=node|actix: serve with a peer from bench/peers/ instead of holdfast (issue 10's
+#   comparison; only the `spread` and `spread-holds` scenarios; scripts/bench-peers.sh runs all three).
 #
 # Prints each run's report (JSON lines, also saved under bench/results/) and the medians.
 # Everything (service, Postgres, Redis, load generator, pgbench) shares this machine at the
@@ -43,15 +48,25 @@ if [ -z "${HOLDFAST_BIN:-}" ]; then
 elif [ ! -x target/release/holdfast-loadgen ]; then
   cargo build --release --bin holdfast-loadgen -p holdfast-loadgen >&2
 fi
+service=${BENCH_SERVICE:-holdfast}
+case "$service" in
+  holdfast) ;;
+  node) [ -d bench/peers/node/node_modules ] || (cd bench/peers/node && npm ci --no-audit --no-fund >&2) ;;
+  actix) cargo build --release --manifest-path bench/peers/actix/Cargo.toml --target-dir target/peers >&2 ;;
+  *) echo "BENCH_SERVICE: holdfast, node or actix, not $service" >&2; exit 2 ;;
+esac
+if [ "$service" != holdfast ] && [ "$scenario" != spread ] && [ "$scenario" != spread-holds ]; then
+  echo "the peers answer only the spread and spread-holds scenarios" >&2; exit 2
+fi
 mkdir -p bench/results
-out="bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$scenario-${instances}x.jsonl"
+out="bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$scenario-${instances}x$([ "$service" = holdfast ] || echo "-$service").jsonl"
 
 # --- the ceiling: pgbench doing one hold transaction's SQL, same clients, same machine ---
 ceiling_tps=""
 # No hold-transaction ceiling where holds are not what is measured, nor for more clients than
 # Postgres takes connections (pgbench opens one per client).
 if [ "$scenario" != hot-seat ] && [ "$scenario" != queue-joins ] && [ "$scenario" != on-sale ] \
-    && [ "$clients" -le 500 ]; then
+    && [ "$clients" -le 500 ] && [ "${BENCH_CEILINGS:-1}" != 0 ]; then
   psql_admin -c "drop database if exists holdfast_ceiling with (force)" -c "create database holdfast_ceiling"
   DATABASE_URL="$base_url/holdfast_ceiling" "${HOLDFAST_BIN:-target/release/holdfast}" migrate >/dev/null
   ceiling_sql=bench/hold.sql
@@ -104,7 +119,8 @@ export BENCH_PG_WAL="$pg_data/pg_wal" BENCH_PG_BINDIR="$HOLDFAST_PG_BINDIR"
 redis_pids=$(for u in ${REDIS_URLS//,/ }; do p=${u##*:}; redis-cli -p "$p" info server | sed -n 's/^process_id:\([0-9]*\).*/\1/p'; done | paste -sd,)
 
 pids=()
-stop_instances() { for pid in "${pids[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done; pids=(); }
+# (A service that dies of the signal instead of exiting 0 must not end the script: `|| true`.)
+stop_instances() { for pid in "${pids[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null && { wait "$pid" 2>/dev/null || true; }; done; pids=(); }
 trap stop_instances EXIT
 
 for run in $(seq 1 "$runs"); do
@@ -112,16 +128,25 @@ for run in $(seq 1 "$runs"); do
   export DATABASE_URL="$base_url/holdfast_bench"
   # Statements, rows and buffers per request (needs the library dev-env.sh preloads).
   psql "$DATABASE_URL" -qAtX -c "create extension if not exists pg_stat_statements" >/dev/null 2>&1 || true
-  # Each binary brings its own migrations (A/B runs compare schemas too).
-  "${HOLDFAST_BIN:-target/release/holdfast}" migrate >/dev/null
+  # Each binary brings its own migrations (A/B runs compare schemas too); a peer makes its
+  # tables when it starts.
+  [ "$service" = holdfast ] && "${HOLDFAST_BIN:-target/release/holdfast}" migrate >/dev/null
+  [ "$service" = actix ] && redis-cli -u "${REDIS_URLS%%,*}" flushall >/dev/null
   targets=""
   for i in $(seq 1 "$instances"); do
     port=$((18180 + i))
-    # Enough connections for every client at once (past the cap they would queue in the kernel).
-    HTTP_MAX_CONNECTIONS=$(( clients + 1000 > 4096 ? clients + 1000 : 4096 )) \
-    RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=${BENCH_RATE_LIMIT_PER_USER:-0} HOLD_MAX_LIVE_PER_USER=${BENCH_HOLD_CAP:-0} LISTEN_ADDR=127.0.0.1:$port RUST_LOG=warn \
-      REDIS_KEY_PREFIX="bench:$run:" DATABASE_MAX_CONNECTIONS=${BENCH_POOL:-20} \
-      "${HOLDFAST_BIN:-target/release/holdfast}" serve >/dev/null 2>&1 &
+    case "$service" in
+      holdfast)
+        # Enough connections for every client at once (past the cap they would queue in the kernel).
+        HTTP_MAX_CONNECTIONS=$(( clients + 1000 > 4096 ? clients + 1000 : 4096 )) \
+        RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=${BENCH_RATE_LIMIT_PER_USER:-0} HOLD_MAX_LIVE_PER_USER=${BENCH_HOLD_CAP:-0} LISTEN_ADDR=127.0.0.1:$port RUST_LOG=warn \
+          REDIS_KEY_PREFIX="bench:$run:" DATABASE_MAX_CONNECTIONS=${BENCH_POOL:-20} \
+          "${HOLDFAST_BIN:-target/release/holdfast}" serve >/dev/null 2>&1 &
+        ;;
+      node) LISTEN_ADDR=127.0.0.1:$port DATABASE_MAX_CONNECTIONS=${BENCH_POOL:-20} node bench/peers/node/server.js >/dev/null 2>&1 & ;;
+      actix) LISTEN_ADDR=127.0.0.1:$port DATABASE_MAX_CONNECTIONS=${BENCH_POOL:-20} REDIS_URL="${REDIS_URLS%%,*}" \
+          target/peers/release/holdfast-peer-actix >/dev/null 2>&1 & ;;
+    esac
     pids+=($!)
     targets="${targets:+$targets,}http://127.0.0.1:$port"
     until curl -fs "http://127.0.0.1:$port/ready" >/dev/null; do sleep 0.1; done
@@ -135,22 +160,36 @@ for run in $(seq 1 "$runs"); do
   holdfast_pids=$(IFS=,; echo "${pids[*]}")
   # The "before" counters are taken by the load generator once its event is set up.
   snapshot_before="python3 scripts/bench_cost.py snapshot $holdfast_pids $postmaster $redis_pids $DATABASE_URL > /tmp/holdfast-bench-before.json"
+  # holdfast's invariants are checked by the load generator (from DATABASE_URL); a peer's below.
+  # BENCH_INVARIANTS=0: not checked (a build older than the load generator's checks).
+  loadgen_env=(env)
+  if [ "$service" != holdfast ] || [ "${BENCH_INVARIANTS:-1}" = 0 ]; then loadgen_env=(env -u DATABASE_URL); fi
   # The load generator's own CPU, from the rusage of a child it is the only one of.
   python3 -c "
 import resource, subprocess, sys
 out = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, check=True).stdout
 u = resource.getrusage(resource.RUSAGE_CHILDREN)
 open('/tmp/holdfast-bench-loadgen-cpu', 'w').write(str(u.ru_utime + u.ru_stime))
-sys.stdout.buffer.write(out)" target/release/holdfast-loadgen --json "${mode[@]}" --targets "$targets" --clients "$clients" \
+sys.stdout.buffer.write(out)" "${loadgen_env[@]}" target/release/holdfast-loadgen --json "${mode[@]}" --targets "$targets" --clients "$clients" \
     --duration-secs "$seconds" --seats "$seats" --rounds "${BENCH_ROUNDS:-3}" \
     --pids "$holdfast_pids" --after-setup "$snapshot_before" > /tmp/holdfast-bench-report.json
   python3 scripts/bench_cost.py snapshot "$holdfast_pids" "$postmaster" "$redis_pids" "$DATABASE_URL" > /tmp/holdfast-bench-after.json
   requests=$(python3 -c "import json; print(json.load(open('/tmp/holdfast-bench-report.json'))['requests'])")
   cost=$(python3 scripts/bench_cost.py delta /tmp/holdfast-bench-before.json /tmp/holdfast-bench-after.json \
     "$requests" "$(cat /tmp/holdfast-bench-loadgen-cpu)")
+  # A peer's invariant: no seat sold twice (its own tables; actix's bookings are unique by seat).
+  peer_check=""
+  case "$service" in
+    node) peer_check=$(psql "$DATABASE_URL" -qAtX -c "select count(*) from (select seat from peer_holds, unnest(seat_ids) seat
+        where status = 'confirmed' group by seat having count(*) > 1) twice") ;;
+    actix) peer_check=$(psql "$DATABASE_URL" -qAtX -c "select count(*) from (select seat_id from peer_bookings
+        group by seat_id having count(*) > 1) twice") ;;
+  esac
   python3 -c "
 import json, sys
-r = json.load(open('/tmp/holdfast-bench-report.json')); r['run'] = $run; r['ceiling_tps'] = float('${ceiling_tps:-0}' or 0)
+r = json.load(open('/tmp/holdfast-bench-report.json')); r['run'] = $run; r['service'] = '$service'
+if '$peer_check': r['invariant_violations'] = [] if '$peer_check' == '0' else [{'check': 'seat sold twice', 'rows': int('$peer_check')}]
+r['ceiling_tps'] = float('${ceiling_tps:-0}' or 0)
 r['minimal_ceiling_tps'] = float('${minimal_tps:-0}' or 0); r['cost'] = json.loads(sys.argv[1])
 print(json.dumps(r))" "$cost" | tee -a "$out"
   stop_instances
