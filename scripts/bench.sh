@@ -25,7 +25,8 @@
 #   BENCH_INVARIANTS=0: the load generator does not check the invariants (builds whose schema
 #   predates its checks).
 #   BENCH_SERVICE=node|actix: serve with a peer from bench/peers/ instead of holdfast (issue 10's
-#   comparison; only the `spread` and `spread-holds` scenarios; scripts/bench-peers.sh runs all three).
+#   comparison; only the `spread`, `spread-holds` and `hot-seat` scenarios; scripts/bench-peers.sh
+#   runs `spread` against all three).
 #
 # Prints each run's report (JSON lines, also saved under bench/results/) and the medians.
 # Everything (service, Postgres, Redis, load generator, pgbench) shares this machine at the
@@ -55,8 +56,9 @@ case "$service" in
   actix) cargo build --release --manifest-path bench/peers/actix/Cargo.toml --target-dir target/peers >&2 ;;
   *) echo "BENCH_SERVICE: holdfast, node or actix, not $service" >&2; exit 2 ;;
 esac
-if [ "$service" != holdfast ] && [ "$scenario" != spread ] && [ "$scenario" != spread-holds ]; then
-  echo "the peers answer only the spread and spread-holds scenarios" >&2; exit 2
+if [ "$service" != holdfast ] && [ "$scenario" != spread ] && [ "$scenario" != spread-holds ] \
+    && [ "$scenario" != hot-seat ]; then
+  echo "the peers answer only the spread, spread-holds and hot-seat scenarios" >&2; exit 2
 fi
 mkdir -p bench/results
 out="bench/results/$(date -u +%Y%m%dT%H%M%SZ)-$scenario-${instances}x$([ "$service" = holdfast ] || echo "-$service").jsonl"
@@ -177,11 +179,12 @@ sys.stdout.buffer.write(out)" "${loadgen_env[@]}" target/release/holdfast-loadge
   requests=$(python3 -c "import json; print(json.load(open('/tmp/holdfast-bench-report.json'))['requests'])")
   cost=$(python3 scripts/bench_cost.py delta /tmp/holdfast-bench-before.json /tmp/holdfast-bench-after.json \
     "$requests" "$(cat /tmp/holdfast-bench-loadgen-cpu)")
-  # A peer's invariant: no seat sold twice (its own tables; actix's bookings are unique by seat).
+  # A peer's invariant: no seat sold or held twice (its own tables; actix's bookings are unique
+  # by seat, and its holds are Redis keys set only if absent).
   peer_check=""
   case "$service" in
     node) peer_check=$(psql "$DATABASE_URL" -qAtX -c "select count(*) from (select seat from peer_holds, unnest(seat_ids) seat
-        where status = 'confirmed' group by seat having count(*) > 1) twice") ;;
+        where status = 'confirmed' or expires_at > now() group by seat having count(*) > 1) twice") ;;
     actix) peer_check=$(psql "$DATABASE_URL" -qAtX -c "select count(*) from (select seat_id from peer_bookings
         group by seat_id having count(*) > 1) twice") ;;
   esac
