@@ -29,5 +29,10 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 # holdfast first, so that the ratios are the peers' to holdfast.
-mapfile -t ordered < <(printf '%s\n' "${results[@]}" | sort -s -t= -k1,1 | awk -F= '{print ($1=="holdfast"?0:1) "\t" $0}' | sort -s -k1,1n | cut -f2)
+ordered=()
+for service in "${services[@]}"; do
+  for result in "${results[@]}"; do
+    if [ "${result%%=*}" = "$service" ]; then ordered+=("$result"); fi
+  done
+done
 python3 scripts/bench_compare.py "${ordered[@]}"
