@@ -1,35 +1,51 @@
--- pgbench: the SQL of one room hold request (1 unit, 1 to 3 nights of 30), as holdfast sends
--- it: claim the key; then one transaction: who acts (audit), lock the stay's nights in order,
--- insert the hold, add to each night's counter, record the nights, complete the key.
+-- pgbench: the SQL of one room hold request (1 unit, 1 to 3 nights of 30), as holdfast sends it
+-- for a new key whose lock is free (no claim first): one transaction whose BEGIN says who acts,
+-- which hold writes its own change row and whose nights it logs (`db::write_tx`); the stay's
+-- nights locked in order; one statement that inserts the hold, adds to each night's counter,
+-- records the nights and writes the hold's one change row (`db::inventories::create_hold`,
+-- parameters in place); and the idempotency record, written once, settled, with COMMIT.
 \set d random(0, 27)
 \set nights random(1, 3)
-insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until)
-  values ('pgbench', gen_random_uuid()::text, '\x00', 'IN_PROGRESS', gen_random_uuid(), now() + 30000 * interval '1 millisecond')
-  on conflict (user_id, key) do nothing
-  returning key \gset
+select gen_random_uuid() as hold_id \gset
 begin;
-select set_config('holdfast.actor', 'pgbench', true), set_config('holdfast.actor_role', 'user', true),
-       set_config('holdfast.request_id', '', true);
+select set_config('plan_cache_mode', 'force_generic_plan', true), set_config('holdfast.actor', 'pgbench', true),
+       set_config('holdfast.actor_role', 'user', true), set_config('holdfast.request_id', '', true),
+       set_config('holdfast.logged_hold', :hold_id, true),
+       set_config('holdfast.logged_scope', '00000000-0000-7000-8000-000000000002', true);
 select night, capacity, overbooking_allowance, closed, held, booked from inventory_nights
  where inventory_id = '00000000-0000-7000-8000-000000000002'
    and night >= date '2030-01-01' + :d::int and night < date '2030-01-01' + :d::int + :nights::int
  order by night for update;
 with hold as (
     insert into holds (id, inventory_id, user_id, status, expires_at)
-    values (gen_random_uuid(), '00000000-0000-7000-8000-000000000002', 'pgbench', 'HELD', now() + 600 * interval '1 second')
-    returning id, expires_at, created_at
+    values (:hold_id, '00000000-0000-7000-8000-000000000002', 'pgbench', 'HELD', now() + 600 * interval '1 second')
+    returning expires_at, created_at
 ), taken as (
-    update inventory_nights set held = held + 1, version = version + 1
+    update inventory_nights n set held = held + 1, version = version + 1
      where inventory_id = '00000000-0000-7000-8000-000000000002'
        and night >= date '2030-01-01' + :d::int and night < date '2030-01-01' + :d::int + :nights::int and not closed
        and held + booked + 1 <= capacity + overbooking_allowance
-    returning night
+    returning n
 ), recorded as (
     insert into hold_nights (hold_id, inventory_id, night, quantity)
-    select (select id from hold), '00000000-0000-7000-8000-000000000002', night, 1 from taken
+    select :hold_id, '00000000-0000-7000-8000-000000000002', (t.n).night, 1 from taken t
     returning night
+), logged as (
+    insert into audit_log (hold_id, entity, to_status, detail, type, scope_id, data, actor, actor_role, request_id)
+    select :hold_id, 'hold', 'HELD', jsonb_build_object('expires_at', hold.expires_at),
+           case when nights.logged then 'nights.changed' end,
+           case when nights.logged then '00000000-0000-7000-8000-000000000002'::uuid end,
+           case when nights.logged then
+               (select jsonb_build_object('nights', jsonb_agg(nights_json(t.n) order by (t.n).night)) from taken t)
+           end,
+           change_actor(), change_actor_role(), change_request_id()
+      from hold
+     cross join (select coalesce(nullif(current_setting('holdfast.logged_scope', true), '')::uuid
+                                 = '00000000-0000-7000-8000-000000000002', false) as logged) nights
+     where change_logged_hold() = :hold_id
 )
 select (select count(*) from recorded), hold.expires_at, hold.created_at from hold;
-update idempotency_records set state = 'SUCCEEDED', response_status = 201, response_body = '{}', updated_at = now()
- where user_id = 'pgbench' and key = :key and state = 'IN_PROGRESS';
+insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)
+  values ('pgbench', gen_random_uuid()::text, '\x00', 'SUCCEEDED', gen_random_uuid(), now(), 201,
+          '{"id":"00000000-0000-0000-0000-000000000000","status":"HELD","inventory_id":"00000000-0000-7000-8000-000000000002","check_in":"2030-01-01","check_out":"2030-01-03","quantity":1,"expires_at":"2026-12-06T19:00:00.000000Z","created_at":"2026-12-06T19:00:00.000000Z"}');
 commit;

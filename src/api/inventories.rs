@@ -163,6 +163,7 @@ pub async fn create_room_hold(
         return Err(Error::NightInPast { night: stay.first() });
     }
     let command = pipeline::CreateRoomHold {
+        hold_id: Uuid::now_v7(),
         inventory_id,
         stay,
         quantity: units(body.quantity, "quantity", 1..=config.holds.max_seats as i64)?,

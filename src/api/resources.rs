@@ -166,6 +166,7 @@ pub async fn create_slot_hold(
     slot_minutes(body.start, body.end)?;
     let config = &state.config;
     let ttl = Ttl::parse(body.ttl_seconds, config.holds.default_ttl_seconds, config.holds.max_ttl_seconds)?;
-    let command = pipeline::CreateSlotHold { resource_id, start: body.start, end: body.end, ttl };
+    let command =
+        pipeline::CreateSlotHold { hold_id: Uuid::now_v7(), resource_id, start: body.start, end: body.end, ttl };
     Ok(reply::render(pipeline::run(&state, caller, Some(idem), command).await?))
 }

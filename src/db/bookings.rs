@@ -150,7 +150,9 @@ pub struct Confirmed {
 /// The same statement writes the change rows, as `holds::create` does, when the transaction
 /// began with `hold_id` as its logged hold (else the triggers write them): the hold's
 /// (`hold.confirmed`), then the booking's (`booking.confirmed`), which for seats also carries the
-/// seats sold (`seats.changed`): two rows, three events, in the order the triggers wrote them.
+/// seats sold (`seats.changed`), and for rooms the nights sold (`nights.changed`) when the BEGIN
+/// also named the hold's inventory as logged (migration `room_and_slot_holds_log_their_availability`): two rows,
+/// three events, in the order the triggers wrote them.
 #[allow(clippy::too_many_arguments)]
 pub async fn confirm_hold(
     conn: &mut PgConnection,
@@ -227,22 +229,32 @@ pub async fn confirm_hold(
                      insert into bookings (id, inventory_id, hold_id, user_id, status, payment_reference, total_cents)
                      select $3, inventory_id, id, $4, 'CONFIRMED', $5, 0 from moved
                      returning created_at
-                 ), logged as (
-                     insert into audit_log (hold_id, booking_id, entity, from_status, to_status, actor, actor_role, request_id)
-                     select $1, r.booking_id, r.entity, r.from_status, 'CONFIRMED',
-                            change_actor(), change_actor_role(), change_request_id()
-                       from moved
-                      cross join lateral (values (1, null::uuid, 'hold', 'HELD'), (2, $3, 'booking', null))
-                                 as r(ord, booking_id, entity, from_status)
-                      where change_logged_hold() = $1 and exists (select 1 from booking)
-                      order by r.ord
                  ), nights as (
                      update inventory_nights n
                         set held = n.held - hn.quantity, booked = n.booked + hn.quantity, version = n.version + 1
                        from hold_nights hn
                       where hn.hold_id = $1 and n.inventory_id = hn.inventory_id and n.night = hn.night
                         and exists (select 1 from booking)
-                     returning 1
+                     returning n
+                 ), logged as (
+                     insert into audit_log (hold_id, booking_id, entity, from_status, to_status, type, scope_id, data,
+                                            actor, actor_role, request_id)
+                     select $1, r.booking_id, r.entity, r.from_status, 'CONFIRMED', r.type, r.scope_id, r.data,
+                            change_actor(), change_actor_role(), change_request_id()
+                       from moved
+                      cross join (select coalesce(nullif(current_setting('holdfast.logged_scope', true), '')::uuid
+                                                  = (select inventory_id from moved), false) as logged) l
+                      cross join lateral (
+                          values (1, null::uuid, 'hold', 'HELD', null::text, null::uuid, null::jsonb),
+                                 (2, $3, 'booking', null, case when l.logged then 'nights.changed' end,
+                                  case when l.logged then moved.inventory_id end,
+                                  case when l.logged then
+                                      (select jsonb_build_object('nights', jsonb_agg(nights_json(x.n) order by (x.n).night))
+                                         from nights x)
+                                  end)
+                      ) as r(ord, booking_id, entity, from_status, type, scope_id, data)
+                      where change_logged_hold() = $1 and exists (select 1 from booking)
+                      order by r.ord
                  )
                  select exists (select 1 from moved) as "moved!",
                         '{}'::uuid[] as "sold!",

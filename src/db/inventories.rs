@@ -3,7 +3,7 @@
 //! `inventory_nights_not_oversold` refuses any over-sale, whatever the locks did.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{Executor, PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::holds;
@@ -123,6 +123,12 @@ pub async fn lock_nights(conn: &mut PgConnection, id: Uuid, range: Nights) -> Re
 /// Holds `quantity` units of every night in the range for a new HELD hold, in one statement:
 /// the hold row, the counters (guarded: open, and room left, re-checked on the locked row), and
 /// the hold's nights. Returns how many nights were taken; the caller rolls back unless all were.
+///
+/// The same statement writes the hold's change row, as `holds::create` does for seats, when the
+/// transaction began with `hold_id` as its logged hold: its history (`hold.created`, as the
+/// `holds_audit` trigger would write it) and, when the BEGIN also named this inventory's nights
+/// as logged, the nights taken (`nights.changed`, as `nights_changed` would write it, which then
+/// does not run; see the migration `room_and_slot_holds_log_their_availability`). Else the triggers write them.
 pub async fn create_hold(
     conn: &mut PgConnection,
     hold_id: Uuid,
@@ -138,15 +144,27 @@ pub async fn create_hold(
              values ($1, $2, $3, 'HELD', now() + $4::int8 * interval '1 second')
              returning expires_at, created_at
          ), taken as (
-             update inventory_nights
+             update inventory_nights n
                 set held = held + $7, version = version + 1
               where inventory_id = $2 and night >= $5 and night < $6 and not closed
                 and held + booked + $7 <= capacity + overbooking_allowance
-             returning night
+             returning n
          ), recorded as (
              insert into hold_nights (hold_id, inventory_id, night, quantity)
-             select $1, $2, night, $7 from taken
+             select $1, $2, (t.n).night, $7 from taken t
              returning night
+         ), logged as (
+             insert into audit_log (hold_id, entity, to_status, detail, type, scope_id, data, actor, actor_role, request_id)
+             select $1, 'hold', 'HELD', jsonb_build_object('expires_at', hold.expires_at),
+                    case when nights.logged then 'nights.changed' end, case when nights.logged then $2::uuid end,
+                    case when nights.logged then
+                        (select jsonb_build_object('nights', jsonb_agg(nights_json(t.n) order by (t.n).night)) from taken t)
+                    end,
+                    change_actor(), change_actor_role(), change_request_id()
+               from hold
+              cross join (select coalesce(nullif(current_setting('holdfast.logged_scope', true), '')::uuid = $2, false)
+                                 as logged) nights
+              where change_logged_hold() = $1
          )
          select (select count(*) from recorded) as "nights!", hold.expires_at as "expires_at!",
                 hold.created_at as "created_at!"
@@ -162,6 +180,14 @@ pub async fn create_hold(
     .fetch_one(conn)
     .await?;
     Ok((row.nights, row.expires_at, row.created_at))
+}
+
+/// Ends this transaction's logging of its nights by its own statement (the BEGIN's
+/// `holdfast.logged_scope`): from here on the `nights_changed` trigger announces every change of
+/// a night, as it does for any writer. For a transaction that must change nights in another way
+/// first (expiring stale holds), which the guard `nights_change_unlogged` would refuse.
+pub async fn stop_logging_nights(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    conn.execute("select set_config('holdfast.logged_scope', '', true)").await.map(|_| ())
 }
 
 /// Expires the holds past their expiry that still count on these nights (see [`holds::expire`]).

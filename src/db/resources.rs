@@ -153,6 +153,13 @@ pub async fn clear_for_claim(
 }
 
 /// Inserts a HELD hold and its active slot claim in one statement.
+///
+/// The same statement writes the hold's change row, as `holds::create` does for seats, when the
+/// transaction began with `hold_id` as its logged hold: its history (`hold.created`, as the
+/// `holds_audit` trigger would write it) and, when the BEGIN also named this resource as the
+/// logged scope, the slot taken (`slots.changed`, as `slots_changed` would write it, which then
+/// does not run; see the migration `room_and_slot_holds_log_their_availability`). Else the
+/// triggers write them.
 #[allow(clippy::too_many_arguments)]
 pub async fn create_hold(
     conn: &mut PgConnection,
@@ -171,6 +178,21 @@ pub async fn create_hold(
          ), claim as (
              insert into slot_claims (hold_id, resource_id, span, blocked)
              select id, $2, tstzrange($5, $6, '[)'), tstzrange($7, $8, '[)') from hold
+             returning span
+         ), logged as (
+             insert into audit_log (hold_id, entity, to_status, detail, type, scope_id, data, actor, actor_role, request_id)
+             select $1, 'hold', 'HELD', jsonb_build_object('expires_at', hold.expires_at),
+                    case when slots.logged then 'slots.changed' end, case when slots.logged then $2::uuid end,
+                    case when slots.logged then
+                        (select jsonb_build_object('taken', jsonb_agg(jsonb_build_object('start', lower(c.span), 'end', upper(c.span))),
+                                                   'freed', '[]'::jsonb)
+                           from claim c)
+                    end,
+                    change_actor(), change_actor_role(), change_request_id()
+               from hold
+              cross join (select coalesce(nullif(current_setting('holdfast.logged_scope', true), '')::uuid = $2, false)
+                                 as logged) slots
+              where change_logged_hold() = $1
          )
          select expires_at as "expires_at!", created_at as "created_at!" from hold"#,
         hold_id,

@@ -36,6 +36,19 @@ pub struct WriteTx {
     conn: Option<PoolConnection<Postgres>>,
 }
 
+/// What the transaction's one self-logging statement writes change rows for, for the triggers not
+/// to write them again: the hold it creates or confirms (`holds::create`,
+/// `bookings::confirm_hold`, `inventories::create_hold`, `resources::create_hold`; migration
+/// `one_change_row_per_hold`) and, for a room or slot hold, the inventory or resource whose
+/// availability it changes (`holdfast.logged_scope`, migration
+/// `room_and_slot_holds_log_their_availability`). A scope is only ever named with its hold: the
+/// statement writes the availability part into the hold's or the booking's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Logged {
+    pub hold: Uuid,
+    pub scope: Option<Uuid>,
+}
+
 /// How the COMMIT settles the idempotency record.
 pub enum Settle<'a> {
     /// Nothing to write (no key, or the record was completed by an earlier statement).
@@ -58,20 +71,19 @@ impl WriteTx {
     /// counts the actor's live holds, each in a statement of its own: under READ COMMITTED each
     /// statement of a simple query takes a fresh snapshot, so the count sees every hold the
     /// actor's other transactions committed before we got the lock. Returns that count.
-    /// `logged_hold`: the hold whose creating statement writes its own change row (see
-    /// `holds::create`), for the triggers not to write it again.
+    /// `logged`: what the transaction's self-logging statement writes change rows for ([`Logged`]).
     pub async fn begin_as(
         pool: &PgPool,
         actor: &str,
         role: &str,
         request_id: Option<&str>,
         serialize_actor: bool,
-        logged_hold: Option<Uuid>,
+        logged: Option<Logged>,
     ) -> Result<(Self, Option<i64>), sqlx::Error> {
         let request_id = request_id.unwrap_or("");
         no_nul(&[actor, role, request_id])?;
         let mut tx = WriteTx { conn: Some(pool.acquire().await?) };
-        let sql = begin_sql(actor, role, request_id, serialize_actor, logged_hold);
+        let sql = begin_sql(actor, role, request_id, serialize_actor, logged);
         let mut result = tx.begin(&sql, serialize_actor).await;
         if matches!(&result, Err(err) if unprepared(err)) {
             // This connection's first write transaction: prepare, then begin again.
@@ -170,16 +182,16 @@ impl Drop for WriteTx {
 
 /// What a connection prepares before its first write transaction (see the module notes): the
 /// record first, so that a connection with `holdfast_begin` always has `holdfast_record` too.
-/// `holdfast_begin` says who acts, for the audit triggers, and which hold's statement writes its
-/// own change rows (`''` for none, which the triggers read as none: see the migration
-/// `lean_trigger_conditions_and_keys`).
+/// `holdfast_begin` says who acts, for the audit triggers, which hold's statement writes its own
+/// change rows and whose availability it logs (`''` for none, which the triggers read as
+/// none: see the migrations `lean_trigger_conditions_and_keys` and `room_and_slot_holds_log_their_availability`).
 static PREPARE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "prepare holdfast_record (text, text, bytea, uuid, int2, jsonb) as {};
-         prepare holdfast_begin (text, text, text, text) as
+         prepare holdfast_begin (text, text, text, text, text) as
            select set_config('plan_cache_mode', 'force_generic_plan', true), set_config('holdfast.actor', $1, true),
                   set_config('holdfast.actor_role', $2, true), set_config('holdfast.request_id', $3, true),
-                  set_config('holdfast.logged_hold', $4, true)",
+                  set_config('holdfast.logged_hold', $4, true), set_config('holdfast.logged_scope', $5, true)",
         idempotency::RECORD
     )
 });
@@ -198,11 +210,12 @@ fn unprepared(err: &sqlx::Error) -> bool {
 /// `hold_id = $1`), with literal statuses, so the generic plan is the custom one minus the
 /// planning. It stays local to the transaction: the listings' optional filters (`$2 is null or
 /// ...`) need custom plans to use their indexes, and they run outside any `WriteTx`.
-fn begin_sql(actor: &str, role: &str, request_id: &str, serialize_actor: bool, logged_hold: Option<Uuid>) -> String {
+fn begin_sql(actor: &str, role: &str, request_id: &str, serialize_actor: bool, logged: Option<Logged>) -> String {
     let actor = escape_literal(actor);
-    let logged_hold = logged_hold.map(|hold| hold.to_string()).unwrap_or_default();
+    let id = |id: Option<Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
+    let (logged_hold, logged_scope) = (id(logged.map(|l| l.hold)), id(logged.and_then(|l| l.scope)));
     let mut sql = format!(
-        "begin; execute holdfast_begin({actor}, {}, {}, '{logged_hold}')",
+        "begin; execute holdfast_begin({actor}, {}, {}, '{logged_hold}', '{logged_scope}')",
         escape_literal(role),
         escape_literal(request_id)
     );
@@ -222,11 +235,11 @@ mod tests {
     #[test]
     fn the_actor_travels_as_quoted_literals() {
         let sql = begin_sql("o'brien\\'; drop table holds; --", "user", "", false, None);
-        assert_eq!(sql, r"begin; execute holdfast_begin( E'o''brien\\''; drop table holds; --', 'user', '', '')");
-        let serialized = begin_sql("a'b", "user", "r", true, Some(Uuid::nil()));
+        assert_eq!(sql, r"begin; execute holdfast_begin( E'o''brien\\''; drop table holds; --', 'user', '', '', '')");
+        let serialized = begin_sql("a'b", "user", "r", true, Some(Logged { hold: Uuid::nil(), scope: None }));
         assert!(
             serialized.contains(
-                "execute holdfast_begin('a''b', 'user', 'r', '00000000-0000-0000-0000-000000000000'); select pg_advisory"
+                "execute holdfast_begin('a''b', 'user', 'r', '00000000-0000-0000-0000-000000000000', ''); select pg_advisory"
             ),
             "{serialized}"
         );

@@ -353,7 +353,7 @@ async fn transact(
             caller.role(),
             caller.request_id.as_deref(),
             capped,
-            command.logged_hold(),
+            command.logged(&plan),
         )
         .await?;
         let cap = state.config.holds.max_live_per_user;

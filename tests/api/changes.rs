@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
@@ -641,6 +642,222 @@ async fn a_seat_hold_and_its_confirm_each_write_one_change_row_that_the_feed_rea
     let sold = after_confirm[2]["data"]["seats"].as_array().unwrap();
     assert!(sold.iter().all(|s| s["status"] == "BOOKED" && s["version"] == 2), "{sold:?}");
     assert_eq!(sold.len(), 2);
+    app.assert_invariants().await;
+}
+
+/// A night change's `(night, held, booked)`, as the feed tells it.
+fn nights_told(change: &Value) -> Vec<(String, i64, i64)> {
+    assert_eq!(change["type"], "nights.changed", "{change}");
+    change["data"]["nights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["night"].as_str().unwrap().to_owned(), n["held"].as_i64().unwrap(), n["booked"].as_i64().unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_room_hold_and_its_confirm_log_their_nights_in_their_own_rows_and_an_expiry_before_a_hold_is_announced() {
+    let app = spawn_app_with(|c| c.jobs.hold_sweep_interval_ms = 3_600_000).await;
+    let inventory = app.create_inventory("2027-03-01", "2027-03-04", 2, 0).await;
+    let held = app.room_hold("alice", inventory, "2027-03-01", "2027-03-03", 1).await;
+    assert_eq!(held.status, StatusCode::CREATED, "{held:?}");
+    let hold_id = held.id();
+    let booking = app.confirm("alice", hold_id).await;
+    assert_eq!(booking.status, StatusCode::CREATED, "{booking:?}");
+
+    // One row for the hold (its history and its nights), two for the confirm (the hold's, and
+    // the booking's with the nights sold): no row of the `nights_changed` trigger.
+    let rows: Vec<(String, String, Option<String>, Option<Uuid>)> =
+        sqlx::query_as("select entity, to_status, type, scope_id from audit_log where hold_id = $1 order by id")
+            .bind(hold_id)
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    let row = |entity: &str, to: &str, nights: bool| {
+        (entity.to_owned(), to.to_owned(), nights.then(|| "nights.changed".to_owned()), nights.then_some(inventory))
+    };
+    assert_eq!(rows, [row("hold", "HELD", true), row("hold", "CONFIRMED", false), row("booking", "CONFIRMED", true)]);
+    assert_eq!(app.count("select count(*) from audit_log where hold_id is null and type = 'nights.changed'").await, 0);
+
+    // A hold that finds its night taken by a dead hold (past its expiry, not swept) expires it
+    // first: that expiry is announced, and so is the new hold's night, each once.
+    let body = json!({ "check_in": "2027-03-01", "check_out": "2027-03-02", "quantity": 1, "ttl_seconds": 1 });
+    let dead = app.post(&format!("/v1/inventories/{inventory}/holds"), "carol", "c", &body).await;
+    assert_eq!(dead.status, StatusCode::CREATED, "{dead:?}");
+    eventually("carol's hold expires", Duration::from_secs(5), || async {
+        app.count("select count(*) from holds where user_id = 'carol' and expires_at <= now()").await == 1
+    })
+    .await;
+    let bob = app.room_hold("bob", inventory, "2027-03-01", "2027-03-02", 1).await;
+    assert_eq!(bob.status, StatusCode::CREATED, "{bob:?}");
+
+    let changes = app.feed_of_at_least(13).await;
+    let types: Vec<&str> = changes.iter().map(|c| c["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "inventory.created",
+            "inventory.nights_changed",
+            "hold.created",
+            "nights.changed",
+            "hold.confirmed",
+            "booking.confirmed",
+            "nights.changed",
+            "hold.created",
+            "nights.changed",
+            "hold.expired",
+            "nights.changed",
+            "hold.created",
+            "nights.changed"
+        ],
+        "{changes:#?}"
+    );
+    let night = |n: &str, held: i64, booked: i64| (format!("2027-03-0{n}"), held, booked);
+    assert_eq!(nights_told(&changes[3]), [night("1", 1, 0), night("2", 1, 0)]);
+    assert_eq!(nights_told(&changes[6]), [night("1", 0, 1), night("2", 0, 1)]);
+    assert_eq!(nights_told(&changes[8]), [night("1", 1, 1)]);
+    assert_eq!(nights_told(&changes[10]), [night("1", 0, 1)], "carol's expiry");
+    assert_eq!(nights_told(&changes[12]), [night("1", 1, 1)], "bob's hold");
+    assert_eq!(changes[2]["subject"]["id"], json!(hold_id));
+    assert_eq!(changes[3]["subject"]["kind"], "inventory");
+    assert_eq!(changes[3]["subject"]["id"], json!(inventory));
+    assert_eq!(changes[2]["request_id"], changes[3]["request_id"]);
+    assert_eq!(changes[5]["subject"]["id"], booking.body["id"]);
+    assert_eq!(changes[9]["subject"]["id"], dead.body["id"]);
+    assert_eq!(changes[11]["subject"]["id"], bob.body["id"]);
+    assert_eq!(app.nights(inventory, "2027-03-01", "2027-03-02").await[0].3, 0);
+
+    // A transaction that names an inventory whose nights log themselves (as the service's BEGIN
+    // does) gives units back, or changes a night of another inventory, by another statement:
+    // refused, not left unannounced.
+    let other = app.create_inventory("2027-03-01", "2027-03-02", 2, 0).await;
+    let mut conn = PgConnection::connect(&app.database.url).await.unwrap();
+    for (target, change) in
+        [(inventory, "booked = booked - 1"), (inventory, "capacity = 3"), (other, "held = held + 1")]
+    {
+        let mut tx = conn.begin().await.unwrap();
+        sqlx::query(
+            "select set_config('holdfast.logged_hold', $1, true), set_config('holdfast.logged_scope', $2, true)",
+        )
+        .bind(Uuid::new_v4().to_string())
+        .bind(inventory.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        let refused = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "update inventory_nights set {change}, version = version + 1 where inventory_id = $1 and night = '2027-03-01'"
+        )))
+        .bind(target)
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+        let refused = refused.as_database_error().unwrap();
+        assert_eq!(refused.code().as_deref(), Some("P0001"), "{change}: {refused}");
+        assert!(refused.message().contains("changed outside the statement that logs"), "{refused}");
+        tx.rollback().await.unwrap();
+    }
+    app.assert_invariants().await;
+}
+
+/// A slot change's `(taken, freed)` spans, as the feed tells them.
+fn slots_told(change: &Value) -> (Vec<(DateTime<Utc>, DateTime<Utc>)>, Vec<(DateTime<Utc>, DateTime<Utc>)>) {
+    assert_eq!(change["type"], "slots.changed", "{change}");
+    let spans = |key: &str| {
+        change["data"][key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["start"].as_str().unwrap().parse().unwrap(), s["end"].as_str().unwrap().parse().unwrap()))
+            .collect()
+    };
+    (spans("taken"), spans("freed"))
+}
+
+#[tokio::test]
+async fn a_slot_hold_logs_the_slot_it_takes_in_its_own_row_and_an_expiry_before_it_is_announced() {
+    let app = spawn_app_with(|c| c.jobs.hold_sweep_interval_ms = 3_600_000).await;
+    let resource = app.create_resource(json!({})).await;
+    let start = crate::slots::future_hour(3);
+    let end = start + chrono::Duration::minutes(30);
+    let body = json!({ "start": start.to_rfc3339(), "end": end.to_rfc3339(), "ttl_seconds": 1 });
+    let dead = app.post(&format!("/v1/resources/{resource}/holds"), "carol", "c", &body).await;
+    assert_eq!(dead.status, StatusCode::CREATED, "{dead:?}");
+
+    // One row: the hold's history and the slot it took.
+    let rows: Vec<(String, String, Option<String>, Option<Uuid>)> =
+        sqlx::query_as("select entity, to_status, type, scope_id from audit_log where hold_id = $1 order by id")
+            .bind(dead.id())
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(rows, [("hold".to_owned(), "HELD".to_owned(), Some("slots.changed".to_owned()), Some(resource))]);
+
+    // A hold on the same slot after that one's expiry (not swept): the expiry gives the slot
+    // back, announced by the trigger; the new hold's row announces the slot taken again.
+    eventually("carol's hold expires", Duration::from_secs(5), || async {
+        app.count("select count(*) from holds where user_id = 'carol' and expires_at <= now()").await == 1
+    })
+    .await;
+    let bob = app.slot_hold("bob", resource, start, end).await;
+    assert_eq!(bob.status, StatusCode::CREATED, "{bob:?}");
+    let changes = app.feed_of_at_least(7).await;
+    let types: Vec<&str> = changes.iter().map(|c| c["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "resource.created",
+            "hold.created",
+            "slots.changed",
+            "hold.expired",
+            "slots.changed",
+            "hold.created",
+            "slots.changed"
+        ],
+        "{changes:#?}"
+    );
+    let slot = vec![(start, end)];
+    assert_eq!(slots_told(&changes[2]), (slot.clone(), vec![]));
+    assert_eq!(slots_told(&changes[4]), (vec![], slot.clone()), "carol's expiry");
+    assert_eq!(slots_told(&changes[6]), (slot, vec![]), "bob's hold");
+    assert_eq!(changes[1]["subject"]["id"], dead.body["id"]);
+    assert_eq!(changes[3]["subject"]["id"], dead.body["id"]);
+    assert_eq!(changes[5]["subject"]["id"], bob.body["id"]);
+    assert_eq!(changes[6]["subject"]["id"], json!(resource));
+    assert_eq!(changes[5]["request_id"], changes[6]["request_id"]);
+    assert_eq!(app.count("select count(*) from audit_log where hold_id is null and type = 'slots.changed'").await, 1);
+
+    // A transaction that names a resource whose slots log themselves inserts a claim for
+    // another hold, or for its hold on another resource, by another statement: refused.
+    let logged = Uuid::new_v4();
+    let later = (start + chrono::Duration::hours(2), start + chrono::Duration::hours(3));
+    let mut conn = PgConnection::connect(&app.database.url).await.unwrap();
+    for (hold, on) in [(Uuid::new_v4(), resource), (logged, Uuid::new_v4())] {
+        let mut tx = conn.begin().await.unwrap();
+        sqlx::query(
+            "select set_config('holdfast.logged_hold', $1, true), set_config('holdfast.logged_scope', $2, true)",
+        )
+        .bind(logged.to_string())
+        .bind(resource.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        let refused = sqlx::query(
+            "insert into slot_claims (hold_id, resource_id, span, blocked)
+             values ($1, $2, tstzrange($3, $4, '[)'), tstzrange($3, $4, '[)'))",
+        )
+        .bind(hold)
+        .bind(on)
+        .bind(later.0)
+        .bind(later.1)
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+        let refused = refused.as_database_error().unwrap();
+        assert_eq!(refused.code().as_deref(), Some("P0001"), "{refused}");
+        assert!(refused.message().contains("outside the statement that logs"), "{refused}");
+        tx.rollback().await.unwrap();
+    }
     app.assert_invariants().await;
 }
 

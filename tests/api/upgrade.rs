@@ -47,19 +47,25 @@ const PREVIOUS_CREATE_HOLD: &str = r#"with hold as (
                 (select max_seats_per_buyer from events where id = $2) as buyer_limit
            from hold"#;
 
-/// Makes a hold as the previous release did: its BEGIN's settings, then its statement.
-async fn previous_release_hold(db: &sqlx::PgPool, user: &str, event: Uuid, seats: &[Uuid]) -> Uuid {
-    let hold_id = Uuid::now_v7();
-    let mut tx = db.begin().await.unwrap();
+/// The previous release's BEGIN settings: who acts, and the hold whose statement logs itself
+/// (`""` for none). It had no `holdfast.logged_scope`.
+async fn previous_release_begin(tx: &mut sqlx::PgConnection, user: &str, logged_hold: &str) {
     sqlx::query(
         "select set_config('holdfast.actor', $1, true), set_config('holdfast.actor_role', 'user', true),
                 set_config('holdfast.request_id', '', true), set_config('holdfast.logged_hold', $2, true)",
     )
     .bind(user)
-    .bind(hold_id.to_string())
-    .execute(&mut *tx)
+    .bind(logged_hold)
+    .execute(tx)
     .await
     .unwrap();
+}
+
+/// Makes a hold as the previous release did: its BEGIN's settings, then its statement.
+async fn previous_release_hold(db: &sqlx::PgPool, user: &str, event: Uuid, seats: &[Uuid]) -> Uuid {
+    let hold_id = Uuid::now_v7();
+    let mut tx = db.begin().await.unwrap();
+    previous_release_begin(&mut tx, user, &hold_id.to_string()).await;
     let claimed: Vec<Uuid> = sqlx::query_scalar(PREVIOUS_CREATE_HOLD)
         .bind(hold_id)
         .bind(event)
@@ -135,4 +141,134 @@ async fn the_previous_release_reads_this_releases_holds_from_hold_seats() {
     // This release writes them only in the hold's row.
     assert_eq!(app.count("select count(*) from hold_seats_before").await, 0);
     assert_eq!(app.count("select count(*) from holds where cardinality(seat_ids) > 0").await, 2);
+}
+
+/// The previous release's room hold statement (`db::inventories::create_hold` before the
+/// migration `room_and_slot_holds_log_their_availability`): the triggers log its hold and its nights.
+const PREVIOUS_CREATE_ROOM_HOLD: &str = r#"with hold as (
+             insert into holds (id, inventory_id, user_id, status, expires_at)
+             values ($1, $2, $3, 'HELD', now() + $4::int8 * interval '1 second')
+             returning expires_at, created_at
+         ), taken as (
+             update inventory_nights
+                set held = held + $7, version = version + 1
+              where inventory_id = $2 and night >= $5 and night < $6 and not closed
+                and held + booked + $7 <= capacity + overbooking_allowance
+             returning night
+         ), recorded as (
+             insert into hold_nights (hold_id, inventory_id, night, quantity)
+             select $1, $2, night, $7 from taken
+             returning night
+         )
+         select (select count(*) from recorded) as "nights!", hold.expires_at as "expires_at!",
+                hold.created_at as "created_at!"
+           from hold"#;
+
+/// The previous release's room confirm (`db::bookings::confirm_hold` for rooms, before the same
+/// migration): it writes the hold's and the booking's change rows itself, with its hold named in
+/// `holdfast.logged_hold`, and leaves the nights to the `nights_changed` trigger.
+const PREVIOUS_CONFIRM_ROOM_HOLD: &str = r#"with moved as (
+                     update holds set status = 'CONFIRMED', version = version + 1, updated_at = now()
+                      where id = $1 and version = $2 and status = 'HELD' and expires_at > now()
+                     returning id, inventory_id
+                 ), booking as (
+                     insert into bookings (id, inventory_id, hold_id, user_id, status, payment_reference, total_cents)
+                     select $3, inventory_id, id, $4, 'CONFIRMED', $5, 0 from moved
+                     returning created_at
+                 ), logged as (
+                     insert into audit_log (hold_id, booking_id, entity, from_status, to_status, actor, actor_role, request_id)
+                     select $1, r.booking_id, r.entity, r.from_status, 'CONFIRMED',
+                            change_actor(), change_actor_role(), change_request_id()
+                       from moved
+                      cross join lateral (values (1, null::uuid, 'hold', 'HELD'), (2, $3, 'booking', null))
+                                 as r(ord, booking_id, entity, from_status)
+                      where change_logged_hold() = $1 and exists (select 1 from booking)
+                      order by r.ord
+                 ), nights as (
+                     update inventory_nights n
+                        set held = n.held - hn.quantity, booked = n.booked + hn.quantity, version = n.version + 1
+                       from hold_nights hn
+                      where hn.hold_id = $1 and n.inventory_id = hn.inventory_id and n.night = hn.night
+                        and exists (select 1 from booking)
+                     returning 1
+                 )
+                 select exists (select 1 from moved) as "moved!",
+                        '{}'::uuid[] as "sold!",
+                        (select created_at from booking) as created_at,
+                        (select count(*) from nights) as "nights_moved!""#;
+
+#[tokio::test]
+async fn room_holds_and_confirms_of_the_previous_release_still_announce_their_nights_once() {
+    let app = spawn_app().await;
+    let inventory = app.create_inventory("2027-05-01", "2027-05-04", 3, 0).await;
+    let date = |d: &str| d.parse::<chrono::NaiveDate>().unwrap();
+
+    let hold_id = Uuid::now_v7();
+    let mut tx = app.db.begin().await.unwrap();
+    previous_release_begin(&mut tx, "alice", "").await;
+    let taken: i64 = sqlx::query_scalar(PREVIOUS_CREATE_ROOM_HOLD)
+        .bind(hold_id)
+        .bind(inventory)
+        .bind("alice")
+        .bind(600_i64)
+        .bind(date("2027-05-01"))
+        .bind(date("2027-05-03"))
+        .bind(2_i32)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(taken, 2);
+    tx.commit().await.unwrap();
+
+    let booking_id = Uuid::now_v7();
+    let version: i64 =
+        sqlx::query_scalar("select version from holds where id = $1").bind(hold_id).fetch_one(&app.db).await.unwrap();
+    let mut tx = app.db.begin().await.unwrap();
+    previous_release_begin(&mut tx, "alice", &hold_id.to_string()).await;
+    let moved: bool = sqlx::query_scalar(PREVIOUS_CONFIRM_ROOM_HOLD)
+        .bind(hold_id)
+        .bind(version)
+        .bind(booking_id)
+        .bind("alice")
+        .bind(None::<String>)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert!(moved);
+    tx.commit().await.unwrap();
+
+    // Each statement's nights, announced once: by the trigger, as before this release.
+    let told: Vec<(Option<Uuid>, serde_json::Value)> = sqlx::query_as(
+        "select hold_id, data from audit_log where type = 'nights.changed' and scope_id = $1 order by id",
+    )
+    .bind(inventory)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let counts = |data: &serde_json::Value| -> Vec<(i64, i64)> {
+        data["nights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["held"].as_i64().unwrap(), n["booked"].as_i64().unwrap()))
+            .collect()
+    };
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(told.iter().all(|(hold, _)| hold.is_none()), "the trigger's rows: {told:?}");
+    assert_eq!(counts(&told[0].1), [(2, 0), (2, 0)]);
+    assert_eq!(counts(&told[1].1), [(0, 2), (0, 2)]);
+    let history: Vec<(String, String)> =
+        sqlx::query_as("select entity, to_status from audit_log where hold_id = $1 order by id")
+            .bind(hold_id)
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    let history: Vec<(&str, &str)> = history.iter().map(|(e, s)| (e.as_str(), s.as_str())).collect();
+    assert_eq!(history, [("hold", "HELD"), ("hold", "CONFIRMED"), ("booking", "CONFIRMED")]);
+
+    // This release serves what it wrote.
+    let read = app.get(&format!("/v1/bookings/{booking_id}"), Some("alice")).await;
+    assert_eq!(read.status, StatusCode::OK, "{read:?}");
+    assert_eq!(app.nights(inventory, "2027-05-01", "2027-05-03").await.iter().map(|n| n.3).collect::<Vec<_>>(), [1, 1]);
+    app.assert_invariants().await;
 }

@@ -274,6 +274,17 @@ impl Execute for ConfirmHold {
         Some(self.hold_id)
     }
 
+    /// A room hold's confirm sells its nights in the statement that logs them.
+    fn logged_scope(&self, plan: &Plan) -> Option<Uuid> {
+        match &plan.seen {
+            Seen::Hold(hold) => match hold.target {
+                Target::Rooms { inventory_id, .. } => Some(inventory_id),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     async fn plan(&self, state: &AppState, caller: &Caller) -> Result<Step, Error> {
         plan_on_hold(state, caller, self.hold_id, false).await
     }

@@ -32,6 +32,7 @@ pub use webhooks::{CreateWebhook, DeleteWebhook};
 
 use super::{Reply, Step};
 use crate::db::holds::Target;
+use crate::db::write_tx::Logged;
 use crate::db::{bookings as booking_rows, holds as hold_rows};
 use crate::domain::{Caller, Nights};
 use crate::error::Error;
@@ -57,6 +58,16 @@ pub(super) trait Execute {
     /// itself (`db::holds::create`, `db::bookings::confirm_hold`): that hold's id, for the BEGIN
     /// to tell the triggers (see the migration `one_change_row_per_hold`).
     fn logged_hold(&self) -> Option<Uuid> {
+        None
+    }
+
+    /// For commands whose self-logging statement also changes availability (takes or sells a
+    /// room hold's nights, takes a slot) and writes that change into the hold's or the booking's
+    /// row (`inventories::create_hold`, `bookings::confirm_hold`, `resources::create_hold`): that
+    /// inventory's or resource's id, for the BEGIN to tell the `nights_changed` and
+    /// `slots_changed` triggers (see the migration `room_and_slot_holds_log_their_availability`).
+    /// Only asked of commands with a [`Execute::logged_hold`].
+    fn logged_scope(&self, _plan: &Plan) -> Option<Uuid> {
         None
     }
 
@@ -240,9 +251,11 @@ impl Command {
         dispatch!(self, _c: T => T::CREATES_LIVE_HOLD)
     }
 
-    /// The hold whose creating or confirming statement logs itself (see [`Execute::logged_hold`]).
-    pub(super) fn logged_hold(&self) -> Option<Uuid> {
-        dispatch!(self, c: _T => c.logged_hold())
+    /// What the command's self-logging statement logs (see [`Execute::logged_hold`] and
+    /// [`Execute::logged_scope`]).
+    pub(super) fn logged(&self, plan: &Plan) -> Option<Logged> {
+        let hold = dispatch!(self, c: _T => c.logged_hold())?;
+        Some(Logged { hold, scope: dispatch!(self, c: _T => c.logged_scope(plan)) })
     }
 
     /// The seats a seat-claiming command asks for (empty for the others).

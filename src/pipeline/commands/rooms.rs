@@ -69,6 +69,8 @@ impl Execute for PatchNights {
 
 #[derive(Debug)]
 pub struct CreateRoomHold {
+    /// The id the hold will have, chosen before the transaction (see [`Execute::logged_hold`]).
+    pub hold_id: Uuid,
     pub inventory_id: Uuid,
     pub stay: Nights,
     pub quantity: i32,
@@ -80,6 +82,14 @@ impl Execute for CreateRoomHold {
     const COUNTERS: &'static [&'static str] = &["holdfast_holds_created_total"];
     const CREATES_LIVE_HOLD: bool = true;
 
+    fn logged_hold(&self) -> Option<Uuid> {
+        Some(self.hold_id)
+    }
+
+    fn logged_scope(&self, _plan: &Plan) -> Option<Uuid> {
+        Some(self.inventory_id)
+    }
+
     async fn plan(&self, _state: &AppState, _caller: &Caller) -> Result<Step, Error> {
         write(night_resources(self.inventory_id, self.stay), Seen::Nothing)
     }
@@ -90,21 +100,24 @@ impl Execute for CreateRoomHold {
     }
 
     async fn apply(&self, tx: &mut PgConnection, _: &AppState, caller: &Caller, _: Plan) -> Result<Reply, Error> {
-        let Self { inventory_id, stay, quantity, ttl } = *self;
+        let Self { hold_id, inventory_id, stay, quantity, ttl } = *self;
         // Row locks on the stay's nights, in order: the counts read are the counts written.
         let mut nights = inventories::lock_nights(tx, inventory_id, stay).await?;
         if nights.is_empty() && inventories::find(&mut *tx, inventory_id).await?.is_none() {
             return Err(Error::NotFound("inventory"));
         }
-        if first_short_night(stay, &nights, quantity).is_some()
-            && inventories::expire_stale_holds(tx, inventory_id, stay).await? > 0
-        {
-            nights = inventories::lock_nights(tx, inventory_id, stay).await?;
+        if first_short_night(stay, &nights, quantity).is_some() {
+            // Stale holds may be in the way. Expiring them changes nights that the hold's
+            // statement does not log, so the trigger announces this transaction's nights, the
+            // hold's too (see the migration `room_and_slot_holds_log_their_availability`).
+            inventories::stop_logging_nights(tx).await?;
+            if inventories::expire_stale_holds(tx, inventory_id, stay).await? > 0 {
+                nights = inventories::lock_nights(tx, inventory_id, stay).await?;
+            }
         }
         if let Some(short) = first_short_night(stay, &nights, quantity) {
             return Err(short);
         }
-        let hold_id = Uuid::now_v7();
         let (taken, expires_at, created_at) =
             inventories::create_hold(tx, hold_id, inventory_id, &caller.user_id, ttl.seconds(), stay, quantity).await?;
         if taken != stay.count() {

@@ -34,6 +34,8 @@ impl Execute for CreateResource {
 
 #[derive(Debug)]
 pub struct CreateSlotHold {
+    /// The id the hold will have, chosen before the transaction (see [`Execute::logged_hold`]).
+    pub hold_id: Uuid,
     pub resource_id: Uuid,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
@@ -44,6 +46,16 @@ impl Execute for CreateSlotHold {
     const NAME: &'static str = "create_slot_hold";
     const COUNTERS: &'static [&'static str] = &["holdfast_holds_created_total"];
     const CREATES_LIVE_HOLD: bool = true;
+
+    fn logged_hold(&self) -> Option<Uuid> {
+        Some(self.hold_id)
+    }
+
+    /// The slot taken is announced in the hold's row. Expiring dead overlapping holds first
+    /// (`resources::clear_for_claim`) updates their claims, which the trigger still announces.
+    fn logged_scope(&self, _plan: &Plan) -> Option<Uuid> {
+        Some(self.resource_id)
+    }
 
     async fn plan(&self, state: &AppState, _caller: &Caller) -> Result<Step, Error> {
         let rules = load_rules(state, self.resource_id).await?;
@@ -60,11 +72,10 @@ impl Execute for CreateSlotHold {
 
     async fn apply(&self, tx: &mut PgConnection, _: &AppState, caller: &Caller, plan: Plan) -> Result<Reply, Error> {
         let Seen::Slot { blocked } = plan.seen else { return Err(planned_without::<Self>()) };
-        let Self { resource_id, start, end, ttl } = *self;
+        let Self { hold_id, resource_id, start, end, ttl } = *self;
         if let Some(conflict) = resources::clear_for_claim(tx, resource_id, blocked, None).await? {
             return Err(Error::SlotUnavailable { conflict: Some(conflict) });
         }
-        let hold_id = Uuid::now_v7();
         let (expires_at, created_at) =
             resources::create_hold(tx, hold_id, resource_id, &caller.user_id, ttl.seconds(), (start, end), blocked)
                 .await?;
