@@ -272,3 +272,56 @@ async fn room_holds_and_confirms_of_the_previous_release_still_announce_their_ni
     assert_eq!(app.nights(inventory, "2027-05-01", "2027-05-03").await.iter().map(|n| n.3).collect::<Vec<_>>(), [1, 1]);
     app.assert_invariants().await;
 }
+
+/// The previous release's slot hold statement (`db::resources::create_hold` before the migration
+/// `room_and_slot_holds_log_their_availability`): the triggers log its hold and its slot.
+const PREVIOUS_CREATE_SLOT_HOLD: &str = r#"with hold as (
+             insert into holds (id, resource_id, user_id, status, expires_at)
+             values ($1, $2, $3, 'HELD', now() + $4::int8 * interval '1 second')
+             returning id, expires_at, created_at
+         ), claim as (
+             insert into slot_claims (hold_id, resource_id, span, blocked)
+             select id, $2, tstzrange($5, $6, '[)'), tstzrange($7, $8, '[)') from hold
+         )
+         select expires_at as "expires_at!", created_at as "created_at!" from hold"#;
+
+#[tokio::test]
+async fn slot_holds_of_the_previous_release_still_announce_their_slot_once() {
+    let app = spawn_app().await;
+    let resource = app.create_resource(json!({})).await;
+    let start = crate::slots::future_hour(4);
+    let end = start + chrono::Duration::minutes(30);
+    let hold_id = Uuid::now_v7();
+    let mut tx = app.db.begin().await.unwrap();
+    previous_release_begin(&mut tx, "alice", "").await;
+    sqlx::query(PREVIOUS_CREATE_SLOT_HOLD)
+        .bind(hold_id)
+        .bind(resource)
+        .bind("alice")
+        .bind(600_i64)
+        .bind(start)
+        .bind(end)
+        .bind(start)
+        .bind(end)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // Its hold and its slot, each announced once, by the triggers.
+    let rows: Vec<(Option<Uuid>, Option<String>)> =
+        sqlx::query_as("select hold_id, type from audit_log where hold_id = $1 or scope_id = $2 order by id")
+            .bind(hold_id)
+            .bind(resource)
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    let rows: Vec<(Option<Uuid>, Option<&str>)> = rows.iter().map(|(h, t)| (*h, t.as_deref())).collect();
+    assert_eq!(rows, [(None, Some("resource.created")), (Some(hold_id), None), (None, Some("slots.changed"))]);
+
+    // This release confirms it, and refuses the slot to anyone else.
+    let booking = app.confirm("alice", hold_id).await;
+    assert_eq!(booking.status, StatusCode::CREATED, "{booking:?}");
+    assert_eq!(app.slot_hold("bob", resource, start, end).await.status, StatusCode::CONFLICT);
+    app.assert_invariants().await;
+}
