@@ -40,8 +40,7 @@ with hold as (
            end,
            change_actor(), change_actor_role(), change_request_id()
       from hold
-     cross join (select coalesce(nullif(current_setting('holdfast.logged_scope', true), '')::uuid
-                                 = '00000000-0000-7000-8000-000000000002', false) as logged) nights
+     cross join (select change_logged_scope() = '00000000-0000-7000-8000-000000000002' as logged) nights
      where change_logged_hold() = :hold_id
 )
 select (select count(*) from recorded), hold.expires_at, hold.created_at from hold;

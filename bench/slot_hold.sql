@@ -39,8 +39,7 @@ with hold as (
            end,
            change_actor(), change_actor_role(), change_request_id()
       from hold
-     cross join (select coalesce(nullif(current_setting('holdfast.logged_scope', true), '')::uuid
-                                 = '00000000-0000-7000-8000-000000000003', false) as logged) slots
+     cross join (select change_logged_scope() = '00000000-0000-7000-8000-000000000003' as logged) slots
      where change_logged_hold() = :hold_id
 )
 select expires_at, created_at from hold;

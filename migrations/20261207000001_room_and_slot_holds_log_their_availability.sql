@@ -32,6 +32,13 @@
 --   hold that expires dead overlapping holds first needs nothing more.
 -- Every other transaction is logged by the triggers as before.
 
+-- The inventory or resource whose availability the transaction's self-logging statement
+-- writes, if any: for those statements, as `change_logged_hold()` is for the hold. (The triggers'
+-- WHEN conditions read the setting inline, as in the migration `lean_trigger_conditions_and_keys`.)
+create function change_logged_scope() returns uuid language sql stable as $$
+    select nullif(current_setting('holdfast.logged_scope', true), '')::uuid
+$$;
+
 drop trigger nights_changed_update on inventory_nights;
 create trigger nights_changed_update after update on inventory_nights
     referencing old table as old_rows new table as new_rows

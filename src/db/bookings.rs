@@ -242,8 +242,7 @@ pub async fn confirm_hold(
                      select $1, r.booking_id, r.entity, r.from_status, 'CONFIRMED', r.type, r.scope_id, r.data,
                             change_actor(), change_actor_role(), change_request_id()
                        from moved
-                      cross join (select coalesce(nullif(current_setting('holdfast.logged_scope', true), '')::uuid
-                                                  = (select inventory_id from moved), false) as logged) l
+                      cross join lateral (select change_logged_scope() = moved.inventory_id as logged) l
                       cross join lateral (
                           values (1, null::uuid, 'hold', 'HELD', null::text, null::uuid, null::jsonb),
                                  (2, $3, 'booking', null, case when l.logged then 'nights.changed' end,

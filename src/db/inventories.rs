@@ -162,8 +162,7 @@ pub async fn create_hold(
                     end,
                     change_actor(), change_actor_role(), change_request_id()
                from hold
-              cross join (select coalesce(nullif(current_setting('holdfast.logged_scope', true), '')::uuid = $2, false)
-                                 as logged) nights
+              cross join (select change_logged_scope() = $2 as logged) nights
               where change_logged_hold() = $1
          )
          select (select count(*) from recorded) as "nights!", hold.expires_at as "expires_at!",

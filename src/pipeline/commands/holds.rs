@@ -277,10 +277,7 @@ impl Execute for ConfirmHold {
     /// A room hold's confirm sells its nights in the statement that logs them.
     fn logged_scope(&self, plan: &Plan) -> Option<Uuid> {
         match &plan.seen {
-            Seen::Hold(hold) => match hold.target {
-                Target::Rooms { inventory_id, .. } => Some(inventory_id),
-                _ => None,
-            },
+            Seen::Hold(holds::HoldRow { target: Target::Rooms { inventory_id, .. }, .. }) => Some(*inventory_id),
             _ => None,
         }
     }
