@@ -147,12 +147,13 @@ pub struct Confirmed {
 /// `nights_changed`, called for every seat confirm while one statement served all kinds, was a
 /// whole query more per confirm (see the migration `lean_trigger_conditions_and_keys`).
 ///
-/// The same statement writes the change rows, as `holds::create` does, when the transaction
-/// began with `hold_id` as its logged hold (else the triggers write them): the hold's
-/// (`hold.confirmed`), then the booking's (`booking.confirmed`), which for seats also carries the
-/// seats sold (`seats.changed`), and for rooms the nights sold (`nights.changed`) when the BEGIN
-/// also named the hold's inventory as logged (migration `room_and_slot_holds_log_their_availability`): two rows,
-/// three events, in the order the triggers wrote them.
+/// The same statement writes the change row, as `holds::create` does, when the transaction began
+/// with `hold_id` as its logged hold (else the triggers write a row each): one row, the
+/// booking's, carrying the hold's change (`hold.confirmed`, from `hold_from_status`), the
+/// booking's (`booking.confirmed`) and for seats the seats sold (`seats.changed`), for rooms the
+/// nights sold (`nights.changed`) when the BEGIN also named the hold's inventory as logged
+/// (migration `room_and_slot_holds_log_their_availability`): the events the triggers would
+/// write, in their order (migration `one_change_row_per_confirm`).
 #[allow(clippy::too_many_arguments)]
 pub async fn confirm_hold(
     conn: &mut PgConnection,
@@ -181,19 +182,14 @@ pub async fn confirm_hold(
                         and exists (select 1 from booking)
                      returning id, version
                  ), logged as (
-                     insert into audit_log (hold_id, booking_id, entity, from_status, to_status, type, scope_id, data,
+                     insert into audit_log (hold_id, booking_id, entity, hold_from_status, to_status, type, scope_id, data,
                                             actor, actor_role, request_id)
-                     select $1, r.booking_id, r.entity, r.from_status, 'CONFIRMED', r.type, r.scope_id, r.data,
+                     select $1, $3, 'booking', 'HELD', 'CONFIRMED', 'seats.changed', moved.event_id,
+                            coalesce((select jsonb_agg(jsonb_build_array(s.id, 'BOOKED', s.version) order by s.id)
+                                        from sold s), '[]'),
                             change_actor(), change_actor_role(), change_request_id()
                        from moved
-                      cross join lateral (
-                          values (1, null::uuid, 'hold', 'HELD', null::text, null::uuid, null::jsonb),
-                                 (2, $3, 'booking', null, 'seats.changed', moved.event_id,
-                                  coalesce((select jsonb_agg(jsonb_build_array(s.id, 'BOOKED', s.version) order by s.id)
-                                              from sold s), '[]'))
-                      ) as r(ord, booking_id, entity, from_status, type, scope_id, data)
                       where change_logged_hold() = $1 and exists (select 1 from booking)
-                      order by r.ord
                  ), recorded as (
                      insert into booking_seats (booking_id, seat_id) select $3, id from sold returning seat_id
                  ), admission_ended as (
@@ -237,23 +233,18 @@ pub async fn confirm_hold(
                         and exists (select 1 from booking)
                      returning n
                  ), logged as (
-                     insert into audit_log (hold_id, booking_id, entity, from_status, to_status, type, scope_id, data,
+                     insert into audit_log (hold_id, booking_id, entity, hold_from_status, to_status, type, scope_id, data,
                                             actor, actor_role, request_id)
-                     select $1, r.booking_id, r.entity, r.from_status, 'CONFIRMED', r.type, r.scope_id, r.data,
+                     select $1, $3, 'booking', 'HELD', 'CONFIRMED', case when l.logged then 'nights.changed' end,
+                            case when l.logged then moved.inventory_id end,
+                            case when l.logged then
+                                (select jsonb_build_object('nights', jsonb_agg(nights_json(x.n) order by (x.n).night))
+                                   from nights x)
+                            end,
                             change_actor(), change_actor_role(), change_request_id()
                        from moved
                       cross join lateral (select change_logged_scope() = moved.inventory_id as logged) l
-                      cross join lateral (
-                          values (1, null::uuid, 'hold', 'HELD', null::text, null::uuid, null::jsonb),
-                                 (2, $3, 'booking', null, case when l.logged then 'nights.changed' end,
-                                  case when l.logged then moved.inventory_id end,
-                                  case when l.logged then
-                                      (select jsonb_build_object('nights', jsonb_agg(nights_json(x.n) order by (x.n).night))
-                                         from nights x)
-                                  end)
-                      ) as r(ord, booking_id, entity, from_status, type, scope_id, data)
                       where change_logged_hold() = $1 and exists (select 1 from booking)
-                      order by r.ord
                  )
                  select exists (select 1 from moved) as "moved!",
                         '{}'::uuid[] as "sold!",
@@ -280,14 +271,10 @@ pub async fn confirm_hold(
                      select $3, resource_id, id, $4, 'CONFIRMED', $5, 0 from moved
                      returning created_at
                  ), logged as (
-                     insert into audit_log (hold_id, booking_id, entity, from_status, to_status, actor, actor_role, request_id)
-                     select $1, r.booking_id, r.entity, r.from_status, 'CONFIRMED',
-                            change_actor(), change_actor_role(), change_request_id()
+                     insert into audit_log (hold_id, booking_id, entity, hold_from_status, to_status, actor, actor_role, request_id)
+                     select $1, $3, 'booking', 'HELD', 'CONFIRMED', change_actor(), change_actor_role(), change_request_id()
                        from moved
-                      cross join lateral (values (1, null::uuid, 'hold', 'HELD'), (2, $3, 'booking', null))
-                                 as r(ord, booking_id, entity, from_status)
                       where change_logged_hold() = $1 and exists (select 1 from booking)
-                      order by r.ord
                  )
                  select exists (select 1 from moved) as "moved!",
                         '{}'::uuid[] as "sold!",

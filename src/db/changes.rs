@@ -3,8 +3,10 @@
 //! migration `one_change_row_per_hold`), read here in commit-safe order.
 //!
 //! A position in the log is `(txid, id)`: the id of the transaction that wrote the row, then the
-//! row's own id. A row carrying two events (a hold's history and its seats) gives the first the
-//! position `(txid, id - 1)`: row ids step by 2, so that position is no other row's.
+//! row's own id. A row carrying more than one event (a hold's history and its seats; a confirm's
+//! hold, booking and seats) gives its last event the row's position and each one before it the
+//! position one less: `(txid, id - 1)`, `(txid, id - 2)`. Row ids step by 3 (migration
+//! `one_change_row_per_confirm`; by 2 before it), so those positions are no other row's.
 //! Transactions commit out of order, so a reader only reads rows of transactions older than the
 //! oldest one still running (`pg_snapshot_xmin` of its snapshot): every row that can still appear
 //! is then after every position already read, and a consumer that keeps its cursor misses nothing
@@ -304,7 +306,7 @@ pub async fn read_scope(
                   actor as "actor!", actor_role as "actor_role!", request_id, data
              from change_log
             where (txid, row_id) > ($1::text::xid8, $2) and (txid, id) > ($1::text::xid8, $2)
-              and (txid, row_id) <= ($3::text::xid8, $4::int8 + 1) and (txid, id) <= ($3::text::xid8, $4)
+              and (txid, row_id) <= ($3::text::xid8, $4::int8 + 2) and (txid, id) <= ($3::text::xid8, $4)
               and txid < pg_snapshot_xmin(pg_current_snapshot())
               and type = any($5) and $6 in (event_id, inventory_id, resource_id)
             order by txid, row_id, id

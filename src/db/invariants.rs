@@ -85,13 +85,17 @@ pub const CHECKS: &[(&str, &str)] = &[
                  or (a.booking_id is not null and not exists (select 1 from bookings b where b.id = a.booking_id)))",
     ),
     (
-        // A row carrying two events gives the first the position `(txid, id - 1)`, which no row
-        // has while row ids step by 2 (migration `one_change_row_per_hold`); a sequence reset to
-        // step by 1 would make two events share a position, and a consumer would drop one.
+        // A row carrying several events gives them the positions below its own, `(txid, id - 1)`
+        // and `(txid, id - 2)`, which no row has while row ids step by 3 (migrations
+        // `one_change_row_per_hold`, `one_change_row_per_confirm`); a sequence reset to a smaller
+        // step would make two events share a position, and a consumer would drop one.
         "two change events at one feed position",
         "select count(*) from audit_log a
-          where a.hold_id is not null and a.type is not null
-            and exists (select 1 from audit_log o where o.txid = a.txid and o.id = a.id - 1)",
+          where (a.hold_id is not null and a.type is not null or a.hold_from_status is not null)
+            and exists (select 1 from audit_log o
+                         where o.txid = a.txid and o.id < a.id
+                           and o.id >= a.id - (a.hold_id is not null and a.type is not null)::int
+                                           - (a.hold_from_status is not null)::int)",
     ),
     (
         // Feed positions are transaction ids (`db::changes`). In a snapshot every committed row

@@ -508,8 +508,36 @@ fn position(cursor: &Value) -> (i64, i64) {
     (txid.parse().unwrap(), id.parse().unwrap())
 }
 
+/// The next `n` changes after `cursor` other than `event.created`, read one per page (so that a
+/// cursor falls between every two parts of a row), and the cursor after the last.
+async fn one_per_page(app: &TestApp, mut cursor: String, n: usize) -> (Vec<Value>, String) {
+    let mut seen: Vec<Value> = Vec::new();
+    let started = Instant::now();
+    while seen.len() < n {
+        let res = app
+            .send(Method::GET, &format!("/v1/changes?limit=1&after={cursor}"), Some(&app.admin_token()), None, None)
+            .await;
+        assert_eq!(res.status, StatusCode::OK, "{res:?}");
+        let page = res.body["changes"].as_array().unwrap();
+        assert!(page.len() <= 1, "{res:?}");
+        if let Some(change) = page.first() {
+            assert_eq!(change["cursor"], res.body["next_cursor"]);
+            // (The event's creation may become readable only now: other tests' transactions
+            // hold the feed back.)
+            if change["type"] != "event.created" {
+                seen.push(change.clone());
+            }
+        } else {
+            assert!(started.elapsed() < Duration::from_secs(30), "the changes never became readable: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        cursor = res.body["next_cursor"].as_str().unwrap().to_owned();
+    }
+    (seen, cursor)
+}
+
 #[tokio::test]
-async fn a_seat_hold_and_its_confirm_each_write_one_change_row_that_the_feed_reads_as_two_events() {
+async fn a_seat_hold_and_its_confirm_each_write_one_change_row_that_the_feed_reads_as_two_and_three_events() {
     let app = spawn_app().await;
     let event = app.create_event(1, 1, 4).await;
     let (_, start) = app.feed(None).await;
@@ -530,29 +558,7 @@ async fn a_seat_hold_and_its_confirm_each_write_one_change_row_that_the_feed_rea
 
     // Read one change per page: the two events come one after the other, each once, each with
     // its own cursor and id, and a cursor between them loses neither.
-    let mut seen: Vec<Value> = Vec::new();
-    let mut cursor = start.clone();
-    let started = Instant::now();
-    while seen.len() < 2 {
-        let res = app
-            .send(Method::GET, &format!("/v1/changes?limit=1&after={cursor}"), Some(&app.admin_token()), None, None)
-            .await;
-        assert_eq!(res.status, StatusCode::OK, "{res:?}");
-        let page = res.body["changes"].as_array().unwrap();
-        assert!(page.len() <= 1, "{res:?}");
-        if let Some(change) = page.first() {
-            assert_eq!(change["cursor"], res.body["next_cursor"]);
-            // (The event's creation may become readable only now: other tests' transactions
-            // hold the feed back.)
-            if change["type"] != "event.created" {
-                seen.push(change.clone());
-            }
-        } else {
-            assert!(started.elapsed() < Duration::from_secs(30), "the hold's changes never became readable: {seen:?}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        cursor = res.body["next_cursor"].as_str().unwrap().to_owned();
-    }
+    let (seen, cursor) = one_per_page(&app, start.clone(), 2).await;
     let (created, seats) = (&seen[0], &seen[1]);
     assert_eq!(created["type"], "hold.created", "{seen:?}");
     assert_eq!(created["subject"]["id"], json!(hold_id));
@@ -602,46 +608,65 @@ async fn a_seat_hold_and_its_confirm_each_write_one_change_row_that_the_feed_rea
         .await;
     assert!(res.body["changes"].as_array().unwrap().iter().all(|c| c["id"] != seats["id"]), "{res:?}");
 
-    // The confirm: the hold's row says confirmed and lists the seats sold; the booking's is its own.
+    // The confirm: one row, the booking's, carrying the hold's change, the booking's and the
+    // seats sold (migration `one_change_row_per_confirm`).
     let confirmed = app.confirm("alice", hold_id).await;
     assert_eq!(confirmed.status, StatusCode::CREATED, "{confirmed:?}");
-    let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
-        "select entity, to_status, type from audit_log where hold_id = $1 or scope_id = $2 and type = 'seats.changed' order by id",
+    let rows: Vec<(String, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        "select entity, hold_from_status, to_status, type from audit_log
+          where hold_id = $1 or scope_id = $2 and type = 'seats.changed' order by id",
     )
     .bind(hold_id)
     .bind(event.id)
     .fetch_all(&app.db)
     .await
     .unwrap();
-    let kinds =
-        |entity: &str, to: &str, kind: Option<&str>| (entity.to_owned(), Some(to.to_owned()), kind.map(str::to_owned));
+    let kinds = |entity: &str, hold_from: Option<&str>, to: &str, kind: Option<&str>| {
+        (entity.to_owned(), hold_from.map(str::to_owned), Some(to.to_owned()), kind.map(str::to_owned))
+    };
     assert_eq!(
         rows,
         [
-            kinds("hold", "HELD", Some("seats.changed")),
-            kinds("hold", "CONFIRMED", None),
-            kinds("booking", "CONFIRMED", Some("seats.changed"))
+            kinds("hold", None, "HELD", Some("seats.changed")),
+            kinds("booking", Some("HELD"), "CONFIRMED", Some("seats.changed"))
         ]
     );
-    let mut after_confirm: Vec<Value> = Vec::new();
-    let started = Instant::now();
-    while after_confirm.len() < 3 {
-        let (more, next) = app.feed(Some(&cursor)).await;
-        after_confirm.extend(more);
-        cursor = next;
-        assert!(started.elapsed() < Duration::from_secs(30), "the confirm's changes never became readable");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    // Read one per page, so that cursors fall between the row's three events: each comes once,
+    // in the order the triggers wrote them, at three consecutive positions, the last the row's.
+    let (after_confirm, cursor) = one_per_page(&app, cursor, 3).await;
     let types: Vec<&str> = after_confirm.iter().map(|c| c["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["hold.confirmed", "booking.confirmed", "seats.changed"], "{after_confirm:?}");
-    assert_eq!(after_confirm[0]["subject"]["id"], json!(hold_id));
-    assert_eq!(after_confirm[0]["data"]["status"], "CONFIRMED");
+    assert_eq!(after_confirm[0]["subject"], json!({ "kind": "hold", "id": hold_id, "event_id": event.id }));
+    assert_eq!(after_confirm[0]["data"], json!({ "status": "CONFIRMED", "user_id": "alice" }));
+    assert_eq!(after_confirm[1]["subject"]["kind"], "booking");
     assert_eq!(after_confirm[1]["subject"]["id"], confirmed.body["id"]);
+    assert_eq!(after_confirm[1]["data"]["status"], "CONFIRMED");
+    assert_eq!(after_confirm[1]["data"]["hold_id"], json!(hold_id));
     assert_eq!(after_confirm[1]["data"]["total_cents"], confirmed.body["total_cents"]);
-    assert_eq!(position(&after_confirm[1]["cursor"]).1 + 1, position(&after_confirm[2]["cursor"]).1);
+    let positions: Vec<(i64, i64)> = after_confirm.iter().map(|c| position(&c["cursor"])).collect();
+    let (txid, last) = positions[2];
+    assert_eq!(positions, [(txid, last - 2), (txid, last - 1), (txid, last)]);
+    let row_id: i64 = sqlx::query_scalar("select id from audit_log where booking_id = $1")
+        .bind(Uuid::parse_str(confirmed.body["id"].as_str().unwrap()).unwrap())
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(last, row_id, "the availability part sits at its row's own position");
+    let ids: HashSet<&str> = after_confirm.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "{after_confirm:?}");
     let sold = after_confirm[2]["data"]["seats"].as_array().unwrap();
     assert!(sold.iter().all(|s| s["status"] == "BOOKED" && s["version"] == 2), "{sold:?}");
     assert_eq!(sold.len(), 2);
+    // The same three, whole pages: nothing more, nothing twice.
+    let (again, _) = app.feed(Some(&start)).await;
+    let again: Vec<&Value> = again.iter().filter(|c| c["type"] != "event.created").collect();
+    assert_eq!(again.len(), 5, "{again:?}");
+    assert_eq!(
+        again[2..].iter().map(|c| &c["id"]).collect::<Vec<_>>(),
+        after_confirm.iter().map(|c| &c["id"]).collect::<Vec<_>>()
+    );
+    let (rest, _) = app.feed(Some(&cursor)).await;
+    assert!(rest.iter().all(|c| c["type"] == "event.created"), "{rest:?}");
     app.assert_invariants().await;
 }
 
@@ -666,18 +691,25 @@ async fn a_room_hold_and_its_confirm_log_their_nights_in_their_own_rows_and_an_e
     let booking = app.confirm("alice", hold_id).await;
     assert_eq!(booking.status, StatusCode::CREATED, "{booking:?}");
 
-    // One row for the hold (its history and its nights), two for the confirm (the hold's, and
-    // the booking's with the nights sold): no row of the `nights_changed` trigger.
-    let rows: Vec<(String, String, Option<String>, Option<Uuid>)> =
-        sqlx::query_as("select entity, to_status, type, scope_id from audit_log where hold_id = $1 order by id")
-            .bind(hold_id)
-            .fetch_all(&app.db)
-            .await
-            .unwrap();
-    let row = |entity: &str, to: &str, nights: bool| {
-        (entity.to_owned(), to.to_owned(), nights.then(|| "nights.changed".to_owned()), nights.then_some(inventory))
+    // One row for the hold (its history and its nights), one for the confirm (the hold's change,
+    // the booking's and the nights sold): no row of the `nights_changed` trigger.
+    let rows: Vec<(String, Option<String>, String, Option<String>, Option<Uuid>)> = sqlx::query_as(
+        "select entity, hold_from_status, to_status, type, scope_id from audit_log where hold_id = $1 order by id",
+    )
+    .bind(hold_id)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let row = |entity: &str, hold_from: Option<&str>, to: &str| {
+        (
+            entity.to_owned(),
+            hold_from.map(str::to_owned),
+            to.to_owned(),
+            Some("nights.changed".to_owned()),
+            Some(inventory),
+        )
     };
-    assert_eq!(rows, [row("hold", "HELD", true), row("hold", "CONFIRMED", false), row("booking", "CONFIRMED", true)]);
+    assert_eq!(rows, [row("hold", None, "HELD"), row("booking", Some("HELD"), "CONFIRMED")]);
     assert_eq!(app.count("select count(*) from audit_log where hold_id is null and type = 'nights.changed'").await, 0);
 
     // A hold that finds its night taken by a dead hold (past its expiry, not swept) expires it
@@ -723,7 +755,15 @@ async fn a_room_hold_and_its_confirm_log_their_nights_in_their_own_rows_and_an_e
     assert_eq!(changes[3]["subject"]["kind"], "inventory");
     assert_eq!(changes[3]["subject"]["id"], json!(inventory));
     assert_eq!(changes[2]["request_id"], changes[3]["request_id"]);
+    assert_eq!(changes[4]["subject"]["id"], json!(hold_id));
+    assert_eq!(changes[4]["subject"]["inventory_id"], json!(inventory));
     assert_eq!(changes[5]["subject"]["id"], booking.body["id"]);
+    let (txid, last) = position(&changes[6]["cursor"]);
+    assert_eq!(
+        [position(&changes[4]["cursor"]), position(&changes[5]["cursor"])],
+        [(txid, last - 2), (txid, last - 1)],
+        "the confirm's three events at consecutive positions"
+    );
     assert_eq!(changes[9]["subject"]["id"], dead.body["id"]);
     assert_eq!(changes[11]["subject"]["id"], bob.body["id"]);
     assert_eq!(app.nights(inventory, "2027-03-01", "2027-03-02").await[0].3, 0);
@@ -827,6 +867,32 @@ async fn a_slot_hold_logs_the_slot_it_takes_in_its_own_row_and_an_expiry_before_
     assert_eq!(changes[5]["request_id"], changes[6]["request_id"]);
     assert_eq!(app.count("select count(*) from audit_log where hold_id is null and type = 'slots.changed'").await, 1);
 
+    // Bob's confirm changes no slot: one row, the booking's, carrying the hold's change too.
+    let booking = app.confirm("bob", bob.id()).await;
+    assert_eq!(booking.status, StatusCode::CREATED, "{booking:?}");
+    let rows: Vec<(String, Option<String>, String, Option<String>)> = sqlx::query_as(
+        "select entity, hold_from_status, to_status, type from audit_log where hold_id = $1 order by id",
+    )
+    .bind(bob.id())
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("hold".to_owned(), None, "HELD".to_owned(), Some("slots.changed".to_owned())),
+            ("booking".to_owned(), Some("HELD".to_owned()), "CONFIRMED".to_owned(), None)
+        ]
+    );
+    let changes = app.feed_of_at_least(9).await;
+    let confirm = &changes[7..];
+    let types: Vec<&str> = confirm.iter().map(|c| c["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["hold.confirmed", "booking.confirmed"], "{changes:#?}");
+    assert_eq!(confirm[0]["subject"], json!({ "kind": "hold", "id": bob.body["id"], "resource_id": resource }));
+    assert_eq!(confirm[1]["subject"]["id"], booking.body["id"]);
+    let (txid, last) = position(&confirm[1]["cursor"]);
+    assert_eq!(position(&confirm[0]["cursor"]), (txid, last - 1));
+
     // A transaction that names a resource whose slots log themselves inserts a claim for
     // another hold, or for its hold on another resource, by another statement: refused.
     let logged = Uuid::new_v4();
@@ -927,29 +993,40 @@ async fn two_change_events_at_one_position_are_an_invariant_violation() {
     assert_eq!(hold.status, StatusCode::CREATED, "{hold:?}");
     app.assert_invariants().await;
 
-    // A row at the position the hold's history part takes, in the same transaction: as if the
-    // ids had stopped stepping by 2.
+    // In one transaction, a row, then a row of several events whose positions below its own
+    // take the first's, as if the ids had stopped stepping by 3: a hold's row of two events one
+    // above it, then a confirm's row of three two above it. Each is caught.
     let mut conn = PgConnection::connect(&app.database.url).await.unwrap();
-    let mut tx = conn.begin().await.unwrap();
-    let id: i64 = sqlx::query_scalar(
-        "insert into audit_log (id, type, scope_id, actor, actor_role) overriding system value
-         values (nextval(pg_get_serial_sequence('audit_log', 'id')) + 1, 'seats.changed', $1, 'sql', 'system') returning id",
-    )
-    .bind(event.id)
-    .fetch_one(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query(
+    let rows_above = [
         "insert into audit_log (id, hold_id, entity, to_status, type, scope_id, data, actor, actor_role)
-         overriding system value values ($1 + 1, $2, 'hold', 'HELD', 'seats.changed', $3, '[]', 'sql', 'system')",
-    )
-    .bind(id)
-    .bind(hold.id())
-    .bind(event.id)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    let violations = holdfast::db::invariants::violations(&app.db).await.unwrap();
-    assert_eq!(violations, [("two change events at one feed position", 1)]);
+         overriding system value values ($1 + 1, $2, 'hold', 'HELD', 'seats.changed', $4, '[]', 'sql', 'system')",
+        "insert into audit_log (id, hold_id, booking_id, entity, hold_from_status, to_status, type, scope_id, data,
+                                actor, actor_role)
+         overriding system value values ($1 + 2, $2, $3, 'booking', 'HELD', 'CONFIRMED', 'seats.changed', $4, '[]',
+                                         'sql', 'system')",
+    ];
+    for (caught, above) in rows_above.into_iter().enumerate() {
+        let mut tx = conn.begin().await.unwrap();
+        let id: i64 = sqlx::query_scalar(
+            "insert into audit_log (id, type, scope_id, actor, actor_role) overriding system value
+             values (nextval(pg_get_serial_sequence('audit_log', 'id')) + 1, 'seats.changed', $1, 'sql', 'system')
+             returning id",
+        )
+        .bind(event.id)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query(above)
+            .bind(id)
+            .bind(hold.id())
+            .bind(Uuid::new_v4())
+            .bind(event.id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let violations = holdfast::db::invariants::violations(&app.db).await.unwrap();
+        let expected = ("two change events at one feed position", caught as i64 + 1);
+        assert!(violations.contains(&expected), "{violations:?}");
+    }
 }

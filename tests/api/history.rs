@@ -65,6 +65,26 @@ async fn a_bookings_history_lists_every_change_with_actor_and_request_id() {
     let times: Vec<&str> = entries.iter().map(|e| e["at"].as_str().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first: {times:?}");
 
+    // A page at a time, one entry each: the same entries, each once, in the same order, though
+    // the confirm's two (the hold's and the booking's) are one row of the log.
+    let mut paged = Vec::new();
+    let mut cursor: Option<i64> = None;
+    loop {
+        let query = cursor.map(|c| format!("&cursor={c}")).unwrap_or_default();
+        let page = app.get(&format!("/v1/bookings/{}/history?limit=1{query}", booking.id()), Some("alice")).await;
+        assert_eq!(page.status, StatusCode::OK, "{page:?}");
+        paged.extend(page.body["entries"].as_array().unwrap().iter().cloned());
+        match page.body["next_cursor"].as_i64() {
+            Some(next) => {
+                assert!(cursor.is_none_or(|c| next > c), "{page:?}");
+                cursor = Some(next);
+            }
+            None => break,
+        }
+        assert!(paged.len() <= entries.len(), "{paged:?}");
+    }
+    assert_eq!(&paged, entries);
+
     // Not yours: 404, like the booking itself.
     app.get(&format!("/v1/bookings/{}/history", booking.id()), Some("mallory")).await.assert_problem(404, "NOT_FOUND");
 

@@ -32,19 +32,14 @@ with moved as (
                 and exists (select 1 from booking)
              returning id, version
          ), logged as (
-             insert into audit_log (hold_id, booking_id, entity, from_status, to_status, type, scope_id, data,
+             insert into audit_log (hold_id, booking_id, entity, hold_from_status, to_status, type, scope_id, data,
                                     actor, actor_role, request_id)
-             select :hold_id, r.booking_id, r.entity, r.from_status, 'CONFIRMED', r.type, r.scope_id, r.data,
+             select :hold_id, md5(:hold_id)::uuid, 'booking', 'HELD', 'CONFIRMED', 'seats.changed', moved.event_id,
+                    coalesce((select jsonb_agg(jsonb_build_array(s.id, 'BOOKED', s.version) order by s.id)
+                                from sold s), '[]'),
                     change_actor(), change_actor_role(), change_request_id()
                from moved
-              cross join lateral (
-                  values (1, null::uuid, 'hold', 'HELD', null::text, null::uuid, null::jsonb),
-                         (2, md5(:hold_id)::uuid, 'booking', null, 'seats.changed', moved.event_id,
-                          coalesce((select jsonb_agg(jsonb_build_array(s.id, 'BOOKED', s.version) order by s.id)
-                                      from sold s), '[]'))
-              ) as r(ord, booking_id, entity, from_status, type, scope_id, data)
               where change_logged_hold() = :hold_id and exists (select 1 from booking)
-              order by r.ord
          ), recorded as (
              insert into booking_seats (booking_id, seat_id) select md5(:hold_id)::uuid, id from sold returning seat_id
          ), admission_ended as (
