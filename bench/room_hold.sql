@@ -1,9 +1,10 @@
 -- pgbench: the SQL of one room hold request (1 unit, 1 to 3 nights of 30), as holdfast sends it
 -- for a new key whose lock is free (no claim first): one transaction whose BEGIN says who acts,
--- which hold writes its own change row and whose nights it logs (`db::write_tx`); the stay's
--- nights locked in order; one statement that inserts the hold, adds to each night's counter,
--- records the nights and writes the hold's one change row (`db::inventories::create_hold`,
--- parameters in place); and the idempotency record, written once, settled, with COMMIT.
+-- which hold writes its own change row and whose nights it logs (`db::write_tx`); one statement
+-- that locks the stay's nights in order and, as every one has room, inserts the hold, adds to
+-- each night's counter, records the nights and writes the hold's one change row
+-- (`db::inventories::create_hold`, parameters in place); and the idempotency record, written
+-- once, settled, with COMMIT.
 \set d random(0, 27)
 \set nights random(1, 3)
 select gen_random_uuid() as hold_id \gset
@@ -12,19 +13,24 @@ select set_config('plan_cache_mode', 'force_generic_plan', true), set_config('ho
        set_config('holdfast.actor_role', 'user', true), set_config('holdfast.request_id', '', true),
        set_config('holdfast.logged_hold', :hold_id, true),
        set_config('holdfast.logged_scope', '00000000-0000-7000-8000-000000000002', true);
-select night, capacity, overbooking_allowance, closed, held, booked from inventory_nights
- where inventory_id = '00000000-0000-7000-8000-000000000002'
-   and night >= date '2030-01-01' + :d::int and night < date '2030-01-01' + :d::int + :nights::int
- order by night for update;
-with hold as (
+with locked as (
+    select night, capacity, overbooking_allowance, closed, held, booked from inventory_nights
+     where inventory_id = '00000000-0000-7000-8000-000000000002' and night >= date '2030-01-01' + :d::int and night < date '2030-01-01' + :d::int + :nights::int
+     order by night for update
+), fits as (
+    select count(*) = :nights and coalesce(bool_and(not closed and held + booked + 1 <= capacity + overbooking_allowance), false)
+           as ok
+      from locked
+), hold as (
     insert into holds (id, inventory_id, user_id, status, expires_at)
-    values (:hold_id, '00000000-0000-7000-8000-000000000002', 'pgbench', 'HELD', now() + 600 * interval '1 second')
+    select :hold_id, '00000000-0000-7000-8000-000000000002', 'pgbench', 'HELD', now() + 600 * interval '1 second' from fits where ok
     returning expires_at, created_at
 ), taken as (
     update inventory_nights n set held = held + 1, version = version + 1
      where inventory_id = '00000000-0000-7000-8000-000000000002'
        and night >= date '2030-01-01' + :d::int and night < date '2030-01-01' + :d::int + :nights::int and not closed
        and held + booked + 1 <= capacity + overbooking_allowance
+       and exists (select 1 from hold)
     returning n
 ), recorded as (
     insert into hold_nights (hold_id, inventory_id, night, quantity)
@@ -43,7 +49,10 @@ with hold as (
      cross join (select change_logged_scope() = '00000000-0000-7000-8000-000000000002' as logged) nights
      where change_logged_hold() = :hold_id
 )
-select (select count(*) from recorded), hold.expires_at, hold.created_at from hold;
+select l.night, l.capacity, l.overbooking_allowance, l.closed, l.held, l.booked,
+       (select count(*) from recorded), hold.expires_at, hold.created_at
+  from locked l left join hold on true
+ order by l.night;
 insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)
   values ('pgbench', gen_random_uuid()::text, '\x00', 'SUCCEEDED', gen_random_uuid(), now(), 201,
           '{"id":"00000000-0000-0000-0000-000000000000","status":"HELD","inventory_id":"00000000-0000-7000-8000-000000000002","check_in":"2030-01-01","check_out":"2030-01-03","quantity":1,"expires_at":"2026-12-06T19:00:00.000000Z","created_at":"2026-12-06T19:00:00.000000Z"}');

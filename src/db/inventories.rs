@@ -120,9 +120,23 @@ pub async fn lock_nights(conn: &mut PgConnection, id: Uuid, range: Nights) -> Re
     .await
 }
 
-/// Holds `quantity` units of every night in the range for a new HELD hold, in one statement:
-/// the hold row, the counters (guarded: open, and room left, re-checked on the locked row), and
-/// the hold's nights. Returns how many nights were taken; the caller rolls back unless all were.
+/// A room hold's statement: the stay's nights as it found them, locked, and the hold it made, if
+/// every night had room.
+#[derive(Debug)]
+pub struct RoomHold {
+    /// The stay's rows on sale, in night order, as locked (before the hold's units).
+    pub nights: Vec<NightRow>,
+    /// `(nights taken, expires_at, created_at)`: None when some night was missing, closed or
+    /// full, and then nothing was written.
+    pub held: Option<(i64, DateTime<Utc>, DateTime<Utc>)>,
+}
+
+/// Holds `quantity` units of every night in the range for a new HELD hold, in one statement (one
+/// round trip): lock the stay's nights in night order (so concurrent lockers never deadlock),
+/// and only if every night is on sale, open and has room, insert the hold, add to each night's
+/// counter (guarded again: open, and room left, on the locked row), and record the hold's
+/// nights. Returns the nights as locked, for the caller to tell why not when nothing was held;
+/// the caller rolls back unless every night was taken.
 ///
 /// The same statement writes the hold's change row, as `holds::create` does for seats, when the
 /// transaction began with `hold_id` as its logged hold: its history (`hold.created`, as the
@@ -137,17 +151,25 @@ pub async fn create_hold(
     ttl_seconds: i64,
     stay: Nights,
     quantity: i32,
-) -> Result<(i64, DateTime<Utc>, DateTime<Utc>), sqlx::Error> {
-    let row = sqlx::query!(
-        r#"with hold as (
+) -> Result<RoomHold, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"with locked as (
+             select night, capacity, overbooking_allowance, closed, held, booked from inventory_nights
+              where inventory_id = $2 and night >= $5 and night < $6 order by night for update
+         ), fits as (
+             select count(*) = $8 and coalesce(bool_and(not closed and held + booked + $7 <= capacity + overbooking_allowance), false)
+                    as ok
+               from locked
+         ), hold as (
              insert into holds (id, inventory_id, user_id, status, expires_at)
-             values ($1, $2, $3, 'HELD', now() + $4::int8 * interval '1 second')
+             select $1, $2, $3, 'HELD', now() + $4::int8 * interval '1 second' from fits where ok
              returning expires_at, created_at
          ), taken as (
              update inventory_nights n
                 set held = held + $7, version = version + 1
               where inventory_id = $2 and night >= $5 and night < $6 and not closed
                 and held + booked + $7 <= capacity + overbooking_allowance
+                and exists (select 1 from hold)
              returning n
          ), recorded as (
              insert into hold_nights (hold_id, inventory_id, night, quantity)
@@ -165,9 +187,11 @@ pub async fn create_hold(
               cross join (select change_logged_scope() = $2 as logged) nights
               where change_logged_hold() = $1
          )
-         select (select count(*) from recorded) as "nights!", hold.expires_at as "expires_at!",
-                hold.created_at as "created_at!"
-           from hold"#,
+         select l.night as "night!", l.capacity as "capacity!", l.overbooking_allowance as "overbooking_allowance!",
+                l.closed as "closed!", l.held as "held!", l.booked as "booked!",
+                (select count(*) from recorded) as "taken!", hold.expires_at as "expires_at?", hold.created_at as "created_at?"
+           from locked l left join hold on true
+          order by l.night"#,
         hold_id,
         inventory_id,
         user_id,
@@ -175,10 +199,23 @@ pub async fn create_hold(
         stay.first(),
         stay.end(),
         quantity,
+        stay.count(),
     )
-    .fetch_one(conn)
+    .fetch_all(conn)
     .await?;
-    Ok((row.nights, row.expires_at, row.created_at))
+    let held = rows.first().and_then(|r| Some((r.taken, r.expires_at?, r.created_at?)));
+    let nights = rows
+        .into_iter()
+        .map(|r| NightRow {
+            night: r.night,
+            capacity: r.capacity,
+            overbooking_allowance: r.overbooking_allowance,
+            closed: r.closed,
+            held: r.held,
+            booked: r.booked,
+        })
+        .collect();
+    Ok(RoomHold { nights, held })
 }
 
 /// Ends this transaction's logging of its nights by its own statement (the BEGIN's

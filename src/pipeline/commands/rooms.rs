@@ -101,25 +101,28 @@ impl Execute for CreateRoomHold {
 
     async fn apply(&self, tx: &mut PgConnection, _: &AppState, caller: &Caller, _: Plan) -> Result<Reply, Error> {
         let Self { hold_id, inventory_id, stay, quantity, ttl } = *self;
-        // Row locks on the stay's nights, in order: the counts read are the counts written.
-        let mut nights = inventories::lock_nights(tx, inventory_id, stay).await?;
-        if nights.is_empty() && inventories::find(&mut *tx, inventory_id).await?.is_none() {
-            return Err(Error::NotFound("inventory"));
-        }
-        if first_short_night(stay, &nights, quantity).is_some() {
+        let user_id = &caller.user_id;
+        // One statement locks the stay's nights in order and holds them only if every one has
+        // room: the counts it checks are the counts it writes.
+        let mut attempt =
+            inventories::create_hold(tx, hold_id, inventory_id, user_id, ttl.seconds(), stay, quantity).await?;
+        if attempt.held.is_none() {
+            if attempt.nights.is_empty() && inventories::find(&mut *tx, inventory_id).await?.is_none() {
+                return Err(Error::NotFound("inventory"));
+            }
             // Stale holds may be in the way. Expiring them changes nights that the hold's
             // statement does not log, so the trigger announces this transaction's nights, the
             // hold's too (see the migration `room_and_slot_holds_log_their_availability`).
             inventories::stop_logging_nights(tx).await?;
             if inventories::expire_stale_holds(tx, inventory_id, stay).await? > 0 {
-                nights = inventories::lock_nights(tx, inventory_id, stay).await?;
+                attempt =
+                    inventories::create_hold(tx, hold_id, inventory_id, user_id, ttl.seconds(), stay, quantity).await?;
             }
         }
-        if let Some(short) = first_short_night(stay, &nights, quantity) {
-            return Err(short);
-        }
-        let (taken, expires_at, created_at) =
-            inventories::create_hold(tx, hold_id, inventory_id, &caller.user_id, ttl.seconds(), stay, quantity).await?;
+        let Some((taken, expires_at, created_at)) = attempt.held else {
+            return Err(first_short_night(stay, &attempt.nights, quantity)
+                .unwrap_or_else(|| Error::internal("room hold found room on every night and took none")));
+        };
         if taken != stay.count() {
             return Err(Error::internal("room hold took fewer nights than it had locked"));
         }
