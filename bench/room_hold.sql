@@ -1,8 +1,8 @@
 -- pgbench: the SQL of one room hold request (1 unit, 1 to 3 nights of 30), as holdfast sends it
 -- for a new key whose lock is free (no claim first): one transaction whose BEGIN says who acts,
 -- which hold writes its own change row and whose nights it logs (`db::write_tx`); one statement
--- that locks the stay's nights in order and, as every one has room, inserts the hold, adds to
--- each night's counter, records the nights and writes the hold's one change row
+-- that locks the stay's nights in order and, as every one has room, inserts the hold (its stay
+-- and units in its own row), adds to each night's counter and writes the hold's one change row
 -- (`db::inventories::create_hold`, parameters in place); and the idempotency record, written
 -- once, settled, with COMMIT.
 \set d random(0, 27)
@@ -22,8 +22,9 @@ with locked as (
            as ok
       from locked
 ), hold as (
-    insert into holds (id, inventory_id, user_id, status, expires_at)
-    select :hold_id, '00000000-0000-7000-8000-000000000002', 'pgbench', 'HELD', now() + 600 * interval '1 second' from fits where ok
+    insert into holds (id, inventory_id, user_id, status, expires_at, stay, quantity)
+    select :hold_id, '00000000-0000-7000-8000-000000000002', 'pgbench', 'HELD', now() + 600 * interval '1 second',
+           daterange(date '2030-01-01' + :d::int, date '2030-01-01' + :d::int + :nights::int), 1 from fits where ok
     returning expires_at, created_at
 ), taken as (
     update inventory_nights n set held = held + 1, version = version + 1
@@ -32,10 +33,6 @@ with locked as (
        and held + booked + 1 <= capacity + overbooking_allowance
        and exists (select 1 from hold)
     returning n
-), recorded as (
-    insert into hold_nights (hold_id, inventory_id, night, quantity)
-    select :hold_id, '00000000-0000-7000-8000-000000000002', (t.n).night, 1 from taken t
-    returning night
 ), logged as (
     insert into audit_log (hold_id, entity, to_status, detail, type, scope_id, data, actor, actor_role, request_id)
     select :hold_id, 'hold', 'HELD', jsonb_build_object('expires_at', hold.expires_at),
@@ -50,7 +47,7 @@ with locked as (
      where change_logged_hold() = :hold_id
 )
 select l.night, l.capacity, l.overbooking_allowance, l.closed, l.held, l.booked,
-       (select count(*) from recorded), hold.expires_at, hold.created_at
+       (select count(*) from taken), hold.expires_at, hold.created_at
   from locked l left join hold on true
  order by l.night;
 insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)

@@ -138,7 +138,9 @@ pub struct Confirmed {
 /// Confirms a hold into a booking in one statement (one round trip): move the hold from HELD
 /// (at the version we read, unexpired) to CONFIRMED, insert the booking for the hold's target,
 /// then, by kind, sell the seats the hold still claims and record the sale, or move its units on
-/// each night from held to booked (a slot hold's claim just stays active). Each step runs only
+/// each night of its stay from held to booked (a slot hold's claim just stays active). The seats,
+/// the stay and the units are the `target` read with the hold at `seen_version`, which a hold
+/// never changes: the statement needs no read of its own. Each step runs only
 /// if the one before it did. The caller rolls back unless the hold moved and every seat was sold
 /// (every night moved).
 ///
@@ -214,7 +216,7 @@ pub async fn confirm_hold(
             .fetch_one(conn)
             .await
         }
-        Target::Rooms { .. } => {
+        Target::Rooms { inventory_id, check_in, check_out, quantity } => {
             sqlx::query_as!(
                 Confirmed,
                 r#"with moved as (
@@ -227,9 +229,8 @@ pub async fn confirm_hold(
                      returning created_at
                  ), nights as (
                      update inventory_nights n
-                        set held = n.held - hn.quantity, booked = n.booked + hn.quantity, version = n.version + 1
-                       from hold_nights hn
-                      where hn.hold_id = $1 and n.inventory_id = hn.inventory_id and n.night = hn.night
+                        set held = n.held - $8, booked = n.booked + $8, version = n.version + 1
+                      where n.inventory_id = $9 and n.night >= $6 and n.night < $7
                         and exists (select 1 from booking)
                      returning n
                  ), logged as (
@@ -255,6 +256,10 @@ pub async fn confirm_hold(
                 booking_id,
                 user_id,
                 payment_reference,
+                check_in,
+                check_out,
+                quantity,
+                inventory_id,
             )
             .fetch_one(conn)
             .await
@@ -359,8 +364,10 @@ pub async fn cancel(conn: &mut PgConnection, booking_id: Uuid, seen_version: i64
              update seats set booking_id = null, version = version + 1 where booking_id = $1 returning 1
          ), released_nights as (
              update inventory_nights n set booked = n.booked - hn.quantity, version = n.version + 1
-               from hold_nights hn join bookings b on b.hold_id = hn.hold_id
-              where b.id = $1 and n.inventory_id = hn.inventory_id and n.night = hn.night
+               from hold_nights hn
+              -- by the hold's id, so that the view `hold_nights` is read by index
+              where hn.hold_id = (select hold_id from bookings where id = $1)
+                and n.inventory_id = hn.inventory_id and n.night = hn.night
              returning 1
          ), freed_slot as (
              update slot_claims set active = false

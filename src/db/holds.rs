@@ -77,14 +77,19 @@ pub(crate) const TARGET_COLUMNS: &str =
      hn.check_in, hn.check_out, hn.quantity, lower(sc.span) as slot_start, upper(sc.span) as slot_end";
 
 /// The joins behind [`TARGET_COLUMNS`], for the hold whose id is the SQL expression `hold`:
-/// each detail table is read once (a kind that does not apply finds no rows).
+/// each detail table is read once (a kind that does not apply finds no rows). A room hold's stay
+/// is in its own row, or in `hold_nights_before` if it was made before the migration
+/// `hold_nights_in_the_hold_row`.
 pub(crate) fn target_joins(hold: &str) -> String {
     format!(
         "left join lateral (select array_agg(hs.seat_id order by hs.seat_id) as seat_ids, sum(s.price_cents) as total_cents
                               from hold_seats hs join seats s on s.id = hs.seat_id
                              where hs.hold_id = {hold}) st on true
-         left join lateral (select min(night) as check_in, max(night) + 1 as check_out, max(quantity) as quantity
-                              from hold_nights where hold_id = {hold}) hn on true
+         left join lateral (select lower(stay) as check_in, upper(stay) as check_out, quantity
+                              from holds where id = {hold} and stay is not null
+                             union all
+                             select min(night), max(night) + 1, max(quantity)
+                              from hold_nights_before where hold_id = {hold} having count(*) > 0) hn on true
          left join slot_claims sc on sc.hold_id = {hold}"
     )
 }

@@ -83,14 +83,20 @@ pub async fn find<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<Invent
 /// out holds past their expiry that the sweeper has not reached yet: they no longer hold anything.
 /// Those are found from the expired HELD holds (`holds_expiring_idx`, a handful at most, as the
 /// sweeper runs every second), not from every hold the nights ever had.
+///
+/// Each such hold's nights are read by its id from the view `hold_nights` (its stay, or its rows
+/// if it was made before the migration `hold_nights_in_the_hold_row`), in a subquery that
+/// `offset 0` keeps whole: flattened into a join, the view could not be read by the hold's id,
+/// and every room hold's stay would be read instead.
 pub async fn nights<'e>(db: impl PgExecutor<'e>, id: Uuid, range: Nights) -> Result<Vec<NightRow>, sqlx::Error> {
     sqlx::query_as!(
         NightRow,
         r#"with stale as (
              select hn.night, sum(hn.quantity) as quantity
-               from holds h join hold_nights hn on hn.hold_id = h.id
+               from holds h
+              cross join lateral (select night, quantity from hold_nights
+                                   where hold_id = h.id and night >= $2 and night < $3 offset 0) hn
               where h.status = 'HELD' and h.expires_at <= now() and h.inventory_id = $1
-                and hn.night >= $2 and hn.night < $3
               group by hn.night
          )
          select n.night, n.capacity, n.overbooking_allowance, n.closed, n.booked,
@@ -133,10 +139,11 @@ pub struct RoomHold {
 
 /// Holds `quantity` units of every night in the range for a new HELD hold, in one statement (one
 /// round trip): lock the stay's nights in night order (so concurrent lockers never deadlock),
-/// and only if every night is on sale, open and has room, insert the hold, add to each night's
-/// counter (guarded again: open, and room left, on the locked row), and record the hold's
-/// nights. Returns the nights as locked, for the caller to tell why not when nothing was held;
-/// the caller rolls back unless every night was taken.
+/// and only if every night is on sale, open and has room, insert the hold with its stay and
+/// units in its own row (`holds.stay`, `holds.quantity`: see the migration
+/// `hold_nights_in_the_hold_row`) and add to each night's counter (guarded again: open, and room
+/// left, on the locked row). Returns the nights as locked, for the caller to tell why not when
+/// nothing was held; the caller rolls back unless every night was taken.
 ///
 /// The same statement writes the hold's change row, as `holds::create` does for seats, when the
 /// transaction began with `hold_id` as its logged hold: its history (`hold.created`, as the
@@ -161,8 +168,8 @@ pub async fn create_hold(
                     as ok
                from locked
          ), hold as (
-             insert into holds (id, inventory_id, user_id, status, expires_at)
-             select $1, $2, $3, 'HELD', now() + $4::int8 * interval '1 second' from fits where ok
+             insert into holds (id, inventory_id, user_id, status, expires_at, stay, quantity)
+             select $1, $2, $3, 'HELD', now() + $4::int8 * interval '1 second', daterange($5, $6), $7 from fits where ok
              returning expires_at, created_at
          ), taken as (
              update inventory_nights n
@@ -171,10 +178,6 @@ pub async fn create_hold(
                 and held + booked + $7 <= capacity + overbooking_allowance
                 and exists (select 1 from hold)
              returning n
-         ), recorded as (
-             insert into hold_nights (hold_id, inventory_id, night, quantity)
-             select $1, $2, (t.n).night, $7 from taken t
-             returning night
          ), logged as (
              insert into audit_log (hold_id, entity, to_status, detail, type, scope_id, data, actor, actor_role, request_id)
              select $1, 'hold', 'HELD', jsonb_build_object('expires_at', hold.expires_at),
@@ -189,7 +192,7 @@ pub async fn create_hold(
          )
          select l.night as "night!", l.capacity as "capacity!", l.overbooking_allowance as "overbooking_allowance!",
                 l.closed as "closed!", l.held as "held!", l.booked as "booked!",
-                (select count(*) from recorded) as "taken!", hold.expires_at as "expires_at?", hold.created_at as "created_at?"
+                (select count(*) from taken) as "taken!", hold.expires_at as "expires_at?", hold.created_at as "created_at?"
            from locked l left join hold on true
           order by l.night"#,
         hold_id,
@@ -226,16 +229,20 @@ pub async fn stop_logging_nights(conn: &mut PgConnection) -> Result<(), sqlx::Er
     conn.execute("select set_config('holdfast.logged_scope', '', true)").await.map(|_| ())
 }
 
-/// Expires the holds past their expiry that still count on these nights (see [`holds::expire`]).
+/// Expires the holds past their expiry that still count on these nights (see [`holds::expire`]):
+/// whose stay overlaps them, or, made before the migration `hold_nights_in_the_hold_row`, whose
+/// rows fall in them.
 pub async fn expire_stale_holds(
     conn: &mut PgConnection,
     inventory_id: Uuid,
     range: Nights,
 ) -> Result<u64, sqlx::Error> {
     let stale = sqlx::query_scalar!(
-        "select distinct h.id from holds h join hold_nights hn on hn.hold_id = h.id
+        "select h.id from holds h
           where h.status = 'HELD' and h.expires_at <= now() and h.inventory_id = $1
-            and hn.night >= $2 and hn.night < $3",
+            and (h.stay && daterange($2, $3)
+                 or exists (select 1 from hold_nights_before b
+                             where b.hold_id = h.id and b.night >= $2 and b.night < $3))",
         inventory_id,
         range.first(),
         range.end(),

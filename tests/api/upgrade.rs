@@ -5,6 +5,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use sqlx::Row;
 use uuid::Uuid;
 
 use crate::support::app::spawn_app;
@@ -219,6 +220,8 @@ async fn room_holds_and_confirms_of_the_previous_release_still_announce_their_ni
         .unwrap();
     assert_eq!(taken, 2);
     tx.commit().await.unwrap();
+    assert_eq!(app.count("select count(*) from hold_nights_before").await, 2, "its night rows are kept as they were");
+    assert_eq!(app.count("select count(*) from holds where stay is not null").await, 0);
 
     let booking_id = Uuid::now_v7();
     let version: i64 =
@@ -270,6 +273,118 @@ async fn room_holds_and_confirms_of_the_previous_release_still_announce_their_ni
     let read = app.get(&format!("/v1/bookings/{booking_id}"), Some("alice")).await;
     assert_eq!(read.status, StatusCode::OK, "{read:?}");
     assert_eq!(app.nights(inventory, "2027-05-01", "2027-05-03").await.iter().map(|n| n.3).collect::<Vec<_>>(), [1, 1]);
+    app.assert_invariants().await;
+}
+
+/// Makes a room hold as the previous release did (`ttl_seconds` below zero: one already past its
+/// expiry, that no sweeper has reached yet).
+async fn previous_release_room_hold(
+    db: &sqlx::PgPool,
+    inventory: Uuid,
+    (check_in, check_out): (&str, &str),
+    quantity: i32,
+    ttl_seconds: i64,
+) -> Uuid {
+    let date = |d: &str| d.parse::<chrono::NaiveDate>().unwrap();
+    let hold_id = Uuid::now_v7();
+    let mut tx = db.begin().await.unwrap();
+    previous_release_begin(&mut tx, "alice", "").await;
+    let taken: i64 = sqlx::query_scalar(PREVIOUS_CREATE_ROOM_HOLD)
+        .bind(hold_id)
+        .bind(inventory)
+        .bind("alice")
+        .bind(ttl_seconds)
+        .bind(date(check_in))
+        .bind(date(check_out))
+        .bind(quantity)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(taken, (date(check_out) - date(check_in)).num_days());
+    tx.commit().await.unwrap();
+    hold_id
+}
+
+#[tokio::test]
+async fn room_holds_made_by_the_previous_release_are_read_expired_confirmed_and_cancelled() {
+    let app = spawn_app().await;
+    let inventory = app.create_inventory("2027-07-01", "2027-07-04", 2, 0).await;
+    let live = previous_release_room_hold(&app.db, inventory, ("2027-07-01", "2027-07-03"), 1, 600).await;
+    let dead = previous_release_room_hold(&app.db, inventory, ("2027-07-03", "2027-07-04"), 2, -5).await;
+    assert_eq!(app.count("select count(*) from hold_nights_before").await, 3, "their night rows are kept as they were");
+
+    let read = app.get(&format!("/v1/holds/{live}"), Some("alice")).await;
+    assert_eq!(read.status, StatusCode::OK, "{read:?}");
+    assert_eq!(
+        (&read.body["check_in"], &read.body["check_out"], &read.body["quantity"]),
+        (&json!("2027-07-01"), &json!("2027-07-03"), &json!(1))
+    );
+    // The dead hold no longer holds its night, swept or not.
+    let held = |nights: Vec<(String, i64, i64, i64)>| nights.iter().map(|n| (n.1, n.2)).collect::<Vec<_>>();
+    assert_eq!(held(app.nights(inventory, "2027-07-01", "2027-07-04").await), [(1, 0), (1, 0), (0, 0)]);
+    // A hold that needs its night expires it first.
+    let taker = app.room_hold("bob", inventory, "2027-07-03", "2027-07-04", 2).await;
+    assert_eq!(taker.status, StatusCode::CREATED, "{taker:?}");
+    let status: String =
+        sqlx::query_scalar("select status from holds where id = $1").bind(dead).fetch_one(&app.db).await.unwrap();
+    assert_eq!(status, "EXPIRED");
+
+    let booking = app.confirm("alice", live).await;
+    assert_eq!(booking.status, StatusCode::CREATED, "{booking:?}");
+    assert_eq!((&booking.body["check_in"], &booking.body["quantity"]), (&json!("2027-07-01"), &json!(1)));
+    assert_eq!(held(app.nights(inventory, "2027-07-01", "2027-07-04").await), [(0, 1), (0, 1), (2, 0)]);
+    let cancel = app.post(&format!("/v1/bookings/{}/cancel", booking.id()), "alice", "c", &json!({})).await;
+    assert_eq!(cancel.status, StatusCode::OK, "{cancel:?}");
+    assert_eq!(held(app.nights(inventory, "2027-07-01", "2027-07-04").await), [(0, 0), (0, 0), (2, 0)]);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn the_previous_release_reads_and_confirms_this_releases_room_holds_through_hold_nights() {
+    let app = spawn_app().await;
+    let inventory = app.create_inventory("2027-06-01", "2027-06-05", 5, 0).await;
+    let hold = app.room_hold("alice", inventory, "2027-06-02", "2027-06-04", 2).await;
+    assert_eq!(hold.status, StatusCode::CREATED, "{hold:?}");
+    let hold_id = hold.id();
+    // This release writes the stay in the hold's row only.
+    assert_eq!(app.count("select count(*) from hold_nights_before").await, 0);
+    let stay: (String, i32) = sqlx::query_as("select stay::text, quantity from holds where id = $1")
+        .bind(hold_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stay, ("[2027-06-02,2027-06-04)".to_owned(), 2));
+
+    // Where the previous release looks for a hold's nights (`hold_nights`): one row a night.
+    let nights: Vec<(chrono::NaiveDate, i32)> =
+        sqlx::query_as("select night, quantity from hold_nights where hold_id = $1 order by night")
+            .bind(hold_id)
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    let date = |d: &str| d.parse::<chrono::NaiveDate>().unwrap();
+    assert_eq!(nights, [(date("2027-06-02"), 2), (date("2027-06-03"), 2)]);
+
+    // The previous release confirms it: its statement moves the units of every night of the stay.
+    let version: i64 =
+        sqlx::query_scalar("select version from holds where id = $1").bind(hold_id).fetch_one(&app.db).await.unwrap();
+    let mut tx = app.db.begin().await.unwrap();
+    previous_release_begin(&mut tx, "alice", &hold_id.to_string()).await;
+    let confirmed = sqlx::query(PREVIOUS_CONFIRM_ROOM_HOLD)
+        .bind(hold_id)
+        .bind(version)
+        .bind(Uuid::now_v7())
+        .bind("alice")
+        .bind(None::<String>)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert!(confirmed.get::<bool, _>("moved!"));
+    assert_eq!(confirmed.get::<i64, _>("nights_moved!"), 2);
+    tx.commit().await.unwrap();
+    let counts: Vec<(i64, i64)> =
+        app.nights(inventory, "2027-06-01", "2027-06-05").await.iter().map(|n| (n.1, n.2)).collect();
+    assert_eq!(counts, [(0, 0), (0, 2), (0, 2), (0, 0)], "(held, booked) a night");
     app.assert_invariants().await;
 }
 
