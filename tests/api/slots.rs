@@ -168,6 +168,11 @@ async fn slots_that_break_the_rules_get_422_with_a_reason() {
     assert!(res.body["detail"].as_str().unwrap().contains("2880"), "{res:?}");
     app.slot_hold("u", resource, h(10, 0), h(10, 0)).await.assert_problem(422, "VALIDATION_FAILED");
     assert_eq!(app.slot_hold("u", resource, h(16, 30), h(17, 0)).await.status, StatusCode::CREATED);
+    // Rules are read once per resource and kept (`slots::load_rules`); an unknown one is not.
+    let unknown = Uuid::now_v7();
+    for _ in 0..2 {
+        app.slot_hold("u", unknown, h(10, 0), h(10, 30)).await.assert_problem(404, "NOT_FOUND");
+    }
 
     let bad_tz =
         json!({ "name": "x", "time_zone": "Mars/Olympus", "opening_hours": {}, "slot_granularity_minutes": 30 });

@@ -85,7 +85,7 @@ impl Execute for CancelBooking {
             return Ok(Step::Done(Reply::ok(views::booking(&booking))));
         }
         if let Target::Slot { resource_id, start, .. } = &booking.target {
-            slots::check_cancellation_window(&slots::load_rules(state, *resource_id).await?, caller, *start)?;
+            slots::check_cancellation_window(&*slots::load_rules(state, *resource_id).await?, caller, *start)?;
         }
         write(target_resources(state, &booking.target).await?, Seen::Booking(booking))
     }

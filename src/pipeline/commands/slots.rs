@@ -1,5 +1,8 @@
 //! Time slots: resources with their rules, holds on a slot, and moving a booked slot.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -138,9 +141,29 @@ impl Execute for RescheduleBooking {
     }
 }
 
-pub(super) async fn load_rules(state: &AppState, resource_id: Uuid) -> Result<SlotRules, Error> {
+/// The rules of the resources this instance has read, kept for ten minutes: every slot hold,
+/// confirm, release, cancel and reschedule needs its resource's rules (to check the slot, or for
+/// the lock cells its buffered range covers), and a resource never changes once created (nothing
+/// updates `resources`), so reading it once saves each of them a round trip and a read-only
+/// transaction. The expiry only bounds how long a row changed by hand in the database goes
+/// unseen; Postgres's exclusion constraint guards the claims whatever rules were used. Unknown
+/// resources are not kept.
+pub struct SlotRulesCache(moka::sync::Cache<Uuid, Arc<SlotRules>>);
+
+impl Default for SlotRulesCache {
+    fn default() -> Self {
+        Self(moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(600)).build())
+    }
+}
+
+pub(super) async fn load_rules(state: &AppState, resource_id: Uuid) -> Result<Arc<SlotRules>, Error> {
+    if let Some(rules) = state.slot_rules.0.get(&resource_id) {
+        return Ok(rules);
+    }
     let resource = resources::find(&state.db, resource_id).await?.ok_or(Error::NotFound("resource"))?;
-    resource.rules().map_err(Error::internal)
+    let rules = Arc::new(resource.rules().map_err(Error::internal)?);
+    state.slot_rules.0.insert(resource_id, Arc::clone(&rules));
+    Ok(rules)
 }
 
 /// The lock cells a buffered slot range touches (see [`SlotRules::lock_cells`]).
