@@ -91,7 +91,7 @@ impl Application {
             hot_seats: Arc::default(),
             queues: Arc::new(crate::queue::Board::default()),
             seat_index: Arc::default(),
-            slot_rules: crate::pipeline::SlotRulesCache::default(),
+            slot_rules: crate::db::resources::RulesCache::default(),
             queue_gate,
             hub,
             tasks: TaskTracker::new(),

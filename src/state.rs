@@ -55,7 +55,7 @@ pub struct Shared {
     /// This instance's memory of seat maps for best-available holds (see `crate::seat_index`).
     pub seat_index: Arc<crate::seat_index::SeatIndex>,
     /// The rules of the resources this instance has read (see `slots::load_rules`).
-    pub slot_rules: crate::pipeline::SlotRulesCache,
+    pub slot_rules: crate::db::resources::RulesCache,
     /// Turns at the database for waiting-room joins and polls that miss memory (a quarter of
     /// the pool; see `api::queue`).
     pub queue_gate: Arc<tokio::sync::Semaphore>,

@@ -1,6 +1,9 @@
 //! Time-slot resources and their slot claims. The exclusion constraint `slot_claims_no_overlap`
 //! refuses two active claims whose buffered ranges overlap on one resource, whatever the locks did.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, PgExecutor};
@@ -67,6 +70,31 @@ pub async fn insert(
     )
     .fetch_one(conn)
     .await
+}
+
+/// The rules of the resources this instance has read, kept for ten minutes: every slot hold,
+/// confirm, release, cancel and reschedule needs its resource's rules (to check the slot, or for
+/// the lock cells its buffered range covers), and a resource never changes once created (nothing
+/// updates `resources`), so reading it once saves each of them a round trip and a read-only
+/// transaction. The expiry only bounds how long a row changed by hand in the database goes
+/// unseen; Postgres's exclusion constraint guards the claims whatever rules were used. Unknown
+/// resources are not kept.
+pub struct RulesCache(moka::sync::Cache<Uuid, Arc<SlotRules>>);
+
+impl Default for RulesCache {
+    fn default() -> Self {
+        Self(moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(600)).build())
+    }
+}
+
+impl RulesCache {
+    pub fn get(&self, resource_id: Uuid) -> Option<Arc<SlotRules>> {
+        self.0.get(&resource_id)
+    }
+
+    pub fn insert(&self, resource_id: Uuid, rules: Arc<SlotRules>) {
+        self.0.insert(resource_id, rules);
+    }
 }
 
 pub async fn find<'e>(db: impl PgExecutor<'e>, id: Uuid) -> Result<Option<ResourceRow>, sqlx::Error> {

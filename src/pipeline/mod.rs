@@ -32,8 +32,7 @@ use tracing::Instrument;
 pub use commands::{
     BestAvailable, BookSeats, CancelBooking, Command, ConfirmHold, CreateBestHold, CreateEvent, CreateHold,
     CreateInventory, CreateResource, CreateRoomHold, CreateSlotHold, CreateWebhook, DeleteWebhook, ExtendHold,
-    JoinQueue, LeaveQueue, PatchEvent, PatchNights, ReleaseHold, RescheduleBooking, SlotRulesCache, visible_booking,
-    visible_hold,
+    JoinQueue, LeaveQueue, PatchEvent, PatchNights, ReleaseHold, RescheduleBooking, visible_booking, visible_hold,
 };
 
 use crate::db::write_tx::{Committed, Settle, WriteTx};

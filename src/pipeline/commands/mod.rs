@@ -27,7 +27,7 @@ pub use holds::{BestAvailable, ConfirmHold, CreateBestHold, CreateHold, ExtendHo
 pub use queue::{JoinQueue, LeaveQueue};
 pub use rooms::{CreateInventory, CreateRoomHold, PatchNights};
 pub use seats::{CreateEvent, PatchEvent};
-pub use slots::{CreateResource, CreateSlotHold, RescheduleBooking, SlotRulesCache};
+pub use slots::{CreateResource, CreateSlotHold, RescheduleBooking};
 pub use webhooks::{CreateWebhook, DeleteWebhook};
 
 use super::{Reply, Step};

@@ -1,7 +1,6 @@
 //! Time slots: resources with their rules, holds on a slot, and moving a booked slot.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -141,28 +140,15 @@ impl Execute for RescheduleBooking {
     }
 }
 
-/// The rules of the resources this instance has read, kept for ten minutes: every slot hold,
-/// confirm, release, cancel and reschedule needs its resource's rules (to check the slot, or for
-/// the lock cells its buffered range covers), and a resource never changes once created (nothing
-/// updates `resources`), so reading it once saves each of them a round trip and a read-only
-/// transaction. The expiry only bounds how long a row changed by hand in the database goes
-/// unseen; Postgres's exclusion constraint guards the claims whatever rules were used. Unknown
-/// resources are not kept.
-pub struct SlotRulesCache(moka::sync::Cache<Uuid, Arc<SlotRules>>);
-
-impl Default for SlotRulesCache {
-    fn default() -> Self {
-        Self(moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(600)).build())
-    }
-}
-
+/// A resource's rules, from this instance's memory when it has read them before (see
+/// [`resources::RulesCache`]); an unknown resource is 404 and is not kept.
 pub(super) async fn load_rules(state: &AppState, resource_id: Uuid) -> Result<Arc<SlotRules>, Error> {
-    if let Some(rules) = state.slot_rules.0.get(&resource_id) {
+    if let Some(rules) = state.slot_rules.get(resource_id) {
         return Ok(rules);
     }
     let resource = resources::find(&state.db, resource_id).await?.ok_or(Error::NotFound("resource"))?;
     let rules = Arc::new(resource.rules().map_err(Error::internal)?);
-    state.slot_rules.0.insert(resource_id, Arc::clone(&rules));
+    state.slot_rules.insert(resource_id, Arc::clone(&rules));
     Ok(rules)
 }
 
