@@ -198,28 +198,40 @@ const PREVIOUS_CONFIRM_ROOM_HOLD: &str = r#"with moved as (
                         (select created_at from booking) as created_at,
                         (select count(*) from nights) as "nights_moved!""#;
 
-#[tokio::test]
-async fn room_holds_and_confirms_of_the_previous_release_still_announce_their_nights_once() {
-    let app = spawn_app().await;
-    let inventory = app.create_inventory("2027-05-01", "2027-05-04", 3, 0).await;
+/// Makes a room hold as the previous release did (`ttl_seconds` below zero: one already past its
+/// expiry, that no sweeper has reached yet).
+async fn previous_release_room_hold(
+    db: &sqlx::PgPool,
+    inventory: Uuid,
+    (check_in, check_out): (&str, &str),
+    quantity: i32,
+    ttl_seconds: i64,
+) -> Uuid {
     let date = |d: &str| d.parse::<chrono::NaiveDate>().unwrap();
-
     let hold_id = Uuid::now_v7();
-    let mut tx = app.db.begin().await.unwrap();
+    let mut tx = db.begin().await.unwrap();
     previous_release_begin(&mut tx, "alice", "").await;
     let taken: i64 = sqlx::query_scalar(PREVIOUS_CREATE_ROOM_HOLD)
         .bind(hold_id)
         .bind(inventory)
         .bind("alice")
-        .bind(600_i64)
-        .bind(date("2027-05-01"))
-        .bind(date("2027-05-03"))
-        .bind(2_i32)
+        .bind(ttl_seconds)
+        .bind(date(check_in))
+        .bind(date(check_out))
+        .bind(quantity)
         .fetch_one(&mut *tx)
         .await
         .unwrap();
-    assert_eq!(taken, 2);
+    assert_eq!(taken, (date(check_out) - date(check_in)).num_days());
     tx.commit().await.unwrap();
+    hold_id
+}
+
+#[tokio::test]
+async fn room_holds_and_confirms_of_the_previous_release_still_announce_their_nights_once() {
+    let app = spawn_app().await;
+    let inventory = app.create_inventory("2027-05-01", "2027-05-04", 3, 0).await;
+    let hold_id = previous_release_room_hold(&app.db, inventory, ("2027-05-01", "2027-05-03"), 2, 600).await;
     assert_eq!(app.count("select count(*) from hold_nights_before").await, 2, "its night rows are kept as they were");
     assert_eq!(app.count("select count(*) from holds where stay is not null").await, 0);
 
@@ -274,35 +286,6 @@ async fn room_holds_and_confirms_of_the_previous_release_still_announce_their_ni
     assert_eq!(read.status, StatusCode::OK, "{read:?}");
     assert_eq!(app.nights(inventory, "2027-05-01", "2027-05-03").await.iter().map(|n| n.3).collect::<Vec<_>>(), [1, 1]);
     app.assert_invariants().await;
-}
-
-/// Makes a room hold as the previous release did (`ttl_seconds` below zero: one already past its
-/// expiry, that no sweeper has reached yet).
-async fn previous_release_room_hold(
-    db: &sqlx::PgPool,
-    inventory: Uuid,
-    (check_in, check_out): (&str, &str),
-    quantity: i32,
-    ttl_seconds: i64,
-) -> Uuid {
-    let date = |d: &str| d.parse::<chrono::NaiveDate>().unwrap();
-    let hold_id = Uuid::now_v7();
-    let mut tx = db.begin().await.unwrap();
-    previous_release_begin(&mut tx, "alice", "").await;
-    let taken: i64 = sqlx::query_scalar(PREVIOUS_CREATE_ROOM_HOLD)
-        .bind(hold_id)
-        .bind(inventory)
-        .bind("alice")
-        .bind(ttl_seconds)
-        .bind(date(check_in))
-        .bind(date(check_out))
-        .bind(quantity)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(taken, (date(check_out) - date(check_in)).num_days());
-    tx.commit().await.unwrap();
-    hold_id
 }
 
 #[tokio::test]
