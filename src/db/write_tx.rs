@@ -23,14 +23,13 @@ use std::sync::LazyLock;
 
 use futures_util::TryStreamExt;
 use postgres_protocol::escape::escape_literal;
-use serde_json::Value;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
 use sqlx::{Executor, PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use super::holds;
-use crate::idempotency::{self, IdempotentRequest, no_nul};
+use crate::idempotency::{self, Answer, IdempotentRequest, no_nul};
 
 pub struct WriteTx {
     conn: Option<PoolConnection<Postgres>>,
@@ -54,7 +53,7 @@ pub enum Settle<'a> {
     /// Nothing to write (no key, or the record was completed by an earlier statement).
     Nothing,
     /// Insert the key's record, settled with this answer (see `idempotency::record`).
-    Record { req: &'a IdempotentRequest, status: u16, body: &'a Value },
+    Record { req: &'a IdempotentRequest, status: u16, answer: Answer<'a> },
 }
 
 /// What [`WriteTx::commit`] did.
@@ -133,7 +132,7 @@ impl WriteTx {
         let recorded = matches!(settle, Settle::Record { .. });
         let sql = match settle {
             Settle::Nothing => "commit".to_owned(),
-            Settle::Record { req, status, body } => match idempotency::record_sql(req, status, body) {
+            Settle::Record { req, status, answer } => match idempotency::record_sql(req, status, answer) {
                 Ok(insert) => format!("{insert}; commit"),
                 Err(err) => {
                     self.rollback().await;
@@ -187,7 +186,7 @@ impl Drop for WriteTx {
 /// none: see the migrations `lean_trigger_conditions_and_keys` and `room_and_slot_holds_log_their_availability`).
 static PREPARE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "prepare holdfast_record (text, text, bytea, uuid, int2, jsonb) as {};
+        "prepare holdfast_record (text, text, bytea, uuid, int2, jsonb, bytea) as {};
          prepare holdfast_begin (text, text, text, text, text) as
            select set_config('plan_cache_mode', 'force_generic_plan', true), set_config('holdfast.actor', $1, true),
                   set_config('holdfast.actor_role', $2, true), set_config('holdfast.request_id', $3, true),

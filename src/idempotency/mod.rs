@@ -20,9 +20,15 @@
 //! above then says what that execution answered. A crash before our commit leaves no record,
 //! so a retry simply runs. Requests that must wait (a contended lock, hot seats) claim first,
 //! as above, so that a retry meanwhile hears IDEMPOTENCY_IN_PROGRESS.
+//!
+//! A settled record keeps its answer as JSON (`response_body`) or, with
+//! `IDEMPOTENCY_PACKED_ANSWERS`, packed (`response_packed`, see [`packed`]); every read takes
+//! either. Claims settled by a batch's probe (a stampede's refusals) keep theirs as JSON: the
+//! batch's statement builds them in Postgres.
 
 mod batch;
 mod hot_seats;
+pub mod packed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,6 +127,7 @@ struct Existing {
     lease_live: bool,
     response_status: Option<i16>,
     response_body: Option<Value>,
+    response_packed: Option<Vec<u8>>,
 }
 
 fn outcome(label: &'static str) {
@@ -178,7 +185,8 @@ async fn claim_alone(
 
         let existing = sqlx::query_as!(
             Existing,
-            r#"select fingerprint, state, claim_token, lease_until > now() as "lease_live!", response_status, response_body
+            r#"select fingerprint, state, claim_token, lease_until > now() as "lease_live!", response_status, response_body,
+                      response_packed
                from idempotency_records where user_id = $1 and key = $2"#,
             &req.user_id,
             &req.key,
@@ -197,7 +205,7 @@ async fn claim_alone(
                 outcome("replayed");
                 return Ok(Claim::Replay {
                     status: existing.response_status.unwrap_or(200) as u16,
-                    body: existing.response_body.unwrap_or(Value::Null),
+                    body: packed::stored(existing.response_body, existing.response_packed.as_deref())?,
                 });
             }
             "IN_PROGRESS" if existing.lease_live => {
@@ -234,24 +242,27 @@ async fn claim_alone(
     Err(IdempotencyError::InProgress)
 }
 
-/// Stores the settled answer. Runs inside the business transaction when there is one; returns
-/// false when the key is no longer ours (taken over during a pause): the caller must roll back.
+/// Stores the settled answer, packed or as JSON (see [`packed`]). Runs inside the business
+/// transaction when there is one; returns false when the key is no longer ours (taken over
+/// during a pause): the caller must roll back.
 pub async fn complete(
     conn: &mut PgConnection,
     req: &IdempotentRequest,
     token: ClaimToken,
     status: u16,
-    body: &Value,
+    answer: Answer<'_>,
 ) -> Result<bool, sqlx::Error> {
+    let (body, packed) = answer.columns()?;
     let done = sqlx::query!(
         "update idempotency_records
-            set state = 'SUCCEEDED', response_status = $4, response_body = $5, updated_at = now()
+            set state = 'SUCCEEDED', response_status = $4, response_body = $5, response_packed = $6, updated_at = now()
           where user_id = $1 and key = $2 and claim_token = $3 and state = 'IN_PROGRESS'",
         &req.user_id,
         &req.key,
         token.0,
         status as i16,
         body,
+        packed,
     )
     .execute(conn)
     .await?
@@ -269,16 +280,18 @@ pub async fn record(
     conn: &mut PgConnection,
     req: &IdempotentRequest,
     status: u16,
-    body: &Value,
+    answer: Answer<'_>,
 ) -> Result<bool, sqlx::Error> {
     no_nul(&[&req.user_id, &req.key])?;
+    let (body, packed) = answer.columns()?;
     let inserted = sqlx::query(RECORD)
         .bind(&req.user_id)
         .bind(&req.key)
         .bind(&req.fingerprint)
         .bind(Uuid::new_v4())
         .bind(status as i16)
-        .bind(sqlx::types::Json(body))
+        .bind(body.map(sqlx::types::Json))
+        .bind(packed)
         .execute(conn)
         .await;
     match inserted {
@@ -288,29 +301,60 @@ pub async fn record(
     }
 }
 
-/// [`record`]'s insert: user, key, fingerprint, claim token, status, body.
+/// [`record`]'s insert: user, key, fingerprint, claim token, status, the answer as JSON or packed.
 pub(crate) const RECORD: &str = "insert into idempotency_records
-        (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)
-    values ($1, $2, $3, 'SUCCEEDED', $4, now(), $5, $6)";
+        (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body, response_packed)
+    values ($1, $2, $3, 'SUCCEEDED', $4, now(), $5, $6, $7)";
 
 /// [`record`]'s insert as one statement of literals, for a simple query (see `db::write_tx`):
 /// the execution of [`RECORD`] prepared on the connection as `holdfast_record`, so that Postgres
 /// parses, analyses and plans only the `execute`, not the insert.
-pub(crate) fn record_sql(req: &IdempotentRequest, status: u16, body: &Value) -> Result<String, sqlx::Error> {
-    use std::fmt::Write;
-    let body = body.to_string();
-    no_nul(&[&req.user_id, &req.key, &body])?;
-    let mut fingerprint = String::with_capacity(2 * req.fingerprint.len());
-    for byte in &req.fingerprint {
-        let _ = write!(fingerprint, "{byte:02x}");
-    }
+pub(crate) fn record_sql(req: &IdempotentRequest, status: u16, answer: Answer<'_>) -> Result<String, sqlx::Error> {
+    no_nul(&[&req.user_id, &req.key])?;
+    let (body, packed) = match answer.columns()? {
+        (Some(body), _) => {
+            let body = body.to_string();
+            no_nul(&[&body])?;
+            (escape_literal(&body), "null".to_owned())
+        }
+        (None, packed) => {
+            ("null".to_owned(), format!("decode('{}', 'hex')", hex(packed.as_deref().unwrap_or_default())))
+        }
+    };
     Ok(format!(
-        "execute holdfast_record({}, {}, decode('{fingerprint}', 'hex'), '{}', {status}, {})",
+        "execute holdfast_record({}, {}, decode('{}', 'hex'), '{}', {status}, {body}, {packed})",
         escape_literal(&req.user_id),
         escape_literal(&req.key),
+        hex(&req.fingerprint),
         Uuid::new_v4(),
-        escape_literal(&body),
     ))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut hex = String::with_capacity(2 * bytes.len());
+    for byte in bytes {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+/// A settled answer, and how its record keeps it: as JSON (`response_body`, which every
+/// release reads) or packed (`response_packed`, see [`packed`]; `IDEMPOTENCY_PACKED_ANSWERS`).
+#[derive(Clone, Copy, Debug)]
+pub struct Answer<'a> {
+    pub body: &'a Value,
+    pub packed: bool,
+}
+
+impl<'a> Answer<'a> {
+    /// The record's two answer columns: one set, the other null.
+    fn columns(self) -> Result<(Option<&'a Value>, Option<Vec<u8>>), sqlx::Error> {
+        match self.packed {
+            true => Ok((None, Some(packed::pack(self.body)?))),
+            false => Ok((Some(self.body), None)),
+        }
+    }
 }
 
 /// Whether an insert of a record failed because the key exists already.
@@ -420,10 +464,17 @@ mod tests {
     #[test]
     fn the_record_travels_as_literals_or_not_at_all() {
         let req = IdempotentRequest { user_id: "u'1".into(), key: "k\\".into(), fingerprint: vec![0, 255] };
-        let sql = record_sql(&req, 201, &serde_json::json!({ "a": "it's \\ \u{1}" })).unwrap();
+        let body = serde_json::json!({ "a": "it's \\ \u{1}" });
+        let sql = record_sql(&req, 201, Answer { body: &body, packed: false }).unwrap();
         assert!(sql.starts_with("execute holdfast_record('u''1',  E'k\\\\', decode('00ff', 'hex'), '"), "{sql}");
-        assert!(sql.ends_with(r#"', 201,  E'{"a":"it''s \\\\ \\u0001"}')"#), "{sql}");
+        assert!(sql.ends_with(r#"', 201,  E'{"a":"it''s \\\\ \\u0001"}', null)"#), "{sql}");
+        // Packed, the answer travels as hex, whatever it holds.
+        let sql = record_sql(&req, 201, Answer { body: &body, packed: true }).unwrap();
+        let hex = hex(&packed::pack(&body).unwrap());
+        assert!(sql.ends_with(&format!("', 201, null, decode('{hex}', 'hex'))")), "{sql}");
         let nul = IdempotentRequest { user_id: "u\0".into(), key: "k".into(), fingerprint: vec![] };
-        assert!(record_sql(&nul, 201, &Value::Null).is_err());
+        for packed in [false, true] {
+            assert!(record_sql(&nul, 201, Answer { body: &Value::Null, packed }).is_err());
+        }
     }
 }

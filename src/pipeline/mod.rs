@@ -38,7 +38,7 @@ pub use commands::{
 use crate::db::write_tx::{Committed, Settle, WriteTx};
 use crate::domain::Caller;
 use crate::error::Error;
-use crate::idempotency::{self, Claim, ClaimToken, IdempotentRequest};
+use crate::idempotency::{self, Answer, Claim, ClaimToken, IdempotentRequest};
 use crate::lock::{Lock, LockError};
 use crate::state::AppState;
 
@@ -216,7 +216,7 @@ async fn execute_at_once(
     // Settled without a write of ours (nothing to do, or refused): store the answer on its own.
     let stored = async {
         let mut conn = state.db.acquire().await?;
-        idempotency::record(&mut conn, req, status, &body).await
+        idempotency::record(&mut conn, req, status, answer(state, &body)).await
     };
     match stored.await {
         Ok(true) => {
@@ -250,7 +250,12 @@ async fn store(
     body: &Value,
 ) -> Result<(), sqlx::Error> {
     let mut conn = state.db.acquire().await?;
-    idempotency::complete(&mut conn, req, token, status, body).await.map(|_| ())
+    idempotency::complete(&mut conn, req, token, status, answer(state, body)).await.map(|_| ())
+}
+
+/// An answer as this instance stores it: packed or as JSON (`IDEMPOTENCY_PACKED_ANSWERS`).
+fn answer<'a>(state: &AppState, body: &'a Value) -> Answer<'a> {
+    Answer { body, packed: state.config.idempotency.packed_answers }
 }
 
 /// Returns the reply and whether the idempotency record was completed inside the transaction.
@@ -369,7 +374,7 @@ async fn transact(
             }
         };
         let settle = match key {
-            Key::AtOnce(req) => Settle::Record { req, status: reply.status, body: &reply.body },
+            Key::AtOnce(req) => Settle::Record { req, status: reply.status, answer: answer(state, &reply.body) },
             Key::None | Key::Claimed(..) => Settle::Nothing,
         };
         match tx.commit(settle).await? {
@@ -413,7 +418,7 @@ async fn before_commit(
         panic!("HOLDFAST_FAULT_PANIC_ONCE: a bug inside the transaction");
     }
     if let Key::Claimed(req, token) = key
-        && !idempotency::complete(tx.conn(), req, token, reply.status, &reply.body).await?
+        && !idempotency::complete(tx.conn(), req, token, reply.status, answer(state, &reply.body)).await?
     {
         // Our key was taken over while we were paused: the other execution owns the outcome.
         return Err(Error::IdempotencyInProgress);

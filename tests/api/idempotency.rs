@@ -295,3 +295,88 @@ async fn a_hot_seat_that_frees_up_is_won_by_exactly_one_batched_claim() {
     );
     app.assert_invariants().await;
 }
+
+/// With IDEMPOTENCY_PACKED_ANSWERS, every path that settles a record keeps its answer packed and
+/// small, and a retry hears the answer first sent: an execution whose record travels with its
+/// COMMIT, a refusal stored on its own, and a claim completed inside the transaction. A record
+/// kept as JSON (the previous release's, or written with packing off) is replayed as well.
+#[tokio::test]
+async fn packed_answers_are_kept_small_and_replayed_as_first_sent() {
+    let app = spawn_app_with(|config| config.idempotency.packed_answers = true).await;
+    let event = app.create_event(1, 1, 5).await;
+    let seat = event.seats[0];
+    let claimed = || app.metric("holdfast_idempotency_outcomes_total", "outcome=\"claimed\"");
+
+    // Executed at once: the record goes with the COMMIT.
+    let held = app.hold("alice", event.id, &[seat], "alice-1").await;
+    assert_eq!(held.status, StatusCode::CREATED, "{held:?}");
+    // A refusal, stored on its own; it makes the seat hot.
+    let refused = app.hold("bob", event.id, &[seat], "bob-1").await;
+    refused.assert_problem(409, "SEAT_UNAVAILABLE");
+    // Once the seat is free again, a hold on the hot seat claims its key first and completes
+    // the record inside its transaction.
+    let release =
+        app.send(Method::DELETE, &format!("/v1/holds/{}", held.id()), Some(&app.token("alice")), None, None).await;
+    assert_eq!(release.status, StatusCode::NO_CONTENT);
+    let claims_before = claimed().await;
+    let carol = app.hold("carol", event.id, &[seat], "carol-1").await;
+    assert_eq!(carol.status, StatusCode::CREATED, "{carol:?}");
+    assert_eq!(claimed().await, claims_before + 1.0, "carol's key was claimed before her hold ran");
+    let confirmed = app.post(&format!("/v1/holds/{}/confirm", carol.id()), "carol", "carol-2", &json!({})).await;
+    assert_eq!(confirmed.status, StatusCode::CREATED, "{confirmed:?}");
+
+    let records: Vec<(String, bool, i32)> = sqlx::query_as(
+        "select key, response_body is null, octet_length(response_packed)
+           from idempotency_records where key in ('alice-1', 'bob-1', 'carol-1', 'carol-2') order by key",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(records.len(), 4, "{records:?}");
+    for (key, no_json, packed) in &records {
+        assert!(no_json, "{key} keeps no JSON answer");
+        assert!((40..160).contains(packed), "{key}'s answer packs into {packed} bytes");
+    }
+
+    let replays = [
+        ("alice", "alice-1", event.id, &held),
+        ("bob", "bob-1", event.id, &refused),
+        ("carol", "carol-1", event.id, &carol),
+    ];
+    for (user, key, event_id, first) in replays {
+        let replay = app.hold(user, event_id, &[seat], key).await;
+        assert_eq!(replay.header("idempotent-replayed"), Some("true"), "{key}");
+        assert_eq!((replay.status, &replay.body), (first.status, &first.body), "{key}");
+    }
+    let replay = app.post(&format!("/v1/holds/{}/confirm", carol.id()), "carol", "carol-2", &json!({})).await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!((replay.status, &replay.body), (confirmed.status, &confirmed.body));
+    // A different request under a packed key is still refused.
+    app.hold("alice", event.id, &[event.seats[1]], "alice-1").await.assert_problem(422, "IDEMPOTENCY_KEY_REUSED");
+
+    // The same record kept as JSON, as a release before packing writes it, replays the same.
+    let packed: Vec<u8> = sqlx::query_scalar("select response_packed from idempotency_records where key = 'carol-2'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let as_json = holdfast::idempotency::packed::unpack(&packed).unwrap();
+    sqlx::query("update idempotency_records set response_body = $1, response_packed = null where key = 'carol-2'")
+        .bind(&as_json)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let replay = app.post(&format!("/v1/holds/{}/confirm", carol.id()), "carol", "carol-2", &json!({})).await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!((replay.status, &replay.body), (confirmed.status, &confirmed.body));
+    assert_eq!(app.count("select count(*) from bookings").await, 1);
+    // A settled record keeps its answer one way or the other.
+    let bare = sqlx::query(
+        "insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until, response_status)
+         values ('dave', 'bare', '\\x00', 'SUCCEEDED', gen_random_uuid(), now(), 201)",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap_err();
+    assert!(bare.to_string().contains("idempotency_succeeded_has_response"), "{bare}");
+    app.assert_invariants().await;
+}
