@@ -1,6 +1,6 @@
 -- A settled record may keep its answer packed (`response_packed`: a format byte, then the
 -- answer's JSON compressed by zstd against a fixed dictionary; `idempotency::packed`) instead of
--- as jsonb (`response_body`): about 100 bytes where jsonb takes 300-400, in a row written with
+-- as jsonb (`response_body`): about 120 bytes where jsonb takes 300-400, in a row written with
 -- every request. The service writes it only with IDEMPOTENCY_PACKED_ANSWERS, which stays off
 -- until no instance of a release before this one serves: those read only `response_body`, and
 -- would replay a packed record as an empty answer.

@@ -289,7 +289,7 @@ pub struct IdempotencyConfig {
     )]
     pub retention_seconds: i64,
 
-    /// Store settled answers packed (zstd against a fixed dictionary: about 100 bytes where JSON
+    /// Store settled answers packed (zstd against a fixed dictionary: about 120 bytes where JSON
     /// takes 300-400, in a row written with every request) instead of as JSON. Releases before
     /// this one read only JSON answers and would replay a packed one as an empty body: turn it on
     /// once every instance runs this release or a later one. Either way, both forms are read.

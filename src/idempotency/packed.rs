@@ -2,7 +2,7 @@
 //! zstd against a fixed dictionary of typical answers, behind one format byte, in
 //! `response_packed` instead of `response_body` (jsonb). An answer of a hold or a confirm is
 //! about 300 bytes of JSON, mostly ids and field names that every answer repeats; packed it is
-//! about 100, and the record is written with every request (migration
+//! about 120, and the record is written with every request (migration
 //! `idempotency_packed_answers`). A replay gives back the very JSON text the first answer sent.
 //!
 //! The dictionary is raw content (no trained tables): answers as the service writes them, so
