@@ -311,14 +311,12 @@ pub(crate) const RECORD: &str = "insert into idempotency_records
 /// parses, analyses and plans only the `execute`, not the insert.
 pub(crate) fn record_sql(req: &IdempotentRequest, status: u16, answer: Answer<'_>) -> Result<String, sqlx::Error> {
     no_nul(&[&req.user_id, &req.key])?;
-    let (body, packed) = match answer.columns()? {
-        (Some(body), _) => {
-            let body = body.to_string();
+    let (body, packed) = match answer.packed {
+        true => ("null".to_owned(), format!("decode('{}', 'hex')", hex(&packed::pack(answer.body)?))),
+        false => {
+            let body = answer.body.to_string();
             no_nul(&[&body])?;
             (escape_literal(&body), "null".to_owned())
-        }
-        (None, packed) => {
-            ("null".to_owned(), format!("decode('{}', 'hex')", hex(packed.as_deref().unwrap_or_default())))
         }
     };
     Ok(format!(
@@ -330,6 +328,7 @@ pub(crate) fn record_sql(req: &IdempotentRequest, status: u16, answer: Answer<'_
     ))
 }
 
+/// Lower-case hex, for `decode(..., 'hex')` literals.
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     let mut hex = String::with_capacity(2 * bytes.len());

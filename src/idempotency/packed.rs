@@ -118,7 +118,7 @@ mod tests {
     fn format_1s_dictionary_never_changes() {
         // Records packed with it are kept for the retention period and read back with it: a
         // changed dictionary would unpack them as garbage or not at all. Add a format instead.
-        let digest: String = Sha256::digest(DICTIONARY_1.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let digest = crate::idempotency::hex(&Sha256::digest(DICTIONARY_1.as_bytes()));
         assert_eq!(digest, "ba85495eb375e29bb3fcfdc6db334da52cc739acbf083c93916e778222df0c81");
     }
 
