@@ -46,7 +46,8 @@ with claimed as (
         hold.expires_at as expires_at, hold.created_at as created_at,
         (select max_seats_per_buyer from events where id = :event_id) as buyer_limit
    from hold;
-insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)
+-- The answer as the service keeps it by default: packed, about 120 bytes (IDEMPOTENCY_PACKED_ANSWERS).
+insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_packed)
   values ('pgbench', gen_random_uuid()::text, '\x00', 'SUCCEEDED', gen_random_uuid(), now(), 201,
-          '{"id":"00000000-0000-0000-0000-000000000000","status":"HELD","event_id":"00000000-0000-0000-0000-000000000000","seat_ids":["00000000-0000-0000-0000-000000000000"],"total_cents":1000,"expires_at":"2026-12-06T19:00:00.000000Z","created_at":"2026-12-06T19:00:00.000000Z"}');
+          '\x01'::bytea || decode(repeat('5a', 119), 'hex'));
 commit;

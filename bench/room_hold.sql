@@ -50,7 +50,8 @@ select l.night, l.capacity, l.overbooking_allowance, l.closed, l.held, l.booked,
        (select count(*) from taken), hold.expires_at, hold.created_at
   from locked l left join hold on true
  order by l.night;
-insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)
+-- The answer as the service keeps it by default: packed, about 120 bytes (IDEMPOTENCY_PACKED_ANSWERS).
+insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_packed)
   values ('pgbench', gen_random_uuid()::text, '\x00', 'SUCCEEDED', gen_random_uuid(), now(), 201,
-          '{"id":"00000000-0000-0000-0000-000000000000","status":"HELD","inventory_id":"00000000-0000-7000-8000-000000000002","check_in":"2030-01-01","check_out":"2030-01-03","quantity":1,"expires_at":"2026-12-06T19:00:00.000000Z","created_at":"2026-12-06T19:00:00.000000Z"}');
+          '\x01'::bytea || decode(repeat('5a', 119), 'hex'));
 commit;

@@ -43,7 +43,8 @@ with hold as (
      where change_logged_hold() = :hold_id
 )
 select expires_at, created_at from hold;
-insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)
+-- The answer as the service keeps it by default: packed, about 120 bytes (IDEMPOTENCY_PACKED_ANSWERS).
+insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_packed)
   values ('pgbench', gen_random_uuid()::text, '\x00', 'SUCCEEDED', gen_random_uuid(), now(), 201,
-          '{"id":"00000000-0000-0000-0000-000000000000","status":"HELD","resource_id":"00000000-0000-7000-8000-000000000003","start":"2030-01-01T00:00:00Z","end":"2030-01-01T00:30:00Z","expires_at":"2026-12-06T19:00:00.000000Z","created_at":"2026-12-06T19:00:00.000000Z"}');
+          '\x01'::bytea || decode(repeat('5a', 119), 'hex'));
 commit;

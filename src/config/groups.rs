@@ -290,12 +290,14 @@ pub struct IdempotencyConfig {
     pub retention_seconds: i64,
 
     /// Store settled answers packed (zstd against a fixed dictionary: about 120 bytes where JSON
-    /// takes 300-400, in a row written with every request) instead of as JSON. Releases before
-    /// this one read only JSON answers and would replay a packed one as an empty body: turn it on
-    /// once every instance runs this release or a later one. Either way, both forms are read.
+    /// takes 300-400, in a row written with every request) instead of as JSON. On by default since
+    /// the release after the one that brought the migration `idempotency_packed_answers`, which
+    /// reads both forms. Releases without that migration read only JSON answers and would replay
+    /// a packed one as an empty body: upgrading from one of them, set it to false until no
+    /// instance of theirs serves. Either way, both forms are read.
     #[arg(
         id = "idempotency_packed_answers", long = "idempotency-packed-answers", env = "IDEMPOTENCY_PACKED_ANSWERS",
-        default_value_t = false,
+        default_value_t = true,
         action = clap::ArgAction::Set,
         value_parser = clap::builder::BoolishValueParser::new()
     )]

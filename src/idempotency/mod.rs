@@ -21,9 +21,8 @@
 //! so a retry simply runs. Requests that must wait (a contended lock, hot seats) claim first,
 //! as above, so that a retry meanwhile hears IDEMPOTENCY_IN_PROGRESS.
 //!
-//! A settled record keeps its answer as JSON (`response_body`) or, with
-//! `IDEMPOTENCY_PACKED_ANSWERS`, packed (`response_packed`, see [`packed`]); every read takes
-//! either. Claims settled by a batch's probe (a stampede's refusals) keep theirs as JSON: the
+//! A settled record keeps its answer packed (`response_packed`, see [`packed`]) or, with
+//! `IDEMPOTENCY_PACKED_ANSWERS=false`, as JSON (`response_body`); every read takes either. Claims settled by a batch's probe (a stampede's refusals) keep theirs as JSON: the
 //! batch's statement builds them in Postgres.
 
 mod batch;
@@ -338,8 +337,9 @@ fn hex(bytes: &[u8]) -> String {
     hex
 }
 
-/// A settled answer, and how its record keeps it: as JSON (`response_body`, which every
-/// release reads) or packed (`response_packed`, see [`packed`]; `IDEMPOTENCY_PACKED_ANSWERS`).
+/// A settled answer, and how its record keeps it: packed (`response_packed`, see [`packed`]) or
+/// as JSON (`response_body`, which releases before the packed form also read;
+/// `IDEMPOTENCY_PACKED_ANSWERS`).
 #[derive(Clone, Copy, Debug)]
 pub struct Answer<'a> {
     pub body: &'a Value,

@@ -424,51 +424,76 @@ async fn slot_holds_of_the_previous_release_still_announce_their_slot_once() {
     app.assert_invariants().await;
 }
 
-/// The previous release's read of an existing key (`idempotency::claim_alone`), which knows only
-/// `response_body`.
-const PREVIOUS_READ_RECORD: &str = r#"select fingerprint, state, claim_token, lease_until > now() as "lease_live!", response_status, response_body
+/// The previous release's read of an existing key (`idempotency::claim_alone`, from the migration
+/// `idempotency_packed_answers` on), which takes either form of the answer and unpacks a packed
+/// one with the same format-1 dictionary (`idempotency::packed`, pinned by its digest).
+const PREVIOUS_READ_RECORD: &str = r#"select fingerprint, state, claim_token, lease_until > now() as "lease_live!", response_status, response_body,
+                      response_packed
                from idempotency_records where user_id = $1 and key = $2"#;
 
-/// The previous release's record insert (`holdfast_record`, six parameters, the answer as jsonb).
+/// The read of releases before that migration, which knows only `response_body`.
+const OLDER_READ_RECORD: &str = r#"select fingerprint, state, claim_token, lease_until > now() as "lease_live!", response_status, response_body
+               from idempotency_records where user_id = $1 and key = $2"#;
+
+/// The previous release's record insert (`holdfast_record`, seven parameters), as it sends it by
+/// default: the answer as jsonb, nothing packed.
 const PREVIOUS_RECORD: &str = "insert into idempotency_records
+        (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body, response_packed)
+    values ($1, $2, $3, 'SUCCEEDED', $4, now(), $5, $6, null)";
+
+/// The record insert of releases before the migration (six parameters, the answer as jsonb).
+const OLDER_RECORD: &str = "insert into idempotency_records
         (user_id, key, fingerprint, state, claim_token, lease_until, response_status, response_body)
     values ($1, $2, $3, 'SUCCEEDED', $4, now(), $5, $6)";
 
-/// Packed answers (IDEMPOTENCY_PACKED_ANSWERS) are unreadable to the previous release, so by
-/// default this release keeps answers as JSON, which the previous release's read replays; and a
-/// record the previous release writes replays from this release with packing on.
+/// Answers are packed by default: the previous release reads that form, and what it and older
+/// releases write (JSON) replays from this one. With `IDEMPOTENCY_PACKED_ANSWERS=false`, for an
+/// upgrade from a release older than the previous one, answers stay where those read them.
 #[tokio::test]
-async fn answers_stay_readable_to_the_previous_release_unless_packing_is_turned_on() {
+async fn answers_packed_by_default_stay_readable_to_the_previous_release() {
     let app = spawn_app().await;
     let event = app.create_event(1, 1, 4).await;
     let held = app.hold("alice", event.id, &[event.seats[0]], "alice-1").await;
     assert_eq!(held.status, StatusCode::CREATED, "{held:?}");
     let row = sqlx::query(PREVIOUS_READ_RECORD).bind("alice").bind("alice-1").fetch_one(&app.db).await.unwrap();
     assert_eq!(row.get::<String, _>("state"), "SUCCEEDED");
-    assert_eq!(row.get::<Option<serde_json::Value>, _>("response_body"), Some(held.body.clone()));
+    assert_eq!(row.get::<Option<serde_json::Value>, _>("response_body"), None, "packed by default");
+    let packed: Vec<u8> = row.get::<Option<Vec<u8>>, _>("response_packed").expect("a packed answer");
+    assert_eq!(holdfast::idempotency::packed::unpack(&packed).unwrap(), held.body);
 
-    // The previous release's record, written beside a packing instance, is replayed by it.
-    let packing = crate::support::app::spawn_app_with(|config| config.idempotency.packed_answers = true).await;
-    let event = packing.create_event(1, 1, 4).await;
-    let held = packing.hold("bob", event.id, &[event.seats[0]], "bob-1").await;
-    assert_eq!(held.status, StatusCode::CREATED, "{held:?}");
-    let fingerprint: Vec<u8> =
-        sqlx::query_scalar("delete from idempotency_records where key = 'bob-1' returning fingerprint")
-            .fetch_one(&packing.db)
+    // What the previous release and the ones before it write, beside this release, replays here.
+    let event = app.create_event(1, 1, 4).await;
+    for (user, seat, insert) in [("bob", event.seats[0], PREVIOUS_RECORD), ("carol", event.seats[1], OLDER_RECORD)] {
+        let key = format!("{user}-1");
+        let held = app.hold(user, event.id, &[seat], &key).await;
+        assert_eq!(held.status, StatusCode::CREATED, "{held:?}");
+        let fingerprint: Vec<u8> =
+            sqlx::query_scalar("delete from idempotency_records where key = $1 returning fingerprint")
+                .bind(&key)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        sqlx::query(insert)
+            .bind(user)
+            .bind(&key)
+            .bind(&fingerprint)
+            .bind(Uuid::new_v4())
+            .bind(201_i16)
+            .bind(&held.body)
+            .execute(&app.db)
             .await
             .unwrap();
-    sqlx::query(PREVIOUS_RECORD)
-        .bind("bob")
-        .bind("bob-1")
-        .bind(&fingerprint)
-        .bind(Uuid::new_v4())
-        .bind(201_i16)
-        .bind(&held.body)
-        .execute(&packing.db)
-        .await
-        .unwrap();
-    let replay = packing.hold("bob", event.id, &[event.seats[0]], "bob-1").await;
-    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
-    assert_eq!((replay.status, &replay.body), (held.status, &held.body));
-    assert_eq!(packing.count("select count(*) from holds").await, 1);
+        let replay = app.hold(user, event.id, &[seat], &key).await;
+        assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+        assert_eq!((replay.status, &replay.body), (held.status, &held.body));
+    }
+
+    // Turned off, answers are JSON, which releases before the packed form read.
+    let json = crate::support::app::spawn_app_with(|config| config.idempotency.packed_answers = false).await;
+    let event = json.create_event(1, 1, 4).await;
+    let held = json.hold("dave", event.id, &[event.seats[0]], "dave-1").await;
+    assert_eq!(held.status, StatusCode::CREATED, "{held:?}");
+    let row = sqlx::query(OLDER_READ_RECORD).bind("dave").bind("dave-1").fetch_one(&json.db).await.unwrap();
+    assert_eq!(row.get::<Option<serde_json::Value>, _>("response_body"), Some(held.body.clone()));
+    app.assert_invariants().await;
 }
