@@ -160,8 +160,11 @@ for run in $(seq 1 "$runs"); do
   # shellcheck disable=SC2206 # word splitting wanted: loadgen flags
   mode+=(${BENCH_LOADGEN_ARGS:-})
   holdfast_pids=$(IFS=,; echo "${pids[*]}")
-  # The "before" counters are taken by the load generator once its event is set up.
+  # The "before" counters are taken by the load generator once its event is set up, the "after"
+  # ones as soon as the load stops: its invariant check afterwards (full scans) is no request's
+  # work, and the peers' runs have none.
   snapshot_before="python3 scripts/bench_cost.py snapshot $holdfast_pids $postmaster $redis_pids $DATABASE_URL > /tmp/holdfast-bench-before.json"
+  snapshot_after="python3 scripts/bench_cost.py snapshot $holdfast_pids $postmaster $redis_pids $DATABASE_URL > /tmp/holdfast-bench-after.json"
   # holdfast's invariants are checked by the load generator (from DATABASE_URL); a peer's below.
   # BENCH_INVARIANTS=0: not checked (a build older than the load generator's checks).
   loadgen_env=(env)
@@ -174,8 +177,8 @@ u = resource.getrusage(resource.RUSAGE_CHILDREN)
 open('/tmp/holdfast-bench-loadgen-cpu', 'w').write(str(u.ru_utime + u.ru_stime))
 sys.stdout.buffer.write(out)" "${loadgen_env[@]}" target/release/holdfast-loadgen --json "${mode[@]}" --targets "$targets" --clients "$clients" \
     --duration-secs "$seconds" --seats "$seats" --rounds "${BENCH_ROUNDS:-3}" \
-    --pids "$holdfast_pids" --after-setup "$snapshot_before" > /tmp/holdfast-bench-report.json
-  python3 scripts/bench_cost.py snapshot "$holdfast_pids" "$postmaster" "$redis_pids" "$DATABASE_URL" > /tmp/holdfast-bench-after.json
+    --pids "$holdfast_pids" --after-setup "$snapshot_before" --after-load "$snapshot_after" \
+    > /tmp/holdfast-bench-report.json
   requests=$(python3 -c "import json; print(json.load(open('/tmp/holdfast-bench-report.json'))['requests'])")
   cost=$(python3 scripts/bench_cost.py delta /tmp/holdfast-bench-before.json /tmp/holdfast-bench-after.json \
     "$requests" "$(cat /tmp/holdfast-bench-loadgen-cpu)")

@@ -100,6 +100,17 @@ struct Args {
     /// set-up (an event's seats) does not count against the requests.
     #[arg(long)]
     after_setup: Option<String>,
+    /// A shell command to run (and wait for) as soon as the load stops, before the invariant
+    /// check: scripts/bench.sh takes its "after" counters there, so that the check's full scans
+    /// do not count against the requests either.
+    #[arg(long)]
+    after_load: Option<String>,
+}
+
+/// Runs a hook's shell command and waits for it; a failing hook stops the run.
+fn run_hook(flag: &str, command: &str) {
+    let status = std::process::Command::new("sh").arg("-c").arg(command).status().expect("runs sh");
+    assert!(status.success(), "{flag} command failed: {status}");
 }
 
 /// Latencies in microseconds, from 1 µs to 60 s, 3 significant digits.
@@ -369,8 +380,7 @@ async fn main() {
         event
     };
     if let Some(command) = &args.after_setup {
-        let status = std::process::Command::new("sh").arg("-c").arg(command).status().expect("runs sh");
-        assert!(status.success(), "--after-setup command failed: {status}");
+        run_hook("--after-setup", command);
     }
     let seats = Arc::new(seats);
     let next_seat = Arc::new(AtomicUsize::new(0));
@@ -624,6 +634,9 @@ async fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let total = Arc::try_unwrap(total).ok().unwrap().into_inner();
+    if let Some(command) = &args.after_load {
+        run_hook("--after-load", command);
+    }
 
     let violations = match &args.database_url {
         Some(url) => {
