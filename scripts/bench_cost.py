@@ -31,17 +31,36 @@ def stat(pid):
             "reaped": (int(fields[13]) + int(fields[14])) / TICK}
 
 
+def postgres_kind(pid):
+    """A Postgres child's kind, from its process title ("postgres: walwriter", "postgres: user db
+    127.0.0.1(5432) idle", ...): client backends are "backends"."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            title = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "exited"
+    title = title.removeprefix("postgres:").strip()
+    for kind in ("walwriter", "checkpointer", "background writer", "autovacuum launcher", "autovacuum worker",
+                 "logical replication launcher", "walsender", "archiver"):
+        if title.startswith(kind):
+            return kind
+    return "backends"
+
+
 def postgres_cpu(postmaster):
+    """Postgres CPU seconds: in total, and by kind of process ("exited": children already reaped,
+    short-lived backends and autovacuum workers among them; "postmaster": its own)."""
     root = stat(postmaster)
     if root is None:
-        return 0.0
-    total = root["self"] + root["reaped"]
+        return 0.0, {}
+    kinds = {"postmaster": root["self"], "exited": root["reaped"]}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             s = stat(int(entry))
             if s and s["ppid"] == postmaster:
-                total += s["self"]
-    return total
+                kind = postgres_kind(int(entry))
+                kinds[kind] = kinds.get(kind, 0.0) + s["self"]
+    return sum(kinds.values()), kinds
 
 
 def pids(arg):
@@ -49,6 +68,7 @@ def pids(arg):
 
 
 def snapshot(holdfast, postmaster, redis, url):
+    postgres_total, postgres_kinds = postgres_cpu(int(postmaster))
     counters = subprocess.run(
         ["psql", url, "-AtX", "-c",
          "select (select wal_bytes from pg_stat_wal), (select wal_records from pg_stat_wal),"
@@ -64,7 +84,8 @@ def snapshot(holdfast, postmaster, redis, url):
     return {
         "statements": json.loads(statements.stdout) if statements.returncode == 0 else None,
         "holdfast": sum((stat(p) or {"self": 0})["self"] for p in pids(holdfast)),
-        "postgres": postgres_cpu(int(postmaster)),
+        "postgres": postgres_total,
+        "postgres_by_kind": postgres_kinds,
         "redis": sum((stat(p) or {"self": 0})["self"] for p in pids(redis)),
         "wal_bytes": float(counters[0]), "wal_records": float(counters[1]), "commits": float(counters[2]),
         "lsn": counters[3],
@@ -154,7 +175,12 @@ if __name__ == "__main__":
     else:
         before, after = json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
         requests, loadgen = float(sys.argv[4]), float(sys.argv[5])
-        d = {k: after[k] - before[k] for k in before if k not in ("statements", "lsn", "relations")}
+        d = {k: after[k] - before[k] for k in before
+             if k not in ("statements", "lsn", "relations", "postgres_by_kind")}
+        # Postgres CPU by kind of process; a process that exited between the snapshots moves its
+        # CPU to "exited", so only the sum is exact for kinds of short-lived processes.
+        kinds_before, kinds_after = before.get("postgres_by_kind") or {}, after.get("postgres_by_kind") or {}
+        by_kind = {k: kinds_after.get(k, 0.0) - kinds_before.get(k, 0.0) for k in set(kinds_before) | set(kinds_after)}
         # WAL bytes from the write position, not pg_stat_wal: a backend reports its counters up to
         # seconds late when idle, so the WAL of the event's setup, just before the "before"
         # snapshot, was counted against the requests (a quarter too much in a 10 s run).
@@ -166,6 +192,8 @@ if __name__ == "__main__":
             "requests": int(requests),
             "cpu_ms_per_request": {"holdfast": per(d["holdfast"], 1000), "postgres": per(d["postgres"], 1000),
                                     "redis": per(d["redis"], 1000), "loadgen": per(loadgen, 1000)},
+            "postgres_cpu_ms_per_request_by_kind": {k: per(v, 1000) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])
+                                                     if per(v, 1000)},
             "wal_bytes_per_request": per(d["wal_bytes"]),
             # Counted in the WAL itself when pg_waldump is at hand (same lag as above otherwise).
             "wal_records_per_request": round(sum(wal.values()), 3) if wal else per(d["wal_records"]),
