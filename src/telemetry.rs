@@ -122,7 +122,7 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     ("holdfast_job_errors_total", "Background job ticks that failed (and will be retried), by job."),
     (
         "holdfast_integrity_checks_skipped_total",
-        "Periodic integrity runs skipped because another instance was running them.",
+        "Periodic integrity ticks that did not run the checks: another instance ran them less than three quarters of an interval ago, or is running them.",
     ),
     (
         "holdfast_invariant_violations",

@@ -367,8 +367,10 @@ pub struct JobsConfig {
     #[arg(long, env = "IDEMPOTENCY_SWEEP_INTERVAL_MS", default_value_t = 10_000)]
     pub idempotency_sweep_interval_ms: u64,
 
-    /// How often each instance checks every booking invariant (the full scan behind
-    /// `GET /v1/admin/integrity`) and publishes `holdfast_invariant_violations`.
+    /// How often the cluster checks every booking invariant (the full scan behind
+    /// `GET /v1/admin/integrity`): each instance's timer ticks at this interval, and a tick runs
+    /// the checks only if no instance started them within the last three quarters of it. Every
+    /// instance publishes the last run's findings as `holdfast_invariant_violations`.
     #[arg(long, env = "INTEGRITY_CHECK_INTERVAL_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub integrity_check_interval_seconds: u64,
 

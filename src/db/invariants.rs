@@ -134,11 +134,69 @@ async fn run_checks(conn: &mut PgConnection) -> Result<Vec<(&'static str, i64)>,
 /// The advisory lock key that lets one instance at a time run the periodic checks.
 const CHECK_LOCK: i64 = 0x686f_6c64_6661_7374; // "holdfast"
 
-/// The periodic run: every check in one read-only REPEATABLE READ transaction (one snapshot, so
-/// the checks agree with each other), but only if no other instance is running them now
-/// (`pg_try_advisory_xact_lock`): N instances cost the database one run per interval, not N.
-/// None when another instance has the lock.
-pub async fn violations_if_first(db: &PgPool) -> Result<Option<Vec<(&'static str, i64)>>, sqlx::Error> {
+/// What a periodic tick did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Periodic {
+    /// This instance ran the checks: what they found.
+    Ran(Vec<(&'static str, i64)>),
+    /// Another instance ran them within the spacing, or is running them now: what the last
+    /// finished run found, if any has finished.
+    Skipped(Option<Vec<(&'static str, i64)>>),
+}
+
+/// The periodic run, once per `spacing` across every instance (migration `periodic_runs`): an
+/// instance runs the checks only if it moves the job's `started_at` forward, which it can only
+/// when the last run started at least `spacing` ago; then it stores what they found, for the
+/// instances that skip to publish too. The checks run as in [`violations_if_first`].
+pub async fn periodic(db: &PgPool, spacing: std::time::Duration) -> Result<Periodic, sqlx::Error> {
+    let claimed = sqlx::query_scalar!(
+        r#"insert into periodic_runs (job, started_at) values ('integrity_check', now())
+           on conflict (job) do update set started_at = excluded.started_at
+            where periodic_runs.started_at <= now() - make_interval(secs => $1)
+           returning true as "claimed!""#,
+        spacing.as_secs_f64(),
+    )
+    .fetch_optional(db)
+    .await?
+    .is_some();
+    if !claimed {
+        return Ok(Periodic::Skipped(last_result(db).await?));
+    }
+    let Some(found) = violations_if_first(db).await? else {
+        return Ok(Periodic::Skipped(None));
+    };
+    let result: serde_json::Map<String, serde_json::Value> =
+        found.iter().map(|(name, n)| ((*name).to_owned(), (*n).into())).collect();
+    sqlx::query!(
+        "update periodic_runs set finished_at = now(), result = $1 where job = 'integrity_check'",
+        serde_json::Value::Object(result),
+    )
+    .execute(db)
+    .await?;
+    Ok(Periodic::Ran(found))
+}
+
+/// What the last finished periodic run found, by this release's names of the checks (a check
+/// that another release has and this one has not is left out).
+async fn last_result(db: &PgPool) -> Result<Option<Vec<(&'static str, i64)>>, sqlx::Error> {
+    let stored = sqlx::query_scalar!(
+        r#"select result as "result!" from periodic_runs where job = 'integrity_check' and result is not null"#
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(stored.map(|result| {
+        CHECKS
+            .iter()
+            .filter_map(|(name, _)| result.get(*name).and_then(serde_json::Value::as_i64).map(|n| (*name, n)))
+            .collect()
+    }))
+}
+
+/// Every check in one read-only REPEATABLE READ transaction (one snapshot, so the checks agree
+/// with each other), but only if no other instance is running them now
+/// (`pg_try_advisory_xact_lock`: a run that outlasts the spacing of [`periodic`] is not
+/// overlapped by the next). None when another instance has the lock.
+async fn violations_if_first(db: &PgPool) -> Result<Option<Vec<(&'static str, i64)>>, sqlx::Error> {
     let mut tx = db.begin_with("begin isolation level repeatable read, read only").await?;
     let first = sqlx::query_scalar!(r#"select pg_try_advisory_xact_lock($1) as "first!""#, CHECK_LOCK)
         .fetch_one(&mut *tx)

@@ -129,17 +129,26 @@ pub fn spawn_all(state: &AppState) -> Vec<JoinHandle<()>> {
         {
             let state = state.clone();
             let every = Duration::from_secs(config.jobs.integrity_check_interval_seconds);
+            // Once per interval across the cluster: the timers run at 0.8-1.2 intervals, so a
+            // spacing of three quarters lets a lone instance run at every tick.
+            let spacing = every.mul_f64(0.75);
             spawn_loop("integrity_check", every, state.shutdown.clone(), move || {
                 let state = state.clone();
                 async move {
-                    let Some(violations) = invariants::violations_if_first(&state.db).await? else {
-                        metrics::counter!("holdfast_integrity_checks_skipped_total").increment(1);
-                        return Ok(());
-                    };
-                    if !violations.is_empty() {
-                        tracing::error!(?violations, "booking invariants violated");
+                    match invariants::periodic(&state.db, spacing).await? {
+                        invariants::Periodic::Ran(violations) => {
+                            if !violations.is_empty() {
+                                tracing::error!(?violations, "booking invariants violated");
+                            }
+                            invariants::report(&violations);
+                        }
+                        invariants::Periodic::Skipped(last) => {
+                            metrics::counter!("holdfast_integrity_checks_skipped_total").increment(1);
+                            if let Some(last) = last {
+                                invariants::report(&last);
+                            }
+                        }
                     }
-                    invariants::report(&violations);
                     Ok(())
                 }
             })

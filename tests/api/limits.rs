@@ -263,6 +263,79 @@ async fn the_idempotency_purge_drains_every_expired_record_each_tick() {
     .await;
 }
 
+/// Two instances on one database run the checks about once an interval between them, not once
+/// each, and store what the last run found (which the instance that skips publishes).
+#[tokio::test]
+async fn the_periodic_integrity_check_runs_once_an_interval_across_instances() {
+    let app = spawn_app_with(|c| {
+        c.jobs.integrity_check_interval_seconds = 1;
+        c.jobs.idempotency_sweep_interval_ms = 3_600_000; // leaves the stuck record below alone
+    })
+    .await;
+    let mut config = crate::support::app::test_config(&app.database.url);
+    config.jobs.integrity_check_interval_seconds = 1;
+    config.jobs.idempotency_sweep_interval_ms = 3_600_000;
+    let second = holdfast::startup::Application::build(config).await.expect("the second instance builds");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(second.run_until(async {
+        let _ = stopped.await;
+    }));
+
+    // Both instances tick about once a second (one process: the counters are their sums).
+    let ticks = || app.metric("holdfast_job_runs_total", "job=\"integrity_check\"");
+    let skips = || app.metric("holdfast_integrity_checks_skipped_total", "");
+    let (ticks_before, skips_before, started) = (ticks().await, skips().await, Instant::now());
+    eventually("both instances tick eight times between them", Duration::from_secs(20), || async {
+        ticks().await >= ticks_before + 8.0
+    })
+    .await;
+    let (ticked, skipped) = (ticks().await - ticks_before, skips().await - skips_before);
+    let elapsed = started.elapsed().as_secs_f64();
+    let ran = ticked - skipped;
+    // Runs start at least 0.75 s apart (one more may have started just before we looked).
+    assert!(ran <= elapsed / 0.75 + 1.0, "{ran} runs in {elapsed:.1} s ({ticked} ticks, {skipped} skipped)");
+
+    // While a run started less than the spacing ago, neither instance runs: every tick skips.
+    sqlx::query("update periodic_runs set started_at = now() + interval '1 hour' where job = 'integrity_check'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let (ticks_before, skips_before) = (ticks().await, skips().await);
+    eventually("both instances tick four more times", Duration::from_secs(20), || async {
+        ticks().await >= ticks_before + 4.0
+    })
+    .await;
+    let (ticked, skipped) = (ticks().await - ticks_before, skips().await - skips_before);
+    // (A run already under way when the row moved may finish: at most one.)
+    assert!(ticked - skipped <= 1.0, "{ticked} ticks, {skipped} skipped while a run was recent");
+    sqlx::query("update periodic_runs set started_at = now() - interval '1 hour' where job = 'integrity_check'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+
+    // What the last run found is stored: a record stuck IN_PROGRESS past its lease, once seen.
+    sqlx::query(
+        "insert into idempotency_records (user_id, key, fingerprint, state, claim_token, lease_until)
+         values ('u', 'stuck', '\\x00', 'IN_PROGRESS', gen_random_uuid(), now() - interval '1 minute')",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let stuck = "idempotency record stuck IN_PROGRESS past its lease";
+    eventually("the stored result names the stuck record", Duration::from_secs(10), || async {
+        let result: Option<serde_json::Value> =
+            sqlx::query_scalar("select result from periodic_runs where job = 'integrity_check'")
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        result == Some(json!({ stuck: 1 }))
+    })
+    .await;
+    assert_eq!(app.metric("holdfast_invariant_violations", &format!("check=\"{stuck}\"")).await, 1.0);
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn the_periodic_integrity_check_runs_on_one_instance_at_a_time() {
     let app = spawn_app_with(|c| c.jobs.integrity_check_interval_seconds = 1).await;
