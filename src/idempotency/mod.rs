@@ -22,8 +22,9 @@
 //! as above, so that a retry meanwhile hears IDEMPOTENCY_IN_PROGRESS.
 //!
 //! A settled record keeps its answer packed (`response_packed`, see [`packed`]) or, with
-//! `IDEMPOTENCY_PACKED_ANSWERS=false`, as JSON (`response_body`); every read takes either. Claims settled by a batch's probe (a stampede's refusals) keep theirs as JSON: the
-//! batch's statement builds them in Postgres.
+//! `IDEMPOTENCY_PACKED_ANSWERS=false`, as JSON (`response_body`); every read takes either.
+//! Claims settled by a batch's probe (a stampede's refusals) keep theirs as JSON: the batch's
+//! statement builds them in Postgres.
 
 mod batch;
 mod hot_seats;

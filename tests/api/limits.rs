@@ -267,19 +267,14 @@ async fn the_idempotency_purge_drains_every_expired_record_each_tick() {
 /// each, and store what the last run found (which the instance that skips publishes).
 #[tokio::test]
 async fn the_periodic_integrity_check_runs_once_an_interval_across_instances() {
-    let app = spawn_app_with(|c| {
+    let configure = |c: &mut holdfast::config::Config| {
         c.jobs.integrity_check_interval_seconds = 1;
         c.jobs.idempotency_sweep_interval_ms = 3_600_000; // leaves the stuck record below alone
-    })
-    .await;
+    };
+    let app = spawn_app_with(configure).await;
     let mut config = crate::support::app::test_config(&app.database.url);
-    config.jobs.integrity_check_interval_seconds = 1;
-    config.jobs.idempotency_sweep_interval_ms = 3_600_000;
-    let second = holdfast::startup::Application::build(config).await.expect("the second instance builds");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(second.run_until(async {
-        let _ = stopped.await;
-    }));
+    configure(&mut config);
+    let (_, _, stop, server) = crate::support::app::serve(config).await;
 
     // Both instances tick about once a second (one process: the counters are their sums).
     let ticks = || app.metric("holdfast_job_runs_total", "job=\"integrity_check\"");
@@ -333,7 +328,7 @@ async fn the_periodic_integrity_check_runs_once_an_interval_across_instances() {
     .await;
     assert_eq!(app.metric("holdfast_invariant_violations", &format!("check=\"{stuck}\"")).await, 1.0);
     let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    server.await.unwrap();
 }
 
 #[tokio::test]

@@ -119,10 +119,11 @@ impl Drop for TestDatabase {
     }
 }
 
-pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
-    let database = TestDatabase::create().await;
-    let mut config = test_config(&database.url);
-    configure(&mut config);
+/// An instance built from `config`, serving in the background until the sender is used or
+/// dropped: its address, its `/metrics` listener if any, the sender and the serving task.
+pub async fn serve(
+    config: Config,
+) -> (SocketAddr, Option<SocketAddr>, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let app = Application::build(config).await.expect("application builds");
     let addr = app.local_addr();
     let metrics_addr = app.metrics_addr();
@@ -134,6 +135,14 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         .await
         .expect("server runs");
     });
+    (addr, metrics_addr, tx, server)
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let database = TestDatabase::create().await;
+    let mut config = test_config(&database.url);
+    configure(&mut config);
+    let (addr, metrics_addr, tx, server) = serve(config).await;
     let db = PgPool::connect(&database.url).await.unwrap();
     TestApp {
         addr,
