@@ -42,6 +42,13 @@ def figures(rs):
     }
     for op in sorted({op for r in rs for op in r["latency"]}):
         f[f"{op} p99 ms"] = med([r["latency"][op]["p99_ms"] for r in rs if op in r["latency"]])
+    # hot-seat: the median of every stampede's p99 (issue 10's measure), and of each run's first
+    # stampede alone (it also opens the load generator's connections).
+    stampedes = [r["hot_seat_p99_ms_per_round"] for r in rs if r.get("hot_seat_p99_ms_per_round")]
+    if stampedes:
+        f["stampede p99 ms, median"] = med([x for xs in stampedes for x in xs])
+        f["first stampede p99 ms"] = med([xs[0] for xs in stampedes])
+        f["stampede winners, max"] = max(max(r["hot_seat_winners_per_round"]) for r in rs)
     return f
 
 
