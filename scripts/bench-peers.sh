@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 10's comparison: holdfast against two peers, hold then confirm on distinct seats, in one
-# sitting. Runs scripts/bench.sh's `spread` scenario (or BENCH_PEERS_SCENARIO) once per service per round, the order
-# rotating each round, then prints each service's medians and their ratios to holdfast.
+# sitting. Runs scripts/bench.sh's `spread` scenario (or BENCH_PEERS_SCENARIO's) once per service
+# per round, the order rotating each round, then prints each service's medians and their ratios
+# to holdfast.
 #
 #   scripts/bench-peers.sh [clients] [seconds] [seats] [rounds]
 #   e.g.  scripts/bench-peers.sh 16 20 20000 3
