@@ -129,13 +129,16 @@ def wal_by_relation(start, end, requests, relations):
         return None
     out = subprocess.run([f"{bindir}/pg_waldump", "-p", wal_dir, "-s", start, "-e", end],
                          capture_output=True, text=True)
-    sizes = {}
+    sizes, images = {}, 0
     for line in out.stdout.splitlines():
         # "rmgr: Heap len (rec/tot): 59/ 59, tx: 737, lsn: ..., desc: ..., blkref #0: rel 1663/16384/16391 blk 0"
         try:
-            tot = int(line.split("len (rec/tot):", 1)[1].split(",", 1)[0].split("/")[1])
+            rec, tot = (int(n) for n in line.split("len (rec/tot):", 1)[1].split(",", 1)[0].split("/"))
         except (IndexError, ValueError):
             continue
+        # What a record carries beyond its own data is its blocks' full-page images (written at
+        # the first change of a page after a checkpoint), so they are counted apart too.
+        images += tot - rec
         if "blkref #0: rel " in line:
             node = "/".join(line.split("blkref #0: rel ", 1)[1].split()[0].split("/")[1:])
             name = relations.get(node, "(other relations)")
@@ -143,7 +146,10 @@ def wal_by_relation(start, end, requests, relations):
             name = "(" + line.split()[1] + ")"
         sizes[name] = sizes.get(name, 0) + tot
     per = {k: round(v / requests) for k, v in sorted(sizes.items(), key=lambda kv: -kv[1])}
-    return {k: v for k, v in per.items() if v} or None
+    per = {k: v for k, v in per.items() if v}
+    if per:
+        per["(of which full-page images)"] = round(images / requests)
+    return per or None
 
 
 def statements_delta(before, after, requests):

@@ -92,6 +92,7 @@ impl Application {
             queues: Arc::new(crate::queue::Board::default()),
             seat_index: Arc::default(),
             slot_rules: crate::db::resources::RulesCache::default(),
+            holds_here: crate::db::holds::HoldsHere::default(),
             queue_gate,
             hub,
             tasks: TaskTracker::new(),

@@ -102,6 +102,10 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     ("holdfast_claim_batch_rows", "Claims per batched claim statement for contended seats."),
     ("holdfast_holds_created_total", "Holds created (seats, rooms and slots)."),
     ("holdfast_holds_confirmed_total", "Holds confirmed into bookings."),
+    (
+        "holdfast_confirm_plans_total",
+        "Confirm plans, by where the hold came from: read, memory (this instance created it), memory, reread (changed elsewhere since: read under the lock).",
+    ),
     ("holdfast_holds_released_total", "Holds released by their owner or an admin."),
     ("holdfast_holds_extended_total", "Holds extended."),
     ("holdfast_holds_expired_total", "Holds marked EXPIRED by the sweeper."),

@@ -1,4 +1,4 @@
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgExecutor};
@@ -67,6 +67,73 @@ impl HoldRow {
     /// The seats the hold covers (empty unless it holds seats).
     pub fn seat_ids(&self) -> &[Uuid] {
         self.target.seat_ids()
+    }
+}
+
+/// The live holds this instance created (or extended), as its own statements returned them: the
+/// plan of their confirm takes them from here instead of reading them (a round trip and a read
+/// fewer per confirm; `ConfirmHold` in `pipeline::commands::holds`). Whose a hold is and what it
+/// covers never change, so a remembered hold can be out of date only in what another instance
+/// did to it since: an extend (a new version and expiry), a release, an expiry, a confirm. The
+/// confirm's guarded statement finds each of those as it does after a read, and then reads the
+/// hold under the lock. An entry goes when this instance ends the hold, when the hold expires, or
+/// to stay within the capacity; a restart forgets them all, and then the plans read.
+pub struct HoldsHere(moka::sync::Cache<Uuid, Arc<HoldRow>>);
+
+/// At most this many remembered holds (about 0.4 KB each, measured: 20 MB at most).
+const HOLDS_HERE_CAPACITY: u64 = 50_000;
+
+/// A remembered hold this close to its expiry is read instead: by then the guarded statement
+/// would most likely refuse it, and a read says why before any lock is taken.
+const HOLDS_HERE_MARGIN: chrono::Duration = chrono::Duration::seconds(1);
+
+/// Each entry lives until its hold's expiry (by this instance's clock).
+struct UntilExpiry;
+
+impl UntilExpiry {
+    fn left(hold: &HoldRow) -> Option<std::time::Duration> {
+        Some((hold.expires_at - Utc::now()).to_std().unwrap_or_default())
+    }
+}
+
+impl moka::Expiry<Uuid, Arc<HoldRow>> for UntilExpiry {
+    fn expire_after_create(&self, _: &Uuid, hold: &Arc<HoldRow>, _: std::time::Instant) -> Option<std::time::Duration> {
+        Self::left(hold)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Uuid,
+        hold: &Arc<HoldRow>,
+        _: std::time::Instant,
+        _: Option<std::time::Duration>,
+    ) -> Option<std::time::Duration> {
+        Self::left(hold)
+    }
+}
+
+impl Default for HoldsHere {
+    fn default() -> Self {
+        Self(moka::sync::Cache::builder().max_capacity(HOLDS_HERE_CAPACITY).expire_after(UntilExpiry).build())
+    }
+}
+
+impl HoldsHere {
+    /// Remembers a hold this instance's statement created or extended (HELD, as returned).
+    pub fn remember(&self, hold: &HoldRow) {
+        self.0.insert(hold.id, Arc::new(hold.clone()));
+    }
+
+    /// The remembered hold, if the caller may act on it and it is not about to expire.
+    pub fn live(&self, hold_id: Uuid, may_access: impl FnOnce(&str) -> bool) -> Option<HoldRow> {
+        let hold = self.0.get(&hold_id)?;
+        let live = hold.status == HoldStatus::Held && Utc::now() + HOLDS_HERE_MARGIN < hold.expires_at;
+        (live && may_access(&hold.user_id)).then(|| HoldRow::clone(&hold))
+    }
+
+    /// Forgets a hold this instance ended (or may have changed without knowing how).
+    pub fn forget(&self, hold_id: Uuid) {
+        self.0.invalidate(&hold_id);
     }
 }
 

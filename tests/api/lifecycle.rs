@@ -290,3 +290,69 @@ async fn the_seat_map_lists_rows_in_natural_order_across_pages() {
     let expected: Vec<String> = (1..=12).flat_map(|row| (1..=2).map(move |n| format!("A-{row}-{n}"))).collect();
     assert_eq!(labels, expected, "row 2 comes before row 10, and paging loses or repeats nothing");
 }
+
+/// A hold created on this instance is confirmed from its memory, without a read; what another
+/// instance did to the hold meanwhile is still seen: an extend (confirmed at the new version),
+/// a release or a confirm there (409 HOLD_NOT_ACTIVE, nothing booked twice). Someone else's hold
+/// stays a 404 whatever this instance remembers.
+#[tokio::test]
+async fn a_confirm_planned_from_memory_sees_what_another_instance_did() {
+    let app = spawn_app().await;
+    let (other_addr, _, stop, server) =
+        crate::support::app::serve(crate::support::app::test_config(&app.database.url)).await;
+    let other = |path: &str| format!("http://{other_addr}{path}");
+    let on_other = |method: Method, path: String, user: &'static str, body: serde_json::Value| {
+        let (client, token, url) = (app.client.clone(), app.token(user), other(&path));
+        async move {
+            let key = Uuid::new_v4().to_string();
+            crate::support::app::request(&client, method, &url, Some(&token), Some(&key), Some(&body)).await.unwrap()
+        }
+    };
+    let app = &app;
+    let plans = |from: &'static str| {
+        let labels = format!("from=\"{from}\"");
+        async move { app.metric("holdfast_confirm_plans_total", &labels).await }
+    };
+    let event = app.create_event(1, 1, 5).await;
+    let seat = |i: usize| event.seats[i];
+
+    // Created and confirmed here: planned from memory.
+    let hold_id = app.hold("alice", event.id, &[seat(0)], "h0").await.id();
+    let (memory, read) = (plans("memory").await, plans("read").await);
+    let booked = app.confirm("alice", hold_id).await;
+    assert_eq!(booked.status, StatusCode::CREATED, "{booked:?}");
+    assert_eq!((plans("memory").await - memory, plans("read").await - read), (1.0, 0.0));
+
+    // Extended on the other instance (a new version): confirmed here all the same, after a read.
+    let hold_id = app.hold("alice", event.id, &[seat(1)], "h1").await.id();
+    let extend = json!({ "ttl_seconds": 60 });
+    let extended = on_other(Method::POST, format!("/v1/holds/{hold_id}/extend"), "alice", extend).await;
+    assert_eq!(extended.status, StatusCode::OK, "{extended:?}");
+    let reread = plans("memory, reread").await;
+    let booked = app.confirm("alice", hold_id).await;
+    assert_eq!(booked.status, StatusCode::CREATED, "{booked:?}");
+    assert_eq!(plans("memory, reread").await - reread, 1.0);
+
+    // Released on the other instance: not confirmed here.
+    let hold_id = app.hold("alice", event.id, &[seat(2)], "h2").await.id();
+    let released = on_other(Method::DELETE, format!("/v1/holds/{hold_id}"), "alice", json!({})).await;
+    assert_eq!(released.status, StatusCode::NO_CONTENT, "{released:?}");
+    app.confirm("alice", hold_id).await.assert_problem(409, "HOLD_NOT_ACTIVE");
+
+    // Confirmed on the other instance: not confirmed again here.
+    let hold_id = app.hold("alice", event.id, &[seat(3)], "h3").await.id();
+    let there = on_other(Method::POST, format!("/v1/holds/{hold_id}/confirm"), "alice", json!({})).await;
+    assert_eq!(there.status, StatusCode::CREATED, "{there:?}");
+    app.confirm("alice", hold_id).await.assert_problem(409, "HOLD_NOT_ACTIVE");
+
+    // Someone else's hold: 404, and it stays alice's to confirm.
+    let hold_id = app.hold("alice", event.id, &[seat(4)], "h4").await.id();
+    app.confirm("bob", hold_id).await.assert_problem(404, "NOT_FOUND");
+    assert_eq!(app.count("select count(*) from holds where status = 'HELD'").await, 1);
+
+    assert_eq!(app.count("select count(*) from bookings").await, 3);
+    assert_eq!(app.count("select count(*) from seats where booking_id is not null").await, 3);
+    app.assert_invariants().await;
+    let _ = stop.send(());
+    server.await.unwrap();
+}

@@ -4,7 +4,9 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Execute, Plan, Seen, missing, planned_without, seat_resources, seats, target_resources, write};
+use super::{
+    Execute, Plan, Seen, hold_created, missing, planned_without, seat_resources, seats, target_resources, write,
+};
 use crate::db::holds::Target;
 use crate::db::{bookings, events, holds};
 use crate::domain::best_available::{self, Choice};
@@ -42,7 +44,7 @@ impl Execute for CreateHold {
         write(seat_resources(self.seat_ids.as_slice()), Seen::Nothing)
     }
 
-    async fn apply(&self, tx: &mut PgConnection, _: &AppState, caller: &Caller, _: Plan) -> Result<Reply, Error> {
+    async fn apply(&self, tx: &mut PgConnection, state: &AppState, caller: &Caller, _: Plan) -> Result<Reply, Error> {
         let (event_id, seat_ids, hold_id) = (self.event_id, self.seat_ids.as_slice(), self.hold_id);
         // An unknown event claims no seats: `unclaimable` then answers 404.
         let (ttl, admission) = (self.ttl.seconds(), self.admission);
@@ -51,13 +53,14 @@ impl Execute for CreateHold {
         if created.claimed.len() < seat_ids.len() {
             return Err(seats::unclaimable(tx, caller, event_id, seat_ids, &created.claimed, admission).await);
         }
-        held(tx, caller, event_id, hold_id, created).await
+        held(tx, state, caller, event_id, hold_id, created).await
     }
 }
 
 /// The rest of a seat hold once all its seats are claimed: the per-buyer limit, then the answer.
 async fn held(
     tx: &mut PgConnection,
+    state: &AppState,
     caller: &Caller,
     event_id: Uuid,
     hold_id: Uuid,
@@ -68,7 +71,7 @@ async fn held(
     }
     let target = Target::Seats { event_id, seat_ids: created.claimed, total_cents: created.total_cents };
     let hold = holds::HoldRow::created(hold_id, &caller.user_id, created.expires_at, created.created_at, target);
-    Ok(Reply::created(views::hold(&hold)))
+    Ok(hold_created(state, hold))
 }
 
 /// What a best-available hold asks for.
@@ -204,7 +207,7 @@ impl Execute for CreateBestHold {
                 }
             }
         };
-        held(tx, caller, event_id, hold_id, created).await
+        held(tx, state, caller, event_id, hold_id, created).await
     }
 }
 
@@ -249,6 +252,7 @@ impl Execute for ExtendHold {
         match holds::extend(tx, hold_id, seen.version, self.ttl.seconds(), max_life, seats).await? {
             holds::Extended::To(_) => {
                 let hold = holds::find(&mut *tx, hold_id).await?.ok_or(Error::NotFound("hold"))?;
+                state.holds_here.remember(&hold);
                 Ok(Reply::ok(views::hold(&hold)))
             }
             holds::Extended::Refused => Err(why_hold_refused(tx, hold_id, seen.version, Some(max_life)).await),
@@ -277,33 +281,69 @@ impl Execute for ConfirmHold {
     /// A room hold's confirm sells its nights in the statement that logs them.
     fn logged_scope(&self, plan: &Plan) -> Option<Uuid> {
         match &plan.seen {
-            Seen::Hold(holds::HoldRow { target: Target::Rooms { inventory_id, .. }, .. }) => Some(*inventory_id),
+            Seen::Hold(holds::HoldRow { target: Target::Rooms { inventory_id, .. }, .. })
+            | Seen::RememberedHold(holds::HoldRow { target: Target::Rooms { inventory_id, .. }, .. }) => {
+                Some(*inventory_id)
+            }
             _ => None,
         }
     }
 
+    /// A hold this instance created is confirmed as remembered (no read: see `HoldsHere`).
     async fn plan(&self, state: &AppState, caller: &Caller) -> Result<Step, Error> {
-        plan_on_hold(state, caller, self.hold_id, false).await
+        match state.holds_here.live(self.hold_id, |owner| caller.may_access(owner)) {
+            Some(hold) => {
+                metrics::counter!("holdfast_confirm_plans_total", "from" => "memory").increment(1);
+                write(target_resources(state, &hold.target).await?, Seen::RememberedHold(hold))
+            }
+            None => {
+                metrics::counter!("holdfast_confirm_plans_total", "from" => "read").increment(1);
+                plan_on_hold(state, caller, self.hold_id, false).await
+            }
+        }
     }
 
-    async fn apply(&self, tx: &mut PgConnection, _: &AppState, _: &Caller, plan: Plan) -> Result<Reply, Error> {
-        let Seen::Hold(seen) = plan.seen else { return Err(planned_without::<Self>()) };
+    async fn apply(&self, tx: &mut PgConnection, state: &AppState, _: &Caller, plan: Plan) -> Result<Reply, Error> {
+        let (mut seen, mut remembered) = match plan.seen {
+            Seen::Hold(hold) => (hold, false),
+            Seen::RememberedHold(hold) => (hold, true),
+            _ => return Err(planned_without::<Self>()),
+        };
         let hold_id = self.hold_id;
         let booking_id = Uuid::now_v7();
         let payment_reference = self.payment_reference.as_deref();
-        let confirmed = bookings::confirm_hold(
-            tx,
-            hold_id,
-            seen.version,
-            booking_id,
-            &seen.user_id,
-            payment_reference,
-            &seen.target,
-        )
-        .await?;
-        if !confirmed.moved {
+        let confirmed = loop {
+            let confirmed = bookings::confirm_hold(
+                tx,
+                hold_id,
+                seen.version,
+                booking_id,
+                &seen.user_id,
+                payment_reference,
+                &seen.target,
+            )
+            .await?;
+            if confirmed.moved {
+                break confirmed;
+            }
+            if std::mem::take(&mut remembered) {
+                // Remembered, not read: another instance may have extended the hold since (a
+                // new version), or ended it. Read it now, under the lock: still HELD, it is
+                // confirmed at the version read, as a plan that had read it would have; else the
+                // read says why not. (The statement that refused wrote nothing.)
+                state.holds_here.forget(hold_id);
+                metrics::counter!("holdfast_confirm_plans_total", "from" => "memory, reread").increment(1);
+                if let Some(hold) = holds::find(&mut *tx, hold_id).await?
+                    && hold.effective_status() == HoldStatus::Held
+                    && hold.version != seen.version
+                {
+                    seen = hold;
+                    continue;
+                }
+            }
             return Err(why_hold_refused(tx, hold_id, seen.version, None).await);
-        }
+        };
+        state.holds_here.forget(hold_id);
         if confirmed.sold.len() < seen.seat_ids().len() {
             // Cannot happen while the hold row said HELD and unexpired; refuse rather than sell part.
             return Err(Error::SeatUnavailable { seat_ids: missing(seen.seat_ids(), &confirmed.sold) });
@@ -346,9 +386,10 @@ impl Execute for ReleaseHold {
         plan_on_hold(state, caller, self.hold_id, true).await
     }
 
-    async fn apply(&self, tx: &mut PgConnection, _: &AppState, _: &Caller, plan: Plan) -> Result<Reply, Error> {
+    async fn apply(&self, tx: &mut PgConnection, state: &AppState, _: &Caller, plan: Plan) -> Result<Reply, Error> {
         let Seen::Hold(seen) = plan.seen else { return Err(planned_without::<Self>()) };
         let hold_id = self.hold_id;
+        state.holds_here.forget(hold_id);
         if !holds::transition(tx, hold_id, seen.version, HoldStatus::Released).await? {
             return match why_hold_refused(tx, hold_id, seen.version, None).await {
                 // Gone meanwhile (released by a concurrent call, or expired): same result.

@@ -318,7 +318,10 @@ pub struct Plan {
 
 enum Seen {
     Nothing,
+    /// A hold as read for the plan.
     Hold(hold_rows::HoldRow),
+    /// A hold as this instance remembers it (`db::holds::HoldsHere`), not read.
+    RememberedHold(hold_rows::HoldRow),
     Booking(booking_rows::BookingRow),
     /// A new slot, checked against its resource's rules, and its buffered range.
     Slot {
@@ -331,6 +334,14 @@ enum Seen {
         booking: booking_rows::BookingRow,
         blocked: Range,
     },
+}
+
+/// The answer to a hold just created: 201 with the hold, which this instance remembers for the
+/// plan of its confirm (`db::holds::HoldsHere`).
+fn hold_created(state: &AppState, hold: hold_rows::HoldRow) -> Reply {
+    let reply = Reply::created(super::views::hold(&hold));
+    state.holds_here.remember(&hold);
+    reply
 }
 
 fn write(resources: Vec<String>, seen: Seen) -> Result<Step, Error> {

@@ -3,7 +3,7 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Execute, Plan, Seen, night_resources, write};
+use super::{Execute, Plan, Seen, hold_created, night_resources, write};
 use crate::db::holds::{self, Target};
 use crate::db::inventories::{self, NightRow, NightsPatch};
 use crate::domain::{Caller, Nights, Ttl};
@@ -99,7 +99,7 @@ impl Execute for CreateRoomHold {
         Ok(first_short_night(self.stay, &nights, self.quantity))
     }
 
-    async fn apply(&self, tx: &mut PgConnection, _: &AppState, caller: &Caller, _: Plan) -> Result<Reply, Error> {
+    async fn apply(&self, tx: &mut PgConnection, state: &AppState, caller: &Caller, _: Plan) -> Result<Reply, Error> {
         let Self { hold_id, inventory_id, stay, quantity, ttl } = *self;
         let user_id = &caller.user_id;
         // One statement locks the stay's nights in order and holds them only if every one has
@@ -128,7 +128,7 @@ impl Execute for CreateRoomHold {
         }
         let target = Target::Rooms { inventory_id, check_in: stay.first(), check_out: stay.end(), quantity };
         let hold = holds::HoldRow::created(hold_id, &caller.user_id, expires_at, created_at, target);
-        Ok(Reply::created(views::hold(&hold)))
+        Ok(hold_created(state, hold))
     }
 }
 

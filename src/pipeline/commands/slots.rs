@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Execute, Plan, Range, Seen, planned_without, write};
+use super::{Execute, Plan, Range, Seen, hold_created, planned_without, write};
 use crate::db::holds::{self, Target};
 use crate::db::{bookings, resources};
 use crate::domain::slots::SlotRefusal;
@@ -72,7 +72,13 @@ impl Execute for CreateSlotHold {
         Ok((!live.is_empty()).then_some(Error::SlotUnavailable { conflict: None }))
     }
 
-    async fn apply(&self, tx: &mut PgConnection, _: &AppState, caller: &Caller, plan: Plan) -> Result<Reply, Error> {
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        state: &AppState,
+        caller: &Caller,
+        plan: Plan,
+    ) -> Result<Reply, Error> {
         let Seen::Slot { blocked } = plan.seen else { return Err(planned_without::<Self>()) };
         let Self { hold_id, resource_id, start, end, ttl } = *self;
         if let Some(conflict) = resources::clear_for_claim(tx, resource_id, blocked, None).await? {
@@ -83,7 +89,7 @@ impl Execute for CreateSlotHold {
                 .await?;
         let target = Target::Slot { resource_id, start, end };
         let hold = holds::HoldRow::created(hold_id, &caller.user_id, expires_at, created_at, target);
-        Ok(Reply::created(views::hold(&hold)))
+        Ok(hold_created(state, hold))
     }
 }
 
