@@ -332,7 +332,7 @@ impl Execute for ConfirmHold {
                 // confirmed at the version read, as a plan that had read it would have; else the
                 // read says why not. (The statement that refused wrote nothing.)
                 state.holds_here.forget(hold_id);
-                metrics::counter!("holdfast_confirm_plans_total", "from" => "memory, reread").increment(1);
+                metrics::counter!("holdfast_confirm_plans_reread_total").increment(1);
                 if let Some(hold) = holds::find(&mut *tx, hold_id).await?
                     && hold.effective_status() == HoldStatus::Held
                     && hold.version != seen.version
