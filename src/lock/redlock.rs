@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use futures_util::future::join_all;
+use futures_util::stream::FuturesUnordered;
 use rand::Rng;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -282,24 +284,43 @@ impl Redlock {
         self.release_on(&lock.keys, &lock.token, &vec![true; self.nodes.len()]).await;
     }
 
+    /// As [`Redlock::release`], and says so on `quorum` once a majority of the nodes have
+    /// answered (released, or failed: their TTL frees the keys): from then on an acquisition of
+    /// the same keys no longer finds them held on a majority.
+    pub async fn release_telling(&self, lock: Lock, quorum: tokio::sync::oneshot::Sender<()>) {
+        let mut pending: FuturesUnordered<_> =
+            self.nodes.iter().map(|node| self.release_one(node, &lock.keys, &lock.token)).collect();
+        let (mut quorum, mut answered) = (Some(quorum), 0);
+        while pending.next().await.is_some() {
+            answered += 1;
+            if answered >= self.quorum()
+                && let Some(quorum) = quorum.take()
+            {
+                let _ = quorum.send(());
+            }
+        }
+    }
+
     /// Releases on the nodes flagged in `on` (same order as the nodes).
     async fn release_on(&self, keys: &[String], token: &str, on: &[bool]) {
-        join_all(self.nodes.iter().zip(on).filter(|(_, on)| **on).map(|(node, _)| async {
-            let mut invocation = self.release.prepare_invoke();
-            for key in keys {
-                invocation.key(key);
-            }
-            invocation.arg(token);
-            let mut conn = node.conn.clone();
-            if let Ok(Err(err)) | Err(err) =
-                tokio::time::timeout(self.config.node_timeout, invocation.invoke_async::<i64>(&mut conn))
-                    .await
-                    .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "timed out")))
-            {
-                tracing::debug!(node = %node.label, error = %err, "lock release failed; the key's TTL will free it");
-            }
-        }))
-        .await;
+        let nodes = self.nodes.iter().zip(on).filter(|(_, on)| **on);
+        join_all(nodes.map(|(node, _)| self.release_one(node, keys, token))).await;
+    }
+
+    async fn release_one(&self, node: &Node, keys: &[String], token: &str) {
+        let mut invocation = self.release.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        invocation.arg(token);
+        let mut conn = node.conn.clone();
+        if let Ok(Err(err)) | Err(err) =
+            tokio::time::timeout(self.config.node_timeout, invocation.invoke_async::<i64>(&mut conn))
+                .await
+                .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "timed out")))
+        {
+            tracing::debug!(node = %node.label, error = %err, "lock release failed; the key's TTL will free it");
+        }
     }
 
     /// Pushes the lock's expiry out to a full TTL from now, on a majority, if it is still ours.

@@ -332,10 +332,14 @@ async fn lock_apply(
     stage("transaction", started);
     let (reply, lock) = result?;
     if let Some(lock) = lock {
-        // Off the response path: release is best-effort (the TTL frees the keys regardless),
-        // and the tracker makes shutdown wait for it.
+        // Release is best-effort (the TTL frees the keys regardless), and the tracker makes
+        // shutdown wait for it. The answer waits only for a majority of the nodes: the client's
+        // next command on the same keys (a confirm or release right after its hold) must not
+        // find them still held and wait a retry's delay, 50-100 ms, for a lock that is ours.
+        let (released, quorum) = tokio::sync::oneshot::channel();
         let redlock = state.redlock.clone();
-        state.tasks.spawn(async move { redlock.release(lock).await });
+        state.tasks.spawn(async move { redlock.release_telling(lock, released).await });
+        let _ = quorum.await;
     }
     Ok(reply)
 }
