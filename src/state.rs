@@ -56,7 +56,8 @@ pub struct Shared {
     pub seat_index: Arc<crate::seat_index::SeatIndex>,
     /// The rules of the resources this instance has read (see `slots::load_rules`).
     pub slot_rules: crate::db::resources::RulesCache,
-    /// The live holds this instance created, for their confirms' plans (see `db::holds::HoldsHere`).
+    /// The live holds this instance created, for the plans of commands on them (see
+    /// `db::holds::HoldsHere`).
     pub holds_here: crate::db::holds::HoldsHere,
     /// Turns at the database for waiting-room joins and polls that miss memory (a quarter of
     /// the pool; see `api::queue`).

@@ -103,12 +103,12 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     ("holdfast_holds_created_total", "Holds created (seats, rooms and slots)."),
     ("holdfast_holds_confirmed_total", "Holds confirmed into bookings."),
     (
-        "holdfast_confirm_plans_total",
-        "Confirm plans, by where the hold came from: read, or memory (this instance created or extended it).",
+        "holdfast_hold_plans_total",
+        "Plans of a confirm, extend or release, by where the hold came from: read, or memory (this instance created or extended it).",
     ),
     (
-        "holdfast_confirm_plans_reread_total",
-        "Confirms planned from memory whose hold had changed elsewhere since (extended, released, confirmed): read again under the lock.",
+        "holdfast_hold_plans_reread_total",
+        "Commands planned from memory whose hold had changed elsewhere since (extended, released, confirmed): read again under the lock.",
     ),
     ("holdfast_holds_released_total", "Holds released by their owner or an admin."),
     ("holdfast_holds_extended_total", "Holds extended."),

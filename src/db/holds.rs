@@ -71,13 +71,14 @@ impl HoldRow {
 }
 
 /// The live holds this instance created (or extended), as its own statements returned them: the
-/// plan of their confirm takes them from here instead of reading them (a round trip and a read
-/// fewer per confirm; `ConfirmHold` in `pipeline::commands::holds`). Whose a hold is and what it
-/// covers never change, so a remembered hold can be out of date only in what another instance
-/// did to it since: an extend (a new version and expiry), a release, an expiry, a confirm. The
-/// confirm's guarded statement finds each of those as it does after a read, and then reads the
-/// hold under the lock. An entry goes when this instance ends the hold, when the hold expires, or
-/// to stay within the capacity; a restart forgets them all, and then the plans read.
+/// plans of their confirm, extend and release take them from here instead of reading them (a
+/// round trip and a read fewer each; `plan_on_hold` in `pipeline::commands::holds`). Whose a
+/// hold is and what it covers never change, so a remembered hold can be out of date only in what
+/// another instance did to it since: an extend (a new version and expiry), a release, an expiry,
+/// a confirm. The command's guarded statement finds each of those as it does after a read, and
+/// then the hold is read under the lock. An entry goes when this instance ends the hold, when
+/// the hold expires, or to stay within the capacity; a restart forgets them all, and then the
+/// plans read.
 pub struct HoldsHere(moka::sync::Cache<Uuid, Arc<HoldRow>>);
 
 /// At most this many remembered holds (about 0.4 KB each, measured: 20 MB at most).

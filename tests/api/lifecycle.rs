@@ -291,12 +291,12 @@ async fn the_seat_map_lists_rows_in_natural_order_across_pages() {
     assert_eq!(labels, expected, "row 2 comes before row 10, and paging loses or repeats nothing");
 }
 
-/// A hold created on this instance is confirmed from its memory, without a read; what another
-/// instance did to the hold meanwhile is still seen: an extend (confirmed at the new version),
-/// a release or a confirm there (409 HOLD_NOT_ACTIVE, nothing booked twice). Someone else's hold
-/// stays a 404 whatever this instance remembers.
+/// A hold created on this instance is confirmed, extended or released from its memory, without
+/// a read; what another instance did to the hold meanwhile is still seen: an extend (the command
+/// runs at the new version), a release or a confirm there (409 HOLD_NOT_ACTIVE, nothing booked
+/// twice). Someone else's hold stays a 404 whatever this instance remembers.
 #[tokio::test]
-async fn a_confirm_planned_from_memory_sees_what_another_instance_did() {
+async fn a_command_planned_from_memory_sees_what_another_instance_did() {
     let app = spawn_app().await;
     let (other_addr, _, stop, server) =
         crate::support::app::serve(crate::support::app::test_config(&app.database.url)).await;
@@ -311,48 +311,85 @@ async fn a_confirm_planned_from_memory_sees_what_another_instance_did() {
     let app = &app;
     let plans = |from: &'static str| {
         let labels = format!("from=\"{from}\"");
-        async move { app.metric("holdfast_confirm_plans_total", &labels).await }
+        async move { app.metric("holdfast_hold_plans_total", &labels).await }
     };
-    let event = app.create_event(1, 1, 5).await;
-    let seat = |i: usize| event.seats[i];
+    let rereads = || app.metric("holdfast_hold_plans_reread_total", "");
+    let extend = |hold_id: Uuid| {
+        let body = json!({ "ttl_seconds": 120 });
+        async move { app.post(&format!("/v1/holds/{hold_id}/extend"), "alice", &Uuid::new_v4().to_string(), &body).await }
+    };
+    let release = |hold_id: Uuid| {
+        let token = app.token("alice");
+        async move { app.send(Method::DELETE, &format!("/v1/holds/{hold_id}"), Some(&token), None, None).await }
+    };
+    let status = |hold_id: Uuid| async move {
+        app.get(&format!("/v1/holds/{hold_id}"), Some("alice")).await.body["status"].clone()
+    };
+    let event = app.create_event(1, 1, 9).await;
+    let mut seats = event.seats.iter().copied();
+    let mut hold =
+        async || app.hold("alice", event.id, &[seats.next().unwrap()], &Uuid::new_v4().to_string()).await.id();
 
     // Created and confirmed here: planned from memory.
-    let hold_id = app.hold("alice", event.id, &[seat(0)], "h0").await.id();
+    let hold_id = hold().await;
     let (memory, read) = (plans("memory").await, plans("read").await);
     let booked = app.confirm("alice", hold_id).await;
     assert_eq!(booked.status, StatusCode::CREATED, "{booked:?}");
     assert_eq!((plans("memory").await - memory, plans("read").await - read), (1.0, 0.0));
 
-    // Extended on the other instance (a new version): confirmed here all the same, after a read.
-    let hold_id = app.hold("alice", event.id, &[seat(1)], "h1").await.id();
-    let extend = json!({ "ttl_seconds": 60 });
-    let extended = on_other(Method::POST, format!("/v1/holds/{hold_id}/extend"), "alice", extend).await;
-    assert_eq!(extended.status, StatusCode::OK, "{extended:?}");
-    let rereads = || app.metric("holdfast_confirm_plans_reread_total", "");
-    let reread = rereads().await;
-    let booked = app.confirm("alice", hold_id).await;
-    assert_eq!(booked.status, StatusCode::CREATED, "{booked:?}");
-    assert_eq!(rereads().await - reread, 1.0);
+    // Extended on the other instance (a new version): confirmed, extended or released here all
+    // the same, each after one read under the lock.
+    for (command, expected) in [("confirm", 201), ("extend", 200), ("release", 204)] {
+        let hold_id = hold().await;
+        let extended =
+            on_other(Method::POST, format!("/v1/holds/{hold_id}/extend"), "alice", json!({ "ttl_seconds": 60 })).await;
+        assert_eq!(extended.status, StatusCode::OK, "{extended:?}");
+        let reread = rereads().await;
+        let res = match command {
+            "confirm" => app.confirm("alice", hold_id).await,
+            "extend" => extend(hold_id).await,
+            _ => release(hold_id).await,
+        };
+        assert_eq!(res.status.as_u16(), expected, "{command}: {res:?}");
+        assert_eq!(rereads().await - reread, 1.0, "{command}");
+        let now = if command == "confirm" {
+            "CONFIRMED"
+        } else if command == "extend" {
+            "HELD"
+        } else {
+            "RELEASED"
+        };
+        assert_eq!(status(hold_id).await, now, "{command}");
+    }
 
-    // Released on the other instance: not confirmed here.
-    let hold_id = app.hold("alice", event.id, &[seat(2)], "h2").await.id();
+    // Released on the other instance: neither confirmed nor extended here.
+    let hold_id = hold().await;
     let released = on_other(Method::DELETE, format!("/v1/holds/{hold_id}"), "alice", json!({})).await;
     assert_eq!(released.status, StatusCode::NO_CONTENT, "{released:?}");
     app.confirm("alice", hold_id).await.assert_problem(409, "HOLD_NOT_ACTIVE");
+    let hold_id = hold().await;
+    on_other(Method::DELETE, format!("/v1/holds/{hold_id}"), "alice", json!({})).await;
+    extend(hold_id).await.assert_problem(409, "HOLD_NOT_ACTIVE");
 
-    // Confirmed on the other instance: not confirmed again here.
-    let hold_id = app.hold("alice", event.id, &[seat(3)], "h3").await.id();
+    // Confirmed on the other instance: not confirmed again, nor released, here.
+    let hold_id = hold().await;
     let there = on_other(Method::POST, format!("/v1/holds/{hold_id}/confirm"), "alice", json!({})).await;
     assert_eq!(there.status, StatusCode::CREATED, "{there:?}");
     app.confirm("alice", hold_id).await.assert_problem(409, "HOLD_NOT_ACTIVE");
+    release(hold_id).await.assert_problem(409, "HOLD_NOT_ACTIVE");
+    assert_eq!(status(hold_id).await, "CONFIRMED");
 
     // Someone else's hold: 404, and it stays alice's to confirm.
-    let hold_id = app.hold("alice", event.id, &[seat(4)], "h4").await.id();
+    let hold_id = hold().await;
     app.confirm("bob", hold_id).await.assert_problem(404, "NOT_FOUND");
-    assert_eq!(app.count("select count(*) from holds where status = 'HELD'").await, 1);
+    assert_eq!(status(hold_id).await, "HELD");
 
+    // Eight holds: three confirmed, one released here, two released there, two HELD (the one
+    // extended here and bob's try).
     assert_eq!(app.count("select count(*) from bookings").await, 3);
     assert_eq!(app.count("select count(*) from seats where booking_id is not null").await, 3);
+    assert_eq!(app.count("select count(*) from holds where status = 'RELEASED'").await, 3);
+    assert_eq!(app.count("select count(*) from holds where status = 'HELD'").await, 2);
     app.assert_invariants().await;
     let _ = stop.send(());
     server.await.unwrap();

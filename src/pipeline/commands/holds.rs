@@ -218,8 +218,15 @@ fn chosen(seats: Vec<Uuid>, marked: Option<Marked>) -> Result<Step, Error> {
 }
 
 /// The plan of a command on an existing hold: the hold as seen, locked by what it covers, if
-/// it is still HELD.
+/// it is still HELD. A live hold this instance created or extended is taken from its memory,
+/// not read (`db::holds::HoldsHere`); the command's guarded statement then finds whatever
+/// another instance did to it since, and [`reread_remembered`] reads it under the lock.
 async fn plan_on_hold(state: &AppState, caller: &Caller, hold_id: Uuid, releasing: bool) -> Result<Step, Error> {
+    if let Some(hold) = state.holds_here.live(hold_id, |owner| caller.may_access(owner)) {
+        metrics::counter!("holdfast_hold_plans_total", "from" => "memory").increment(1);
+        return write(target_resources(state, &hold.target).await?, Seen::RememberedHold(hold));
+    }
+    metrics::counter!("holdfast_hold_plans_total", "from" => "read").increment(1);
     let hold = super::visible_hold(&state.claims_db, caller, hold_id).await?;
     match hold.effective_status() {
         HoldStatus::Held => write(target_resources(state, &hold.target).await?, Seen::Hold(hold)),
@@ -228,6 +235,31 @@ async fn plan_on_hold(state: &AppState, caller: &Caller, hold_id: Uuid, releasin
         HoldStatus::Expired => Err(Error::HoldExpired),
         status => Err(Error::HoldNotActive { status }),
     }
+}
+
+/// The hold a command's plan saw, and whether it came from memory rather than a read.
+fn seen_hold<T: Execute>(plan: Plan) -> Result<(holds::HoldRow, bool), Error> {
+    match plan.seen {
+        Seen::Hold(hold) => Ok((hold, false)),
+        Seen::RememberedHold(hold) => Ok((hold, true)),
+        _ => Err(planned_without::<T>()),
+    }
+}
+
+/// A guarded statement on a hold planned from memory moved nothing (it wrote nothing either):
+/// another instance may have extended the hold since (a new version), or ended it. The hold as
+/// read now, under the lock, when it is still HELD at another version: the statement runs again
+/// at that version, as a plan that had read it would have. None: the refusal stands, and
+/// `why_hold_refused` says why.
+async fn reread_remembered(
+    tx: &mut PgConnection,
+    state: &AppState,
+    seen: &holds::HoldRow,
+) -> Result<Option<holds::HoldRow>, Error> {
+    state.holds_here.forget(seen.id);
+    metrics::counter!("holdfast_hold_plans_reread_total").increment(1);
+    let hold = holds::find(&mut *tx, seen.id).await?;
+    Ok(hold.filter(|hold| hold.effective_status() == HoldStatus::Held && hold.version != seen.version))
 }
 
 #[derive(Debug)]
@@ -245,11 +277,22 @@ impl Execute for ExtendHold {
     }
 
     async fn apply(&self, tx: &mut PgConnection, state: &AppState, _: &Caller, plan: Plan) -> Result<Reply, Error> {
-        let Seen::Hold(seen) = plan.seen else { return Err(planned_without::<Self>()) };
+        let (mut seen, mut remembered) = seen_hold::<Self>(plan)?;
         let hold_id = self.hold_id;
         let max_life = state.config.holds.max_lifetime_seconds;
         let seats = seen.seat_ids().len();
-        match holds::extend(tx, hold_id, seen.version, self.ttl.seconds(), max_life, seats).await? {
+        let extended = loop {
+            match holds::extend(tx, hold_id, seen.version, self.ttl.seconds(), max_life, seats).await? {
+                holds::Extended::Refused if std::mem::take(&mut remembered) => {
+                    match reread_remembered(tx, state, &seen).await? {
+                        Some(hold) => seen = hold,
+                        None => break holds::Extended::Refused,
+                    }
+                }
+                extended => break extended,
+            }
+        };
+        match extended {
             holds::Extended::To(_) => {
                 let hold = holds::find(&mut *tx, hold_id).await?.ok_or(Error::NotFound("hold"))?;
                 state.holds_here.remember(&hold);
@@ -289,26 +332,12 @@ impl Execute for ConfirmHold {
         }
     }
 
-    /// A hold this instance created is confirmed as remembered (no read: see `HoldsHere`).
     async fn plan(&self, state: &AppState, caller: &Caller) -> Result<Step, Error> {
-        match state.holds_here.live(self.hold_id, |owner| caller.may_access(owner)) {
-            Some(hold) => {
-                metrics::counter!("holdfast_confirm_plans_total", "from" => "memory").increment(1);
-                write(target_resources(state, &hold.target).await?, Seen::RememberedHold(hold))
-            }
-            None => {
-                metrics::counter!("holdfast_confirm_plans_total", "from" => "read").increment(1);
-                plan_on_hold(state, caller, self.hold_id, false).await
-            }
-        }
+        plan_on_hold(state, caller, self.hold_id, false).await
     }
 
     async fn apply(&self, tx: &mut PgConnection, state: &AppState, _: &Caller, plan: Plan) -> Result<Reply, Error> {
-        let (mut seen, mut remembered) = match plan.seen {
-            Seen::Hold(hold) => (hold, false),
-            Seen::RememberedHold(hold) => (hold, true),
-            _ => return Err(planned_without::<Self>()),
-        };
+        let (mut seen, mut remembered) = seen_hold::<Self>(plan)?;
         let hold_id = self.hold_id;
         let booking_id = Uuid::now_v7();
         let payment_reference = self.payment_reference.as_deref();
@@ -326,20 +355,11 @@ impl Execute for ConfirmHold {
             if confirmed.moved {
                 break confirmed;
             }
-            if std::mem::take(&mut remembered) {
-                // Remembered, not read: another instance may have extended the hold since (a
-                // new version), or ended it. Read it now, under the lock: still HELD, it is
-                // confirmed at the version read, as a plan that had read it would have; else the
-                // read says why not. (The statement that refused wrote nothing.)
-                state.holds_here.forget(hold_id);
-                metrics::counter!("holdfast_confirm_plans_reread_total").increment(1);
-                if let Some(hold) = holds::find(&mut *tx, hold_id).await?
-                    && hold.effective_status() == HoldStatus::Held
-                    && hold.version != seen.version
-                {
-                    seen = hold;
-                    continue;
-                }
+            if std::mem::take(&mut remembered)
+                && let Some(hold) = reread_remembered(tx, state, &seen).await?
+            {
+                seen = hold;
+                continue;
             }
             return Err(why_hold_refused(tx, hold_id, seen.version, None).await);
         };
@@ -387,10 +407,16 @@ impl Execute for ReleaseHold {
     }
 
     async fn apply(&self, tx: &mut PgConnection, state: &AppState, _: &Caller, plan: Plan) -> Result<Reply, Error> {
-        let Seen::Hold(seen) = plan.seen else { return Err(planned_without::<Self>()) };
+        let (mut seen, mut remembered) = seen_hold::<Self>(plan)?;
         let hold_id = self.hold_id;
         state.holds_here.forget(hold_id);
-        if !holds::transition(tx, hold_id, seen.version, HoldStatus::Released).await? {
+        while !holds::transition(tx, hold_id, seen.version, HoldStatus::Released).await? {
+            if std::mem::take(&mut remembered)
+                && let Some(hold) = reread_remembered(tx, state, &seen).await?
+            {
+                seen = hold;
+                continue;
+            }
             return match why_hold_refused(tx, hold_id, seen.version, None).await {
                 // Gone meanwhile (released by a concurrent call, or expired): same result.
                 Error::HoldExpired => Ok(Reply::no_content()),

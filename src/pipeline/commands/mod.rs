@@ -337,7 +337,7 @@ enum Seen {
 }
 
 /// The answer to a hold just created: 201 with the hold, which this instance remembers for the
-/// plan of its confirm (`db::holds::HoldsHere`).
+/// plans of the commands on it (`db::holds::HoldsHere`).
 fn hold_created(state: &AppState, hold: hold_rows::HoldRow) -> Reply {
     let reply = Reply::created(super::views::hold(&hold));
     state.holds_here.remember(&hold);
