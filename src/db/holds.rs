@@ -1,4 +1,4 @@
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgExecutor};
@@ -79,7 +79,7 @@ impl HoldRow {
 /// then the hold is read under the lock. An entry goes when this instance ends the hold, when
 /// the hold expires, or to stay within the capacity; a restart forgets them all, and then the
 /// plans read.
-pub struct HoldsHere(moka::sync::Cache<Uuid, Arc<HoldRow>>);
+pub struct HoldsHere(moka::sync::Cache<Uuid, HoldRow>);
 
 /// At most this many remembered holds (about 0.4 KB each, measured: 20 MB at most).
 const HOLDS_HERE_CAPACITY: u64 = 50_000;
@@ -97,15 +97,15 @@ impl UntilExpiry {
     }
 }
 
-impl moka::Expiry<Uuid, Arc<HoldRow>> for UntilExpiry {
-    fn expire_after_create(&self, _: &Uuid, hold: &Arc<HoldRow>, _: std::time::Instant) -> Option<std::time::Duration> {
+impl moka::Expiry<Uuid, HoldRow> for UntilExpiry {
+    fn expire_after_create(&self, _: &Uuid, hold: &HoldRow, _: std::time::Instant) -> Option<std::time::Duration> {
         Self::left(hold)
     }
 
     fn expire_after_update(
         &self,
         _: &Uuid,
-        hold: &Arc<HoldRow>,
+        hold: &HoldRow,
         _: std::time::Instant,
         _: Option<std::time::Duration>,
     ) -> Option<std::time::Duration> {
@@ -121,15 +121,15 @@ impl Default for HoldsHere {
 
 impl HoldsHere {
     /// Remembers a hold this instance's statement created or extended (HELD, as returned).
-    pub fn remember(&self, hold: &HoldRow) {
-        self.0.insert(hold.id, Arc::new(hold.clone()));
+    pub fn remember(&self, hold: HoldRow) {
+        self.0.insert(hold.id, hold);
     }
 
     /// The remembered hold, if the caller may act on it and it is not about to expire.
     pub fn live(&self, hold_id: Uuid, may_access: impl FnOnce(&str) -> bool) -> Option<HoldRow> {
         let hold = self.0.get(&hold_id)?;
         let live = hold.status == HoldStatus::Held && Utc::now() + HOLDS_HERE_MARGIN < hold.expires_at;
-        (live && may_access(&hold.user_id)).then(|| HoldRow::clone(&hold))
+        (live && may_access(&hold.user_id)).then_some(hold)
     }
 
     /// Forgets a hold this instance ended (or may have changed without knowing how).

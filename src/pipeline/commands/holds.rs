@@ -295,8 +295,9 @@ impl Execute for ExtendHold {
         match extended {
             holds::Extended::To(_) => {
                 let hold = holds::find(&mut *tx, hold_id).await?.ok_or(Error::NotFound("hold"))?;
-                state.holds_here.remember(&hold);
-                Ok(Reply::ok(views::hold(&hold)))
+                let reply = Reply::ok(views::hold(&hold));
+                state.holds_here.remember(hold);
+                Ok(reply)
             }
             holds::Extended::Refused => Err(why_hold_refused(tx, hold_id, seen.version, Some(max_life)).await),
             holds::Extended::LostSeats => {

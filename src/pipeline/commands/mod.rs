@@ -340,7 +340,7 @@ enum Seen {
 /// plans of the commands on it (`db::holds::HoldsHere`).
 fn hold_created(state: &AppState, hold: hold_rows::HoldRow) -> Reply {
     let reply = Reply::created(super::views::hold(&hold));
-    state.holds_here.remember(&hold);
+    state.holds_here.remember(hold);
     reply
 }
 
