@@ -155,7 +155,8 @@ pub struct Confirmed {
 /// booking's (`booking.confirmed`) and for seats the seats sold (`seats.changed`), for rooms the
 /// nights sold (`nights.changed`) when the BEGIN also named the hold's inventory as logged
 /// (migration `room_and_slot_holds_log_their_availability`): the events the triggers would
-/// write, in their order (migration `one_change_row_per_confirm`).
+/// write, in their order (migration `one_change_row_per_confirm`). With `compact_nights`, the
+/// nights are stored compact (`COMPACT_NIGHT_CHANGES`, migration `compact_night_changes`).
 #[allow(clippy::too_many_arguments)]
 pub async fn confirm_hold(
     conn: &mut PgConnection,
@@ -165,6 +166,7 @@ pub async fn confirm_hold(
     user_id: &str,
     payment_reference: Option<&str>,
     target: &Target,
+    compact_nights: bool,
 ) -> Result<Confirmed, sqlx::Error> {
     match target {
         Target::Seats { seat_ids, total_cents, .. } => {
@@ -239,7 +241,8 @@ pub async fn confirm_hold(
                      select $1, $3, 'booking', 'HELD', 'CONFIRMED', case when l.logged then 'nights.changed' end,
                             case when l.logged then moved.inventory_id end,
                             case when l.logged then
-                                (select jsonb_build_object('nights', jsonb_agg(nights_json(x.n) order by (x.n).night))
+                                (select case when $10 then jsonb_agg(nights_compact(x.n) order by (x.n).night)
+                                             else jsonb_build_object('nights', jsonb_agg(nights_json(x.n) order by (x.n).night)) end
                                    from nights x)
                             end,
                             change_actor(), change_actor_role(), change_request_id()
@@ -260,6 +263,7 @@ pub async fn confirm_hold(
                 check_out,
                 quantity,
                 inventory_id,
+                compact_nights,
             )
             .fetch_one(conn)
             .await

@@ -229,8 +229,8 @@ pub struct TailRow {
 }
 
 /// Up to `limit` readable rows after `after`, in feed order: one statement. Each instance reads
-/// every row, so the compact `seats.changed` data is expanded here, as [`seats_changed_data`],
-/// not by Postgres (`change_data` cost Postgres about 18 µs a row, 45 times the read itself).
+/// every row, so compact seat and night changes are expanded here, as [`seats_changed_data`] and
+/// [`nights_changed_data`], not by Postgres (`change_data` cost Postgres about 18 µs a row, 45 times the read itself).
 pub async fn tail(pool: &PgPool, after: Position, limit: i64) -> Result<Vec<TailRow>, sqlx::Error> {
     let mut rows = sqlx::query_as!(
         TailRow,
@@ -244,8 +244,12 @@ pub async fn tail(pool: &PgPool, after: Position, limit: i64) -> Result<Vec<Tail
     .fetch_all(pool)
     .await?;
     for row in &mut rows {
-        if row.r#type.as_deref() == Some("seats.changed") {
-            row.data = row.data.take().map(seats_changed_data);
+        match row.r#type.as_deref() {
+            Some("seats.changed") => row.data = row.data.take().map(seats_changed_data),
+            Some("nights.changed" | "inventory.nights_changed") => {
+                row.data = row.data.take().map(nights_changed_data);
+            }
+            _ => {}
         }
     }
     Ok(rows)
@@ -255,8 +259,41 @@ pub async fn tail(pool: &PgPool, after: Position, limit: i64) -> Result<Vec<Tail
 /// makes it: the stored `[[id, status, version], ...]` becomes `{"seats": [{id, status,
 /// version}, ...]}` in the same order; data in any other shape is left as it is.
 pub fn seats_changed_data(stored: Value) -> Value {
+    expand_compact(stored, "seats", |next| {
+        let (id, status, version) = (next(), next(), next());
+        serde_json::json!({ "id": id, "status": status, "version": version })
+    })
+}
+
+/// A night change's data as readers see it, exactly as the SQL function `change_data` makes it
+/// (migration `compact_night_changes`): the stored `[[night, capacity, overbooking_allowance,
+/// closed, held, booked, version], ...]` becomes `{"nights": [{night, capacity,
+/// overbooking_allowance, closed, held, booked, available, version}, ...]}` in the same order,
+/// `available` computed as `nights_json` computes it; data in any other shape (the object form the
+/// triggers write) is left as it is.
+pub fn nights_changed_data(stored: Value) -> Value {
+    expand_compact(stored, "nights", |next| {
+        let (night, capacity, allowance, closed, held, booked, version) =
+            (next(), next(), next(), next(), next(), next(), next());
+        let count = |v: &Value| v.as_i64().unwrap_or(0);
+        let available = if closed.as_bool().unwrap_or(false) {
+            0
+        } else {
+            (count(&capacity) + count(&allowance) - count(&held) - count(&booked)).max(0)
+        };
+        serde_json::json!({
+            "night": night, "capacity": capacity, "overbooking_allowance": allowance, "closed": closed,
+            "held": held, "booked": booked, "available": available, "version": version,
+        })
+    })
+}
+
+/// Compact data (an array of entries, each an array of fields) as `{list: [object, ...]}`, each
+/// entry made an object by `object`, which takes its fields in order (null past the last);
+/// data in any other shape is left as it is.
+fn expand_compact(stored: Value, list: &str, object: impl Fn(&mut dyn FnMut() -> Value) -> Value) -> Value {
     let Value::Array(entries) = stored else { return stored };
-    let seats = entries
+    let objects = entries
         .into_iter()
         .map(|entry| {
             // As jsonb's `->` reads an entry: an array by index, a scalar as if it were the one
@@ -266,12 +303,10 @@ pub fn seats_changed_data(stored: Value) -> Value {
                 Value::Object(_) => Vec::new().into_iter(),
                 scalar => vec![scalar].into_iter(),
             };
-            let mut next = || fields.next().unwrap_or(Value::Null);
-            let (id, status, version) = (next(), next(), next());
-            serde_json::json!({ "id": id, "status": status, "version": version })
+            object(&mut || fields.next().unwrap_or(Value::Null))
         })
         .collect::<Vec<_>>();
-    serde_json::json!({ "seats": seats })
+    serde_json::json!({ list: objects })
 }
 
 /// Whether committed rows lie after `after` that the gate still hides (an older transaction is

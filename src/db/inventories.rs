@@ -150,6 +150,9 @@ pub struct RoomHold {
 /// `holds_audit` trigger would write it) and, when the BEGIN also named this inventory's nights
 /// as logged, the nights taken (`nights.changed`, as `nights_changed` would write it, which then
 /// does not run; see the migration `room_and_slot_holds_log_their_availability`). Else the triggers write them.
+/// With `compact_nights`, the nights are stored compact (`COMPACT_NIGHT_CHANGES`, migration
+/// `compact_night_changes`).
+#[allow(clippy::too_many_arguments)]
 pub async fn create_hold(
     conn: &mut PgConnection,
     hold_id: Uuid,
@@ -158,6 +161,7 @@ pub async fn create_hold(
     ttl_seconds: i64,
     stay: Nights,
     quantity: i32,
+    compact_nights: bool,
 ) -> Result<RoomHold, sqlx::Error> {
     let rows = sqlx::query!(
         r#"with locked as (
@@ -183,7 +187,9 @@ pub async fn create_hold(
              select $1, 'hold', 'HELD', jsonb_build_object('expires_at', hold.expires_at),
                     case when nights.logged then 'nights.changed' end, case when nights.logged then $2::uuid end,
                     case when nights.logged then
-                        (select jsonb_build_object('nights', jsonb_agg(nights_json(t.n) order by (t.n).night)) from taken t)
+                        (select case when $9 then jsonb_agg(nights_compact(t.n) order by (t.n).night)
+                                     else jsonb_build_object('nights', jsonb_agg(nights_json(t.n) order by (t.n).night)) end
+                           from taken t)
                     end,
                     change_actor(), change_actor_role(), change_request_id()
                from hold
@@ -203,6 +209,7 @@ pub async fn create_hold(
         stay.end(),
         quantity,
         stay.count(),
+        compact_nights,
     )
     .fetch_all(conn)
     .await?;

@@ -1030,3 +1030,110 @@ async fn two_change_events_at_one_position_are_an_invariant_violation() {
         assert!(violations.contains(&expected), "{violations:?}");
     }
 }
+
+/// The nights of every `nights.changed` in the feed, in feed order.
+async fn nights_in_feed(app: &TestApp, n: usize) -> Vec<Value> {
+    app.feed_of_at_least(n)
+        .await
+        .into_iter()
+        .filter(|c| c["type"] == "nights.changed")
+        .map(|c| c["data"].clone())
+        .collect()
+}
+
+/// With COMPACT_NIGHT_CHANGES, room holds and confirms store their nights compact, and the feed
+/// tells exactly what the object form told: the same holds, confirms and nights on two services,
+/// one storing objects and one compact, give the same night changes.
+#[tokio::test]
+async fn compact_night_changes_read_in_the_feed_as_the_objects_they_replace() {
+    let mut told = Vec::new();
+    for compact in [false, true] {
+        let app = spawn_app_with(|c| c.streams.compact_night_changes = compact).await;
+        let inventory = app.create_inventory("2027-03-01", "2027-03-04", 3, 1).await;
+        let alice = app.room_hold("alice", inventory, "2027-03-01", "2027-03-03", 2).await;
+        assert_eq!(alice.status, StatusCode::CREATED, "{alice:?}");
+        let booking = app.confirm("alice", alice.id()).await;
+        assert_eq!(booking.status, StatusCode::CREATED, "{booking:?}");
+        let bob = app.room_hold("bob", inventory, "2027-03-02", "2027-03-04", 2).await;
+        assert_eq!(bob.status, StatusCode::CREATED, "{bob:?}");
+
+        let stored = app
+            .count("select count(*) from audit_log where type = 'nights.changed' and jsonb_typeof(data) = 'array'")
+            .await;
+        assert_eq!(stored, if compact { 3 } else { 0 }, "compact: {compact}");
+        // inventory.created, inventory.nights_changed, then per hold 2 and per confirm 3 events.
+        told.push(nights_in_feed(&app, 9).await);
+        app.assert_invariants().await;
+    }
+    assert_eq!(told[0].len(), 3, "{told:#?}");
+    assert_eq!(told[1], told[0], "compact nights read as the objects they replace");
+    // Bob's second night: 2 booked, 2 held, of 3 and 1 over.
+    assert_eq!(
+        told[1][2]["nights"][0],
+        json!({ "night": "2027-03-02", "capacity": 3, "overbooking_allowance": 1, "closed": false,
+                "held": 2, "booked": 2, "available": 0, "version": 3 })
+    );
+}
+
+/// Compact nights expand, in Postgres (`change_data`, which the feed and webhooks read) and in the
+/// service (`nights_changed_data`, which the live streams read), to the very objects
+/// `nights_json` makes, closed and full nights too; data already in the object form is left as it is.
+#[tokio::test]
+async fn compact_nights_expand_alike_in_postgres_and_in_the_service() {
+    use holdfast::db::changes::nights_changed_data;
+
+    let app = spawn_app().await;
+    let inventory = app.create_inventory("2027-03-01", "2027-03-04", 4, 2).await;
+    sqlx::query(
+        "update inventory_nights set closed = night = '2027-03-01', held = 1, booked = case when night = '2027-03-03' then 5 else 2 end,
+                version = version + 1
+          where inventory_id = $1",
+    )
+    .bind(inventory)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let (compact, objects, expanded): (Value, Value, Value) = sqlx::query_as(
+        "select jsonb_agg(nights_compact(n) order by night),
+                jsonb_build_object('nights', jsonb_agg(nights_json(n) order by night)),
+                change_data('nights.changed', jsonb_agg(nights_compact(n) order by night))
+           from inventory_nights n where inventory_id = $1",
+    )
+    .bind(inventory)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    let available: Vec<&Value> = objects["nights"].as_array().unwrap().iter().map(|n| &n["available"]).collect();
+    assert_eq!(available, [&json!(0), &json!(3), &json!(0)], "{objects}");
+    assert_eq!(expanded, objects);
+    assert_eq!(nights_changed_data(compact), objects);
+
+    // Counts past the capacity (no night can hold them, but the expansion clamps as nights_json does).
+    let odd = json!([["2027-01-01", 1, 0, false, 2, 0, 5]]);
+    let (in_postgres,): (Value,) =
+        sqlx::query_as("select change_data('nights.changed', $1)").bind(&odd).fetch_one(&app.db).await.unwrap();
+    assert_eq!(in_postgres["nights"][0]["available"], json!(0));
+    assert_eq!(nights_changed_data(odd), in_postgres);
+    for (kind, already) in [("nights.changed", objects.clone()), ("inventory.nights_changed", objects)] {
+        let (read,): (Value,) =
+            sqlx::query_as("select change_data($1, $2)").bind(kind).bind(&already).fetch_one(&app.db).await.unwrap();
+        assert_eq!(read, already);
+        assert_eq!(nights_changed_data(already.clone()), already);
+    }
+}
+
+/// The two night forms are inlined into the statements that call them (a SQL function is only
+/// when declared no less volatile than its body): else each room hold, room confirm and night
+/// trigger parses and plans the function's body again at every execution.
+#[tokio::test]
+async fn the_night_forms_are_inlined_into_the_statements_that_call_them() {
+    let app = spawn_app().await;
+    let plan: Vec<(String,)> =
+        sqlx::query_as("explain (verbose, costs off) select nights_json(n), nights_compact(n) from inventory_nights n")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    let plan = plan.into_iter().map(|(line,)| line).collect::<Vec<_>>().join("\n");
+    assert!(plan.contains("jsonb_build_object(") && plan.contains("jsonb_build_array("), "{plan}");
+    assert!(!plan.contains("nights_json(") && !plan.contains("nights_compact("), "{plan}");
+}

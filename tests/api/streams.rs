@@ -256,7 +256,17 @@ async fn streams_refuse_what_they_cannot_serve() {
 
 #[tokio::test]
 async fn nights_and_slots_have_streams_too() {
-    let app = spawn_app().await;
+    nights_stream_as_objects(false).await;
+}
+
+/// With COMPACT_NIGHT_CHANGES the hold's nights are stored compact, and streamed as the same objects.
+#[tokio::test]
+async fn compact_night_changes_stream_as_the_objects_they_replace() {
+    nights_stream_as_objects(true).await;
+}
+
+async fn nights_stream_as_objects(compact: bool) {
+    let app = spawn_app_with(|c| c.streams.compact_night_changes = compact).await;
     let admin = app.admin_token();
     let inventory = app
         .send(
@@ -286,7 +296,16 @@ async fn nights_and_slots_have_streams_too() {
         .map(|n| (n["night"].as_str().unwrap().to_owned(), n["available"].as_i64().unwrap()))
         .collect();
     assert_eq!(nights, [("2030-03-01".to_owned(), 3), ("2030-03-02".to_owned(), 3)]);
+    assert_eq!(
+        change.data["nights"][1],
+        json!({ "night": "2030-03-02", "capacity": 5, "overbooking_allowance": 0, "closed": false,
+                "held": 2, "booked": 0, "available": 3, "version": 1 })
+    );
     assert!(!change.data.to_string().contains("alice"));
+    let stored = app
+        .count("select count(*) from audit_log where type = 'nights.changed' and jsonb_typeof(data) = 'array'")
+        .await;
+    assert_eq!(stored, i64::from(compact));
 }
 
 #[tokio::test]

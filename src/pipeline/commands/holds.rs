@@ -351,6 +351,7 @@ impl Execute for ConfirmHold {
                 &seen.user_id,
                 payment_reference,
                 &seen.target,
+                state.config.streams.compact_night_changes,
             )
             .await?;
             if confirmed.moved {

@@ -102,10 +102,12 @@ impl Execute for CreateRoomHold {
     async fn apply(&self, tx: &mut PgConnection, state: &AppState, caller: &Caller, _: Plan) -> Result<Reply, Error> {
         let Self { hold_id, inventory_id, stay, quantity, ttl } = *self;
         let user_id = &caller.user_id;
+        let compact = state.config.streams.compact_night_changes;
         // One statement locks the stay's nights in order and holds them only if every one has
         // room: the counts it checks are the counts it writes.
         let mut attempt =
-            inventories::create_hold(tx, hold_id, inventory_id, user_id, ttl.seconds(), stay, quantity).await?;
+            inventories::create_hold(tx, hold_id, inventory_id, user_id, ttl.seconds(), stay, quantity, compact)
+                .await?;
         if attempt.held.is_none() {
             if attempt.nights.is_empty() && inventories::find(&mut *tx, inventory_id).await?.is_none() {
                 return Err(Error::NotFound("inventory"));
@@ -115,8 +117,17 @@ impl Execute for CreateRoomHold {
             // hold's too (see the migration `room_and_slot_holds_log_their_availability`).
             inventories::stop_logging_nights(tx).await?;
             if inventories::expire_stale_holds(tx, inventory_id, stay).await? > 0 {
-                attempt =
-                    inventories::create_hold(tx, hold_id, inventory_id, user_id, ttl.seconds(), stay, quantity).await?;
+                attempt = inventories::create_hold(
+                    tx,
+                    hold_id,
+                    inventory_id,
+                    user_id,
+                    ttl.seconds(),
+                    stay,
+                    quantity,
+                    compact,
+                )
+                .await?;
             }
         }
         let Some((taken, expires_at, created_at)) = attempt.held else {
