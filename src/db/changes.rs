@@ -230,7 +230,8 @@ pub struct TailRow {
 
 /// Up to `limit` readable rows after `after`, in feed order: one statement. Each instance reads
 /// every row, so compact seat and night changes are expanded here, as [`seats_changed_data`] and
-/// [`nights_changed_data`], not by Postgres (`change_data` cost Postgres about 18 µs a row, 45 times the read itself).
+/// [`nights_changed_data`], not by Postgres (`change_data` cost Postgres about 18 µs a row, 45
+/// times the read itself).
 pub async fn tail(pool: &PgPool, after: Position, limit: i64) -> Result<Vec<TailRow>, sqlx::Error> {
     let mut rows = sqlx::query_as!(
         TailRow,
