@@ -150,6 +150,10 @@ async fn extending_a_hold_moves_its_expiry_within_the_lifetime_cap() {
     assert_eq!(extended.status, StatusCode::OK, "{extended:?}");
     let after = extended.body["expires_at"].as_str().unwrap();
     assert!(after > before.as_str(), "{before} -> {after}");
+    // The answer is the hold as stored (the service builds it without reading it back).
+    let stored = app.get(&format!("/v1/holds/{hold_id}"), Some("alice")).await;
+    assert_eq!(stored.status, StatusCode::OK, "{stored:?}");
+    assert_eq!(stored.body, extended.body);
     let seat_expiry: i64 = sqlx::query_scalar(
         "select count(*) from seats s join holds h on h.id = s.hold_id where s.hold_expires_at = h.expires_at",
     )
@@ -289,6 +293,35 @@ async fn the_seat_map_lists_rows_in_natural_order_across_pages() {
     }
     let expected: Vec<String> = (1..=12).flat_map(|row| (1..=2).map(move |n| format!("A-{row}-{n}"))).collect();
     assert_eq!(labels, expected, "row 2 comes before row 10, and paging loses or repeats nothing");
+}
+
+/// An extend answers with the hold it made and remembers it at the version it made: the confirm
+/// that follows on this instance plans from memory and needs no read at all.
+#[tokio::test]
+async fn a_hold_extended_here_is_confirmed_from_memory_without_a_read() {
+    let app = spawn_app().await;
+    let plans = |from: &'static str| {
+        let labels = format!("from=\"{from}\"");
+        let app = &app;
+        async move { app.metric("holdfast_hold_plans_total", &labels).await }
+    };
+    let event = app.create_event(1, 1, 1).await;
+    let hold_id = app.hold("alice", event.id, &[event.seats[0]], "h").await.id();
+    let (memory, read, reread) =
+        (plans("memory").await, plans("read").await, app.metric("holdfast_hold_plans_reread_total", "").await);
+    let extended = app.post(&format!("/v1/holds/{hold_id}/extend"), "alice", "e", &json!({ "ttl_seconds": 120 })).await;
+    assert_eq!(extended.status, StatusCode::OK, "{extended:?}");
+    let booked = app.confirm("alice", hold_id).await;
+    assert_eq!(booked.status, StatusCode::CREATED, "{booked:?}");
+    assert_eq!(
+        (
+            plans("memory").await - memory,
+            plans("read").await - read,
+            app.metric("holdfast_hold_plans_reread_total", "").await - reread
+        ),
+        (2.0, 0.0, 0.0)
+    );
+    app.assert_invariants().await;
 }
 
 /// A hold created on this instance is confirmed, extended or released from its memory, without

@@ -293,8 +293,16 @@ impl Execute for ExtendHold {
             }
         };
         match extended {
-            holds::Extended::To(_) => {
-                let hold = holds::find(&mut *tx, hold_id).await?.ok_or(Error::NotFound("hold"))?;
+            holds::Extended::To(expires_at) => {
+                // The statement moved the very version seen, and whose the hold is and what it
+                // covers never change: the hold as extended, without reading it back.
+                let hold = holds::HoldRow {
+                    status: HoldStatus::Held,
+                    expires_at,
+                    version: seen.version + 1,
+                    expired: false,
+                    ..seen
+                };
                 let reply = Reply::ok(views::hold(&hold));
                 state.holds_here.remember(hold);
                 Ok(reply)
