@@ -113,6 +113,10 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     ("holdfast_holds_released_total", "Holds released by their owner or an admin."),
     ("holdfast_holds_extended_total", "Holds extended."),
     ("holdfast_holds_expired_total", "Holds marked EXPIRED by the sweeper."),
+    (
+        "holdfast_hold_sweeps_yielded_total",
+        "Sweeper batches rolled back because a request held a row they needed (tried again next tick).",
+    ),
     ("holdfast_bookings_created_total", "Bookings created (confirmed holds and direct bookings)."),
     ("holdfast_bookings_cancelled_total", "Bookings cancelled."),
     ("holdfast_bookings_rescheduled_total", "Slot bookings moved to another slot."),

@@ -1,7 +1,7 @@
 use std::sync::LazyLock;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{Executor, PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::domain::HoldStatus;
@@ -546,9 +546,18 @@ pub async fn expire(conn: &mut PgConnection, hold_ids: &[Uuid]) -> Result<u64, s
     Ended::give_back(conn, &expired).await
 }
 
-/// One sweeper batch: marks expired holds EXPIRED and gives back what they claimed, skipping rows another
-/// instance (or a request) holds. Returns how many holds expired.
+/// Bounds how long a sweeper batch waits for a row lock, 100 ms, before it gives up and rolls back
+/// ([`sweep_yielded`]): a room hold locks its nights before it expires the stale holds in its way,
+/// the sweeper locks the holds before their nights, and the request must not wait for Postgres's
+/// deadlock detection (a second) to break that circle, or lose to it.
+const SWEEP_LOCK_TIMEOUT: &str = "select set_config('lock_timeout', '100ms', true)";
+
+/// One sweeper batch, in the caller's transaction: marks expired holds EXPIRED and gives back what
+/// they claimed, skipping hold rows another instance (or a request) holds. Returns how many holds
+/// expired. Waits at most 100 ms ([`SWEEP_LOCK_TIMEOUT`]) for any other row (a night, a seat): when
+/// [`sweep_yielded`] says so of the error, the caller rolls back and tries again at its next tick.
 pub async fn expire_batch(conn: &mut PgConnection, batch: i64) -> Result<u64, sqlx::Error> {
+    conn.execute(SWEEP_LOCK_TIMEOUT).await?;
     let expired = sqlx::query_as!(
         Ended,
         r#"update holds h set status = 'EXPIRED', version = version + 1, updated_at = now()
@@ -565,4 +574,10 @@ pub async fn expire_batch(conn: &mut PgConnection, batch: i64) -> Result<u64, sq
     .fetch_all(&mut *conn)
     .await?;
     Ended::give_back(conn, &expired).await
+}
+
+/// Whether a sweeper batch gave up waiting for a row lock ([`SWEEP_LOCK_TIMEOUT`]), leaving it to
+/// the request that holds the row.
+pub fn sweep_yielded(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(e) if e.code().as_deref() == Some("55P03"))
 }

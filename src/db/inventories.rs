@@ -141,9 +141,17 @@ pub struct RoomHold {
 /// round trip): lock the stay's nights in night order (so concurrent lockers never deadlock),
 /// and only if every night is on sale, open and has room, insert the hold with its stay and
 /// units in its own row (`holds.stay`, `holds.quantity`: see the migration
-/// `hold_nights_in_the_hold_row`) and add to each night's counter (guarded again: open, and room
-/// left, on the locked row). Returns the nights as locked, for the caller to tell why not when
-/// nothing was held; the caller rolls back unless every night was taken.
+/// `hold_nights_in_the_hold_row`) and add to each night's counter. Returns the nights as locked,
+/// for the caller to tell why not when nothing was held; the caller rolls back unless every night
+/// was taken.
+///
+/// The counters are checked once, on the rows as locked, and the update then moves every locked
+/// row, computing from the locked row. The update reads the rows as of the statement's start: a
+/// writer that freed units while this statement waited for the lock (the sweeper, which takes no
+/// lock in Redis) leaves it an older row, one that would fail a check of room that the locked row
+/// passes (the hold would be inserted with none of its nights), and counters computed from which
+/// would fail `inventory_nights_not_oversold` before Postgres moves on to the newer row. The locks
+/// keep the rows as checked until the commit, and that constraint is the final guard.
 ///
 /// The same statement writes the hold's change row, as `holds::create` does for seats, when the
 /// transaction began with `hold_id` as its logged hold: its history (`hold.created`, as the
@@ -165,7 +173,7 @@ pub async fn create_hold(
 ) -> Result<RoomHold, sqlx::Error> {
     let rows = sqlx::query!(
         r#"with locked as (
-             select night, capacity, overbooking_allowance, closed, held, booked from inventory_nights
+             select night, capacity, overbooking_allowance, closed, held, booked, version from inventory_nights
               where inventory_id = $2 and night >= $5 and night < $6 order by night for update
          ), fits as (
              select count(*) = $8 and coalesce(bool_and(not closed and held + booked + $7 <= capacity + overbooking_allowance), false)
@@ -177,9 +185,9 @@ pub async fn create_hold(
              returning expires_at, created_at
          ), taken as (
              update inventory_nights n
-                set held = held + $7, version = version + 1
-              where inventory_id = $2 and night >= $5 and night < $6 and not closed
-                and held + booked + $7 <= capacity + overbooking_allowance
+                set held = l.held + $7, version = l.version + 1
+               from locked l
+              where n.inventory_id = $2 and n.night = l.night
                 and exists (select 1 from hold)
              returning n
          ), logged as (

@@ -62,7 +62,15 @@ pub fn spawn_all(state: &AppState) -> Vec<JoinHandle<()>> {
                     async move {
                         drain(&state, batch, || async {
                             let mut tx = state.db.begin().await?;
-                            let expired = holds::expire_batch(&mut tx, batch).await?;
+                            let expired = match holds::expire_batch(&mut tx, batch).await {
+                                Err(err) if holds::sweep_yielded(&err) => {
+                                    // A request holds a row this batch needs, and may be waiting
+                                    // for one of ours: roll back (on drop) and leave it be.
+                                    metrics::counter!("holdfast_hold_sweeps_yielded_total").increment(1);
+                                    return Ok(0);
+                                }
+                                expired => expired?,
+                            };
                             tx.commit().await?;
                             metrics::counter!("holdfast_holds_expired_total").increment(expired);
                             if expired > 0 {

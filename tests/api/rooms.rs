@@ -125,8 +125,9 @@ async fn confirm_cancel_release_and_expiry_move_every_nights_counters() {
     app.assert_invariants().await;
 }
 
-#[tokio::test]
-async fn an_expired_hold_frees_its_units_at_once_even_before_the_sweeper() {
+/// An app whose sweeper does not run, and an inventory of one night (2027-03-01) with one unit,
+/// held by a hold past its expiry.
+async fn one_unit_held_by_a_dead_hold() -> (TestApp, Uuid, Uuid) {
     let app = crate::support::app::spawn_app_with(|c| c.jobs.hold_sweep_interval_ms = 3_600_000).await;
     let inventory = app.create_inventory("2027-03-01", "2027-03-02", 1, 0).await;
     let body = json!({ "check_in": "2027-03-01", "check_out": "2027-03-02", "quantity": 1, "ttl_seconds": 1 });
@@ -136,6 +137,12 @@ async fn an_expired_hold_frees_its_units_at_once_even_before_the_sweeper() {
         app.count("select count(*) from holds where expires_at <= now()").await == 1
     })
     .await;
+    (app, inventory, first.id())
+}
+
+#[tokio::test]
+async fn an_expired_hold_frees_its_units_at_once_even_before_the_sweeper() {
+    let (app, inventory, _) = one_unit_held_by_a_dead_hold().await;
     assert_eq!(app.nights(inventory, "2027-03-01", "2027-03-02").await[0].3, 1, "availability ignores the dead hold");
     // A dead hold does not block a new one, nor lowering the capacity, even before the sweeper.
     let lower = app.patch_nights(inventory, &json!({ "from": "2027-03-01", "to": "2027-03-02", "capacity": 0 })).await;
@@ -146,6 +153,83 @@ async fn an_expired_hold_frees_its_units_at_once_even_before_the_sweeper() {
     assert_eq!(restore.status, StatusCode::OK, "{restore:?}");
     let second = app.room_hold("bob", inventory, "2027-03-01", "2027-03-02", 1).await;
     assert_eq!(second.status, StatusCode::CREATED, "{second:?}");
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_hold_waiting_behind_the_sweeper_gets_the_units_it_frees() {
+    let (app, inventory, dead) = one_unit_held_by_a_dead_hold().await;
+    let version = "select version from inventory_nights";
+    let before = app.count(version).await;
+    // A sweeper (which takes no lock in Redis) expires the hold and gives its unit back, and has
+    // not committed yet when the next hold's statement starts: that statement waits for the
+    // night's row, then finds the unit free.
+    let mut sweeper = app.db.begin().await.unwrap();
+    assert_eq!(holdfast::db::holds::expire_batch(&mut sweeper, 10).await.unwrap(), 1);
+    let taker = app.room_hold("bob", inventory, "2027-03-01", "2027-03-02", 1);
+    let sweeper_commits = async {
+        let waiting =
+            "select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'";
+        eventually("the hold's statement waiting behind the sweeper", std::time::Duration::from_secs(10), || async {
+            app.count(waiting).await > 0
+        })
+        .await;
+        sweeper.commit().await.unwrap();
+    };
+    let (taker, ()) = tokio::join!(taker, sweeper_commits);
+    assert_eq!(taker.status, StatusCode::CREATED, "{taker:?}");
+    assert_eq!(app.nights(inventory, "2027-03-01", "2027-03-02").await[0].1, 1);
+    assert_eq!(app.count(version).await, before + 2, "the sweeper's change and the hold's, each counted");
+    let status: String =
+        sqlx::query_scalar("select status from holds where id = $1").bind(dead).fetch_one(&app.db).await.unwrap();
+    assert_eq!(status, "EXPIRED");
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn the_sweeper_yields_to_a_hold_that_expires_the_same_dead_hold() {
+    let (app, inventory, dead) = one_unit_held_by_a_dead_hold().await;
+    let waiting = |n: i64| {
+        let app = &app;
+        async move {
+            let sql =
+                "select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'";
+            eventually("transactions waiting for a lock", std::time::Duration::from_secs(10), || async {
+                app.count(sql).await >= n
+            })
+            .await;
+        }
+    };
+    // The night is busy, and both queue for it: first bob's hold, then a sweeper batch that has
+    // already taken the dead hold's row. When the night is free, the hold finds it full, and goes
+    // to expire the dead hold that the sweeper has, while the sweeper waits for the night.
+    let mut busy = app.db.begin().await.unwrap();
+    sqlx::query("select 1 from inventory_nights where inventory_id = $1 for update")
+        .bind(inventory)
+        .execute(&mut *busy)
+        .await
+        .unwrap();
+    let taker = app.room_hold("bob", inventory, "2027-03-01", "2027-03-02", 1);
+    let sweeper = async {
+        waiting(1).await;
+        let mut sweeper = app.db.begin().await.unwrap();
+        let swept = holdfast::db::holds::expire_batch(&mut sweeper, 10).await;
+        sweeper.rollback().await.unwrap();
+        swept
+    };
+    let night_freed = async {
+        waiting(2).await;
+        busy.commit().await.unwrap();
+    };
+    let (taker, swept, ()) = tokio::join!(taker, sweeper, night_freed);
+    // The sweeper gave way at once: no deadlock for Postgres to break, and the hold got the night.
+    let err = swept.expect_err("the sweeper must give way, not wait for the hold");
+    assert!(holdfast::db::holds::sweep_yielded(&err), "{err:?}");
+    assert_eq!(taker.status, StatusCode::CREATED, "{taker:?}");
+    let status: String =
+        sqlx::query_scalar("select status from holds where id = $1").bind(dead).fetch_one(&app.db).await.unwrap();
+    assert_eq!(status, "EXPIRED");
+    assert_eq!(app.nights(inventory, "2027-03-01", "2027-03-02").await[0].1, 1);
     app.assert_invariants().await;
 }
 
