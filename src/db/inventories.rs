@@ -187,7 +187,7 @@ pub async fn create_hold(
              update inventory_nights n
                 set held = l.held + $7, version = l.version + 1
                from locked l
-              where n.inventory_id = $2 and n.night = l.night
+              where n.inventory_id = $2 and n.night >= $5 and n.night < $6 and n.night = l.night
                 and exists (select 1 from hold)
              returning n
          ), logged as (
