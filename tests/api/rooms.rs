@@ -140,6 +140,18 @@ async fn one_unit_held_by_a_dead_hold() -> (TestApp, Uuid, Uuid) {
     (app, inventory, first.id())
 }
 
+/// A transaction that holds every night row of the inventory (as a request does while it holds
+/// them), until it commits.
+async fn keep_the_nights(app: &TestApp, inventory: Uuid) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut busy = app.db.begin().await.unwrap();
+    sqlx::query("select 1 from inventory_nights where inventory_id = $1 for update")
+        .bind(inventory)
+        .execute(&mut *busy)
+        .await
+        .unwrap();
+    busy
+}
+
 #[tokio::test]
 async fn an_expired_hold_frees_its_units_at_once_even_before_the_sweeper() {
     let (app, inventory, _) = one_unit_held_by_a_dead_hold().await;
@@ -203,12 +215,7 @@ async fn the_sweeper_yields_to_a_hold_that_expires_the_same_dead_hold() {
     // The night is busy, and both queue for it: first bob's hold, then a sweeper batch that has
     // already taken the dead hold's row. When the night is free, the hold finds it full, and goes
     // to expire the dead hold that the sweeper has, while the sweeper waits for the night.
-    let mut busy = app.db.begin().await.unwrap();
-    sqlx::query("select 1 from inventory_nights where inventory_id = $1 for update")
-        .bind(inventory)
-        .execute(&mut *busy)
-        .await
-        .unwrap();
+    let busy = keep_the_nights(&app, inventory).await;
     let taker = app.room_hold("bob", inventory, "2027-03-01", "2027-03-02", 1);
     let sweeper = async {
         waiting(1).await;
@@ -230,6 +237,32 @@ async fn the_sweeper_yields_to_a_hold_that_expires_the_same_dead_hold() {
         sqlx::query_scalar("select status from holds where id = $1").bind(dead).fetch_one(&app.db).await.unwrap();
     assert_eq!(status, "EXPIRED");
     assert_eq!(app.nights(inventory, "2027-03-01", "2027-03-02").await[0].1, 1);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_sweeper_kept_from_a_night_tries_again_at_its_next_tick() {
+    let app = spawn_app().await;
+    let inventory = app.create_inventory("2027-03-01", "2027-03-02", 1, 0).await;
+    let body = json!({ "check_in": "2027-03-01", "check_out": "2027-03-02", "quantity": 1, "ttl_seconds": 2 });
+    let hold = app.post(&format!("/v1/inventories/{inventory}/holds"), "alice", "a", &body).await;
+    assert_eq!(hold.status, StatusCode::CREATED, "{hold:?}");
+    // Someone keeps the night's row from before the hold expires.
+    let busy = keep_the_nights(&app, inventory).await;
+    eventually("the sweeper giving way to the row's holder", std::time::Duration::from_secs(10), || async {
+        app.metric("holdfast_hold_sweeps_yielded_total", "").await >= 2.0
+    })
+    .await;
+    let status = "select status from holds";
+    let status_now = || async { sqlx::query_scalar::<_, String>(status).fetch_one(&app.db).await.unwrap() };
+    assert_eq!(status_now().await, "HELD", "each batch rolled back");
+    assert_eq!(app.metric("holdfast_job_errors_total", "hold_expiry").await, 0.0, "giving way is not an error");
+    busy.commit().await.unwrap();
+    eventually("the sweeper expiring the hold once the row is free", std::time::Duration::from_secs(10), || async {
+        status_now().await == "EXPIRED"
+    })
+    .await;
+    assert_eq!(app.count("select held::int8 from inventory_nights").await, 0);
     app.assert_invariants().await;
 }
 
