@@ -65,7 +65,8 @@ pub fn spawn_all(state: &AppState) -> Vec<JoinHandle<()>> {
                             let expired = match holds::expire_batch(&mut tx, batch).await {
                                 Err(err) if holds::sweep_yielded(&err) => {
                                     // A request holds a row this batch needs, and may be waiting
-                                    // for one of ours: roll back (on drop) and leave it be.
+                                    // for one of ours: let go of them now, and leave it be.
+                                    tx.rollback().await?;
                                     metrics::counter!("holdfast_hold_sweeps_yielded_total").increment(1);
                                     return Ok(0);
                                 }
