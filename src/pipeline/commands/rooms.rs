@@ -105,9 +105,10 @@ impl Execute for CreateRoomHold {
         let compact = state.config.streams.compact_night_changes;
         // One statement locks the stay's nights in order and holds them only if every one has
         // room: the counts it checks are the counts it writes.
-        let mut attempt =
-            inventories::create_hold(tx, hold_id, inventory_id, user_id, ttl.seconds(), stay, quantity, compact)
-                .await?;
+        let hold = async |tx: &mut PgConnection| {
+            inventories::create_hold(tx, hold_id, inventory_id, user_id, ttl.seconds(), stay, quantity, compact).await
+        };
+        let mut attempt = hold(tx).await?;
         if attempt.held.is_none() {
             if attempt.nights.is_empty() && inventories::find(&mut *tx, inventory_id).await?.is_none() {
                 return Err(Error::NotFound("inventory"));
@@ -117,17 +118,7 @@ impl Execute for CreateRoomHold {
             // hold's too (see the migration `room_and_slot_holds_log_their_availability`).
             inventories::stop_logging_nights(tx).await?;
             if inventories::expire_stale_holds(tx, inventory_id, stay).await? > 0 {
-                attempt = inventories::create_hold(
-                    tx,
-                    hold_id,
-                    inventory_id,
-                    user_id,
-                    ttl.seconds(),
-                    stay,
-                    quantity,
-                    compact,
-                )
-                .await?;
+                attempt = hold(tx).await?;
             }
         }
         let Some((taken, expires_at, created_at)) = attempt.held else {
